@@ -1,0 +1,1 @@
+"""Profile ingestion (published and synthetic kernel measurements) and the feature builder."""

@@ -1,0 +1,180 @@
+"""The ``inference-sim`` command line: a thin shell over the Python API.
+
+Every command prints data as a rich table, or as JSON with ``--json``. Bad input exits with code 2
+and a one-line ``error: …`` message on stderr; ``--debug`` (anywhere on the line) shows the full
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inference_sim import __version__
+
+app = typer.Typer(
+    name="inference-sim",
+    help="Predict LLM inference latency on a GPU setup and plan multi-LLM workloads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_BAD_INPUT = 2
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"inference-sim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Predict LLM inference latency on a GPU setup and plan multi-LLM workloads."""
+
+
+def _print_json(payload: dict) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=float))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _shape_text(shape: dict) -> str:
+    if "msg_bytes" in shape:
+        return f"{_fmt_bytes(shape['msg_bytes'])} over {shape['world_size']:g} GPUs"
+    return "×".join(f"{v:g}" for v in shape.values())
+
+
+def _ops_table(title: str, section: dict):
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {section['total_ms']:.3f} ms (ideal)", title_justify="left")
+    for col in ("op", "×", "shape", "GFLOP", "MB", "FLOP/B", "bound", "µs/call", "ms", "share"):
+        table.add_column(col, justify="left" if col in ("op", "shape", "bound") else "right", no_wrap=True)
+    total = max(section["total_ms"], 1e-12)
+    for op in section["ops"]:
+        table.add_row(
+            op["op"], str(op["count"]), _shape_text(op["shape"]),
+            f"{op['flops'] / 1e9:.4g}", f"{(op['bytes'] + op['link_bytes']) / 1e6:.4g}", f"{op['intensity']:.3g}",
+            op["bound"], f"{op['ideal_ms'] * 1e3:.4g}", f"{op['total_ms']:.4g}", f"{op['total_ms'] / total:.1%}",
+        )
+    return table
+
+
+@app.command()
+def roofline(
+    model: Annotated[str, typer.Option(help="Catalogue model name, HF id, or path to a config.json.")],
+    gpu: Annotated[str, typer.Option(help="Catalogue GPU name (e.g. a100-80gb) or a name in --gpu-file.")],
+    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    kv_bits: Annotated[int | None, typer.Option(help="KV-cache bits (4, 8, 16); default from --dtype.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sequences in the batch.")] = 1,
+    input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per sequence.")] = 512,
+    decode_context: Annotated[int | None, typer.Option(min=0, max=10_000_000,
+                                                       help="Cached tokens per sequence at the decode step (default: input-len).")] = None,
+    attention: Annotated[str, typer.Option(help="flash (no N² score traffic) or naive.")] = "flash",
+    gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0, help="Fraction of GPU memory usable.")] = 0.9,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Write a roofline chart to this PNG file.")] = None,
+) -> None:
+    """Ideal (roofline) time of one prefill iteration and one decode step, op by op, with memory use."""
+    from predictor.analysis import roofline_report
+
+    report = roofline_report(
+        model, gpu, tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, decode_context=decode_context,
+        attention=attention, gpu_memory_utilization=gpu_memory_utilization, kv_bits=kv_bits, gpu_file=gpu_file,
+    )
+    if plot is not None:
+        from predictor.plot import roofline_chart
+
+        roofline_chart(report, plot)
+    if not report["memory"]["batch_fits"]:
+        typer.echo(f"warning: {batch_size} sequences of {max(input_len, report['decode_context']) + 1} tokens exceed the "
+                   f"KV-cache capacity of {report['memory']['max_tokens']} tokens; times are for a batch that "
+                   f"could not run at once", err=True)
+    if as_json:
+        _print_json(report)
+        return
+    from rich.console import Console
+
+    console = Console(width=max(Console().width, 120))
+    console.print(f"[bold]{report['model']}[/] on [bold]{report['gpu']}[/] · tp={tp} · {report['dtype']} · "
+                  f"{report['attention']} attention · peak {report['gpu_spec']['peak_tflops']:.0f} TFLOP/s · "
+                  f"{report['gpu_spec']['hbm_bandwidth_gbps']:.0f} GB/s · ridge "
+                  f"{report['gpu_spec']['ridge_flops_per_byte']:.0f} FLOP/B")
+    console.print(_ops_table(f"Prefill: {batch_size} × {input_len} tokens", report["prefill"]))
+    console.print(_ops_table(f"Decode step: {batch_size} seqs at context {report['decode_context']}", report["decode"]))
+    mem = report["memory"]
+    console.print(
+        f"Memory per GPU: weights {_fmt_bytes(mem['weights_bytes'])}, workspace "
+        f"{_fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache {_fmt_bytes(mem['kv_cache_bytes'])} "
+        f"= {mem['max_tokens']:,} tokens ({_fmt_bytes(mem['kv_bytes_per_token'])}/token); "
+        f"{mem['max_sequences_at_context']:,} sequences at this context"
+    )
+    if plot is not None:
+        console.print(f"Roofline chart written to {plot}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning bad input into one line on stderr and exit code 2."""
+    from pydantic import ValidationError
+    from typer.exceptions import Abort, Exit, TyperException
+
+    from predictor.errors import InputError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="inference-sim", standalone_mode=False)
+    except Exit as exc:
+        return exc.exit_code
+    except Abort:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except TyperException as exc:  # usage errors: unknown option, missing or out-of-range value
+        if debug:
+            raise
+        text = _one_line(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+        if text:  # empty for "no arguments: show help", which click already printed
+            typer.echo(f"error: {text}", err=True)
+        return EXIT_BAD_INPUT
+    except (InputError, ValidationError) as exc:
+        if debug:
+            raise
+        message = exc if isinstance(exc, InputError) else exc.errors()[0].get("msg", exc)
+        typer.echo(f"error: {_one_line(message)}", err=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:  # noqa: BLE001 — last resort: one line, traceback only with --debug
+        if debug:
+            raise
+        typer.echo(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); rerun with --debug for details",
+                   err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Model architecture specs parsed from Hugging Face ``config.json``.
+
+A :class:`ModelSpec` is the small set of numbers the roofline needs. Supported ``model_type``
+families: llama, mistral, mixtral (MoE), qwen2, qwen (v1), gemma, phi (phi-2), phi3, internlm.
+Any other ``model_type`` is an :class:`~predictor.errors.InputError` naming it.
+
+Assumptions (stated once, used everywhere):
+
+* Linear layers store ``weight_bits`` per parameter (quantisation applies to them only);
+  embeddings, lm_head, norms and biases stay 16-bit.
+* Parameter counts include every weight and bias, and count tied embeddings once.
+* Sliding-window attention is treated as full attention (only Mistral-7B-v0.1 declares one).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from predictor.errors import InputError, unknown_name
+
+SUPPORTED_FAMILIES = ("llama", "mistral", "mixtral", "qwen2", "qwen", "gemma", "phi", "phi3", "internlm")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of a decoder-only transformer.
+
+    Attributes
+    ----------
+    name : str
+        Catalogue name or the config's path.
+    family : str
+        HF ``model_type``.
+    hidden_size, intermediate_size : int
+        Model width and MLP (per-expert for MoE) width.
+    num_layers, num_heads, num_kv_heads, head_dim : int
+        Decoder layers; query heads; key/value heads (GQA when fewer than query heads); head width.
+    vocab_size, max_position_embeddings : int
+        Vocabulary rows; context limit in tokens.
+    gated_mlp : bool
+        Gate/up/down MLP (SwiGLU/GeGLU) rather than up/down.
+    activation : str
+        MLP activation name.
+    norm : str
+        ``"rms"`` or ``"layer"`` (LayerNorm has a bias, 2 parameters per channel).
+    qkv_bias, o_bias, mlp_bias, lm_head_bias : bool
+        Which linear layers carry a bias.
+    tie_word_embeddings : bool
+        lm_head shares the embedding matrix.
+    parallel_attn_mlp : bool
+        Attention and MLP read the same normed input (phi-2): one norm and one residual add per layer.
+    num_experts, experts_per_token : int
+        MoE experts per layer and top-k; 0 and 0 for dense models.
+    rotary_fraction : float
+        Fraction of each head's dims that get RoPE.
+    """
+
+    name: str
+    family: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_position_embeddings: int
+    gated_mlp: bool = True
+    activation: str = "silu"
+    norm: str = "rms"
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    lm_head_bias: bool = False
+    tie_word_embeddings: bool = False
+    parallel_attn_mlp: bool = False
+    num_experts: int = 0
+    experts_per_token: int = 0
+    rotary_fraction: float = 1.0
+
+    # --- derived sizes ------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def q_size(self) -> int:
+        """Query projection width, heads × head_dim."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        """Key (or value) projection width, kv_heads × head_dim."""
+        return self.num_kv_heads * self.head_dim
+
+    def attention_params(self) -> int:
+        """Weights and biases of one layer's attention block (Q, K, V, O)."""
+        h = self.hidden_size
+        params = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        if self.qkv_bias:
+            params += self.q_size + 2 * self.kv_size
+        if self.o_bias:
+            params += h
+        return params
+
+    def mlp_params(self) -> int:
+        """Weights and biases of one layer's MLP (all experts and the router for MoE)."""
+        h, f = self.hidden_size, self.intermediate_size
+        n_in = 2 if self.gated_mlp else 1
+        per_expert = n_in * h * f + f * h
+        if self.mlp_bias:
+            per_expert += n_in * f + h
+        if self.is_moe:
+            return self.num_experts * per_expert + h * self.num_experts
+        return per_expert
+
+    def norm_params_per_norm(self) -> int:
+        return self.hidden_size * (2 if self.norm == "layer" else 1)
+
+    @property
+    def norms_per_layer(self) -> int:
+        return 1 if self.parallel_attn_mlp else 2
+
+    def layer_params(self) -> int:
+        """All parameters of one decoder layer."""
+        return self.attention_params() + self.mlp_params() + self.norms_per_layer * self.norm_params_per_norm()
+
+    def linear_params_per_layer(self) -> int:
+        """Parameters of the quantisable linear weights of one layer (no biases, no norms)."""
+        h, f = self.hidden_size, self.intermediate_size
+        attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        n_in = 2 if self.gated_mlp else 1
+        mlp = (n_in * h * f + f * h) * max(self.num_experts, 1)
+        return attn + mlp
+
+    def router_params(self) -> int:
+        """MoE router weights of one layer (0 for dense models)."""
+        return self.hidden_size * self.num_experts if self.is_moe else 0
+
+    def small_params_per_layer(self) -> int:
+        """Biases and norm weights of one layer (everything but linear weights and the router)."""
+        return self.layer_params() - self.linear_params_per_layer() - self.router_params()
+
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    def lm_head_params(self) -> int:
+        """lm_head weights (0 when tied to the embedding) plus its bias."""
+        params = 0 if self.tie_word_embeddings else self.vocab_size * self.hidden_size
+        return params + (self.vocab_size if self.lm_head_bias else 0)
+
+    def param_count(self) -> int:
+        """Total parameters (tied embeddings counted once)."""
+        return (
+            self.embedding_params()
+            + self.num_layers * self.layer_params()
+            + self.norm_params_per_norm()  # final norm
+            + self.lm_head_params()
+        )
+
+    def active_param_count(self) -> int:
+        """Parameters touched per token (MoE: only top-k experts)."""
+        if not self.is_moe:
+            return self.param_count()
+        h, f = self.hidden_size, self.intermediate_size
+        idle = (self.num_experts - self.experts_per_token) * ((2 if self.gated_mlp else 1) * h * f + f * h)
+        return self.param_count() - self.num_layers * idle
+
+    def kv_heads_per_gpu(self, tp: int) -> int:
+        """KV heads held by one GPU at tensor parallelism ``tp`` (replicated when kv_heads < tp)."""
+        return max(1, self.num_kv_heads // tp)
+
+    def kv_cache_bytes_per_token(self, kv_bits: int = 16, tp: int = 1) -> float:
+        """KV-cache bytes per token on one GPU: 2 (K and V) × layers × kv_heads/tp × head_dim × bytes."""
+        return 2 * self.num_layers * self.kv_heads_per_gpu(tp) * self.head_dim * kv_bits / 8
+
+    def check_tp(self, tp: int) -> None:
+        """Raise :class:`InputError` unless ``tp`` shards this model evenly."""
+        if not isinstance(tp, int) or tp < 1:
+            raise InputError(f"--tp: must be a positive integer, got {tp!r}")
+        if self.num_heads % tp:
+            ok = [t for t in (1, 2, 4, 8, 16) if self.num_heads % t == 0 and self._kv_ok(t)]
+            raise InputError(
+                f"--tp: {tp} does not divide {self.name}'s {self.num_heads} attention heads; allowed: {ok}"
+            )
+        if not self._kv_ok(tp):
+            ok = [t for t in (1, 2, 4, 8, 16) if self.num_heads % t == 0 and self._kv_ok(t)]
+            raise InputError(
+                f"--tp: {tp} neither divides nor is a multiple of {self.name}'s {self.num_kv_heads} KV heads; "
+                f"allowed: {ok}"
+            )
+
+    def _kv_ok(self, tp: int) -> bool:
+        kv = self.num_kv_heads
+        return kv % tp == 0 or tp % kv == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- parsing ----------------------------------------------------------------------------------
+def _get(cfg: dict, key: str, source: str, *, default=None, required: bool = True, kind=int):
+    value = cfg.get(key, default)
+    if value is None:
+        if required:
+            raise InputError(f"{source}: missing required key {key!r}")
+        return None
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{source}: key {key!r} must be a positive integer, got {value!r}")
+        if value > 10_000_000:
+            raise InputError(f"{source}: key {key!r} is implausibly large ({value})")
+    elif kind is bool and not isinstance(value, bool):
+        raise InputError(f"{source}: key {key!r} must be true or false, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise InputError(f"{source}: key {key!r} must be a number in (0, 1], got {value!r}")
+    return value
+
+
+def _common(cfg: dict, name: str, source: str, **overrides) -> ModelSpec:
+    heads = _get(cfg, "num_attention_heads", source)
+    hidden = _get(cfg, "hidden_size", source)
+    kv = _get(cfg, "num_key_value_heads", source, default=heads, required=False) or heads
+    head_dim = _get(cfg, "head_dim", source, required=False) or hidden // heads
+    if heads % kv:
+        raise InputError(f"{source}: num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv})")
+    if "head_dim" not in cfg and hidden % heads:
+        raise InputError(f"{source}: hidden_size ({hidden}) must be divisible by num_attention_heads ({heads})")
+    fields = dict(
+        name=name,
+        family=cfg["model_type"],
+        hidden_size=hidden,
+        intermediate_size=_get(cfg, "intermediate_size", source),
+        num_layers=_get(cfg, "num_hidden_layers", source),
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=head_dim,
+        vocab_size=_get(cfg, "vocab_size", source),
+        max_position_embeddings=_get(cfg, "max_position_embeddings", source, default=4096, required=False) or 4096,
+        activation=str(cfg.get("hidden_act", "silu")),
+        tie_word_embeddings=_get(cfg, "tie_word_embeddings", source, default=False, required=False, kind=bool) or False,
+    )
+    fields.update(overrides)
+    return ModelSpec(**fields)
+
+
+def _llama_like(cfg: dict, name: str, source: str) -> ModelSpec:
+    bias = bool(cfg.get("attention_bias", False))
+    return _common(cfg, name, source, qkv_bias=bias, o_bias=bias, mlp_bias=bool(cfg.get("mlp_bias", False)))
+
+
+def _mixtral(cfg: dict, name: str, source: str) -> ModelSpec:
+    experts = _get(cfg, "num_local_experts", source)
+    topk = _get(cfg, "num_experts_per_tok", source)
+    if topk > experts:
+        raise InputError(f"{source}: num_experts_per_tok ({topk}) exceeds num_local_experts ({experts})")
+    return _common(cfg, name, source, num_experts=experts, experts_per_token=topk)
+
+
+def _qwen2(cfg: dict, name: str, source: str) -> ModelSpec:
+    return _common(cfg, name, source, qkv_bias=True)
+
+
+def _qwen_v1(cfg: dict, name: str, source: str) -> ModelSpec:
+    # Qwen v1 stores twice the MLP width in intermediate_size (w1 and w2 each take half).
+    heads = _get(cfg, "num_attention_heads", source)
+    hidden = _get(cfg, "hidden_size", source)
+    inter = _get(cfg, "intermediate_size", source)
+    max_pos = cfg.get("seq_length") or cfg.get("max_position_embeddings") or 8192
+    head_dim = _get(cfg, "kv_channels", source, default=hidden // heads, required=False)
+    spec = dict(cfg, num_key_value_heads=heads, head_dim=head_dim, max_position_embeddings=max_pos)
+    return _common(spec, name, source, intermediate_size=inter // 2, qkv_bias=True)
+
+
+def _gemma(cfg: dict, name: str, source: str) -> ModelSpec:
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+    spec = dict(cfg, tie_word_embeddings=cfg.get("tie_word_embeddings", True))
+    return _common(spec, name, source, activation=str(act))
+
+
+def _phi(cfg: dict, name: str, source: str) -> ModelSpec:
+    return _common(
+        cfg, name, source,
+        gated_mlp=False, norm="layer", qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True,
+        parallel_attn_mlp=True,
+        rotary_fraction=_get(cfg, "partial_rotary_factor", source, default=0.5, required=False, kind=float) or 0.5,
+    )
+
+
+def _internlm(cfg: dict, name: str, source: str) -> ModelSpec:
+    bias = bool(cfg.get("bias", True))
+    return _common(cfg, name, source, qkv_bias=bias, o_bias=bias)
+
+
+_PARSERS = {
+    "llama": _llama_like, "mistral": _llama_like, "phi3": _llama_like,
+    "mixtral": _mixtral, "qwen2": _qwen2, "qwen": _qwen_v1, "gemma": _gemma,
+    "phi": _phi, "internlm": _internlm,
+}
+
+
+def parse_hf_config(cfg: object, name: str = "custom", source: str = "config.json") -> ModelSpec:
+    """Build a :class:`ModelSpec` from a parsed HF ``config.json`` mapping.
+
+    Raises
+    ------
+    InputError
+        Unsupported ``model_type`` (named in the message), missing or invalid keys.
+    """
+    if not isinstance(cfg, dict):
+        raise InputError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+    model_type = cfg.get("model_type")
+    if model_type is None:
+        raise InputError(f"{source}: missing required key 'model_type'")
+    if model_type not in _PARSERS:
+        raise InputError(
+            f"{source}: unsupported model_type {model_type!r}; allowed: {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    return _PARSERS[model_type](cfg, name, source)
+
+
+def read_config_file(path: str | Path, name: str | None = None) -> ModelSpec:
+    """Parse a ``config.json`` file (or a folder holding one) into a :class:`ModelSpec`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.exists():
+        raise InputError(f"--model: file {str(path)!r} does not exist")
+    if path.stat().st_size > 10_000_000:
+        raise InputError(f"--model: {str(path)!r} is larger than 10 MB; not a config.json")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"--model: {str(path)!r} is not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"--model: {str(path)!r} is not valid JSON (line {err.lineno}: {err.msg})") from None
+    return parse_hf_config(cfg, name=name or str(path), source=str(path))
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, dict]:
+    text = resources.files("predictor.catalog").joinpath("models.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+@functools.lru_cache(maxsize=1)
+def _alias_index() -> dict[str, str]:
+    out = {}
+    for name, entry in _index().items():
+        out[name.lower()] = name
+        for alias in entry.get("aliases", []):
+            out[str(alias).lower()] = name
+    return out
+
+
+def model_names() -> list[str]:
+    """Catalogue model names."""
+    return sorted(_index())
+
+
+def resolve_model_name(name: str) -> str | None:
+    """Catalogue name for ``name`` or one of its aliases (HF ids included); ``None`` if unknown."""
+    return _alias_index().get(str(name).lower())
+
+
+@functools.lru_cache(maxsize=64)
+def _catalogue_model(name: str) -> ModelSpec:
+    text = resources.files("predictor.catalog").joinpath(f"models/{name}.json").read_text(encoding="utf-8")
+    return parse_hf_config(json.loads(text), name=name, source=f"catalog/models/{name}.json")
+
+
+def get_model(name: str | ModelSpec | Path) -> ModelSpec:
+    """Resolve a model from the catalogue (name or alias) or a ``config.json`` path.
+
+    Parameters
+    ----------
+    name : str, Path or ModelSpec
+        ``"llama-2-7b"``, ``"meta-llama/Llama-2-7b-hf"``, or a path to a config.json / model folder.
+    """
+    if isinstance(name, ModelSpec):
+        return name
+    key = resolve_model_name(str(name))
+    if key is not None:
+        return _catalogue_model(key)
+    text = str(name)
+    if text.endswith(".json") or "/" in text and Path(text).exists() or Path(text).is_dir():
+        return read_config_file(text)
+    raise unknown_name("--model", text, model_names())

@@ -1,0 +1,106 @@
+"""Roofline times of op rows on a GPU, and iteration totals (vectorised).
+
+Per kernel call (efficiency 1, the ideal)::
+
+    compute_ms = flops / peak_flops(compute_dtype)
+    memory_ms  = bytes / hbm_bandwidth
+    ideal_ms   = max(compute_ms, memory_ms)                         kernels
+    network_ms = link_bytes / link_bandwidth + link_latency         collectives (world_size > 1)
+    bound      = "compute" | "memory" | "network"
+    intensity  = flops / bytes                                      FLOP/byte
+
+An iteration's ideal time is Σ count · ideal_ms over its ops (kernels serialised, no overlap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from predictor import opcost as oc
+from predictor.gpus import COMPUTE_DTYPES, GPUSpec, get_gpu
+
+ROOFLINE_COLUMNS = ("flops", "bytes", "link_bytes", "intensity", "compute_ms", "memory_ms", "network_ms",
+                    "ideal_ms", "bound")
+
+
+def hardware_arrays(gpus: GPUSpec | Sequence, compute_dtype: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row hardware numbers (SI units) for a single GPU or one GPU name/spec per row.
+
+    Returns ``peak_flops`` (FLOP/s for each row's compute dtype), ``hbm_bytes_per_s``,
+    ``link_bytes_per_s`` and ``link_latency_s``.
+    """
+    dtype = np.asarray(compute_dtype, dtype=object)
+    if isinstance(gpus, GPUSpec | str):
+        specs, codes = [get_gpu(gpus)], np.zeros(len(dtype), dtype=np.int64)
+    else:
+        cat = pd.Categorical(np.asarray(gpus, dtype=object))
+        specs = [get_gpu(name) for name in cat.categories]
+        codes = cat.codes.astype(np.int64)
+    peaks = np.array([[s.peak_flops(d) for d in COMPUTE_DTYPES] for s in specs])
+    dcodes = pd.Categorical(dtype, categories=COMPUTE_DTYPES).codes
+    if (dcodes < 0).any():
+        from predictor.errors import InputError
+
+        bad = sorted({str(d) for d in dtype[dcodes < 0]})
+        raise InputError(f"compute_dtype: unknown value(s) {bad}; allowed: {', '.join(COMPUTE_DTYPES)}")
+    return {
+        "peak_flops": peaks[codes, dcodes],
+        "hbm_bytes_per_s": np.array([s.hbm_bandwidth_bytes_per_s for s in specs])[codes],
+        "link_bytes_per_s": np.array([s.link_bandwidth_bytes_per_s for s in specs])[codes],
+        "link_latency_s": np.array([s.link_latency_us * 1e-6 for s in specs])[codes],
+    }
+
+
+def roofline(ops: pd.DataFrame, gpu: GPUSpec | str | None = None) -> pd.DataFrame:
+    """Add roofline columns to an op table.
+
+    Parameters
+    ----------
+    ops : DataFrame
+        Canonical op rows (``op_kind``, ``compute_dtype`` and shape columns).
+    gpu : GPUSpec or str, optional
+        The GPU for every row; when omitted, each row's ``gpu`` column names its GPU.
+
+    Returns
+    -------
+    DataFrame
+        ``ops`` with :data:`ROOFLINE_COLUMNS` added (times in ms, per call).
+    """
+    ops = oc.fill_shape_defaults(ops)
+    costs = oc.op_costs(ops)
+    hw = hardware_arrays(gpu if gpu is not None else ops["gpu"].to_numpy(), ops["compute_dtype"].to_numpy())
+    flops = costs["flops"].to_numpy()
+    nbytes = costs["bytes"].to_numpy()
+    link = costs["link_bytes"].to_numpy()
+    kind = ops["op_kind"].to_numpy(dtype=object)
+    collective = np.isin(kind, oc.COLLECTIVE_KINDS)
+    world = ops["world_size"].to_numpy(float)
+    compute_ms = flops / hw["peak_flops"] * 1e3
+    memory_ms = nbytes / hw["hbm_bytes_per_s"] * 1e3
+    network_ms = np.where(collective & (world > 1), link / hw["link_bytes_per_s"] * 1e3 + hw["link_latency_s"] * 1e3, 0.0)
+    ideal_ms = np.where(collective, network_ms, np.maximum(compute_ms, memory_ms))
+    bound = np.where(collective, "network", np.where(compute_ms >= memory_ms, "compute", "memory"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intensity = np.where(nbytes > 0, flops / np.where(nbytes > 0, nbytes, 1.0), 0.0)
+    out = ops.copy()
+    out["flops"] = flops
+    out["bytes"] = nbytes
+    out["link_bytes"] = link
+    out["intensity"] = intensity
+    out["compute_ms"] = compute_ms
+    out["memory_ms"] = memory_ms
+    out["network_ms"] = network_ms
+    out["ideal_ms"] = ideal_ms
+    out["bound"] = bound
+    return out
+
+
+def iteration_totals(ops: pd.DataFrame, n_iterations: int | None = None, column: str = "ideal_ms") -> np.ndarray:
+    """Σ count · ``column`` per iteration (ms), as an array indexed by iteration."""
+    it = ops["iteration"].to_numpy(np.int64)
+    n = int(n_iterations if n_iterations is not None else (it.max() + 1 if len(it) else 0))
+    weights = ops["count"].to_numpy(float) * ops[column].to_numpy(float)
+    return np.bincount(it, weights=weights, minlength=n)

@@ -1,0 +1,1 @@
+"""Workloads, the engine simulator and the multi-LLM planner."""

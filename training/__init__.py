@@ -1,0 +1,1 @@
+"""Residual-model training (LightGBM, tracked in MLflow) and accuracy reports."""
