@@ -172,7 +172,7 @@ def fill_shape_defaults(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def attention_pairs(df: pd.DataFrame) -> np.ndarray:
+def attention_pairs(df: pd.DataFrame, kind: np.ndarray | None = None) -> np.ndarray:
     """Query-key pairs of attention rows: ``attn_pairs`` when given, else from (batch, q_tokens, kv_len).
 
     Prefill (causal): batch·q·(kv_len − q/2). Decode: batch·kv_len (one query sees every cached key).
@@ -180,12 +180,18 @@ def attention_pairs(df: pd.DataFrame) -> np.ndarray:
     q = df["q_tokens"].to_numpy(float)
     kv = df["kv_len"].to_numpy(float)
     b = df["batch"].to_numpy(float)
-    derived = np.where(df["op_kind"].to_numpy() == ATTN_DECODE, b * kv, b * q * (kv - q / 2.0))
+    kind = kind_array(df) if kind is None else kind
+    derived = np.where(kind == ATTN_DECODE, b * kv, b * q * (kv - q / 2.0))
     given = df["attn_pairs"].to_numpy(float)
     return np.where(np.isnan(given), derived, given)
 
 
-def op_costs(df: pd.DataFrame) -> pd.DataFrame:
+def kind_array(df: pd.DataFrame) -> np.ndarray:
+    """The ``op_kind`` column as a NumPy object array (converted once; string columns are slow to convert)."""
+    return df["op_kind"].to_numpy(dtype=object)
+
+
+def op_costs(df: pd.DataFrame, kind: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-row ``flops``, ``bytes`` and ``link_bytes`` for a canonical op table (vectorised by kind).
 
     Parameters
@@ -193,13 +199,16 @@ def op_costs(df: pd.DataFrame) -> pd.DataFrame:
     df : DataFrame
         Needs ``op_kind`` and the shape/precision columns of its kinds (missing ones default).
 
+    kind : ndarray, optional
+        ``op_kind`` as an object array when the caller already has it.
+
     Returns
     -------
-    DataFrame
-        Columns ``flops``, ``bytes``, ``link_bytes``, aligned with ``df``'s index.
+    dict
+        Arrays ``flops``, ``bytes``, ``link_bytes`` aligned with ``df``'s rows.
     """
     df = fill_shape_defaults(df)
-    kind = df["op_kind"].to_numpy(dtype=object)
+    kind = kind_array(df) if kind is None else kind
     col = {c: df[c].to_numpy(dtype=float) for c in SHAPE_DEFAULTS}
     flops = np.zeros(len(df))
     nbytes = np.zeros(len(df))
@@ -212,7 +221,7 @@ def op_costs(df: pd.DataFrame) -> pd.DataFrame:
 
     sel = (kind == ATTN_PREFILL) | (kind == ATTN_DECODE)
     if sel.any():
-        pairs = attention_pairs(df)[sel]
+        pairs = attention_pairs(df, kind)[sel]
         q_total = np.where(kind[sel] == ATTN_DECODE, col["batch"][sel], col["batch"][sel] * col["q_tokens"][sel])
         kv_total = col["batch"][sel] * col["kv_len"][sel]
         score = np.where(np.isnan(col["score_elements"][sel]), pairs, col["score_elements"][sel])
@@ -249,4 +258,4 @@ def op_costs(df: pd.DataFrame) -> pd.DataFrame:
 
         bad = sorted({str(k) for k in kind[unknown]})
         raise InputError(f"op_kind: unknown value(s) {bad}; allowed: {', '.join(OP_KINDS)}")
-    return pd.DataFrame({"flops": flops, "bytes": nbytes, "link_bytes": link}, index=df.index)
+    return {"flops": flops, "bytes": nbytes, "link_bytes": link}

@@ -26,11 +26,15 @@ ROOFLINE_COLUMNS = ("flops", "bytes", "link_bytes", "intensity", "compute_ms", "
                     "ideal_ms", "bound")
 
 
+SPEC_FIELDS = ("hbm_bandwidth_gbps", "sm_count", "l2_mb", "link_bandwidth_gbps", "link_latency_us", "memory_gib")
+
+
 def hardware_arrays(gpus: GPUSpec | Sequence, compute_dtype: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row hardware numbers (SI units) for a single GPU or one GPU name/spec per row.
 
     Returns ``peak_flops`` (FLOP/s for each row's compute dtype), ``hbm_bytes_per_s``,
-    ``link_bytes_per_s`` and ``link_latency_s``.
+    ``link_bytes_per_s``, ``link_latency_s``, and the spec-sheet numbers ``hbm_bandwidth_gbps``,
+    ``sm_count``, ``l2_mb``, ``link_bandwidth_gbps``, ``link_latency_us``, ``memory_gib``.
     """
     dtype = np.asarray(compute_dtype, dtype=object)
     if isinstance(gpus, GPUSpec | str):
@@ -46,15 +50,43 @@ def hardware_arrays(gpus: GPUSpec | Sequence, compute_dtype: np.ndarray) -> dict
 
         bad = sorted({str(d) for d in dtype[dcodes < 0]})
         raise InputError(f"compute_dtype: unknown value(s) {bad}; allowed: {', '.join(COMPUTE_DTYPES)}")
-    return {
-        "peak_flops": peaks[codes, dcodes],
-        "hbm_bytes_per_s": np.array([s.hbm_bandwidth_bytes_per_s for s in specs])[codes],
-        "link_bytes_per_s": np.array([s.link_bandwidth_bytes_per_s for s in specs])[codes],
-        "link_latency_s": np.array([s.link_latency_us * 1e-6 for s in specs])[codes],
-    }
+    out = {name: np.array([float(getattr(s, name)) for s in specs])[codes] for name in SPEC_FIELDS}
+    out["peak_flops"] = peaks[codes, dcodes]
+    out["hbm_bytes_per_s"] = out["hbm_bandwidth_gbps"] * 1e9
+    out["link_bytes_per_s"] = out["link_bandwidth_gbps"] * 1e9
+    out["link_latency_s"] = out["link_latency_us"] * 1e-6
+    return out
 
 
-def roofline(ops: pd.DataFrame, gpu: GPUSpec | str | None = None) -> pd.DataFrame:
+BOUNDS = ("compute", "memory", "network")
+
+
+def roofline_arrays(ops: pd.DataFrame, gpu: GPUSpec | str | None = None, hw: dict | None = None) -> dict[str, np.ndarray]:
+    """Roofline quantities of op rows as arrays (no DataFrame copies; the hot path).
+
+    Returns ``flops``, ``bytes``, ``link_bytes``, ``intensity``, ``compute_ms``, ``memory_ms``,
+    ``network_ms``, ``ideal_ms`` (per call) and ``bound_code`` (index into :data:`BOUNDS`).
+    ``ops`` must already hold every shape column (see :func:`predictor.opcost.fill_shape_defaults`).
+    """
+    kind = oc.kind_array(ops)
+    costs = oc.op_costs(ops, kind=kind)
+    if hw is None:
+        hw = hardware_arrays(gpu if gpu is not None else ops["gpu"].to_numpy(), ops["compute_dtype"].to_numpy())
+    flops, nbytes, link = costs["flops"], costs["bytes"], costs["link_bytes"]
+    collective = np.isin(kind, oc.COLLECTIVE_KINDS)
+    world = ops["world_size"].to_numpy(float)
+    compute_ms = flops / hw["peak_flops"] * 1e3
+    memory_ms = nbytes / hw["hbm_bytes_per_s"] * 1e3
+    network_ms = np.where(collective & (world > 1), link / hw["link_bytes_per_s"] * 1e3 + hw["link_latency_s"] * 1e3, 0.0)
+    ideal_ms = np.where(collective, network_ms, np.maximum(compute_ms, memory_ms))
+    bound_code = np.where(collective, 2, np.where(compute_ms >= memory_ms, 0, 1)).astype(np.int8)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intensity = np.where(nbytes > 0, flops / np.where(nbytes > 0, nbytes, 1.0), 0.0)
+    return {"flops": flops, "bytes": nbytes, "link_bytes": link, "intensity": intensity, "compute_ms": compute_ms,
+            "memory_ms": memory_ms, "network_ms": network_ms, "ideal_ms": ideal_ms, "bound_code": bound_code}
+
+
+def roofline(ops: pd.DataFrame, gpu: GPUSpec | str | None = None, hw: dict | None = None) -> pd.DataFrame:
     """Add roofline columns to an op table.
 
     Parameters
@@ -63,6 +95,8 @@ def roofline(ops: pd.DataFrame, gpu: GPUSpec | str | None = None) -> pd.DataFram
         Canonical op rows (``op_kind``, ``compute_dtype`` and shape columns).
     gpu : GPUSpec or str, optional
         The GPU for every row; when omitted, each row's ``gpu`` column names its GPU.
+    hw : dict, optional
+        Precomputed :func:`hardware_arrays` for these rows (saves recomputing them).
 
     Returns
     -------
@@ -70,32 +104,10 @@ def roofline(ops: pd.DataFrame, gpu: GPUSpec | str | None = None) -> pd.DataFram
         ``ops`` with :data:`ROOFLINE_COLUMNS` added (times in ms, per call).
     """
     ops = oc.fill_shape_defaults(ops)
-    costs = oc.op_costs(ops)
-    hw = hardware_arrays(gpu if gpu is not None else ops["gpu"].to_numpy(), ops["compute_dtype"].to_numpy())
-    flops = costs["flops"].to_numpy()
-    nbytes = costs["bytes"].to_numpy()
-    link = costs["link_bytes"].to_numpy()
-    kind = ops["op_kind"].to_numpy(dtype=object)
-    collective = np.isin(kind, oc.COLLECTIVE_KINDS)
-    world = ops["world_size"].to_numpy(float)
-    compute_ms = flops / hw["peak_flops"] * 1e3
-    memory_ms = nbytes / hw["hbm_bytes_per_s"] * 1e3
-    network_ms = np.where(collective & (world > 1), link / hw["link_bytes_per_s"] * 1e3 + hw["link_latency_s"] * 1e3, 0.0)
-    ideal_ms = np.where(collective, network_ms, np.maximum(compute_ms, memory_ms))
-    bound = np.where(collective, "network", np.where(compute_ms >= memory_ms, "compute", "memory"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        intensity = np.where(nbytes > 0, flops / np.where(nbytes > 0, nbytes, 1.0), 0.0)
-    out = ops.copy()
-    out["flops"] = flops
-    out["bytes"] = nbytes
-    out["link_bytes"] = link
-    out["intensity"] = intensity
-    out["compute_ms"] = compute_ms
-    out["memory_ms"] = memory_ms
-    out["network_ms"] = network_ms
-    out["ideal_ms"] = ideal_ms
-    out["bound"] = bound
-    return out
+    arrays = roofline_arrays(ops, gpu, hw)
+    extra = {name: arrays[name] for name in ROOFLINE_COLUMNS if name != "bound"}
+    extra["bound"] = pd.Categorical.from_codes(arrays["bound_code"], categories=BOUNDS)
+    return pd.concat([ops, pd.DataFrame(extra, index=ops.index)], axis=1)
 
 
 def iteration_totals(ops: pd.DataFrame, n_iterations: int | None = None, column: str = "ideal_ms") -> np.ndarray:

@@ -13,7 +13,7 @@ from predictor.roofline import roofline
 def costs(**row):
     df = pd.DataFrame([row])
     out = oc.op_costs(df)
-    return out["flops"].iloc[0], out["bytes"].iloc[0], out["link_bytes"].iloc[0]
+    return out["flops"][0], out["bytes"][0], out["link_bytes"][0]
 
 
 def test_gemm_fp16():
