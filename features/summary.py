@@ -48,7 +48,12 @@ def summary_payload(counts: pd.DataFrame, report: dict) -> dict:
 
 def summary_markdown(payload: dict) -> str:
     """The summary as Markdown tables (for ``docs/data.md``)."""
-    lines = [f"Total canonical kernel rows: **{payload['total_rows']:,}**", "",
+    lines = ["# Kernel-profile data", "",
+             "Produced by `inference-sim data summary --markdown docs/data.md --plot docs/ratio_vs_intensity.png` "
+             "from the shipped canonical tables in `data/` (built from the published sources by "
+             "`python -m features.build_data`; licences and provenance notes beside each table).", "",
+             "![measured over roofline against arithmetic intensity](ratio_vs_intensity.png)", "",
+             f"Total canonical kernel rows: **{payload['total_rows']:,}**", "",
              "| source | GPU | op kind | dtype | rows | models | min ms | max ms |", "|---|---|---|---|---:|---:|---:|---:|"]
     for r in payload["table"]:
         lines.append(f"| {r['source']} | {r['gpu']} | {r['op_kind']} | {r['dtype']} | {r['rows']:,} | {r['models']} | "
@@ -74,8 +79,7 @@ def ratio_plot(df: pd.DataFrame, path: str | Path, max_points_per_group: int = 4
     t = pd.DataFrame({"gpu": df["gpu"].astype(str).to_numpy(), "op_kind": df["op_kind"].astype(str).to_numpy(),
                       "intensity": r["intensity"].to_numpy(), "ratio": df["measured_ms"].to_numpy() / r["ideal_ms"].to_numpy()})
     t = t[(t["intensity"] > 0) & np.isfinite(t["ratio"])]
-    t = t.groupby(["gpu", "op_kind"], group_keys=False).apply(
-        lambda g: g.sample(min(len(g), max_points_per_group), random_state=seed))
+    t = t.sample(frac=1.0, random_state=seed).groupby(["gpu", "op_kind"]).head(max_points_per_group)
     gpus = sorted(t["gpu"].unique())
     kinds = sorted(t["op_kind"].unique())
     colors = dict(zip(kinds, plt.cm.tab10(np.linspace(0, 1, max(len(kinds), 1))), strict=False))
