@@ -18,6 +18,14 @@ that cannot generalise (no GPU or model names):
   working set relative to L2.
 
 :data:`ROOFLINE_FEATURES` lists the columns an "ML-only" baseline must drop.
+
+:data:`MODEL_FEATURES` is what the hybrid residual model uses: every feature except the raw
+spec-sheet numbers of compute and memory (peak, bandwidth, SMs, L2, memory size). With five GPUs in
+the published data those numbers act as GPU identities that trees split on and cannot extrapolate
+from (``benchmarks/experiments/gpu_generalisation.py`` measures it: leave-one-GPU-out MdAPE 23% with
+them, 20% without, no change leaving models out); the GPU still enters through normalised terms —
+compute and memory time, intensity over the ridge point, waves per SM, working set over L2 — and the
+link bandwidth and latency, which collectives need.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ PRECISION_FEATURES = ("weight_bits", "act_bits", "kv_bits", "tp", "op_kind_code"
 TILING_FEATURES = ("log_tiles", "waves", "wave_efficiency", "log_working_set_over_l2")
 FEATURE_NAMES = (*ROOFLINE_FEATURES, *SHAPE_FEATURES, *HARDWARE_FEATURES, *PRECISION_FEATURES, *TILING_FEATURES)
 CATEGORICAL_FEATURES = ("op_kind_code",)
+MODEL_FEATURES = tuple(f for f in FEATURE_NAMES
+                       if f not in HARDWARE_FEATURES or f in ("link_gbps", "link_latency_us"))
 OP_KIND_CODES = {kind: i for i, kind in enumerate(oc.OP_KINDS)}
 
 

@@ -1,0 +1,103 @@
+"""The training table: canonical kernel rows, their features, roofline times and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.builder import build_features
+from features.canonical import DATA_DIR, KERNEL_SOURCES, load_kernels
+from predictor.artifact import sha256_file
+
+
+@dataclass
+class TrainingData:
+    """Rows and everything derived from them, aligned by position.
+
+    Attributes
+    ----------
+    table : DataFrame
+        Canonical rows (identity, shapes, ``measured_ms``).
+    X : DataFrame
+        Feature matrix (:data:`features.builder.FEATURE_NAMES`).
+    ideal_ms : ndarray
+        Roofline time per row (ms).
+    """
+
+    table: pd.DataFrame
+    X: pd.DataFrame
+    ideal_ms: np.ndarray
+
+    @property
+    def measured_ms(self) -> np.ndarray:
+        return self.table["measured_ms"].to_numpy(float)
+
+    @property
+    def log_ratio(self) -> np.ndarray:
+        """The residual target: log(measured / roofline)."""
+        return np.log(self.measured_ms / self.ideal_ms)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.table[name].astype(str).to_numpy(dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def from_table(table: pd.DataFrame) -> TrainingData:
+    """Features and roofline for a canonical table (index reset)."""
+    table = table.reset_index(drop=True)
+    X, ideal = build_features(table)
+    return TrainingData(table=table, X=X, ideal_ms=ideal)
+
+
+def load_training_data(data_dir: str | Path | None = None, sources: tuple[str, ...] = KERNEL_SOURCES,
+                       extra: pd.DataFrame | None = None) -> TrainingData:
+    """The shipped kernel tables of ``sources`` (plus ``extra`` canonical rows) with features."""
+    table = load_kernels(data_dir, sources)
+    if extra is not None and len(extra):
+        table = pd.concat([table, extra], ignore_index=True)
+    return from_table(table)
+
+
+def data_hashes(data_dir: str | Path | None = None, sources: tuple[str, ...] = KERNEL_SOURCES) -> dict[str, str]:
+    """sha256 of each source's shipped kernel table (identifies the training data)."""
+    data_dir = Path(data_dir) if data_dir is not None else DATA_DIR
+    return {source: sha256_file(data_dir / source / "kernels.parquet") for source in sources}
+
+
+def group_codes(table: pd.DataFrame, by: tuple[str, ...]) -> np.ndarray:
+    """One integer per row identifying its combination of the ``by`` columns (vectorised)."""
+    codes = np.zeros(len(table), dtype=np.int64)
+    for column in by:
+        col_codes, uniques = pd.factorize(table[column], sort=True)
+        codes = codes * (len(uniques) + 1) + col_codes
+    return codes
+
+
+def balanced_sample(table: pd.DataFrame, idx: np.ndarray, n_max: int, seed: int,
+                    by: tuple[str, ...] = ("source", "gpu", "op_kind")) -> np.ndarray:
+    """At most ``n_max`` of the positions ``idx``, capping each ``by`` group at a common size.
+
+    The cap is the largest per-group size whose total stays within ``n_max``, so small groups
+    (a rare op kind on one GPU) are kept whole and large sweeps are thinned uniformly at random.
+    """
+    idx = np.asarray(idx)
+    if len(idx) <= n_max:
+        return np.sort(idx)
+    _, inverse = np.unique(group_codes(table.iloc[idx], by), return_inverse=True)
+    sizes = np.bincount(inverse)
+    lo, hi = 1, int(sizes.max())
+    while lo < hi:  # largest cap with sum(min(size, cap)) <= n_max
+        mid = (lo + hi + 1) // 2
+        if np.minimum(sizes, mid).sum() <= n_max:
+            lo = mid
+        else:
+            hi = mid - 1
+    order = np.random.default_rng(seed).permutation(len(idx))
+    shuffled_groups = inverse[order]
+    rank = pd.Series(shuffled_groups).groupby(shuffled_groups).cumcount().to_numpy()
+    return np.sort(idx[order[rank < lo]])

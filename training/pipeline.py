@@ -1,0 +1,322 @@
+"""``inference-sim train``: search, held-out evaluation against baselines, final fit, artifact, MLflow.
+
+Steps (all seeded and deterministic for a given thread count):
+
+1. load the shipped canonical kernel tables and build features;
+2. pick LightGBM hyperparameters on a group validation (20% of shape groups held out);
+3. evaluate the hybrid model and the three baselines on leave-one-model-out, leave-one-GPU-out and a
+   random split, every method fit on the same balanced sample of each fold's training rows;
+4. fit the final model on all rows;
+5. write the artifact folder (model text, metadata, checksum, evaluation metrics and a sample of
+   held-out predictions) next to the target and swap it in with a rename — unless the shipped
+   artifact is better on the same leave-one-model-out folds (then keep it, unless ``force``);
+6. log params, metrics, artifacts and the model to MLflow, register it, and move the ``champion``
+   alias when it beats the current champion (tracking failures only warn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.builder import CATEGORICAL_FEATURES, MODEL_FEATURES
+from predictor.artifact import METADATA_FILE, SHIPPED_DIR, load_artifact, save_artifact
+from predictor.atomic import atomic_path, atomic_write
+from predictor.errors import InputError
+from training import splits as sp
+from training.dataset import TrainingData, balanced_sample, data_hashes, load_training_data
+from training.evaluate import METHODS, run_split, search
+from training.models import DEFAULT_PARAMS, ResidualModel
+from training.tracking import Tracker
+
+EVALUATION_FILE = "evaluation.json"
+SAMPLE_FILE = "evaluation_sample.parquet"
+IMPORTANCE_FILE = "feature_importance.csv"
+PRIMARY_METRIC = "leave_one_model_out/hybrid/mdape"
+TARGET = "log(measured_ms / roofline_ms)"
+
+FULL_CANDIDATES = [
+    {"num_leaves": 63, "learning_rate": 0.1, "min_data_in_leaf": 20, "rounds": 300},
+    {"num_leaves": 127, "learning_rate": 0.1, "min_data_in_leaf": 20, "rounds": 300},
+    {"num_leaves": 255, "learning_rate": 0.1, "min_data_in_leaf": 10, "rounds": 300},
+    {"num_leaves": 127, "learning_rate": 0.05, "min_data_in_leaf": 20, "rounds": 600},
+]
+QUICK_CANDIDATES = [
+    {"num_leaves": 31, "learning_rate": 0.15, "min_data_in_leaf": 20, "rounds": 80},
+    {"num_leaves": 63, "learning_rate": 0.15, "min_data_in_leaf": 20, "rounds": 80},
+]
+
+
+@dataclass
+class TrainConfig:
+    """What a training run does. ``quick()`` is the small configuration the tests use."""
+
+    seed: int = 0
+    max_train_rows: int = 120_000
+    final_max_rows: int | None = None
+    candidates: list[dict] = field(default_factory=lambda: [dict(c) for c in FULL_CANDIDATES])
+    search: bool = True
+    lomo_models: list[str] | None = None
+    logo_gpus: list[str] | None = None
+    random_split: bool = True
+    sample_rows_per_split: int = 10_000
+    quick_mode: bool = False
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> TrainConfig:
+        return cls(seed=seed, max_train_rows=15_000, final_max_rows=30_000,
+                   candidates=[dict(c) for c in QUICK_CANDIDATES], lomo_models=["llama-2-7b", "qwen-72b"],
+                   logo_gpus=["a40", "l40s"], sample_rows_per_split=3_000, quick_mode=True)
+
+
+@dataclass
+class TrainResult:
+    """Summary of a run (JSON-able via :meth:`to_dict`)."""
+
+    metrics: dict
+    chosen: dict
+    out_dir: str
+    replaced: bool
+    reason: str
+    run_id: str | None
+    model_version: str | None
+    promoted: bool
+    tracking_error: str | None
+    timing_s: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _library_versions() -> dict:
+    import lightgbm
+    import sklearn
+
+    versions = {"python": platform.python_version(), "lightgbm": lightgbm.__version__, "numpy": np.__version__,
+                "pandas": pd.__version__, "scikit-learn": sklearn.__version__}
+    try:
+        import mlflow
+
+        versions["mlflow"] = mlflow.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return versions
+
+
+def flatten_metrics(splits: dict, stats=("mdape", "p90_ape", "mean_ape", "r2_log")) -> dict[str, float]:
+    """``split/method/stat`` and ``split/method/<group>/<value>/stat`` keys for MLflow."""
+    flat = {}
+    for split, methods in splits.items():
+        for method, groups in methods.items():
+            for stat in stats:
+                flat[f"{split}/{method}/{stat}"] = groups["overall"][stat]
+            for group, values in groups.items():
+                if group == "overall":
+                    continue
+                for value, s in values.items():
+                    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in str(value))
+                    for stat in stats:
+                        flat[f"{split}/{method}/{group[3:]}/{safe}/{stat}"] = s[stat]
+    return flat
+
+
+def summary_table(splits: dict) -> dict:
+    """``{split: {method: {"mdape", "p90_ape"}}}`` — the report's headline numbers."""
+    return {split: {m: {"mdape": v["overall"]["mdape"], "p90_ape": v["overall"]["p90_ape"]} for m, v in methods.items()}
+            for split, methods in splits.items()}
+
+
+def _sample_predictions(pooled: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A stratified sample of held-out predictions plus the 20 worst hybrid rows, for plots and tables."""
+    ape = (pooled["hybrid"] - pooled["measured_ms"]).abs() / pooled["measured_ms"]
+    worst = pooled.assign(hybrid_ape=ape).nlargest(20, "hybrid_ape").drop(columns="hybrid_ape")
+    per_group = max(1, n // max(1, pooled.groupby(["op_kind", "gpu"]).ngroups))
+    sample = pooled.sample(frac=1.0, random_state=seed).groupby(["op_kind", "gpu"]).head(per_group)
+    return pd.concat([sample.assign(worst=False), worst.assign(worst=True)], ignore_index=True)
+
+
+def _folds(data: TrainingData, config: TrainConfig) -> dict[str, list[sp.Fold]]:
+    folds = {"leave_one_model_out": sp.leave_one_model_out(data.table, config.lomo_models),
+             "leave_one_gpu_out": sp.leave_one_gpu_out(data.table, config.logo_gpus)}
+    if config.random_split:
+        folds["random"] = sp.random_split(data.table, 0.2, config.seed)
+    return folds
+
+
+def _split_signature(folds: dict[str, list[sp.Fold]]) -> str:
+    return ";".join(f"{s}:{','.join(f.held_out for f in fs)}" for s, fs in folds.items())
+
+
+def _should_replace(out_dir: Path, new_metric: float, signature: str, force: bool) -> tuple[bool, str]:
+    """Replace the artifact in ``out_dir`` only with a better model on the same folds (or ``force``)."""
+    if force:
+        return True, "forced"
+    if not (out_dir / METADATA_FILE).exists():
+        return True, "no previous artifact"
+    try:
+        old = load_artifact(out_dir).metadata
+    except InputError as err:
+        return True, f"previous artifact unusable ({err})"
+    if old.get("split_signature") != signature:
+        return False, ("previous artifact was evaluated on different folds; kept it (use --force to replace, or "
+                       "--out to write elsewhere)")
+    old_metric = old.get("metrics", {}).get("leave_one_model_out", {}).get("hybrid", {}).get("mdape")
+    if old_metric is not None and new_metric > old_metric:
+        return False, (f"new leave-one-model-out MdAPE {new_metric:.4f} is worse than the artifact's {old_metric:.4f}; "
+                       f"kept it (use --force to replace)")
+    return True, "better than or equal to the previous artifact" if old_metric is not None else "previous had no metric"
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``staging`` with renames (the old folder survives until the new one is in place)."""
+    old = out_dir.parent / f".{out_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
+          tracking_uri: str | None = None, tracking: bool = True, force: bool = False,
+          progress: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+          data: TrainingData | None = None) -> TrainResult:
+    """Run the whole training job (see the module docstring). Returns a :class:`TrainResult`.
+
+    ``data`` lets a caller that already built the training table (tests, sweeps) skip rebuilding it.
+    """
+    config = config or TrainConfig()
+    out_dir = Path(out_dir) if out_dir is not None else SHIPPED_DIR
+    say = progress or (lambda msg: None)
+    timing = {}
+    t_start = time.perf_counter()
+
+    say("loading data and building features")
+    data = data if data is not None else load_training_data(data_dir)
+    hashes = data_hashes(data_dir)
+    timing["features"] = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    if config.search:
+        chosen, scores = search(data, config.candidates, config.max_train_rows, config.seed, say)
+    else:
+        chosen, scores = dict(config.candidates[0]), []
+    params = {**DEFAULT_PARAMS, **{k: v for k, v in chosen.items() if k != "rounds"}, "seed": config.seed}
+    rounds = int(chosen["rounds"])
+    timing["search"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    folds = _folds(data, config)
+    signature = _split_signature(folds)
+    split_results, samples = {}, []
+    for split, split_folds in folds.items():
+        metrics, pooled = run_split(data, split_folds, params, rounds, config.max_train_rows, config.seed, say)
+        split_results[split] = metrics
+        samples.append(_sample_predictions(pooled, config.sample_rows_per_split, config.seed))
+    timing["evaluation"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say("fitting the final model on all rows")
+    all_rows = np.arange(len(data))
+    final_rows = all_rows if config.final_max_rows is None else balanced_sample(
+        data.table, all_rows, config.final_max_rows, config.seed)
+    final = ResidualModel(params, rounds).fit(data.X.iloc[final_rows], data.log_ratio[final_rows])
+    timing["final_fit"] = time.perf_counter() - t0
+
+    headline = summary_table(split_results)
+    primary = headline["leave_one_model_out"]["hybrid"]["mdape"]
+    metadata = {
+        "format": "inference-sim residual model v1",
+        "target": TARGET,
+        "feature_names": list(final.features),
+        "monotone_decreasing": list(final.monotone_decreasing),
+        "categorical_features": list(CATEGORICAL_FEATURES),
+        "params": params,
+        "num_boost_round": rounds,
+        "training_rows": int(len(final_rows)),
+        "data_hashes": hashes,
+        "sources": sorted(data.table["source"].astype(str).unique().tolist()),
+        "metrics": headline,
+        "split_signature": signature,
+        "quick": config.quick_mode,
+        "library_versions": _library_versions(),
+        "code_version": {"package": _package_version(), "git_commit": _git_commit()},
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    evaluation = {"splits": split_results, "search": scores, "chosen": chosen, "config": asdict(config),
+                  "rows": int(len(data)), "data_hashes": hashes}
+    importance = pd.DataFrame({"feature": list(final.features),
+                               "gain": final.booster_.feature_importance("gain"),
+                               "split": final.booster_.feature_importance("split")}).sort_values("gain", ascending=False)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the artifact folder is meant to be shared
+    try:
+        save_artifact(staging, final.booster_.model_to_string(), metadata)
+        atomic_write(staging / EVALUATION_FILE, json.dumps(evaluation, indent=1, default=float) + "\n")
+        with atomic_path(staging / SAMPLE_FILE) as tmp:
+            pd.concat(samples, ignore_index=True).to_parquet(tmp, index=False, compression="zstd")
+        atomic_write(staging / IMPORTANCE_FILE, importance.to_csv(index=False))
+        load_artifact(staging, MODEL_FEATURES)  # verify what we wrote before it replaces anything
+        replace, reason = _should_replace(out_dir, primary, signature, force)
+        if replace:
+            _swap_in(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    timing["total"] = time.perf_counter() - t_start
+
+    tracker = Tracker(tracking_uri, enabled=tracking, warn=warn)
+    tracker.start(run_name="quick" if config.quick_mode else "full", tags={"quick": str(config.quick_mode)})
+    version, promoted = None, False
+    if tracker.run_id is not None:
+        say("logging to MLflow")
+        tracker.log_params({
+            **{f"lgbm.{k}": v for k, v in params.items()}, "num_boost_round": rounds,
+            **{f"data.{k}.sha256": v for k, v in hashes.items()}, "data.sources": ",".join(metadata["sources"]),
+            "data.rows": len(data), "split_signature": signature, "max_train_rows_per_fold": config.max_train_rows,
+            "quick": config.quick_mode, "code_version": metadata["code_version"]["package"],
+            "git_commit": metadata["code_version"]["git_commit"], "search_candidates": len(scores),
+        })
+        tracker.log_metrics({**flatten_metrics(split_results), **{f"timing/{k}_s": v for k, v in timing.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            from training.report import write_report
+
+            write_report(evaluation, pd.concat(samples, ignore_index=True), Path(tmp), metadata)
+            importance.to_csv(Path(tmp) / IMPORTANCE_FILE, index=False)
+            tracker.log_artifacts(tmp, "report")
+        version = tracker.log_model(final.booster_, data.X.iloc[:5], final.predict_log_ratio(data.X.iloc[:5]))
+        promoted, _ = tracker.promote_if_better(version, PRIMARY_METRIC, primary, ("split_signature", signature))
+        tracker.end()
+    return TrainResult(metrics=headline, chosen=chosen, out_dir=str(out_dir), replaced=replace, reason=reason,
+                       run_id=tracker.run_id, model_version=version, promoted=promoted,
+                       tracking_error=tracker.error, timing_s=timing)
+
+
+def _package_version() -> str:
+    from inference_sim import __version__
+
+    return __version__

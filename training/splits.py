@@ -1,0 +1,87 @@
+"""Evaluation splits: leave one model out, leave one GPU out, and a random split for reference.
+
+Leave-one-model-out (``lomo``). Test rows: every row whose shapes came from the held-out model
+(``model == M``; Vidur's per-model profiles). Training rows: everything else **except rows that share
+a shape family with M** — model-agnostic rows (aiconfigurator sweeps, Vidur's shared attention
+profile) whose GEMM (n, k) or attention head configuration equals one of M's at any TP degree M was
+profiled with. Without that exclusion a sweep that happens to contain M's exact layer shapes would
+leak M into training. Model-agnostic rows are never test rows in this split.
+
+Leave-one-GPU-out (``logo``). Test rows: every row measured on GPU G; training rows: all other GPUs.
+
+Random (``random``). A seeded 80/20 split of all rows, for reference (it leaks shapes and GPUs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from predictor.errors import InputError
+from predictor.models import get_model
+from predictor.ops import linear_shapes
+
+SPLITS = ("leave_one_model_out", "leave_one_gpu_out", "random")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/test partition (positions into the training table)."""
+
+    split: str
+    held_out: str
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def model_shape_families(model_name: str, tps) -> set[str]:
+    """Shape-family keys of a model's GEMMs and attention at the given TP degrees."""
+    spec = get_model(model_name)
+    families = set()
+    for tp in sorted({int(t) for t in tps}):
+        if spec.num_heads % tp:
+            continue
+        for n, k in linear_shapes(spec, tp).values():
+            families.add(f"gemm:n{int(n)}k{int(k)}")
+        families.add(f"attn:h{spec.num_heads // tp}kv{spec.kv_heads_per_gpu(tp)}d{spec.head_dim}")
+    return families
+
+
+def leave_one_model_out(table: pd.DataFrame, models: list[str] | None = None) -> list[Fold]:
+    """One fold per model that has its own rows (``model`` column non-empty)."""
+    model_col = table["model"].astype(str).to_numpy(object)
+    family_col = table["shape_family"].astype(str).to_numpy(object)
+    available = sorted(set(model_col.tolist()) - {""})
+    models = available if models is None else models
+    folds = []
+    for model in models:
+        if model not in available:
+            raise InputError(f"split: model {model!r} has no rows; available: {', '.join(available)}")
+        test = model_col == model
+        tps = table.loc[test, "tp"].unique()
+        shared = (model_col == "") & np.isin(family_col, sorted(model_shape_families(model, tps)))
+        folds.append(Fold("leave_one_model_out", model, np.flatnonzero(~test & ~shared), np.flatnonzero(test)))
+    return folds
+
+
+def leave_one_gpu_out(table: pd.DataFrame, gpus: list[str] | None = None) -> list[Fold]:
+    """One fold per GPU."""
+    gpu_col = table["gpu"].astype(str).to_numpy(object)
+    available = sorted(set(gpu_col.tolist()))
+    gpus = available if gpus is None else gpus
+    folds = []
+    for gpu in gpus:
+        if gpu not in available:
+            raise InputError(f"split: GPU {gpu!r} has no rows; available: {', '.join(available)}")
+        test = gpu_col == gpu
+        folds.append(Fold("leave_one_gpu_out", gpu, np.flatnonzero(~test), np.flatnonzero(test)))
+    return folds
+
+
+def random_split(table: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
+    """A single seeded random split."""
+    rng = np.random.default_rng(seed)
+    test = rng.random(len(table)) < test_fraction
+    return [Fold("random", "random", np.flatnonzero(~test), np.flatnonzero(test))]
