@@ -29,6 +29,13 @@ MAX_MODEL_BYTES = 200 * 2**20
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the local SQLite store ``sqlite:///<cwd>/mlflow.db``."""
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -128,6 +128,7 @@ def catalogue() -> dict[str, GPUSpec]:
     return {name: _parse_gpu(name, spec, "gpus.yaml") for name, spec in raw.items()}
 
 
+@functools.lru_cache(maxsize=1)
 def _alias_index() -> dict[str, str]:
     index = {}
     for name, spec in catalogue().items():

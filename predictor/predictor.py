@@ -1,76 +1,132 @@
-"""The Predictor: roofline × learned residual, per op and per iteration.
+"""The Predictor: roofline × learned residual + per-iteration overheads, per op and per iteration.
 
-``Predictor.load()`` reads the shipped artifact (verified: checksum, feature list, size);
-``Predictor.roofline_only()`` predicts the ideal time itself. Both answer ``predict_ops`` (canonical
-op rows) and ``predict_iteration`` (one batch, with a per-op breakdown).
+Schedulers call it every iteration, so iteration-level calls go through precomputed tables
+(:mod:`predictor.tables`, built lazily per model × GPU × TP × precision and cached); per-op calls and
+the per-op breakdown go through the model directly.
+
+* ``Predictor.load()`` — the shipped artifact (checksum, feature list and size verified); also a
+  folder, ``models:/inference-sim-residual@champion`` or ``runs:/<run_id>`` from MLflow.
+* ``Predictor.roofline_only()`` — the ideal time, no overheads: the baseline.
+
+Times are milliseconds. An op is never predicted faster than :data:`MIN_RATIO_TO_ROOFLINE` × its
+roofline time (the published data has kernels beating the HBM roofline from L2 cache by up to ~2×;
+a prediction below half the ideal is treated as model error and clamped).
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from predictor.artifact import Artifact, load_artifact
-from predictor.batch import from_lists
+from predictor.artifact import Artifact, default_tracking_uri, load_artifact
+from predictor.batch import BatchShape, from_frame, from_lists
 from predictor.errors import InputError
 from predictor.gpus import GPUSpec, get_gpu
 from predictor.models import ModelSpec, get_model
 from predictor.ops import build_ops
+from predictor.overhead import NO_OVERHEAD, OverheadModel
 from predictor.precision import Precision, parse_dtype
+
+MIN_RATIO_TO_ROOFLINE = 0.5
+MAX_TOKENS = 10_000_000  # same limit as predictor.batch
+# Fitted by training.pipeline from Vidur's A100-host CPU-overhead profiles (see predictor.overhead);
+# used when an artifact carries no fit of its own.
+DEFAULT_OVERHEAD = OverheadModel(base_ms=1.428, per_seq_ms=0.0417, multi_gpu_ms=6.259)
+ITERATION_KEYS = ("model", "gpu", "tp", "dtype")
 
 
 @dataclass
 class IterationPrediction:
-    """One iteration's predicted time and its per-op breakdown.
+    """One iteration's predicted time (ms); the per-op breakdown is computed on first access.
 
     Attributes
     ----------
     total_ms : float
-        Predicted iteration time (Σ count × predicted_ms over ops), milliseconds.
-    roofline_ms : float
-        The same sum of ideal times.
-    ops : DataFrame
-        One row per op: ``op``, ``op_kind``, ``count``, ``bound``, ``roofline_ms`` and ``predicted_ms``
-        (per call) and ``total_ms`` (count × predicted_ms).
+        Kernel time + non-kernel overhead.
+    kernel_ms : float
+        GPU kernels (Σ over ops).
+    overhead_ms : float
+        Scheduling, input preparation, sampling and output handling on the CPU.
     """
 
     total_ms: float
-    roofline_ms: float
-    ops: pd.DataFrame
+    kernel_ms: float
+    overhead_ms: float
+    _breakdown: object = field(default=None, repr=False)
+    _ops: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def ops(self) -> pd.DataFrame:
+        """Per-op rows: op, op_kind, count, bound, roofline_ms and predicted_ms per call, total_ms."""
+        if self._ops is None:
+            self._ops = self._breakdown()
+        return self._ops
+
+    @property
+    def roofline_ms(self) -> float:
+        """Σ count × roofline time over the ops (ms)."""
+        return float((self.ops["count"] * self.ops["roofline_ms"]).sum())
+
+
+@dataclass(frozen=True)
+class StaticEstimate:
+    """A static batch: prefill of every prompt, then decode steps (times in ms)."""
+
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    output_tokens_per_s: float
+
+    def to_dict(self) -> dict:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2e_ms": self.e2e_ms,
+                "output_tokens_per_s": self.output_tokens_per_s}
 
 
 class Predictor:
-    """Predicts kernel and iteration times.
+    """Predicts kernel, op and iteration times (see the module docstring)."""
 
-    Use :meth:`load` for the hybrid model or :meth:`roofline_only` for the baseline; both expose the
-    same methods. A predictor is immutable after construction.
-    """
-
-    def __init__(self, artifact: Artifact | None = None):
+    def __init__(self, artifact: Artifact | None = None, overhead: OverheadModel | None = None):
         self.artifact = artifact
         self._booster = None
+        self._tables: dict = {}
         if artifact is not None:
             import lightgbm as lgb
 
             self._booster = lgb.Booster(model_str=artifact.model_text)
             self._features = list(artifact.metadata["feature_names"])
+            fitted = artifact.metadata.get("overhead")
+            overhead = overhead or (OverheadModel(**fitted) if fitted else DEFAULT_OVERHEAD)
+        self.overhead = overhead or NO_OVERHEAD
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
-        """The hybrid predictor from an artifact folder (default: the shipped ``artifacts/``)."""
+        """The hybrid predictor.
+
+        Parameters
+        ----------
+        path : str or Path, optional
+            An artifact folder (default: the shipped ``artifacts/``), or an MLflow URI
+            ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``runs:/<run_id>``: the run's
+            logged artifact folder is downloaded and verified like any other (no pickles are loaded).
+        """
         from features.builder import MODEL_FEATURES
 
+        text = str(path) if path is not None else ""
+        if text.startswith(("models:/", "runs:/")):
+            return cls(load_artifact(_download_mlflow_artifact(text), MODEL_FEATURES))
         return cls(load_artifact(path, MODEL_FEATURES))
 
     @classmethod
-    def roofline_only(cls) -> Predictor:
-        """A predictor whose prediction is the roofline ideal time."""
-        return cls(None)
+    def roofline_only(cls, overhead: OverheadModel | None = None) -> Predictor:
+        """Predicts the roofline ideal time (no overhead unless one is given)."""
+        return cls(None, overhead)
 
     @property
     def is_hybrid(self) -> bool:
@@ -93,12 +149,34 @@ class Predictor:
         """
         from features.builder import build_features
 
+        if len(ops) == 0:
+            return pd.DataFrame({"roofline_ms": [], "predicted_ms": []}, index=ops.index)
         X, ideal = build_features(ops, gpu)
         if self._booster is None:
             predicted = ideal
         else:
-            predicted = ideal * np.exp(self._booster.predict(X.loc[:, self._features], num_threads=1))
+            ratio = np.exp(self._booster.predict(X.loc[:, self._features], num_threads=1))
+            predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
         return pd.DataFrame({"roofline_ms": ideal, "predicted_ms": predicted}, index=ops.index)
+
+    # --- tables ---------------------------------------------------------------------------------
+    def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision):
+        """The cached :class:`~predictor.tables.IterationTables` of one configuration (built on first use)."""
+        from predictor.tables import IterationTables
+
+        key = (model, gpu.name, gpu, tp, precision)
+        table = self._tables.get(key)
+        if table is None:
+            model.check_tp(tp)
+            table = IterationTables.build(self.predict_ops, model, gpu, tp, precision)
+            self._tables[key] = table
+        return table
+
+    def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, int, Precision]:
+        spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
+        if isinstance(tp, bool) or not isinstance(tp, int | np.integer) or tp < 1:
+            raise InputError(f"tp: must be a positive integer, got {tp!r}")
+        return spec, gpu_spec, int(tp), precision
 
     # --- per iteration --------------------------------------------------------------------------
     def predict_iteration(
@@ -110,7 +188,7 @@ class Predictor:
         prefill: Iterable[tuple[int, int]] = (),
         decode: Iterable[int] = (),
     ) -> IterationPrediction:
-        """Predicted time of one iteration with its per-op breakdown.
+        """Predicted time of one iteration (fast table path); ``.ops`` gives the per-op breakdown.
 
         Parameters
         ----------
@@ -120,22 +198,208 @@ class Predictor:
         dtype : str
             Precision preset or ``w<bits>a<bits>[kv<bits>]``.
         prefill : iterable of (new_tokens, context_len)
+            Prefill chunks; each is assumed to complete its prompt and sample a token.
         decode : iterable of int
             Cached context length of each decoding sequence.
         """
+        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
+        table = self.tables(spec, gpu_spec, tp, precision)
+        chunks = list(prefill)
+        contexts = list(decode)
+        new_sum = kv_sum = 0
+        for chunk in chunks:
+            new, ctx = chunk if type(chunk) is tuple and len(chunk) == 2 else (None, None)
+            if not (type(new) is int and type(ctx) is int and 0 < new <= MAX_TOKENS and 0 <= ctx <= MAX_TOKENS):
+                batch = from_lists(chunks, contexts)  # slow path: validates and names the offending index
+                chunks = list(zip(*_chunk_lists(chunks), strict=True))
+                break
+            new_sum += new
+            kv_sum += new + ctx
+        else:
+            batch = None
+        if batch is not None:  # recompute from the validated, converted chunks
+            new_sum = int(batch.prefill_tokens[0])
+            kv_sum = int(batch.prefill_kv_tokens[0])
+        dec_kv = 0
+        for ctx in contexts:
+            if not (type(ctx) is int and 0 <= ctx <= MAX_TOKENS):
+                dec_kv = int(from_lists(decode=contexts).decode_kv_tokens[0])
+                break
+            dec_kv += ctx + 1
+        n_chunks, n_dec = len(chunks), len(contexts)
+        tokens = new_sum + n_dec
+        if tokens == 0:
+            raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
+        q_mean = new_sum / n_chunks if n_chunks else 0.0
+        kernel = table.kernel_ms_scalar(
+            tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
+            n_chunks, q_mean, (kv_sum / n_chunks - q_mean) if n_chunks else 0.0)
+        overhead = self.overhead.iteration_ms(n_chunks + n_dec, tp) if self.overhead is not NO_OVERHEAD else 0.0
+        return IterationPrediction(
+            total_ms=kernel + overhead, kernel_ms=kernel, overhead_ms=overhead,
+            _breakdown=lambda: self._breakdown(spec, gpu_spec, tp, precision, from_lists(chunks, contexts)),
+        )
+
+    def _breakdown(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision, batch: BatchShape) -> pd.DataFrame:
         from predictor.roofline import roofline
 
-        spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
-        batch = from_lists(prefill, decode)
-        if batch.tokens[0] == 0:
-            raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
-        ops = build_ops(spec, tp, precision, batch)
-        pred = self.predict_ops(ops, gpu_spec)
-        bound = roofline(ops, gpu_spec)["bound"].astype(str).to_numpy()
+        ops = build_ops(model, tp, precision, batch)
+        pred = self.predict_ops(ops, gpu)
         table = pd.DataFrame({
             "op": ops["op"].to_numpy(), "op_kind": ops["op_kind"].to_numpy(), "count": ops["count"].to_numpy(),
-            "bound": bound, "roofline_ms": pred["roofline_ms"].to_numpy(), "predicted_ms": pred["predicted_ms"].to_numpy(),
+            "bound": roofline(ops, gpu)["bound"].astype(str).to_numpy(),
+            "roofline_ms": pred["roofline_ms"].to_numpy(), "predicted_ms": pred["predicted_ms"].to_numpy(),
         })
         table["total_ms"] = table["count"] * table["predicted_ms"]
-        return IterationPrediction(total_ms=float(table["total_ms"].sum()),
-                                   roofline_ms=float((table["count"] * table["roofline_ms"]).sum()), ops=table)
+        return table
+
+    def predict_batch(self, model, gpu, tp: int, dtype, batch: BatchShape) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel and overhead time (ms arrays) of every iteration in ``batch`` for one configuration."""
+        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
+        kernel = self.tables(spec, gpu_spec, tp, precision).kernel_ms(batch)
+        seqs = batch.prefill_seqs + batch.decode_seqs
+        overhead = self.overhead.iteration_ms(seqs, tp) if self.overhead is not NO_OVERHEAD else np.zeros(len(batch))
+        return kernel, np.asarray(overhead, dtype=float) * np.ones(len(batch))
+
+    def predict_iterations(self, iterations: pd.DataFrame) -> pd.DataFrame:
+        """Many iterations at once (table lookups, vectorised per configuration).
+
+        Parameters
+        ----------
+        iterations : DataFrame
+            Columns ``model, gpu, tp, dtype`` and the aggregates ``prefill_tokens, prefill_attention_pairs,
+            decode_seqs, decode_context_tokens`` (optional: ``prefill_seqs, prefill_kv_tokens, sample_tokens``;
+            see :func:`predictor.batch.from_frame`).
+
+        Returns
+        -------
+        DataFrame
+            ``total_ms``, ``kernel_ms`` and ``overhead_ms`` aligned with ``iterations``.
+        """
+        missing = [c for c in ITERATION_KEYS if c not in iterations.columns]
+        if missing:
+            raise InputError(f"iterations: missing column(s) {missing}; required: {list(ITERATION_KEYS)}")
+        kernel = np.zeros(len(iterations))
+        overhead = np.zeros(len(iterations))
+        keys = iterations[list(ITERATION_KEYS)].astype(str)
+        for key, idx in keys.groupby(list(ITERATION_KEYS), sort=False).indices.items():
+            model, gpu, tp, dtype = key
+            try:
+                tp_int = int(tp)
+            except ValueError:
+                raise InputError(f"iterations: column 'tp' must hold integers, got {tp!r}") from None
+            batch = from_frame(iterations.iloc[idx])
+            k, o = self.predict_batch(model, gpu, tp_int, dtype, batch)
+            kernel[idx], overhead[idx] = k, o
+        return pd.DataFrame({"total_ms": kernel + overhead, "kernel_ms": kernel, "overhead_ms": overhead},
+                            index=iterations.index)
+
+    # --- static batch ---------------------------------------------------------------------------
+    def estimate(self, model, gpu, tp: int = 1, dtype="fp16", batch_size: int = 1, input_len: int = 128,
+                 output_len: int = 128, max_num_batched_tokens: int | None = None) -> StaticEstimate:
+        """Latency of a static batch: the whole batch's prefill, then ``output_len − 1`` decode steps.
+
+        The prefill is one iteration, or several chunks of at most ``max_num_batched_tokens`` tokens
+        (prompts taken in order, a prompt split across iterations when needed). Each decode step runs
+        all ``batch_size`` sequences with the context grown by one token per step.
+
+        Returns
+        -------
+        StaticEstimate
+            ``ttft_ms`` (end of prefill), ``tpot_ms`` (mean decode step), ``e2e_ms`` and
+            ``output_tokens_per_s`` (batch_size × output_len / e2e).
+        """
+        for name, value, low in (("batch_size", batch_size, 1), ("input_len", input_len, 1),
+                                 ("output_len", output_len, 1)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+                raise InputError(f"{name}: must be an integer >= {low}, got {value!r}")
+        if max_num_batched_tokens is not None and (isinstance(max_num_batched_tokens, bool)
+                                                   or not isinstance(max_num_batched_tokens, int | np.integer)
+                                                   or max_num_batched_tokens < 1):
+            raise InputError(f"max_num_batched_tokens: must be a positive integer, got {max_num_batched_tokens!r}")
+        prefill = static_prefill_batch(batch_size, input_len, max_num_batched_tokens)
+        steps = output_len - 1
+        contexts = input_len + np.arange(steps, dtype=float)
+        b = float(batch_size)
+        zeros = np.zeros(steps)
+        decode = BatchShape(prefill_seqs=zeros, prefill_tokens=zeros, prefill_kv_tokens=zeros,
+                            prefill_attention_pairs=zeros, prefill_score_elements=zeros,
+                            decode_seqs=np.full(steps, b), decode_context_tokens=b * contexts,
+                            sample_tokens=np.full(steps, b))
+        k, o = self.predict_batch(model, gpu, tp, dtype, BatchShape.concat([prefill, decode]))
+        times = k + o
+        ttft = float(times[: len(prefill)].sum())
+        decode_ms = times[len(prefill):]
+        tpot = float(decode_ms.mean()) if steps else 0.0
+        e2e = ttft + float(decode_ms.sum())
+        return StaticEstimate(ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e,
+                              output_tokens_per_s=batch_size * output_len / (e2e / 1e3) if e2e > 0 else math.inf)
+
+
+def _chunk_lists(chunks) -> tuple[list[int], list[int]]:
+    """(new_tokens, context) columns of already-validated chunks, as ints."""
+    return [int(c[0]) for c in chunks], [int(c[1]) for c in chunks]
+
+
+def static_prefill_batch(batch_size: int, input_len: int, budget: int | None) -> BatchShape:
+    """Prefill iterations of ``batch_size`` prompts of ``input_len`` tokens under a token budget."""
+    total = batch_size * input_len
+    if budget is None or budget >= total:
+        return from_lists([(input_len, 0)] * batch_size)
+    rows = []
+    done = [0] * batch_size  # tokens already prefilled per prompt
+    seq = 0
+    while seq < batch_size:
+        room, chunks, samples = budget, [], 0
+        while room > 0 and seq < batch_size:
+            take = min(room, input_len - done[seq])
+            chunks.append((take, done[seq]))
+            done[seq] += take
+            room -= take
+            if done[seq] == input_len:
+                samples += 1
+                seq += 1
+        n = np.array([c[0] for c in chunks], float)
+        c = np.array([c[1] for c in chunks], float)
+        rows.append((len(chunks), n.sum(), (n + c).sum(), (n * (c + n / 2)).sum(), (n * (c + n)).sum(), samples))
+    arr = np.array(rows, dtype=float)
+    zeros = np.zeros(len(rows))
+    return BatchShape(prefill_seqs=arr[:, 0], prefill_tokens=arr[:, 1], prefill_kv_tokens=arr[:, 2],
+                      prefill_attention_pairs=arr[:, 3], prefill_score_elements=arr[:, 4], decode_seqs=zeros,
+                      decode_context_tokens=zeros, sample_tokens=arr[:, 5])
+
+
+def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download the artifact folder logged with an MLflow run (``runs:/<id>``) or a registered model version
+    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) into a temporary folder."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    try:
+        client = MlflowClient(tracking_uri)
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/"):]
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias)
+            elif "/" in rest:
+                name, number = rest.split("/", 1)
+                version = client.get_model_version(name, number)
+            else:
+                raise InputError(f"model URI: {uri!r} must be models:/<name>@<alias> or models:/<name>/<version>")
+            run_id = version.run_id
+        else:
+            run_id = uri[len("runs:/"):].strip("/").split("/")[0]
+        target = tempfile.mkdtemp(prefix="inference-sim-artifact-")
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
+                                                   tracking_uri=tracking_uri)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 — MLflow raises many types for unknown names/runs/stores
+        raise InputError(f"model URI: cannot load {uri!r} from {tracking_uri} ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:160]})") from None
+    return Path(path)

@@ -152,3 +152,24 @@ def test_a_worse_run_never_replaces_a_better_artifact(data, tmp_path):
     assert (out / METADATA_FILE).read_bytes() == before
     forced = train(TrainConfig(**TINY), out_dir=out, tracking=False, force=True, data=data)
     assert forced.replaced and (out / METADATA_FILE).read_bytes() != before
+
+
+def test_predictor_loads_from_mlflow_uris(quick_run, monkeypatch):
+    """models:/<name>@champion and runs:/<id> resolve to the run's logged artifact folder (verified on load)."""
+    root, uri = quick_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    champion = Predictor.load("models:/inference-sim-residual@champion")
+    run_id = MlflowClient(uri).get_model_version_by_alias(REGISTERED_MODEL, CHAMPION_ALIAS).run_id
+    by_run = Predictor.load(f"runs:/{run_id}")
+    local = Predictor.load(root / "artifact")
+    args = dict(model="llama-2-7b", gpu="a100-80gb", decode=[100, 200])
+    assert champion.predict_iteration(**args).total_ms == by_run.predict_iteration(**args).total_ms
+    assert champion.predict_iteration(**args).total_ms == local.predict_iteration(**args).total_ms
+    assert champion.artifact.metadata["overhead"]["base_ms"] > 0
+
+
+def test_unknown_mlflow_model_is_a_clear_error(quick_run, monkeypatch):
+    _, uri = quick_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(InputError, match="cannot load 'models:/nope@champion'"):
+        Predictor.load("models:/nope@champion")

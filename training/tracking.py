@@ -17,14 +17,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from predictor.artifact import default_tracking_uri
+
 EXPERIMENT = "inference-sim-residual"
 REGISTERED_MODEL = "inference-sim-residual"
 CHAMPION_ALIAS = "champion"
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def _quiet_mlflow_environment() -> None:
