@@ -75,6 +75,42 @@ class IterationPrediction:
 
 
 @dataclass(frozen=True)
+class BoundPredictor:
+    """Iteration time from aggregates for one (model, GPU, TP, precision); see :meth:`Predictor.bind`."""
+
+    table: object
+    overhead: OverheadModel
+    tp: int
+    model: ModelSpec
+    gpu: GPUSpec
+    precision: Precision
+
+    def iteration_ms(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
+                     prefill_samples: int, decode_seqs: int, decode_context_tokens: int) -> float:
+        """Predicted iteration time (ms) from aggregates.
+
+        Parameters
+        ----------
+        prefill_chunks, prefill_new_tokens, prefill_kv_tokens : int
+            Number of prefill chunks, Σ new tokens, Σ (new + cached context) over chunks.
+        prefill_samples : int
+            Chunks that complete their prompt and sample a token.
+        decode_seqs, decode_context_tokens : int
+            Decoding sequences and Σ of their cached contexts.
+        """
+        tokens = prefill_new_tokens + decode_seqs
+        if tokens <= 0:
+            return 0.0
+        q_mean = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
+        kernel = self.table.kernel_ms_scalar(
+            tokens, prefill_samples + decode_seqs, decode_seqs,
+            (decode_context_tokens + decode_seqs) / decode_seqs if decode_seqs else 0.0,
+            prefill_chunks, q_mean, (prefill_kv_tokens / prefill_chunks - q_mean) if prefill_chunks else 0.0)
+        seqs = prefill_chunks + decode_seqs
+        return kernel + (self.overhead.iteration_ms(seqs, self.tp) if self.overhead is not NO_OVERHEAD else 0.0)
+
+
+@dataclass(frozen=True)
 class StaticEstimate:
     """A static batch: prefill of every prompt, then decode steps (times in ms)."""
 
@@ -239,6 +275,11 @@ class Predictor:
             total_ms=kernel + overhead, kernel_ms=kernel, overhead_ms=overhead,
             _breakdown=lambda: self._breakdown(spec, gpu_spec, tp, precision, from_lists(chunks, contexts)),
         )
+
+    def bind(self, model, gpu, tp: int = 1, dtype="fp16") -> BoundPredictor:
+        """A predictor fixed to one configuration, taking iteration aggregates (the simulator's hot path)."""
+        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
+        return BoundPredictor(self.tables(spec, gpu_spec, tp, precision), self.overhead, tp, spec, gpu_spec, precision)
 
     def _breakdown(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision, batch: BatchShape) -> pd.DataFrame:
         from predictor.roofline import roofline

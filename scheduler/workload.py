@@ -1,0 +1,183 @@
+"""Workloads: request arrivals and prompt/output lengths (all seeded).
+
+A :class:`Workload` is three aligned arrays — arrival time (s), prompt tokens, output tokens — sorted
+by arrival. Arrivals: offline (all at t = 0), Poisson or gamma processes at a given rate, or a trace's
+own timestamps. Lengths: fixed, from a trace, or output lengths sampled from a model's measured
+distribution (SamuLLM's no_robots output-length histograms, ``data/samullm/output_lengths.parquet``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from predictor.errors import InputError
+
+ARRIVALS = ("offline", "poisson", "gamma", "trace")
+SHIPPED_TRACES = ("splitwise_conv", "splitwise_code", "arxiv_summarization")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Requests sorted by arrival: ``arrival_s`` (s), ``prompt_tokens`` and ``output_tokens`` (≥ 1)."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    name: str = "workload"
+
+    def __post_init__(self):
+        n = len(self.arrival_s)
+        if not (len(self.prompt_tokens) == len(self.output_tokens) == n):
+            raise InputError("workload: arrival, prompt and output arrays differ in length")
+        if n and (np.any(self.prompt_tokens < 1) or np.any(self.output_tokens < 1)):
+            raise InputError("workload: every request needs at least 1 prompt token and 1 output token")
+        if n and (np.any(~np.isfinite(self.arrival_s)) or np.any(self.arrival_s < 0)):
+            raise InputError("workload: arrival times must be finite and >= 0")
+        if n and np.any(np.diff(self.arrival_s) < 0):
+            raise InputError("workload: arrivals must be sorted")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"arrival_s": self.arrival_s, "prompt_tokens": self.prompt_tokens,
+                             "output_tokens": self.output_tokens})
+
+
+def _check_count(name: str, value: int, maximum: int = 100_000_000) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name}: must be a positive integer, got {value!r}")
+    if value > maximum:
+        raise InputError(f"{name}: {value} is more than the supported {maximum:,}")
+    return int(value)
+
+
+def arrivals(kind: str, n: int, *, rate: float | None = None, cv: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Arrival times (s) of ``n`` requests.
+
+    Parameters
+    ----------
+    kind : {"offline", "poisson", "gamma"}
+        All at 0; exponential gaps of mean 1/rate; gamma gaps with mean 1/rate and coefficient of
+        variation ``cv`` (cv > 1 is burstier than Poisson).
+    rate : float
+        Requests per second (Poisson and gamma).
+    """
+    n = _check_count("--num-requests", n)
+    if kind == "offline":
+        return np.zeros(n)
+    if kind not in ("poisson", "gamma"):
+        raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
+    if rate is None or not np.isfinite(rate) or rate <= 0:
+        raise InputError(f"--rate: a {kind} workload needs a rate > 0 requests/s, got {rate!r}")
+    rng = np.random.default_rng(seed)
+    if kind == "poisson":
+        gaps = rng.exponential(1.0 / rate, n)
+    else:
+        if not np.isfinite(cv) or cv <= 0:
+            raise InputError(f"--cv: must be > 0, got {cv!r}")
+        shape = 1.0 / cv**2
+        gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
+    return np.cumsum(gaps) - gaps[0]
+
+
+def read_trace(source: str | Path) -> pd.DataFrame:
+    """A request trace: a shipped name (``splitwise_conv``, ``splitwise_code``, ``arxiv_summarization``) or a
+    Vidur/Azure CSV with ``num_prefill_tokens``, ``num_decode_tokens`` and optionally ``arrived_at`` (s)."""
+    from features.e2e import load_trace
+    from features.reference_data import read_trace as read_shipped
+
+    text = str(source)
+    if text in SHIPPED_TRACES:
+        return read_shipped(text)
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"--trace: {text!r} is neither a shipped trace ({', '.join(SHIPPED_TRACES)}) nor an existing file")
+    if path.is_dir():
+        raise InputError(f"--trace: {text!r} is a directory, expected a CSV file")
+    return load_trace(path)
+
+
+def output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
+    """(output lengths, probabilities) measured for ``model`` (SamuLLM names or catalogue aliases)."""
+    from features.reference_data import read_output_lengths
+    from predictor.models import resolve_model_name
+
+    table = read_output_lengths()
+    names = sorted(table["model"].unique())
+    chosen = model if model in names else None
+    if chosen is None:
+        key = resolve_model_name(model)
+        matches = [n for n in names if resolve_model_name(n) == key] if key else []
+        base = [n for n in matches if "chat" not in n.lower() and "instruct" not in n.lower()]
+        chosen = (base or matches or [None])[0]
+    if chosen is None:
+        raise InputError(f"--output-dist: no measured output-length distribution for {model!r}; available: {', '.join(names)}")
+    rows = table[table["model"] == chosen]
+    return rows["output_len"].to_numpy(np.int64), rows["prob"].to_numpy(float)
+
+
+def sample_output_lengths(model: str, n: int, seed: int = 0, max_len: int | None = None) -> np.ndarray:
+    """``n`` output lengths drawn from ``model``'s measured distribution (optionally capped at ``max_len``)."""
+    lengths, probs = output_length_distribution(model)
+    out = np.random.default_rng(seed).choice(lengths, size=n, p=probs / probs.sum())
+    return np.minimum(out, max_len) if max_len else out
+
+
+def build_workload(
+    kind: str = "offline",
+    num_requests: int | None = None,
+    *,
+    rate: float | None = None,
+    cv: float = 1.0,
+    trace: str | Path | None = None,
+    prompt_len: int | None = None,
+    output_len: int | None = None,
+    output_dist: str | None = None,
+    seed: int = 0,
+) -> Workload:
+    """Assemble a workload from an arrival process and length sources.
+
+    Lengths: ``prompt_len`` / ``output_len`` fix them; otherwise they come from ``trace`` (default
+    ``splitwise_conv``); ``output_dist`` (a model name) samples output lengths from its measured
+    distribution instead. ``kind="trace"`` replays the trace's own arrival times.
+    """
+    if kind not in ARRIVALS:
+        raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
+    needs_trace = kind == "trace" or prompt_len is None or (output_len is None and output_dist is None)
+    table = read_trace(trace or "splitwise_conv") if needs_trace else None
+    if kind == "trace" and table["arrival_s"].isna().all():
+        raise InputError(f"--trace: {trace or 'splitwise_conv'!r} has no arrival times; use --workload poisson or offline")
+    if num_requests is None:
+        if table is None:
+            raise InputError("--num-requests: required unless lengths come from a trace")
+        num_requests = len(table)
+    n = _check_count("--num-requests", num_requests)
+    rng_seed = seed
+    if table is not None:
+        rows = np.arange(n) % len(table)  # a trace shorter than n is replayed cyclically
+        table = table.iloc[rows].reset_index(drop=True)
+    if kind == "trace":
+        t = table["arrival_s"].to_numpy(float)
+        span = t.max() - t.min() if len(t) else 0.0
+        laps = np.arange(n) // max(len(set(rows)), 1)
+        arrival = (t - t.min()) + laps * (span + 1.0)
+    else:
+        arrival = arrivals(kind, n, rate=rate, cv=cv, seed=rng_seed)
+    if prompt_len is not None:
+        prompts = np.full(n, _check_count("--prompt-len", prompt_len, 10_000_000), dtype=np.int64)
+    else:
+        prompts = table["prompt_tokens"].to_numpy(np.int64)
+    if output_dist is not None:
+        outputs = sample_output_lengths(output_dist, n, seed=rng_seed + 1)
+    elif output_len is not None:
+        outputs = np.full(n, _check_count("--output-len", output_len, 10_000_000), dtype=np.int64)
+    else:
+        outputs = table["output_tokens"].to_numpy(np.int64)
+    order = np.argsort(arrival, kind="stable")
+    name = kind if kind != "trace" else f"trace:{trace or 'splitwise_conv'}"
+    return Workload(arrival[order], prompts[order].astype(np.int64), outputs[order].astype(np.int64), name)
