@@ -303,6 +303,18 @@ def _load_predictor(artifacts: str | None):
     return Predictor.load(artifacts)
 
 
+def _fitting_config(model: str, gpu: str, gpu_file: Path | None, tp: int, dtype: str):
+    """(model spec, GPU spec) after checking the model fits at this TP and precision (else an input error)."""
+    from predictor import get_gpu
+    from predictor.memory import plan_memory
+    from predictor.models import get_model
+    from predictor.precision import parse_dtype
+
+    spec, gpu_spec = get_model(model), get_gpu(gpu, gpu_file)
+    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype))
+    return spec, gpu_spec
+
+
 def _parse_prefill(text: str) -> list[tuple[int, int]]:
     from predictor.errors import InputError
 
@@ -344,13 +356,9 @@ def estimate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Latency and throughput of a static batch: TTFT, TPOT, end-to-end, tokens/s (hybrid and roofline)."""
-    from predictor import Predictor, get_gpu
-    from predictor.memory import plan_memory
-    from predictor.models import get_model
-    from predictor.precision import parse_dtype
+    from predictor import Predictor
 
-    spec, gpu_spec = get_model(model), get_gpu(gpu, gpu_file)
-    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype))  # a model that does not fit is an input error
+    spec, gpu_spec = _fitting_config(model, gpu, gpu_file, tp, dtype)
     args = dict(tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, output_len=output_len,
                 max_num_batched_tokens=max_num_batched_tokens)
     hybrid = _load_predictor(artifacts).estimate(spec, gpu_spec, **args)
@@ -378,13 +386,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predicted time of one iteration, with the per-op breakdown (roofline vs predicted)."""
-    from predictor import get_gpu
-    from predictor.memory import plan_memory
-    from predictor.models import get_model
-    from predictor.precision import parse_dtype
-
-    spec, gpu_spec = get_model(model), get_gpu(gpu, gpu_file)
-    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype))  # a model that does not fit is an input error
+    spec, gpu_spec = _fitting_config(model, gpu, gpu_file, tp, dtype)
     result = _load_predictor(artifacts).predict_iteration(spec, gpu_spec, tp, dtype, _parse_prefill(prefill),
                                                           _parse_decode(decode))
     ops = result.ops

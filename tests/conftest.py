@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from predictor import Predictor
 from predictor.gpus import GPUSpec, PeakTflops
+
+
+@pytest.fixture(scope="session")
+def hybrid() -> Predictor:
+    """The shipped hybrid predictor, shared by every test module (its lookup tables are built once)."""
+    return Predictor.load()
+
+
+@pytest.fixture(scope="session")
+def roofline() -> Predictor:
+    """The roofline-only predictor, shared likewise."""
+    return Predictor.roofline_only()
 
 
 @pytest.fixture

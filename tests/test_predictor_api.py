@@ -28,15 +28,6 @@ CONFIGS = [SMALL, TP4, MOE]
 REL = 1e-9
 
 
-@pytest.fixture(scope="module")
-def hybrid() -> Predictor:
-    return Predictor.load()
-
-
-@pytest.fixture(scope="module")
-def roofline() -> Predictor:
-    return Predictor.roofline_only()
-
 
 def random_iteration(rng: np.random.Generator) -> tuple[list[tuple[int, int]], list[int]]:
     """0–64 decode sequences at contexts 1–4000 and 0–3 prefill chunks of 1–2048 new tokens on 0–2000

@@ -25,15 +25,6 @@ CONF = ("llama-2-7b", "a100-80gb", 1, "fp16")
 REL = 1e-9
 
 
-@pytest.fixture(scope="module")
-def hybrid() -> Predictor:
-    return Predictor.load()
-
-
-@pytest.fixture(scope="module")
-def roofline() -> Predictor:
-    return Predictor.roofline_only()
-
 
 @pytest.fixture(scope="module", params=["hybrid", "roofline"])
 def predictor(request, hybrid, roofline) -> Predictor:
