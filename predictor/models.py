@@ -1,8 +1,25 @@
 """Model architecture specs parsed from Hugging Face ``config.json``.
 
 A :class:`ModelSpec` is the small set of numbers the roofline needs. Supported ``model_type``
-families: llama, mistral, mixtral (MoE), qwen2, qwen (v1), gemma, phi (phi-2), phi3, internlm.
-Any other ``model_type`` is an :class:`~predictor.errors.InputError` naming it.
+families: llama, mistral, mixtral (MoE), qwen2, qwen (v1), gemma, phi (phi-2), phi3, internlm,
+gpt_neox, mpt, chatglm. Any other ``model_type`` is an :class:`~predictor.errors.InputError` naming it.
+
+Family notes for the less common configs:
+
+* ``gpt_neox`` (Pythia, Dolly-v2, StableLM-alpha): LayerNorm with bias, biases on every linear
+  (fused query_key_value, dense, dense_h_to_4h, dense_4h_to_h) but none on the untied ``embed_out``;
+  non-gated GELU MLP; RoPE on ``rotary_pct`` of each head's dims. ``use_parallel_residual``
+  (default true) makes attention and MLP read the same layer input through two separate LayerNorms
+  and add into one residual: two norms per layer, one residual add.
+* ``mpt`` (MPT-7B): keys ``d_model``, ``n_heads``, ``n_layers``, ``expansion_ratio`` (MLP width =
+  ratio × d_model), ``max_seq_len``; ``no_bias`` drops every linear bias and the LayerNorm bias
+  (1 parameter per channel); tied embeddings; ``attn_config.alibi`` → no RoPE at all
+  (``rotary_fraction`` 0; the ALiBi bias is folded into the attention kernel and not costed apart).
+* ``chatglm`` (ChatGLM2/3): keys ``num_layers``, ``multi_query_group_num`` (KV heads when
+  ``multi_query_attention``), ``kv_channels`` (head dim), ``ffn_hidden_size`` (width of each of the
+  SwiGLU gate and up halves), ``padded_vocab_size``, ``seq_length``; bias on QKV only
+  (``add_qkv_bias``, ``add_bias_linear``); RMSNorm; untied ``output_layer``; RoPE on half of each
+  head's dims.
 
 Assumptions (stated once, used everywhere):
 
@@ -24,7 +41,9 @@ import yaml
 
 from predictor.errors import InputError, unknown_name
 
-SUPPORTED_FAMILIES = ("llama", "mistral", "mixtral", "qwen2", "qwen", "gemma", "phi", "phi3", "internlm")
+SUPPORTED_FAMILIES = (
+    "llama", "mistral", "mixtral", "qwen2", "qwen", "gemma", "phi", "phi3", "internlm", "gpt_neox", "mpt", "chatglm",
+)
 
 
 @dataclass(frozen=True)
@@ -48,13 +67,20 @@ class ModelSpec:
     activation : str
         MLP activation name.
     norm : str
-        ``"rms"`` or ``"layer"`` (LayerNorm has a bias, 2 parameters per channel).
+        ``"rms"`` or ``"layer"`` (LayerNorm has a bias, 2 parameters per channel, unless ``norm_bias``
+        is false).
+    norm_bias : bool
+        LayerNorm carries a bias (MPT's ``no_bias`` LayerNorm does not); ignored for RMSNorm.
     qkv_bias, o_bias, mlp_bias, lm_head_bias : bool
         Which linear layers carry a bias.
     tie_word_embeddings : bool
         lm_head shares the embedding matrix.
     parallel_attn_mlp : bool
-        Attention and MLP read the same normed input (phi-2): one norm and one residual add per layer.
+        Attention and MLP read the same layer input and add into one residual (phi-2, GPT-NeoX with
+        ``use_parallel_residual``): one residual add per layer.
+    norms_per_layer : int
+        Norms in each decoder layer; 0 (the default) means 1 for parallel models and 2 otherwise.
+        GPT-NeoX's parallel layers keep two LayerNorms (one for attention, one for the MLP).
     num_experts, experts_per_token : int
         MoE experts per layer and top-k; 0 and 0 for dense models.
     rotary_fraction : float
@@ -83,6 +109,14 @@ class ModelSpec:
     num_experts: int = 0
     experts_per_token: int = 0
     rotary_fraction: float = 1.0
+    norm_bias: bool = True
+    norms_per_layer: int = 0
+
+    def __post_init__(self) -> None:
+        if self.norms_per_layer == 0:
+            object.__setattr__(self, "norms_per_layer", 1 if self.parallel_attn_mlp else 2)
+        elif self.norms_per_layer not in (1, 2):
+            raise InputError(f"{self.name}: norms_per_layer must be 1 or 2, got {self.norms_per_layer!r}")
 
     # --- derived sizes ------------------------------------------------------------------------
     @property
@@ -121,11 +155,7 @@ class ModelSpec:
         return per_expert
 
     def norm_params_per_norm(self) -> int:
-        return self.hidden_size * (2 if self.norm == "layer" else 1)
-
-    @property
-    def norms_per_layer(self) -> int:
-        return 1 if self.parallel_attn_mlp else 2
+        return self.hidden_size * (2 if self.norm == "layer" and self.norm_bias else 1)
 
     def layer_params(self) -> int:
         """All parameters of one decoder layer."""
@@ -299,10 +329,97 @@ def _internlm(cfg: dict, name: str, source: str) -> ModelSpec:
     return _common(cfg, name, source, qkv_bias=bias, o_bias=bias)
 
 
+def _gpt_neox(cfg: dict, name: str, source: str) -> ModelSpec:
+    # GPT-NeoX keeps two LayerNorms per layer whether or not the residual is parallel.
+    bias = _get(cfg, "attention_bias", source, default=True, required=False, kind=bool)
+    parallel = _get(cfg, "use_parallel_residual", source, default=True, required=False, kind=bool)
+    spec = dict(cfg, hidden_act=cfg.get("hidden_act", "gelu"))
+    return _common(
+        spec, name, source,
+        gated_mlp=False, norm="layer", qkv_bias=bias, o_bias=bias, mlp_bias=True, lm_head_bias=False,
+        parallel_attn_mlp=parallel, norms_per_layer=2,
+        rotary_fraction=_get(cfg, "rotary_pct", source, default=0.25, required=False, kind=float) or 0.25,
+    )
+
+
+def _mpt(cfg: dict, name: str, source: str) -> ModelSpec:
+    d_model = _get(cfg, "d_model", source)
+    heads = _get(cfg, "n_heads", source)
+    ratio = cfg.get("expansion_ratio", 4)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 64:
+        raise InputError(f"{source}: key 'expansion_ratio' must be a positive number, got {ratio!r}")
+    attn = cfg.get("attn_config") or {}
+    if not isinstance(attn, dict):
+        raise InputError(f"{source}: key 'attn_config' must be an object, got {attn!r}")
+    attn_type = attn.get("attn_type", "multihead_attention")
+    if attn_type == "multiquery_attention":
+        kv = 1
+    elif attn_type == "grouped_query_attention":
+        kv = _get(attn, "kv_n_heads", f"{source} attn_config")
+    else:
+        kv = heads
+    if attn.get("alibi", False):
+        rotary = 0.0
+    elif attn.get("rope", False):
+        rotary = 1.0
+    else:
+        raise InputError(f"{source}: MPT with learned position embeddings (attn_config.alibi and rope both false) "
+                         "is not supported")
+    bias = _get(cfg, "no_bias", source, default=True, required=False, kind=bool) is False
+    act_fn = (cfg.get("ffn_config") or {}).get("ffn_act_fn") if isinstance(cfg.get("ffn_config"), dict) else None
+    act = str(act_fn.get("name", "gelu")) if isinstance(act_fn, dict) else "gelu"
+    spec = dict(
+        model_type="mpt",
+        hidden_size=d_model,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        num_hidden_layers=_get(cfg, "n_layers", source),
+        intermediate_size=int(round(ratio * d_model)),
+        vocab_size=_get(cfg, "vocab_size", source),
+        max_position_embeddings=_get(cfg, "max_seq_len", source, default=2048, required=False),
+        hidden_act=act,
+        tie_word_embeddings=_get(cfg, "tie_word_embeddings", source, default=True, required=False, kind=bool)
+        is not False,
+    )
+    return _common(
+        spec, name, source,
+        gated_mlp=False, norm="layer", norm_bias=bias, qkv_bias=bias, o_bias=bias, mlp_bias=bias,
+        rotary_fraction=rotary,
+    )
+
+
+def _chatglm(cfg: dict, name: str, source: str) -> ModelSpec:
+    hidden = _get(cfg, "hidden_size", source)
+    heads = _get(cfg, "num_attention_heads", source)
+    mqa = _get(cfg, "multi_query_attention", source, default=False, required=False, kind=bool)
+    kv = _get(cfg, "multi_query_group_num", source) if mqa else heads
+    vocab_key = "padded_vocab_size" if "padded_vocab_size" in cfg else "vocab_size"
+    linear_bias = _get(cfg, "add_bias_linear", source, default=False, required=False, kind=bool)
+    qkv_bias = _get(cfg, "add_qkv_bias", source, default=False, required=False, kind=bool)
+    rms = _get(cfg, "rmsnorm", source, default=True, required=False, kind=bool)
+    spec = dict(
+        model_type="chatglm",
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=_get(cfg, "kv_channels", source, default=hidden // heads, required=False),
+        num_hidden_layers=_get(cfg, "num_layers", source),
+        intermediate_size=_get(cfg, "ffn_hidden_size", source),
+        vocab_size=_get(cfg, vocab_key, source),
+        max_position_embeddings=_get(cfg, "seq_length", source, default=8192, required=False),
+        tie_word_embeddings=_get(cfg, "tie_word_embeddings", source, default=False, required=False, kind=bool),
+    )
+    return _common(
+        spec, name, source,
+        activation="silu", norm="rms" if rms else "layer",
+        qkv_bias=qkv_bias or linear_bias, o_bias=linear_bias, mlp_bias=linear_bias, rotary_fraction=0.5,
+    )
+
+
 _PARSERS = {
     "llama": _llama_like, "mistral": _llama_like, "phi3": _llama_like,
     "mixtral": _mixtral, "qwen2": _qwen2, "qwen": _qwen_v1, "gemma": _gemma,
-    "phi": _phi, "internlm": _internlm,
+    "phi": _phi, "internlm": _internlm, "gpt_neox": _gpt_neox, "mpt": _mpt, "chatglm": _chatglm,
 }
 
 

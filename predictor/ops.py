@@ -11,7 +11,10 @@
 
 plus, once per iteration, ``embedding`` (+ its all-reduce for a vocab-parallel table when tp>1),
 ``final_norm``, ``lm_head`` over the tokens that sample only, ``logits_gather`` (tp>1) and ``sampling``.
-Models with parallel attention/MLP (phi-2) have one norm and one residual add per layer.
+Models with parallel attention/MLP (phi-2) have one norm and one residual add per layer; parallel
+models with two norms per layer (GPT-NeoX's ``use_parallel_residual``) list both ``input_norm`` and
+``post_attn_norm`` (each reading the layer input) and one residual add. Models without RoPE
+(``rotary_fraction`` 0: MPT's ALiBi) have no ``rope`` op.
 
 Assumptions: linear weights use the precision's weight bits; embedding, lm_head and the MoE router
 stay 16-bit and run on the 16-bit tensor-core path, as does attention (an fp8 KV cache is read at
@@ -69,11 +72,14 @@ def _half_dtype(precision: Precision) -> str:
 class _Rows:
     """Accumulates op rows column-wise (one array per op) and concatenates once."""
 
-    def __init__(self, n_iter: int):
+    def __init__(self, n_iter: int, only: frozenset[str] | None = None):
         self.n_iter = n_iter
+        self.only = only
         self.parts: list[dict] = []
 
     def add(self, op: str, kind: str, count: float, mask: np.ndarray, compute_dtype: str, **cols) -> None:
+        if self.only is not None and op not in self.only:
+            return
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
@@ -107,6 +113,7 @@ def build_ops(
     batch: BatchShape,
     *,
     attention: str = "flash",
+    only: set[str] | frozenset[str] | None = None,
 ) -> pd.DataFrame:
     """Every kernel call of each iteration in ``batch`` as canonical op rows.
 
@@ -120,6 +127,8 @@ def build_ops(
         ``n`` iterations.
     attention : {"flash", "naive"}
         Flash-style attention (no N² score traffic, default) or naive (materialised scores).
+    only : set of str, optional
+        Build only these ops (by name); the others are skipped (lookup tables need a few at a time).
 
     Returns
     -------
@@ -129,7 +138,7 @@ def build_ops(
     """
     model.check_tp(tp)
     n_iter = len(batch)
-    rows = _Rows(n_iter)
+    rows = _Rows(n_iter, frozenset(only) if only is not None else None)
     T = batch.tokens
     S = batch.sample_tokens
     L = model.num_layers
@@ -160,7 +169,8 @@ def build_ops(
     allreduce("embedding_allreduce", 1)
     norm("input_norm", L)
     linear("qkv_proj", T)
-    rows.add("rope", oc.ROPE, L, has_tokens, half, m=T, n=rope_width(model, tp), **half_bits)
+    if model.rotary_fraction > 0:
+        rows.add("rope", oc.ROPE, L, has_tokens, half, m=T, n=rope_width(model, tp), **half_bits)
 
     pseqs = np.maximum(batch.prefill_seqs, 1.0)
     rows.add(
@@ -180,7 +190,8 @@ def build_ops(
     allreduce("attn_allreduce", L)
     if not model.parallel_attn_mlp:
         rows.add("attn_residual_add", oc.ADD, L, has_tokens, half, m=T, n=H, **half_bits)
-        norm("post_attn_norm", L)
+    if not model.parallel_attn_mlp or model.norms_per_layer == 2:
+        norm("post_attn_norm", L)  # parallel two-norm models: the MLP's own norm of the layer input
     if model.is_moe:
         rows.add("moe_router", oc.GEMM, L, has_tokens, half, m=T, n=model.num_experts, k=H, **half_bits)
         rows.add(

@@ -109,6 +109,17 @@ class BoundPredictor:
         seqs = prefill_chunks + decode_seqs
         return kernel + (self.overhead.iteration_ms(seqs, self.tp) if self.overhead is not NO_OVERHEAD else 0.0)
 
+    def decode_steps_ms(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
+        """Times (ms) of ``steps`` consecutive decode-only iterations of ``decode_seqs`` sequences whose summed
+        cached context starts at ``context_tokens`` and grows by ``decode_seqs`` per step (vectorised twin of
+        calling :meth:`iteration_ms` once per step)."""
+        b = float(decode_seqs)
+        t = self.table
+        kv = (context_tokens + b * np.arange(steps, dtype=float) + b) / b
+        attention = t.decode_ms(np.full(steps, b), kv)
+        fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - t.decode_ms_scalar(b, float(kv[0]))
+        return fixed + attention
+
 
 @dataclass(frozen=True)
 class StaticEstimate:
@@ -131,6 +142,7 @@ class Predictor:
         self.artifact = artifact
         self._booster = None
         self._tables: dict = {}
+        self._identity: str | None = None
         if artifact is not None:
             import lightgbm as lgb
 
@@ -196,15 +208,40 @@ class Predictor:
         return pd.DataFrame({"roofline_ms": ideal, "predicted_ms": predicted}, index=ops.index)
 
     # --- tables ---------------------------------------------------------------------------------
-    def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision):
-        """The cached :class:`~predictor.tables.IterationTables` of one configuration (built on first use)."""
-        from predictor.tables import IterationTables
+    @property
+    def identity(self) -> str:
+        """A digest of the model behind this predictor (``roofline`` for the baseline): keys the table cache."""
+        if self._identity is None:
+            import hashlib
 
-        key = (model, gpu.name, gpu, tp, precision)
+            self._identity = ("roofline" if self.artifact is None
+                              else hashlib.sha256(self.artifact.model_text.encode()).hexdigest()[:32])
+        return self._identity
+
+    def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision):
+        """The :class:`~predictor.tables.IterationTables` of one configuration.
+
+        Built on first use (about a second), kept in memory, and cached on disk (see
+        :func:`predictor.tables.cache_dir`) so later processes load them in milliseconds. Models with the
+        same shapes share tables.
+        """
+        from predictor import tables as tb
+
+        arch = tb.architecture(model)
+        key = (arch, gpu, tp, precision)
         table = self._tables.get(key)
         if table is None:
             model.check_tp(tp)
-            table = IterationTables.build(self.predict_ops, model, gpu, tp, precision)
+            folder = tb.cache_dir()
+            path = folder / f"{tb.cache_key(self.identity, model, gpu, tp, precision)}.npz" if folder else None
+            table = tb.IterationTables.load(path) if path is not None and path.exists() else None
+            if table is None:
+                table = tb.IterationTables.build(self.predict_ops, model, gpu, tp, precision)
+                if path is not None:
+                    try:
+                        table.save(path)
+                    except OSError:
+                        pass  # a read-only or full cache only costs rebuilding next time
             self._tables[key] = table
         return table
 

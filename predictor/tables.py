@@ -24,8 +24,13 @@ are looked up exactly.
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +40,7 @@ from predictor.models import ModelSpec
 from predictor.ops import build_ops
 from predictor.precision import Precision
 
+TABLE_FORMAT = 2  # bump when grids or table contents change: old cache files are then ignored
 DENSE_TOKENS = 8192
 MAX_TOKENS = 1 << 21
 DENSE_SAMPLES = 2048
@@ -61,6 +67,12 @@ DECODE_KV = _geom(1, 1 << 20, 1.08)
 PREFILL_CHUNKS = _geom(1, 1024, 1.3, ints_to=8)
 PREFILL_TOKENS = _geom(1, 1 << 17, 1.2, ints_to=16)
 PREFILL_CONTEXT = np.concatenate([[0.0], _geom(1, 1 << 20, 1.3)])
+
+
+def _op_names(model: ModelSpec, tp: int, precision: Precision) -> set[str]:
+    """Names of every op an iteration of this configuration can have."""
+    probe = BatchShape(*(np.ones(1) for _ in range(8)))
+    return set(build_ops(model, tp, precision, probe)["op"])
 
 
 def _zeros(n: int) -> np.ndarray:
@@ -98,8 +110,8 @@ class IterationTables:
         """Tabulate ``predict_ops`` (a callable ``(ops, gpu) -> DataFrame`` with ``predicted_ms``)."""
 
         def summed(batch: BatchShape, keep) -> np.ndarray:
-            ops = build_ops(model, tp, precision, batch)
-            ops = ops[keep(ops["op"].to_numpy(object))].reset_index(drop=True)
+            names = {op for op in _op_names(model, tp, precision) if keep(np.array([op], dtype=object))[0]}
+            ops = build_ops(model, tp, precision, batch, only=names)
             pred = predict_ops(ops, gpu)["predicted_ms"].to_numpy()
             return np.bincount(ops["iteration"].to_numpy(), weights=ops["count"].to_numpy() * pred,
                                minlength=len(batch))
@@ -145,6 +157,26 @@ class IterationTables:
             decode_log_ms=np.log(decode_ms + tiny), prefill_log_ms=np.log(prefill_ms + tiny),
             num_layers=model.num_layers,
         )
+
+    # --- persistence (a disk cache; plain arrays, loaded without pickle) ----------------------------
+    _ARRAYS = ("tokens_grid", "tokens_log_ms", "tokens_ms", "samples_grid", "samples_log_ms", "samples_ms",
+               "decode_log_ms", "prefill_log_ms")
+
+    def save(self, path: Path) -> None:
+        from predictor.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, num_layers=np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS})
+
+    @classmethod
+    def load(cls, path: Path) -> IterationTables | None:
+        """A cached table, or None when the file is missing or unreadable."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(**{k: data[k] for k in cls._ARRAYS}, num_layers=int(data["num_layers"]))
+        except (OSError, ValueError, KeyError):
+            return None
 
     # --- vectorised lookup -------------------------------------------------------------------------
     @staticmethod
@@ -248,11 +280,14 @@ class IterationTables:
                 self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
                                 self.samples_log_ms)[0])
         if decode_seqs > 0:
-            total += _bilinear(self.decode_log_ms, _DEC_SEQS_LOG, _DEC_KV_LOG, decode_seqs, decode_kv_mean,
-                               DECODE_SEQS[-1], DECODE_KV[-1])
+            total += self.decode_ms_scalar(decode_seqs, decode_kv_mean)
         if prefill_chunks > 0 and prefill_q_mean > 0:
             total += self._prefill_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
         return total
+
+    def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
+        """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
+        return _bilinear(self.decode_log_ms, _DEC_SEQS_LOG, _DEC_KV_LOG, seqs, kv_mean, DECODE_SEQS[-1], DECODE_KV[-1])
 
     def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
         """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
@@ -294,3 +329,25 @@ def _bilinear(table: np.ndarray, gx: list[float], gy: list[float], x: float, y: 
          + (1 - wi) * wj * table[i, j + 1] + wi * wj * table[i + 1, j + 1])
     return math.exp(v) * max(x / xmax, 1.0) * max(y / ymax, 1.0)
 
+
+
+def architecture(model: ModelSpec) -> ModelSpec:
+    """The model with its name and context limit blanked: models that share shapes share tables."""
+    return dataclasses.replace(model, name="", max_position_embeddings=0)
+
+
+def cache_dir() -> Path | None:
+    """Where tables are cached: ``$INFERENCE_SIM_CACHE_DIR`` or ``~/.cache/inference-sim/tables``;
+    ``INFERENCE_SIM_NO_CACHE=1`` turns caching off."""
+    if os.environ.get("INFERENCE_SIM_NO_CACHE") == "1":
+        return None
+    root = os.environ.get("INFERENCE_SIM_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "inference-sim" / "tables"
+
+
+def cache_key(predictor_id: str, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision) -> str:
+    """A digest of everything a table depends on (predictor, architecture, GPU numbers, TP, precision, format)."""
+    payload = {"format": TABLE_FORMAT, "predictor": predictor_id, "arch": dataclasses.asdict(architecture(model)),
+               "gpu": gpu.model_dump(mode="json", exclude={"name", "description", "aliases", "source"}), "tp": tp,
+               "precision": dataclasses.asdict(precision)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

@@ -68,6 +68,9 @@ class EngineConfig:
         Override the KV-cache size in blocks (else from the memory model).
     max_model_len : int, optional
         Context limit per request (default: the model's ``max_position_embeddings``).
+    fast_forward : bool
+        Compute stretches of decode-only iterations whose batch cannot change in one vectorised step
+        (same results as iterating, much faster; off only to check that equivalence).
     """
 
     max_num_seqs: int = 256
@@ -78,6 +81,7 @@ class EngineConfig:
     policy: str = "continuous"
     num_blocks: int | None = None
     max_model_len: int | None = None
+    fast_forward: bool = True
 
     def validate(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -134,6 +138,7 @@ class _State:
         self.reject_reason = np.zeros(n, dtype=object)
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
+        self.partial: dict[int, None] = {}  # running requests with prefill left, in admission order
 
 
 class Policy:
@@ -233,6 +238,7 @@ class Simulator:
         state.status[victim] = WAITING
         state.preemptions[victim] += 1
         state.waiting.appendleft(victim)
+        state.partial.pop(victim, None)
         return victim
 
     def ensure_decode_blocks(self, state: _State) -> list[int]:
@@ -254,14 +260,12 @@ class Simulator:
             self._evict_latest(state)
 
     def continue_prefills(self, state: _State, budget: int) -> list[tuple[int, int]]:
-        """Chunks for running requests whose prefill is unfinished, in running order."""
+        """Chunks for running requests whose prefill is unfinished, in admission order."""
         out = []
-        for r in state.running:
+        for r in state.partial:
             if budget <= 0:
                 break
             remaining = int(state.target[r] - state.kv[r])
-            if remaining <= 0:
-                continue
             chunk = self._fit_chunk(state, r, min(remaining, budget))
             if chunk > 0:
                 out.append((r, chunk))
@@ -317,6 +321,8 @@ class Simulator:
             self.free_blocks -= need
             if math.isnan(state.first_scheduled[r]):
                 state.first_scheduled[r] = self.now
+            if chunk < target:
+                state.partial[r] = None
             if chunk > 0:
                 out.append((r, chunk))
                 budget -= chunk
@@ -344,7 +350,8 @@ class Simulator:
         progress : callable, optional
             Called as ``progress(finished_requests, total)`` every few hundred iterations.
         stop : callable, optional
-            Polled every iteration; returning True ends the run early (the result is marked partial).
+            Polled after every iteration (or fast-forwarded run of decode steps); returning True ends the
+            run early (the result is marked partial).
         """
         from scheduler.metrics import SimResult
 
@@ -369,6 +376,15 @@ class Simulator:
                     break
                 self.now = float(state.arrival[next_arrival])
                 continue
+            if self.config.fast_forward and state.running and not state.partial:
+                arrival_limit = float(state.arrival[next_arrival]) if next_arrival < n else math.inf
+                steps = self._fast_forward(state, log, arrival_limit, record_iterations)
+                if steps:
+                    iterations += steps
+                    if stop is not None and stop():
+                        partial = True
+                        break
+                    continue
             decodes, prefills = self.policy.schedule(self, state)
             if not decodes and not prefills:
                 if state.running:
@@ -413,7 +429,10 @@ class Simulator:
                     finished += self._finish(state, r)
             for r, chunk, complete in zip(p_ids, p_chunks, completes, strict=True):
                 state.kv[r] += chunk
-                if complete:
+                if not complete:
+                    state.partial[r] = None
+                else:
+                    state.partial.pop(r, None)
                     if state.generated[r] > 0:  # a recompute after preemption: its stall is a token gap too
                         state.tbt_counts[np.searchsorted(TBT_EDGES_S, self.now - state.last_token[r])] += 1
                     state.generated[r] += 1
@@ -431,6 +450,82 @@ class Simulator:
         if progress is not None:
             progress(finished, n)
         return SimResult.from_state(state, log, self, workload, partial=partial)
+
+    def _admission_blocked(self, state: _State) -> bool:
+        """True when no waiting request can join while only decodes run (so the batch cannot change)."""
+        cfg = self.config
+        if not state.waiting or self.config.policy == "static":
+            return True
+        if len(state.running) >= cfg.max_num_seqs:
+            return True
+        head = state.waiting[0]
+        if cfg.chunked_prefill:
+            budget = cfg.max_num_batched_tokens - len(state.running)
+            if budget <= 0:
+                return True
+            chunk = min(int(state.target[head]), budget)
+        else:
+            chunk = int(state.target[head])
+        return self._blocks_for(chunk) > self.free_blocks  # free blocks only shrink while decoding
+
+    def _fast_forward(self, state: _State, log: IterationLog, arrival_limit: float, record: bool) -> int:
+        """Apply a run of decode-only iterations at once; return how many (0 when the batch may change).
+
+        The run stops one step before the first request finishes, before the step whose new KV blocks would
+        not fit, and before an iteration that would start at or after the next arrival; the regular loop
+        then takes over, so every iteration is timed and accounted exactly as when stepping one by one.
+        """
+        if not self._admission_blocked(state):
+            return 0
+        run = np.fromiter(state.running, np.int64, len(state.running))
+        left = state.output[run] - state.generated[run]
+        steps = int(left.min()) - 1  # the step that finishes a request goes through the regular loop
+        if steps < 2:
+            return 0
+        bs = self.config.block_size
+        kv, blocks = state.kv[run], state.blocks[run]
+        first_new = blocks * bs - kv  # first step (0-based) that needs a new block, per sequence
+        need = np.zeros(steps + 1, np.int64)
+        starts = first_new[first_new < steps]
+        if starts.size:
+            counts = (steps - 1 - starts) // bs + 1
+            positions = np.repeat(starts, counts) + bs * (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+            need = np.bincount(positions, minlength=steps + 1)[: steps + 1]
+        cumulative = np.cumsum(need)[:steps]
+        over = np.flatnonzero(cumulative > self.free_blocks)
+        if over.size:
+            steps = int(over[0])
+        if steps < 2:
+            return 0
+        durations = self.bound.decode_steps_ms(len(run), int(kv.sum()), steps) / 1e3
+        starts_s = self.now + np.concatenate([[0.0], np.cumsum(durations[:-1])])
+        late = np.flatnonzero(starts_s >= arrival_limit)
+        if late.size:
+            steps = int(late[0])
+            if steps < 2:
+                return 0
+            durations, starts_s = durations[:steps], starts_s[:steps]
+        new_blocks = int(cumulative[steps - 1])
+        state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))
+        self.free_blocks -= new_blocks
+        if record:
+            used_before = self.num_blocks - self.free_blocks - new_blocks
+            log.start_s.extend(starts_s.tolist())
+            log.duration_s.extend(durations.tolist())
+            log.decode_seqs.extend([len(run)] * steps)
+            log.prefill_seqs.extend([0] * steps)
+            log.prefill_tokens.extend([0] * steps)
+            log.kv_blocks_used.extend((used_before + cumulative[:steps]).tolist())
+            log.running.extend([len(run)] * steps)
+        ends = starts_s + durations
+        first_gaps = ends[0] - state.last_token[run]
+        gaps = np.concatenate([first_gaps[first_gaps == first_gaps], np.repeat(durations[1:], len(run))])
+        state.tbt_counts += np.bincount(np.searchsorted(TBT_EDGES_S, gaps), minlength=len(state.tbt_counts))
+        self.now = float(ends[-1])
+        state.last_token[run] = self.now
+        state.kv[run] += steps
+        state.generated[run] += steps
+        return steps
 
     def _finish(self, state: _State, r: int) -> int:
         state.status[r] = DONE

@@ -217,7 +217,7 @@ def test_non_positive_max_model_len_is_an_input_error(roofline, max_model_len):
 
 
 def test_stop_ends_the_run_early_with_a_partial_result(hybrid):
-    sim = Simulator(hybrid, *CONF, config=EngineConfig())
+    sim = Simulator(hybrid, *CONF, config=EngineConfig(fast_forward=False))  # polled once per iteration
     calls, seen = [], []
 
     def stop() -> bool:
@@ -532,3 +532,20 @@ def test_request_filling_the_cache_to_the_last_token_runs(roofline):
     """prompt 16 + output 17 holds at most 32 tokens: exactly 2 blocks of 16 — it must run, not be rejected."""
     _, result = simulate(roofline, workload([0.0], [16], [17]), block_size=16, num_blocks=2)
     assert result.requests["status"].tolist() == ["finished"]
+
+
+@pytest.mark.parametrize("config", [dict(), dict(chunked_prefill=False), dict(num_blocks=300),
+                                    dict(policy="static", max_num_seqs=32)])
+def test_fast_forward_matches_stepping_one_iteration_at_a_time(hybrid, config):
+    """Decode fast-forwarding computes runs of decode-only steps at once; every iteration must be the same."""
+    wl = random_workload(5)
+    step = Simulator(hybrid, *CONF, config=EngineConfig(fast_forward=False, **config)).run(wl)
+    fast = Simulator(hybrid, *CONF, config=EngineConfig(fast_forward=True, **config)).run(wl)
+    assert len(step.iterations) == len(fast.iterations)
+    for col in ("decode_seqs", "prefill_seqs", "prefill_tokens", "kv_blocks_used", "running"):
+        assert (step.iterations[col].to_numpy() == fast.iterations[col].to_numpy()).all(), col
+    for col in ("start_s", "duration_s"):
+        np.testing.assert_allclose(step.iterations[col], fast.iterations[col], rtol=1e-9)
+    for col in ("first_token_s", "finish_s", "preemptions"):
+        np.testing.assert_allclose(step.requests[col].to_numpy(float), fast.requests[col].to_numpy(float), rtol=1e-9)
+    np.testing.assert_array_equal(step.tbt_counts, fast.tbt_counts)

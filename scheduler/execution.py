@@ -1,0 +1,291 @@
+"""Executing a multi-LLM plan on one draw of the application's lengths.
+
+A :class:`Plan` is a sequence of stages; a stage places some LLMs on disjoint GPUs. Execution semantics:
+
+* A stage starts when the previous one ends. An LLM placed exactly as in the previous stage keeps running
+  undisturbed; an LLM placed anew (or differently) first pays its load time, then serves its remaining
+  requests. An LLM absent from the next stage stops: requests it finished stay finished, requests in
+  flight keep the tokens they generated (their next run recomputes prompt + those tokens as a prefill,
+  like preemption by recompute).
+* A stage ends when the first of its LLMs finishes all its requests; after the last stage the LLMs still
+  running continue to completion. LLMs the plan never places (it can happen when lengths differ from the
+  ones the plan was made for) run afterwards, one at a time on all GPUs with their fastest configuration.
+* Chains: a downstream request becomes available when its upstream request finishes; a downstream LLM
+  running while its upstream runs sees those arrivals as they happen.
+
+Every LLM's serving within a stage is simulated with the engine simulator (one simulation per DP replica,
+requests dealt round-robin in arrival order), and results are cached by (LLM, configuration, remaining
+requests, their arrival offsets), so plans that share a prefix or a placement share the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scheduler.placement import Config, Placement, load_time_s
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Stage:
+    placements: tuple[Placement, ...]
+
+    def llms(self) -> set[str]:
+        return {p.llm for p in self.placements}
+
+
+@dataclass(frozen=True)
+class Plan:
+    stages: tuple[Stage, ...]
+
+    def describe(self) -> list[list[dict]]:
+        return [[{"llm": p.llm, "tp": p.config.tp, "dp": p.config.dp, "gpus": list(p.gpus)} for p in s.placements]
+                for s in self.stages]
+
+
+@dataclass
+class Remaining:
+    """Unfinished requests of one LLM: ids (into the sample arrays), extra prompt tokens, outputs left."""
+
+    ids: np.ndarray
+    extra: np.ndarray
+    out_left: np.ndarray
+
+    @property
+    def empty(self) -> bool:
+        return self.ids.size == 0
+
+
+@dataclass
+class Timeline:
+    """Simulated serving of ``remaining`` from ``start_s`` (absolute seconds)."""
+
+    remaining: Remaining
+    start_s: float
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    tpot_s: np.ndarray
+
+    @property
+    def completion_s(self) -> float:
+        return float(self.finish_s.max()) if self.finish_s.size else self.start_s
+
+    def cut(self, t: float) -> tuple[np.ndarray, np.ndarray, Remaining]:
+        """(finished ids, their finish times, what remains) if serving stops at ``t``."""
+        r = self.remaining
+        done = self.finish_s <= t
+        started = ~done & (self.first_token_s <= t)
+        generated = np.zeros(r.ids.size, np.int64)
+        if started.any():
+            steps = np.floor((t - self.first_token_s[started]) / np.where(self.tpot_s[started] > 0,
+                                                                          self.tpot_s[started], np.inf))
+            generated[started] = np.minimum(1 + np.nan_to_num(steps).astype(np.int64), r.out_left[started] - 1)
+        keep = ~done
+        left = Remaining(r.ids[keep], r.extra[keep] + generated[keep], r.out_left[keep] - generated[keep])
+        return r.ids[done], self.finish_s[done], left
+
+
+@dataclass
+class Interval:
+    """An LLM on GPUs: loading from ``load_s``, serving from ``serve_s`` until ``end_s``."""
+
+    llm: str
+    config: Config
+    gpus: tuple[int, ...]
+    load_s: float
+    serve_s: float
+    end_s: float
+
+
+@dataclass
+class Execution:
+    makespan_s: float
+    intervals: list[Interval] = field(default_factory=list)
+    finish_s: dict[str, np.ndarray] = field(default_factory=dict)
+    stage_ends_s: list[float] = field(default_factory=list)
+    first_finisher: list[str] = field(default_factory=list)
+    unplanned: list[str] = field(default_factory=list)
+    done: set = field(default_factory=set)
+    running_at_end: dict = field(default_factory=dict)
+    remaining_counts: dict = field(default_factory=dict)
+
+
+class Executor:
+    """Simulates plans on application samples (with a cache of per-LLM simulations)."""
+
+    def __init__(self, app, predictor, engine_spec):
+        from scheduler.engine import EngineConfig
+
+        self.app = app
+        self.predictor = predictor
+        self.engine = EngineConfig(max_num_seqs=engine_spec.max_num_seqs,
+                                   max_num_batched_tokens=engine_spec.max_num_batched_tokens,
+                                   chunked_prefill=engine_spec.chunked_prefill)
+        self._simulators: dict = {}
+        self._cache: dict = {}
+        self.simulations = 0
+
+    # --- one LLM ---------------------------------------------------------------------------------
+    def _simulator(self, llm: str, tp: int):
+        key = (llm, tp)
+        if key not in self._simulators:
+            from scheduler.engine import Simulator
+
+            spec = self.app.by_name[llm]
+            self._simulators[key] = Simulator(self.predictor, spec.spec, self.app.gpu, tp,
+                                              self.app.precision, self.engine)
+        return self._simulators[key]
+
+    def load_time(self, llm: str, config: Config) -> float:
+        """Seconds to bring ``llm`` up on ``config`` (measured start-up time where known)."""
+        entry = next(e for e in self.app.spec.models if llm == e.name or llm.startswith(e.name + "-"))
+        return load_time_s(entry.model, self.app.by_name[llm].spec, config.tp, self.app.precision)
+
+    def simulate(self, llm: str, config: Config, sample, remaining: Remaining, start_s: float,
+                 available_s: np.ndarray) -> Timeline:
+        """Serve ``remaining`` on ``config`` from ``start_s``; ``available_s`` gives each request's arrival."""
+        from scheduler.workload import Workload
+
+        offsets = np.maximum(available_s - start_s, 0.0)
+        finite = np.isfinite(offsets)
+        prompts = sample.prompts[llm][remaining.ids] + remaining.extra
+        key = (llm, config, hashlib.blake2b(b"".join(a.tobytes() for a in (
+            remaining.ids, prompts, remaining.out_left, np.round(np.where(finite, offsets, -1.0), 6))),
+            digest_size=16).digest())
+        cached = self._cache.get(key)
+        if cached is None:
+            n = remaining.ids.size
+            first = np.full(n, INF)
+            finish = np.full(n, INF)
+            tpot = np.zeros(n)
+            order = np.flatnonzero(finite)
+            order = order[np.argsort(offsets[order], kind="stable")]
+            sim = self._simulator(llm, config.tp)
+            for replica in range(config.dp):
+                idx = order[replica::config.dp]
+                if idx.size == 0:
+                    continue
+                wl = Workload(offsets[idx], prompts[idx], remaining.out_left[idx], name=llm)
+                res = sim.run(wl, record_iterations=False).requests
+                self.simulations += 1
+                status = res["status"].astype(str).to_numpy()
+                ft = res["first_token_s"].to_numpy(float, copy=True)
+                fin = res["finish_s"].to_numpy(float, copy=True)
+                rejected = status == "rejected"
+                # a request the engine can never hold is dropped at once (counted as finished at arrival)
+                ft[rejected] = wl.arrival_s[rejected]
+                fin[rejected] = wl.arrival_s[rejected]
+                first[idx], finish[idx] = ft, fin
+                tpot[idx] = np.nan_to_num(res["tpot_s"].to_numpy(float))
+            cached = (first, finish, tpot)
+            self._cache[key] = cached
+        first, finish, tpot = cached
+        return Timeline(remaining, start_s, first + start_s, finish + start_s, tpot)
+
+    # --- a whole plan ----------------------------------------------------------------------------
+    def execute(self, plan: Plan, sample, fallback=None, complete: bool = True) -> Execution:
+        """Run ``plan`` on ``sample``. ``fallback(llm) -> Config`` places LLMs the plan never reaches.
+
+        With ``complete=False`` execution stops at the end of the plan's last stage and the result carries
+        the state there (``done`` LLMs, ``running_at_end`` placements): what a planner extends.
+        """
+        app = self.app
+        remaining = {name: Remaining(np.arange(len(sample.prompts[name])), np.zeros(len(sample.prompts[name]), np.int64),
+                                     sample.outputs[name].copy()) for name in app.names}
+        finish = {name: np.full(len(sample.prompts[name]), INF) for name in app.names}
+        done = {name: remaining[name].empty for name in app.names}
+        running: dict[str, tuple[Placement, Timeline, float]] = {}  # llm -> (placement, timeline, load start)
+        result = Execution(0.0)
+        t = 0.0
+        stages = list(plan.stages)
+        used = set()
+        k = 0
+        while True:
+            if k >= len(stages) and not complete:
+                result.done = {n for n, d in done.items() if d}
+                result.running_at_end = {n: v[0] for n, v in running.items()}
+                counts = {n: int(r.ids.size) for n, r in remaining.items()}
+                for n, (_, tl, _) in running.items():  # requests a running LLM has finished by t
+                    counts[n] = int((tl.finish_s > t).sum())
+                result.remaining_counts = counts
+                result.makespan_s = t
+                return result
+            if k < len(stages):
+                wanted = [p for p in stages[k].placements if not done[p.llm]]
+                used |= {p.llm for p in wanted}
+            elif running:
+                wanted = [running[name][0] for name in running]  # after the last stage: run to completion
+            else:
+                leftovers = [n for n in app.topological_order() if not done[n]]
+                if not leftovers or fallback is None:
+                    break
+                name = leftovers[0]
+                result.unplanned.append(name)
+                config = fallback(name)
+                wanted = [Placement(name, config, tuple(range(config.gpus)))]
+            k += 1
+            if not wanted:
+                continue
+            wanted_by = {p.llm: p for p in wanted}
+            for name in [n for n in running if n not in wanted_by]:  # LLMs this stage does not keep
+                p, timeline, load_start = running.pop(name)
+                self._stop(name, p, timeline, load_start, t, remaining, finish, result)
+            new_running = {}
+            restarted = set()
+            order = app.topological_order()
+            for p in sorted(wanted, key=lambda p: order.index(p.llm)):
+                prev = running.get(p.llm)
+                same = prev is not None and prev[0] == p
+                if same and app.by_name[p.llm].upstream not in restarted:
+                    new_running[p.llm] = prev  # undisturbed
+                    continue
+                if prev is not None:  # stop here (keeping progress), then serve again
+                    self._stop(p.llm, prev[0], prev[1], prev[2], t, remaining, finish, result)
+                serve = t if same else t + self.load_time(p.llm, p.config)
+                avail = self._availability(sample, p.llm, remaining[p.llm], finish, new_running)
+                timeline = self.simulate(p.llm, p.config, sample, remaining[p.llm], serve, avail)
+                new_running[p.llm] = (p, timeline, t)
+                restarted.add(p.llm)
+            running = new_running
+            end = min(tl.completion_s for _, tl, _ in running.values())
+            if not math.isfinite(end):
+                # only LLMs waiting for an upstream that is not running: nothing can progress
+                break
+            first = min(running, key=lambda n: running[n][1].completion_s)
+            result.first_finisher.append(first)
+            result.stage_ends_s.append(end)
+            t = end
+            finished_now = [n for n, (_, tl, _) in running.items() if tl.completion_s <= t]
+            for name in finished_now:
+                p, timeline, load_start = running.pop(name)
+                self._stop(name, p, timeline, load_start, t, remaining, finish, result)
+                done[name] = True
+        for name, (p, timeline, load_start) in running.items():
+            self._stop(name, p, timeline, load_start, timeline.completion_s, remaining, finish, result)
+            t = max(t, timeline.completion_s)
+            done[name] = remaining[name].empty
+        result.makespan_s = max([t] + [iv.end_s for iv in result.intervals]) if all(done.values()) else INF
+        result.finish_s = finish
+        return result
+
+    def _availability(self, sample, llm, remaining: Remaining, finish: dict, running: dict) -> np.ndarray:
+        upstream = self.app.by_name[llm].upstream
+        if upstream is None:
+            return np.zeros(remaining.ids.size)
+        times = finish[upstream].copy()  # finished upstream requests
+        if upstream in running:
+            tl = running[upstream][1]
+            times[tl.remaining.ids] = tl.finish_s
+        index = sample.upstream_index[llm]
+        return times[index[remaining.ids]]
+
+    def _stop(self, name, placement, timeline, load_start, t, remaining, finish, result) -> None:
+        ids, times, left = timeline.cut(t)
+        finish[name][ids] = times
+        remaining[name] = left
+        result.intervals.append(Interval(name, placement.config, placement.gpus, load_start, timeline.start_s, t))

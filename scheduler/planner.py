@@ -1,0 +1,375 @@
+"""Multi-LLM offline planner: sampling then simulation (after arXiv 2503.16893), with greedy and beam search.
+
+1. **Sampling.** Draw K sets of output lengths (and prompts) from the application's distributions.
+2. **Candidates.** At a stage boundary every unfinished LLM may be left out, kept where it runs, or placed
+   on g GPUs with its fastest (TP, DP) for g (from a short simulation of its requests per TP degree).
+   Every combination that fits the node (GPU budget, NVLink-aligned TP groups, chain order) is a candidate
+   group, ranked by *useful throughput*: Σ over its LLMs of rate(config) / rate(best config on the whole
+   node) — how many whole-node-equivalents of work the group does per second — with each LLM's term
+   weighted by the useful share of its residency, (W/r) / (load + W/r) for W remaining requests at rate r
+   (a kept placement loads nothing). Without that weight every group that fills the node ties, and
+   switching models in one at a time (paying every load in sequence) looks as good as loading them
+   together.
+3. **Simulation.** A candidate is judged by the makespan of a complete plan — the candidate, then a greedy
+   rollout (top-ranked group at each later stage) — simulated with the engine simulator
+   (:mod:`scheduler.execution`) on the first ``search_samples`` samples (2 by default, to keep the search
+   fast); the chosen plan and the baselines are then simulated on all K samples: the estimate is the mean
+   makespan over them, with its p10–p90 spread.
+4. **Search.** ``greedy`` (the paper's): at each stage keep the best of the top-k candidates. ``beam``:
+   keep the ``beam_width`` best partial plans at each stage, each expanded with its top-k candidates; the
+   result is never worse than greedy's (greedy's plan is among the rollouts it evaluates). Both stop
+   expanding when the time budget is spent and return the best complete plan found.
+
+Baselines: **naive** — LLMs one after another (chain order), each alone on all GPUs with its fastest
+configuration; **largest-first** — at each stage the largest unfinished LLMs take the smallest TP that
+fits, until the GPUs run out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scheduler.execution import Execution, Executor, Plan, Stage
+from scheduler.placement import Config, Placement, allocate, legal_configs
+
+RATE_SAMPLE_REQUESTS = 250
+
+
+@dataclass
+class PlanEstimate:
+    """A complete plan and its makespan (s) on each sample."""
+
+    plan: Plan
+    makespans_s: np.ndarray
+
+    @property
+    def mean_s(self) -> float:
+        return float(self.makespans_s.mean())
+
+    @property
+    def p10_s(self) -> float:
+        return float(np.quantile(self.makespans_s, 0.1))
+
+    @property
+    def p90_s(self) -> float:
+        return float(np.quantile(self.makespans_s, 0.9))
+
+    def to_dict(self) -> dict:
+        return {"makespan_s": self.mean_s, "p10_s": self.p10_s, "p90_s": self.p90_s,
+                "per_sample_s": self.makespans_s.tolist(), "stages": self.plan.describe()}
+
+
+@dataclass
+class PlanResult:
+    chosen: PlanEstimate
+    strategy: str
+    baselines: dict[str, PlanEstimate]
+    search_time_s: float
+    evaluations: int
+    simulations: int
+    execution: Execution  # the chosen plan on the first sample (for the Gantt chart)
+    budget_exhausted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = {"strategy": self.strategy, "chosen": self.chosen.to_dict(),
+               "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+               "speedup": {k: v.mean_s / self.chosen.mean_s for k, v in self.baselines.items()},
+               "search_time_s": self.search_time_s, "evaluations": self.evaluations, "simulations": self.simulations,
+               "budget_exhausted": self.budget_exhausted}
+        return out
+
+
+class Planner:
+    """Plans an :class:`~scheduler.app.Application` on its node (see the module docstring).
+
+    Parameters
+    ----------
+    app : Application
+    predictor : predictor.Predictor
+    samples, seed, strategy, top_k, beam_width, time_budget_s : optional
+        Override the application's ``samples``, ``seed`` and ``search`` settings.
+    """
+
+    def __init__(self, app, predictor, *, samples: int | None = None, seed: int | None = None,
+                 strategy: str | None = None, top_k: int | None = None, beam_width: int | None = None,
+                 time_budget_s: float | None = None, search_samples: int = 2):
+        search = app.spec.search
+        self.app = app
+        self.predictor = predictor
+        self.samples_k = samples or app.spec.samples
+        self.seed = app.spec.seed if seed is None else seed
+        self.strategy = strategy or search.strategy
+        self.top_k = top_k or search.top_k
+        self.beam_width = beam_width or search.beam_width
+        self.time_budget_s = time_budget_s or search.time_budget_s
+        self.executor = Executor(app, predictor, app.spec.engine)
+        self.evaluations = 0
+        self.search_samples = max(1, min(search_samples, self.samples_k))
+        self._states: dict = {}
+
+    # --- preparation ------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        app = self.app
+        self.samples = [app.sample(self.seed + k) for k in range(self.samples_k)]
+        self.planning = self.samples[0]
+        groups = [len(g) for g in app.nvlink_groups]
+        self.configs = {}
+        for name in app.names:
+            llm = app.by_name[name]
+            configs = legal_configs(llm.spec, app.gpu, app.precision, llm.max_model_len, self.executor.engine,
+                                    app.num_gpus, groups)
+            if not configs:
+                from predictor.errors import InputError
+
+                raise InputError(f"app: model {name} ({llm.spec.name}) does not fit on {app.num_gpus}× {app.gpu.name} "
+                                 f"in any TP configuration")
+            self.configs[name] = configs
+        self.rates = {name: self._rates(name) for name in app.names}
+        self.best_for_gpus = {}
+        for name in app.names:
+            best = {}
+            for c in self.configs[name]:
+                if c.gpus not in best or self.rates[name][c] > self.rates[name][best[c.gpus]]:
+                    best[c.gpus] = c
+            self.best_for_gpus[name] = best
+        self.full_rate = {name: max(self.rates[name].values()) for name in app.names}
+
+    def _rates(self, name: str) -> dict[Config, float]:
+        """Requests/s of each configuration on (a slice of) the planning sample's requests, offline."""
+        from scheduler.execution import Remaining
+
+        n = len(self.planning.prompts[name])
+        ids = np.arange(min(n, RATE_SAMPLE_REQUESTS))
+        rem = Remaining(ids, np.zeros(ids.size, np.int64), self.planning.outputs[name][ids].copy())
+        per_tp = {}
+        for tp in sorted({c.tp for c in self.configs[name]}):
+            tl = self.executor.simulate(name, Config(tp, 1), self.planning, rem, 0.0, np.zeros(ids.size))
+            per_tp[tp] = ids.size / max(tl.completion_s, 1e-9)
+        return {c: per_tp[c.tp] * c.dp for c in self.configs[name]}
+
+    def fastest_config(self, name: str) -> Config:
+        """The LLM's fastest configuration using at most all GPUs."""
+        return max(self.configs[name], key=lambda c: self.rates[name][c])
+
+    # --- state and candidates ------------------------------------------------------------------------
+    def _state(self, stages: tuple[Stage, ...]) -> tuple[set[str], dict[str, Placement], dict[str, int]]:
+        """(finished LLMs, placements still running, requests left per LLM) after ``stages`` on the planning sample."""
+        if not stages:
+            return set(), {}, {n: len(self.planning.prompts[n]) for n in self.app.names}
+        if stages not in self._states:
+            ex = self.executor.execute(Plan(stages), self.planning, complete=False)
+            self._states[stages] = (ex.done, ex.running_at_end, ex.remaining_counts)
+        return self._states[stages]
+
+    def _useful(self, name: str, config: Config, left: int, loads: bool) -> float:
+        rate = self.rates[name][config]
+        serve = left / rate
+        load = self.executor.load_time(name, config) if loads else 0.0
+        return rate / self.full_rate[name] * serve / (load + serve) if serve > 0 else 0.0
+
+    def candidates(self, done: set[str], running: dict[str, Placement], k: int,
+                   left: dict[str, int] | None = None) -> list[Stage]:
+        """The ``k`` candidate groups with the highest useful throughput (see the module docstring)."""
+        app = self.app
+        left = left or {n: len(self.planning.prompts[n]) for n in app.names}
+        names = [n for n in app.topological_order() if n not in done]
+        options: dict[str, list[tuple[float, object]]] = {}
+        for name in names:
+            opts = []
+            if name in running:
+                opts.append((self._useful(name, running[name].config, left[name], False), running[name]))
+            for g, c in self.best_for_gpus[name].items():
+                if name in running and running[name].config == c:
+                    continue
+                opts.append((self._useful(name, c, left[name], True), c))
+            options[name] = opts
+        heap: list = []
+        counter = 0
+        gpus_total = app.num_gpus
+
+        def dfs(i: int, used: int, score: float, chosen: list, included: set):
+            nonlocal counter
+            if i == len(names):
+                if chosen:
+                    counter += 1
+                    item = (score, counter, list(chosen))
+                    if len(heap) < 4 * k:
+                        heapq.heappush(heap, item)
+                    elif item > heap[0]:
+                        heapq.heapreplace(heap, item)
+                return
+            name = names[i]
+            dfs(i + 1, used, score, chosen, included)  # leave it out
+            upstream = app.by_name[name].upstream
+            if upstream is not None and upstream not in done and upstream not in included:
+                return
+            for value, opt in options[name]:
+                g = opt.config.gpus if isinstance(opt, Placement) else opt.gpus
+                if used + g <= gpus_total:
+                    chosen.append((name, opt))
+                    included.add(name)
+                    dfs(i + 1, used + g, score + value, chosen, included)
+                    included.discard(name)
+                    chosen.pop()
+
+        dfs(0, 0, 0.0, [], set())
+        stages = []
+        for _, _, chosen in sorted(heap, reverse=True):
+            stage = self._allocate(chosen)
+            if stage is not None:
+                stages.append(stage)
+            if len(stages) == k:
+                break
+        return stages
+
+    def _allocate(self, chosen: list) -> Stage | None:
+        free = set(range(self.app.num_gpus))
+        placements = []
+        for name, opt in chosen:  # running placements keep their GPUs
+            if isinstance(opt, Placement):
+                if not set(opt.gpus) <= free:
+                    return None
+                free -= set(opt.gpus)
+                placements.append(opt)
+        for name, opt in sorted((x for x in chosen if isinstance(x[1], Config)), key=lambda x: -x[1].tp):
+            gpus = allocate(opt, free, self.app.nvlink_groups)
+            if gpus is None:
+                return None
+            free -= set(gpus)
+            placements.append(Placement(name, opt, gpus))
+        return Stage(tuple(placements))
+
+    def rollout(self, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
+        """Complete ``stages`` greedily (top-ranked candidate at every later stage)."""
+        stages = tuple(stages)
+        while True:
+            done, running, left = self._state(stages)
+            if len(done) == len(self.app.names):
+                return stages
+            nxt = self.candidates(done, running, 1, left)
+            if not nxt:
+                return stages
+            stages = stages + (nxt[0],)
+
+    def evaluate(self, plan: Plan, full: bool = False) -> PlanEstimate:
+        """Makespan of ``plan`` on the search samples (``full``: on all K samples)."""
+        self.evaluations += 1
+        samples = self.samples if full else self.samples[: self.search_samples]
+        spans = [self.executor.execute(plan, s, fallback=self.fastest_config).makespan_s for s in samples]
+        return PlanEstimate(plan, np.array(spans))
+
+    # --- strategies ------------------------------------------------------------------------------
+    def naive(self) -> PlanEstimate:
+        stages = []
+        for name in self.app.topological_order():
+            c = self.fastest_config(name)
+            stages.append(Stage((Placement(name, c, allocate(c, set(range(self.app.num_gpus)), self.app.nvlink_groups)),)))
+        return self.evaluate(Plan(tuple(stages)), full=True)
+
+    def largest_first(self) -> PlanEstimate:
+        stages: tuple[Stage, ...] = ()
+        while True:
+            done, running, _ = self._state(stages)
+            if len(done) == len(self.app.names):
+                break
+            free = set(range(self.app.num_gpus))
+            placements = []
+            for p in running.values():
+                placements.append(p)
+                free -= set(p.gpus)
+            included = set(running) | done
+            order = sorted((n for n in self.app.names if n not in done and n not in running),
+                           key=lambda n: (-self.app.by_name[n].spec.param_count(), self.app.topological_order().index(n)))
+            progress = True
+            while progress:  # repeat: placing an upstream can make its downstream models placeable
+                progress = False
+                for name in order:
+                    up = self.app.by_name[name].upstream
+                    if name in included or (up is not None and up not in included):
+                        continue
+                    smallest = min((c for c in self.configs[name] if c.dp == 1), key=lambda c: c.tp)
+                    gpus = allocate(smallest, free, self.app.nvlink_groups)
+                    if gpus is not None:
+                        placements.append(Placement(name, smallest, gpus))
+                        free -= set(gpus)
+                        included.add(name)
+                        progress = True
+            if not placements:
+                break
+            stages = stages + (Stage(tuple(placements)),)
+        return self.evaluate(Plan(stages), full=True)
+
+    def greedy(self, deadline: float) -> tuple[PlanEstimate, bool]:
+        stages: tuple[Stage, ...] = ()
+        best: PlanEstimate | None = None
+        while True:
+            done, running, left = self._state(stages)
+            if len(done) == len(self.app.names):
+                break
+            options = self.candidates(done, running, self.top_k, left)
+            if not options:
+                break
+            scored = []
+            for stage in options:
+                est = self.evaluate(Plan(self.rollout(stages + (stage,))))
+                scored.append((est.mean_s, stage, est))
+                if best is None or est.mean_s < best.mean_s:
+                    best = est
+                if time.perf_counter() > deadline:
+                    return best, True
+            stages = stages + (min(scored, key=lambda x: x[0])[1],)
+        final = self.evaluate(Plan(stages))
+        return (final if best is None or final.mean_s <= best.mean_s else best), False
+
+    def beam(self, deadline: float) -> tuple[PlanEstimate, bool]:
+        beams: list[tuple[float, tuple[Stage, ...]]] = [(0.0, ())]
+        best: PlanEstimate | None = None
+        seen: set = set()
+        while beams:
+            expanded = []
+            for _, stages in beams:
+                done, running, left = self._state(stages)
+                if len(done) == len(self.app.names):
+                    continue
+                for stage in self.candidates(done, running, self.top_k, left):
+                    prefix = stages + (stage,)
+                    full = self.rollout(prefix)
+                    if full in seen:
+                        continue
+                    seen.add(full)
+                    est = self.evaluate(Plan(full))
+                    expanded.append((est.mean_s, prefix))
+                    if best is None or est.mean_s < best.mean_s:
+                        best = est
+                    if time.perf_counter() > deadline:
+                        return best, True
+            expanded.sort(key=lambda x: x[0])
+            beams = expanded[: self.beam_width]
+        return best, False
+
+    def run(self, baselines: bool = True) -> PlanResult:
+        """Search, evaluate the baselines, and return the chosen plan with its estimate."""
+        t0 = time.perf_counter()
+        self._prepare()
+        deadline = t0 + self.time_budget_s
+        if self.strategy == "greedy":
+            chosen, exhausted = self.greedy(deadline)
+        else:
+            chosen, exhausted = self.beam(deadline)
+        search_time = time.perf_counter() - t0
+        chosen = self.evaluate(chosen.plan, full=True)
+        result_baselines = {}
+        if baselines:
+            result_baselines["naive"] = self.naive()
+            result_baselines["largest_first"] = self.largest_first()
+            if self.strategy != "greedy":
+                greedy, _ = self.greedy(float("inf"))
+                result_baselines["greedy"] = self.evaluate(greedy.plan, full=True)
+        execution = self.executor.execute(chosen.plan, self.planning, fallback=self.fastest_config)
+        return PlanResult(chosen, self.strategy, result_baselines, search_time, self.evaluations,
+                          self.executor.simulations, execution, exhausted)
