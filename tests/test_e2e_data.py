@@ -217,8 +217,8 @@ def test_model_init_costs(tmp_path):
     assert list(df.columns) == list(e2e.INIT_COST_COLUMNS)
     assert df.to_dict("records") == [
         {"model_path": "NousResearch/Llama-2-7b-hf", "model": "llama-2-7b", "tp": 1, "init_cost_s": 8.0},
-        {"model_path": "chavinlo/alpaca-13b", "model": "llama-13b", "tp": 2, "init_cost_s": 70.5},
         {"model_path": "acme/unknown-13b", "model": "", "tp": 1, "init_cost_s": 9.0},  # not in the catalogue
+        {"model_path": "chavinlo/alpaca-13b", "model": "llama-13b", "tp": 2, "init_cost_s": 70.5},
     ]
 
 
