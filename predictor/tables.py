@@ -40,8 +40,8 @@ from predictor.models import ModelSpec
 from predictor.ops import build_ops
 from predictor.precision import Precision
 
-TABLE_FORMAT = 2  # bump when grids or table contents change: old cache files are then ignored
-DENSE_TOKENS = 8192
+TABLE_FORMAT = 3  # bump when grids or table contents change: old cache files are then ignored
+DENSE_TOKENS = 4096
 MAX_TOKENS = 1 << 21
 DENSE_SAMPLES = 2048
 MAX_SAMPLES = 1 << 16
@@ -64,9 +64,9 @@ def _geom(lo: float, hi: float, ratio: float, ints_to: int = 0) -> np.ndarray:
 
 DECODE_SEQS = _geom(1, 8192, 1.15, ints_to=64)
 DECODE_KV = _geom(1, 1 << 20, 1.08)
-PREFILL_CHUNKS = _geom(1, 1024, 1.3, ints_to=8)
-PREFILL_TOKENS = _geom(1, 1 << 17, 1.2, ints_to=16)
-PREFILL_CONTEXT = np.concatenate([[0.0], _geom(1, 1 << 20, 1.3)])
+PREFILL_CHUNKS = _geom(1, 1024, 1.4, ints_to=8)
+PREFILL_TOKENS = _geom(1, 1 << 17, 1.25, ints_to=16)
+PREFILL_CONTEXT = np.concatenate([[0.0], _geom(1, 1 << 20, 1.35)])
 
 
 def _op_names(model: ModelSpec, tp: int, precision: Precision) -> set[str]:

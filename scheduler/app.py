@@ -167,6 +167,7 @@ class LLM:
 
     name: str
     spec: object  # predictor.models.ModelSpec
+    model_id: str  # as written in the spec (a catalogue name, HF id or config path)
     output_lengths: LengthSpec
     upstream: str | None
     template_tokens: int
@@ -199,11 +200,27 @@ class Application:
         self.nvlink_groups = spec.node.nvlink_groups or [list(range(spec.node.count))]
         llms = []
         for entry in spec.models:
-            model = get_model(entry.model)
+            try:
+                model = get_model(entry.model)
+            except InputError as err:
+                raise InputError(f"app: models.{entry.name}.model: {str(err).split(': ', 1)[-1]}") from None
+            if entry.output_lengths.measured is not None:
+                from scheduler.workload import output_length_distribution
+
+                try:
+                    output_length_distribution(entry.output_lengths.measured)
+                except InputError as err:
+                    raise InputError(f"app: models.{entry.name}.output_lengths.measured: "
+                                     f"{str(err).split(': ', 1)[-1]}") from None
             names = [entry.name] if entry.count == 1 else [f"{entry.name}-{i + 1}" for i in range(entry.count)]
             for name in names:
-                llms.append(LLM(name, model, entry.output_lengths, entry.upstream, entry.prompt_template_tokens,
-                                entry.share, model.max_position_embeddings))
+                llms.append(LLM(name, model, entry.model, entry.output_lengths, entry.upstream,
+                                entry.prompt_template_tokens, entry.share, model.max_position_embeddings))
+        expanded = [llm.name for llm in llms]
+        duplicates = sorted({n for n in expanded if expanded.count(n) > 1})
+        if duplicates:
+            raise InputError(f"app: models: the LLM names {duplicates} occur twice once `count` copies are named "
+                             f"<name>-1, <name>-2, …; rename an entry")
         # an upstream that was expanded (count > 1) is ambiguous
         counts = {e.name: e.count for e in spec.models}
         for llm in llms:

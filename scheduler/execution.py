@@ -10,8 +10,11 @@ A :class:`Plan` is a sequence of stages; a stage places some LLMs on disjoint GP
 * A stage ends when the first of its LLMs finishes all its requests; after the last stage the LLMs still
   running continue to completion. LLMs the plan never places (it can happen when lengths differ from the
   ones the plan was made for) run afterwards, one at a time on all GPUs with their fastest configuration.
+  A stage in which nothing can progress (its LLMs all wait for upstream requests that are not being served)
+  is skipped: its LLMs stop at once.
 * Chains: a downstream request becomes available when its upstream request finishes; a downstream LLM
-  running while its upstream runs sees those arrivals as they happen.
+  running while its upstream runs sees those arrivals as they happen. When the upstream stops (or is
+  re-placed), the downstream's schedule is recomputed from what the upstream has actually finished.
 
 Every LLM's serving within a stage is simulated with the engine simulator (one simulation per DP replica,
 requests dealt round-robin in arrival order), and results are cached by (LLM, configuration, remaining
@@ -143,8 +146,8 @@ class Executor:
 
     def load_time(self, llm: str, config: Config) -> float:
         """Seconds to bring ``llm`` up on ``config`` (measured start-up time where known)."""
-        entry = next(e for e in self.app.spec.models if llm == e.name or llm.startswith(e.name + "-"))
-        return load_time_s(entry.model, self.app.by_name[llm].spec, config.tp, self.app.precision)
+        spec = self.app.by_name[llm]
+        return load_time_s(spec.model_id, spec.spec, config.tp, self.app.precision)
 
     def simulate(self, llm: str, config: Config, sample, remaining: Remaining, start_s: float,
                  available_s: np.ndarray) -> Timeline:
@@ -227,7 +230,9 @@ class Executor:
                 name = leftovers[0]
                 result.unplanned.append(name)
                 config = fallback(name)
-                wanted = [Placement(name, config, tuple(range(config.gpus)))]
+                from scheduler.placement import allocate
+
+                wanted = [Placement(name, config, allocate(config, set(range(app.num_gpus)), app.nvlink_groups))]
             k += 1
             if not wanted:
                 continue
@@ -241,7 +246,10 @@ class Executor:
             for p in sorted(wanted, key=lambda p: order.index(p.llm)):
                 prev = running.get(p.llm)
                 same = prev is not None and prev[0] == p
-                if same and app.by_name[p.llm].upstream not in restarted:
+                upstream = app.by_name[p.llm].upstream
+                # a downstream LLM keeps its schedule only while its upstream is done or still running as planned
+                upstream_steady = upstream is None or done[upstream] or (upstream in wanted_by and upstream not in restarted)
+                if same and upstream_steady:
                     new_running[p.llm] = prev  # undisturbed
                     continue
                 if prev is not None:  # stop here (keeping progress), then serve again
@@ -254,8 +262,12 @@ class Executor:
             running = new_running
             end = min(tl.completion_s for _, tl, _ in running.values())
             if not math.isfinite(end):
-                # only LLMs waiting for an upstream that is not running: nothing can progress
-                break
+                # only LLMs waiting for an upstream that is not running: nothing can progress in this stage;
+                # stop them (keeping what they finished) and go on with the next stage or the fallback
+                for name, (p, timeline, load_start) in running.items():
+                    self._stop(name, p, timeline, load_start, t, remaining, finish, result)
+                running = {}
+                continue
             first = min(running, key=lambda n: running[n][1].completion_s)
             result.first_finisher.append(first)
             result.stage_ends_s.append(end)

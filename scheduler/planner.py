@@ -370,6 +370,8 @@ class Planner:
             if self.strategy != "greedy":
                 greedy, _ = self.greedy(float("inf"))
                 result_baselines["greedy"] = self.evaluate(greedy.plan, full=True)
+                if result_baselines["greedy"].mean_s < chosen.mean_s:  # rescored on all K samples
+                    chosen = result_baselines["greedy"]
         execution = self.executor.execute(chosen.plan, self.planning, fallback=self.fastest_config)
         return PlanResult(chosen, self.strategy, result_baselines, search_time, self.evaluations,
                           self.executor.simulations, execution, exhausted)
