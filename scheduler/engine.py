@@ -35,11 +35,15 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from predictor.errors import InputError
 from scheduler.workload import Workload
+
+if TYPE_CHECKING:
+    from scheduler.metrics import SimResult
 
 WAITING, RUNNING, DONE, REJECTED = 0, 1, 2, 3
 # Time-between-tokens histogram: log-spaced bin edges from 1 µs to 10,000 s (percentiles within 0.5%).

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 import inference_sim.cli as cli
-from predictor import InputError, Predictor, get_gpu, get_model, parse_dtype
+from inference_sim import common
+from predictor import InputError, get_gpu, get_model, parse_dtype
 from predictor.batch import BatchShape
 from predictor.ops import build_ops
 from predictor.overhead import OverheadModel
@@ -331,7 +332,7 @@ def test_bad_estimate(roofline, kwargs, message):
 @pytest.fixture
 def shared_cli(monkeypatch, hybrid):
     """The CLI with the module's hybrid predictor (its tables already built)."""
-    monkeypatch.setattr(cli, "_load_predictor", lambda artifacts: hybrid)
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
 
 
 def run(capsys, *args) -> tuple[int, str, str]:

@@ -17,6 +17,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 import inference_sim.cli as cli
+from inference_sim import common
 from predictor import Predictor
 from scheduler.engine import TBT_EDGES_S, EngineConfig, Simulator
 from scheduler.workload import Workload
@@ -474,7 +475,7 @@ def test_chunked_prefill_lowers_tail_tpot(hybrid):
 @pytest.fixture
 def shared_cli(monkeypatch, hybrid):
     """The CLI on the module's predictor (its tables are already built)."""
-    monkeypatch.setattr(cli, "_load_predictor", lambda artifacts: hybrid)
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

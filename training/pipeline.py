@@ -36,7 +36,7 @@ from predictor.atomic import atomic_path, atomic_write
 from predictor.errors import InputError
 from training import splits as sp
 from training.dataset import TrainingData, balanced_sample, data_hashes, load_training_data
-from training.evaluate import METHODS, run_split, search
+from training.evaluate import run_split, search
 from training.models import DEFAULT_PARAMS, ResidualModel
 from training.tracking import Tracker
 

@@ -57,7 +57,6 @@ def main() -> str:
     for path in EXAMPLES:
         app = load_application(ROOT / path)
         planner, result, total = plan_app(app, predictor)
-        b = result.baselines
         rows.append((app, result, total))
         qualities.append((app, quality(planner, result.chosen.plan)))
         print(path, "done", flush=True)

@@ -1,0 +1,108 @@
+"""`inference-sim estimate | predict | evaluate`: the Predictor from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inference_sim import common
+from inference_sim.common import app
+
+
+@app.command()
+def estimate(
+    model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
+    gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
+    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Requests in the static batch.")] = 1,
+    input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per request.")] = 128,
+    output_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Generated tokens per request.")] = 128,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(min=1, help="Prefill token budget per iteration "
+                                                                            "(chunked prefill).")] = None,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Latency and throughput of a static batch: TTFT, TPOT, end-to-end, tokens/s (hybrid and roofline)."""
+    from predictor import Predictor
+
+    spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
+    args = dict(tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, output_len=output_len,
+                max_num_batched_tokens=max_num_batched_tokens)
+    hybrid = common._load_predictor(artifacts).estimate(spec, gpu_spec, **args)
+    roofline = Predictor.roofline_only().estimate(spec, gpu_spec, **args)
+    payload = {**hybrid.to_dict(), "roofline": roofline.to_dict()}
+    if as_json:
+        common._print_json(payload)
+        return
+    typer.echo(f"{spec.name} on {gpu_spec.name} (tp={tp}, {dtype}), batch {batch_size} × {input_len} in / {output_len} out")
+    for label, e in (("hybrid", hybrid), ("roofline", roofline)):
+        typer.echo(f"  {label:9s} TTFT {e.ttft_ms:10.2f} ms   TPOT {e.tpot_ms:8.3f} ms   E2E {e.e2e_ms:11.2f} ms   "
+                   f"{e.output_tokens_per_s:10.1f} output tokens/s")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
+    gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
+    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    prefill: Annotated[str, typer.Option(help="Prefill chunks NEW[:CONTEXT], comma-separated (e.g. 512:0,128:1024).")] = "",
+    decode: Annotated[str, typer.Option(help="Cached context of each decoding sequence, comma-separated.")] = "",
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Predicted time of one iteration, with the per-op breakdown (roofline vs predicted)."""
+    spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
+    result = common._load_predictor(artifacts).predict_iteration(spec, gpu_spec, tp, dtype, common._parse_prefill(prefill),
+                                                          common._parse_decode(decode))
+    ops = result.ops
+    payload = {"total_ms": result.total_ms, "kernel_ms": result.kernel_ms, "overhead_ms": result.overhead_ms,
+               "roofline_ms": result.roofline_ms,
+               "ops": [{"op": r.op, "op_kind": r.op_kind, "count": int(r.count), "bound": r.bound,
+                        "roofline_ms": float(r.roofline_ms), "predicted_ms": float(r.predicted_ms),
+                        "total_ms": float(r.total_ms)} for r in ops.itertuples()]}
+    if as_json:
+        common._print_json(payload)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"kernels {result.kernel_ms:.3f} ms + overhead {result.overhead_ms:.3f} ms = "
+                        f"{result.total_ms:.3f} ms (roofline {result.roofline_ms:.3f} ms)", title_justify="left")
+    for col in ("op", "×", "bound", "roofline µs", "predicted µs", "ratio", "total ms"):
+        table.add_column(col, justify="left" if col in ("op", "bound") else "right")
+    for r in ops.itertuples():
+        table.add_row(r.op, str(int(r.count)), r.bound, f"{r.roofline_ms * 1e3:.3g}", f"{r.predicted_ms * 1e3:.3g}",
+                      f"{r.predicted_ms / r.roofline_ms:.2f}" if r.roofline_ms > 0 else "–", f"{r.total_ms:.4g}")
+    Console(width=max(Console().width, 100)).print(table)
+
+
+@app.command()
+def evaluate(
+    profiles: Annotated[Path, typer.Option(help="Canonical profile table (.parquet or .csv), e.g. from `data ingest`.")],
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Score the predictor (and the roofline baseline) on your own kernel measurements."""
+    from features.canonical import read_table
+    from predictor.errors import InputError
+    from training.scoring import score_profiles
+
+    table = read_table(profiles, validate=True)
+    if table.empty:
+        raise InputError(f"--profiles: {str(profiles)!r} has no valid rows")
+    payload = score_profiles(table, common._load_predictor(artifacts))
+    if as_json:
+        common._print_json(payload)
+        return
+    typer.echo(f"{payload['rows']:,} rows: hybrid MdAPE {payload['hybrid']['mdape']:.1%} (p90 {payload['hybrid']['p90_ape']:.0%}), "
+               f"roofline MdAPE {payload['roofline']['mdape']:.1%} (p90 {payload['roofline']['p90_ape']:.0%})")
+    for group in ("by_op_kind", "by_gpu"):
+        for key, v in payload[group].items():
+            typer.echo(f"  {group[3:]} {key}: {v['rows']:,} rows, hybrid {v['hybrid']['mdape']:.1%}, "
+                       f"roofline {v['roofline']['mdape']:.1%}")

@@ -1,0 +1,92 @@
+"""`inference-sim simulate`: the serving-engine simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inference_sim import common
+from inference_sim.common import app
+
+
+@app.command()
+def simulate(
+    model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
+    gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
+    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    workload: Annotated[str, typer.Option(help="offline, poisson, gamma or trace.")] = "poisson",
+    rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
+    cv: Annotated[float, typer.Option(help="Coefficient of variation of gamma inter-arrival gaps.")] = 1.0,
+    trace: Annotated[str | None, typer.Option(help="Trace for lengths/arrivals: splitwise_conv, splitwise_code, "
+                                                    "arxiv_summarization or a CSV file.")] = None,
+    num_requests: Annotated[int | None, typer.Option(min=1, help="Requests to simulate (default: 1000, "
+                                                                 "or the whole trace for --workload trace).")] = None,
+    prompt_len: Annotated[int | None, typer.Option(min=1, help="Fixed prompt tokens (else from the trace).")] = None,
+    output_len: Annotated[int | None, typer.Option(min=1, help="Fixed output tokens (else from the trace).")] = None,
+    output_dist: Annotated[str | None, typer.Option(help="Sample output lengths from this model's measured "
+                                                         "distribution (e.g. Llama-2-7b-chat-hf).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    max_num_seqs: Annotated[int, typer.Option(min=1, help="Most running requests.")] = 256,
+    max_num_batched_tokens: Annotated[int, typer.Option(min=1, help="Token budget per iteration.")] = 2048,
+    block_size: Annotated[int, typer.Option(min=1, help="Tokens per KV block.")] = 16,
+    gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.9,
+    chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill")] = True,
+    policy: Annotated[str, typer.Option(help="continuous (iteration-level) or static (request-level) batching.")] = "continuous",
+    roofline_only: Annotated[bool, typer.Option("--roofline", help="Use roofline-only iteration times.")] = False,
+    slo_ttft_ms: Annotated[float | None, typer.Option(help="TTFT SLO for goodput (ms).")] = None,
+    slo_tpot_ms: Annotated[float | None, typer.Option(help="TPOT SLO for goodput (ms).")] = None,
+    gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
+    artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for requests.parquet, summary.json, trace.json and plots.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Simulate a vLLM-like engine serving a workload: TTFT/TPOT/E2E distributions, throughput, goodput."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from predictor import Predictor, get_gpu
+    from predictor.atomic import atomic_write
+    from scheduler.engine import EngineConfig, Simulator
+    from scheduler.workload import build_workload
+
+    if num_requests is None and workload != "trace":
+        num_requests = 1000
+    wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
+                        output_len=output_len, output_dist=output_dist, seed=seed)
+    config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                          block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
+                          chunked_prefill=chunked_prefill, policy=policy)
+    predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
+    sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), tp, dtype, config)
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True, disable=as_json) as bar:
+        task = bar.add_task("sim", total=len(wl))
+        result = sim.run(wl, record_iterations=out is not None or not as_json,
+                         progress=lambda done, total: bar.update(task, completed=done))
+    summary = result.summary(slo_ttft_ms, slo_tpot_ms)
+    if out is not None:
+        result.write_requests(out / "requests.parquet")
+        result.chrome_trace(out / "trace.json")
+        result.plots(out)
+        atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    if as_json:
+        common._print_json(summary)
+        return
+    typer.echo(f"{summary['finished']:,} of {summary['requests']:,} requests finished ({summary['rejected']} rejected) "
+               f"in {summary['makespan_s']:.1f} s simulated; {summary['output_tokens_per_s']:.0f} output tokens/s, "
+               f"{summary['requests_per_s']:.2f} requests/s")
+    for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        v = summary[key]
+        typer.echo(f"  {key[:-3].upper():5s} p50 {v['p50']:10.1f} ms   p90 {v['p90']:10.1f} ms   p99 {v['p99']:10.1f} ms")
+    if "kv_utilization" in summary:
+        typer.echo(f"  KV cache {summary['kv_utilization']['mean']:.0%} mean / {summary['kv_utilization']['max']:.0%} max of "
+                   f"{summary['kv_blocks']:,} blocks; batch {summary['batch_size']['mean']:.1f} mean, "
+                   f"{summary['batch_size']['max']} max; {summary['preemptions']} preemptions")
+    if slo_ttft_ms is not None or slo_tpot_ms is not None:
+        typer.echo(f"  SLO attainment {summary['slo']['attainment']:.1%}, goodput "
+                   f"{summary['slo']['goodput_requests_per_s']:.2f} requests/s")
+    if out is not None:
+        typer.echo(f"  wrote {out}/requests.parquet, summary.json, trace.json, latency_cdf.png, batch_kv_over_time.png")

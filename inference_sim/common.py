@@ -1,0 +1,123 @@
+"""Shared pieces of the ``inference-sim`` command line: the Typer app, output helpers, argument parsing.
+
+Every command prints data as a rich table, or as JSON with ``--json``. Bad input exits with code 2
+and a one-line ``error: …`` message on stderr; ``--debug`` (anywhere on the line) shows the full
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from inference_sim import __version__
+
+app = typer.Typer(
+    name="inference-sim",
+    help="Predict LLM inference latency on a GPU setup and plan multi-LLM workloads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"inference-sim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Predict LLM inference latency on a GPU setup and plan multi-LLM workloads."""
+
+
+def _print_json(payload: dict) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=float))
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _shape_text(shape: dict) -> str:
+    if "msg_bytes" in shape:
+        return f"{_fmt_bytes(shape['msg_bytes'])} over {shape['world_size']:g} GPUs"
+    return "×".join(f"{v:g}" for v in shape.values())
+
+
+def _ops_table(title: str, section: dict):
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {section['total_ms']:.3f} ms (ideal)", title_justify="left")
+    for col in ("op", "×", "shape", "GFLOP", "MB", "FLOP/B", "bound", "µs/call", "ms", "share"):
+        table.add_column(col, justify="left" if col in ("op", "shape", "bound") else "right", no_wrap=True)
+    total = max(section["total_ms"], 1e-12)
+    for op in section["ops"]:
+        table.add_row(
+            op["op"], str(op["count"]), _shape_text(op["shape"]),
+            f"{op['flops'] / 1e9:.4g}", f"{(op['bytes'] + op['link_bytes']) / 1e6:.4g}", f"{op['intensity']:.3g}",
+            op["bound"], f"{op['ideal_ms'] * 1e3:.4g}", f"{op['total_ms']:.4g}", f"{op['total_ms'] / total:.1%}",
+        )
+    return table
+
+
+
+def _load_predictor(artifacts: str | None):
+    from predictor import Predictor
+
+    return Predictor.load(artifacts)
+
+
+def _fitting_config(model: str, gpu: str, gpu_file: Path | None, tp: int, dtype: str):
+    """(model spec, GPU spec) after checking the model fits at this TP and precision (else an input error)."""
+    from predictor import get_gpu
+    from predictor.memory import plan_memory
+    from predictor.models import get_model
+    from predictor.precision import parse_dtype
+
+    spec, gpu_spec = get_model(model), get_gpu(gpu, gpu_file)
+    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype))
+    return spec, gpu_spec
+
+
+def _parse_prefill(text: str) -> list[tuple[int, int]]:
+    from predictor.errors import InputError
+
+    chunks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        pieces = part.split(":")
+        try:
+            new, ctx = (int(pieces[0]), int(pieces[1]) if len(pieces) > 1 else 0)
+        except ValueError:
+            raise InputError(f"--prefill: {part!r} is not NEW[:CONTEXT] with integers (e.g. 512:0,128:1024)") from None
+        if len(pieces) > 2:
+            raise InputError(f"--prefill: {part!r} is not NEW[:CONTEXT] (e.g. 512:0,128:1024)")
+        chunks.append((new, ctx))
+    return chunks
+
+
+def _parse_decode(text: str) -> list[int]:
+    from predictor.errors import InputError
+
+    try:
+        return [int(p) for p in filter(None, (p.strip() for p in text.split(",")))]
+    except ValueError:
+        raise InputError(f"--decode: {text!r} must be comma-separated integers (cached context per sequence)") from None
+
+
+def _default_tracking_uri() -> str:
+    from training.tracking import default_tracking_uri
+
+    return default_tracking_uri()
