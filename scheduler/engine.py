@@ -120,6 +120,33 @@ class IterationLog:
     running: list = field(default_factory=list)
 
 
+class RunningStats:
+    """Summary statistics accumulated over iterations (no per-iteration storage needed).
+
+    Time-weighted KV-cache blocks in use (mean and max) and a histogram of batch sizes (sequences per
+    iteration, counted once per iteration).
+    """
+
+    def __init__(self, max_batch: int, num_blocks: int):
+        self.num_blocks = num_blocks
+        self.time_s = 0.0
+        self.kv_block_seconds = 0.0
+        self.kv_max = 0
+        self.batch_counts = np.zeros(max_batch + 2, np.int64)
+
+    def add(self, duration_s: float, batch: int, kv_used: int) -> None:
+        self.time_s += duration_s
+        self.kv_block_seconds += duration_s * kv_used
+        self.kv_max = max(self.kv_max, int(kv_used))
+        self.batch_counts[min(batch, len(self.batch_counts) - 1)] += 1
+
+    def add_many(self, durations_s: np.ndarray, batch: int, kv_used: np.ndarray) -> None:
+        self.time_s += float(durations_s.sum())
+        self.kv_block_seconds += float((durations_s * kv_used).sum())
+        self.kv_max = max(self.kv_max, int(np.max(kv_used)))
+        self.batch_counts[min(batch, len(self.batch_counts) - 1)] += len(durations_s)
+
+
 class _State:
     """Per-request arrays plus the running list and waiting queue."""
 
@@ -344,13 +371,18 @@ class Simulator:
             state.reject_reason[mask] = reason
 
     def run(self, workload: Workload, *, record_iterations: bool = True,
-            progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None) -> SimResult:
-        """Simulate ``workload`` to completion (or until ``stop()`` returns True).
+            progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
+            stream_requests_to=None) -> SimResult:
+        """Simulate ``workload`` to completion (or until ``stop()`` returns True, or Ctrl-C).
 
         Parameters
         ----------
         record_iterations : bool
-            Keep per-iteration records (for traces and plots).
+            Keep per-iteration records (for traces and plots). Summary statistics (KV utilisation, batch sizes,
+            time between tokens) are accumulated either way, so long runs can leave this off.
+        stream_requests_to : path, optional
+            Write each finished request's row to this Parquet file as the run goes (batches of 65,536 rows;
+            written atomically: the file appears, complete, when the run ends — interrupted runs included).
         progress : callable, optional
             Called as ``progress(finished_requests, total)`` every few hundred iterations.
         stop : callable, optional
@@ -359,12 +391,27 @@ class Simulator:
         """
         from scheduler.metrics import SimResult
 
+        from scheduler.metrics import RequestStream
+
         state = _State(workload)
         self._reject_impossible(state)
         self.free_blocks = self.num_blocks
         self.now = 0.0
+        self.stats = RunningStats(self.config.max_num_seqs, self.num_blocks)
+        self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
         log = IterationLog()
         n = len(workload)
+        try:
+            finished, iterations, partial = self._loop(state, log, n, record_iterations, progress, stop)
+        except KeyboardInterrupt:
+            partial = True  # Ctrl-C: keep what was simulated, marked partial
+        if progress is not None:
+            progress(int(((state.status == DONE) | (state.status == REJECTED)).sum()), n)
+        if self._stream is not None:
+            self._stream.close(state, partial)
+        return SimResult.from_state(state, log, self, workload, partial=partial)
+
+    def _loop(self, state: _State, log: IterationLog, n: int, record_iterations: bool, progress, stop):
         next_arrival = 0
         finished = int((state.status == REJECTED).sum())
         iterations = 0
@@ -445,15 +492,14 @@ class Simulator:
                     state.last_token[r] = self.now
                     if state.generated[r] >= state.output[r]:
                         finished += self._finish(state, r)
+            self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks)
             iterations += 1
             if progress is not None and iterations % 500 == 0:
                 progress(finished, n)
             if stop is not None and stop():
                 partial = True
                 break
-        if progress is not None:
-            progress(finished, n)
-        return SimResult.from_state(state, log, self, workload, partial=partial)
+        return finished, iterations, partial
 
     def _admission_blocked(self, state: _State) -> bool:
         """True when no waiting request can join while only decodes run (so the batch cannot change)."""
@@ -521,6 +567,7 @@ class Simulator:
             log.prefill_tokens.extend([0] * steps)
             log.kv_blocks_used.extend((used_before + cumulative[:steps]).tolist())
             log.running.extend([len(run)] * steps)
+        self.stats.add_many(durations, len(run), self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps])
         ends = starts_s + durations
         first_gaps = ends[0] - state.last_token[run]
         gaps = np.concatenate([first_gaps[first_gaps == first_gaps], np.repeat(durations[1:], len(run))])
@@ -534,6 +581,8 @@ class Simulator:
     def _finish(self, state: _State, r: int) -> int:
         state.status[r] = DONE
         state.finish[r] = self.now
+        if self._stream is not None:
+            self._stream.add(state, r)
         state.running.remove(r)
         self.free_blocks += int(state.blocks[r])
         state.blocks[r] = 0

@@ -26,33 +26,121 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.quantile(values, q)) if values.size else float("nan")
 
 
+def request_columns(state, ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-request result columns (all requests, or ``ids``) from the engine's state arrays."""
+    take = (lambda a: a) if ids is None else (lambda a: a[ids])
+    arrival, first, finish = take(state.arrival), take(state.first_token), take(state.finish)
+    output = take(state.output)
+    steps = output - 1
+    return {
+        "request_id": np.arange(len(state.arrival)) if ids is None else np.asarray(ids),
+        "arrival_s": arrival, "first_scheduled_s": take(state.first_scheduled), "first_token_s": first,
+        "finish_s": finish, "prompt_tokens": take(state.prompt), "output_tokens": output,
+        "ttft_s": first - arrival,
+        "tpot_s": np.where(steps > 0, (finish - first) / np.maximum(steps, 1), np.nan),
+        "e2e_s": finish - arrival, "queue_s": take(state.first_scheduled) - arrival,
+        "preemptions": take(state.preemptions), "status_code": take(state.status),
+        "reject_reason": take(state.reject_reason),
+    }
+
+
+def _frame(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    out = {k: v for k, v in columns.items() if k not in ("status_code", "reject_reason")}
+    out["status"] = pd.Categorical.from_codes(columns["status_code"].astype(np.int8), categories=list(STATUS.values()))
+    out["reject_reason"] = [r if r else "" for r in columns["reject_reason"].tolist()]
+    return pd.DataFrame(out)
+
+
+class RequestStream:
+    """Writes finished requests to Parquet in batches during a run (bounded memory for very long runs).
+
+    Rows go to a temporary file next to ``path``; :meth:`close` writes the requests still unfinished (when
+    the run was cut short) and renames it into place, so ``path`` only ever holds a complete file.
+    """
+
+    BATCH = 65_536
+
+    def __init__(self, path):
+        import tempfile
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        import os
+
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.pending: list[int] = []
+        self.writer = None
+        self.rows = 0
+
+    def add(self, state, r: int) -> None:
+        self.pending.append(r)
+        if len(self.pending) >= self.BATCH:
+            self._flush(state)
+
+    def _flush(self, state, ids=None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ids = np.asarray(self.pending if ids is None else ids, np.int64)
+        if ids.size == 0:
+            return
+        table = pa.Table.from_pandas(_frame(request_columns(state, ids)), preserve_index=False)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.rows += int(ids.size)
+        self.pending = []
+
+    def close(self, state, partial: bool) -> Path:
+        import os
+
+        self._flush(state)
+        unfinished = np.flatnonzero(state.status != 2)  # rejected, and (when cut short) waiting or running
+        self._flush(state, unfinished)
+        if self.writer is None:  # nothing at all: still leave a valid (empty) table
+            self._flush_empty(state)
+        self.writer.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def _flush_empty(self, state) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(_frame(request_columns(state, np.zeros(0, np.int64))), preserve_index=False)
+        self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+        self.writer.write_table(table)
+
+
 @dataclass
 class SimResult:
-    """Everything a simulation produced (times in seconds unless a name says ms)."""
+    """Everything a simulation produced (times in seconds unless a name says ms).
 
-    requests: pd.DataFrame
+    ``columns`` holds the per-request results as arrays; :attr:`requests` turns them into a DataFrame on
+    first use. ``stats`` holds KV-utilisation and batch-size statistics accumulated during the run.
+    """
+
+    columns: dict
     iterations: pd.DataFrame
     config: dict
     num_blocks: int
     partial: bool = False
     meta: dict = field(default_factory=dict)
     tbt_counts: np.ndarray | None = None
+    stats: object = None
+    _requests: pd.DataFrame | None = None
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        if self._requests is None:
+            self._requests = _frame(self.columns)
+        return self._requests
 
     @classmethod
     def from_state(cls, state, log, engine, workload, partial: bool = False) -> SimResult:
-        ttft = state.first_token - state.arrival
-        decode_steps = state.output - 1
-        tpot = np.where(decode_steps > 0, (state.finish - state.first_token) / np.maximum(decode_steps, 1), np.nan)
-        requests = pd.DataFrame({
-            "request_id": np.arange(len(state.arrival)),
-            "arrival_s": state.arrival, "first_scheduled_s": state.first_scheduled,
-            "first_token_s": state.first_token, "finish_s": state.finish,
-            "prompt_tokens": state.prompt, "output_tokens": state.output,
-            "ttft_s": ttft, "tpot_s": tpot, "e2e_s": state.finish - state.arrival,
-            "queue_s": state.first_scheduled - state.arrival, "preemptions": state.preemptions,
-            "status": pd.Categorical([STATUS[s] for s in state.status.tolist()], categories=list(STATUS.values())),
-            "reject_reason": [r if r else "" for r in state.reject_reason.tolist()],
-        })
         iterations = pd.DataFrame({
             "start_s": np.asarray(log.start_s, float), "duration_s": np.asarray(log.duration_s, float),
             "decode_seqs": np.asarray(log.decode_seqs, np.int64), "prefill_seqs": np.asarray(log.prefill_seqs, np.int64),
@@ -62,44 +150,49 @@ class SimResult:
         meta = {"workload": workload.name, "predictor": engine.predictor_name, "model": engine.bound.model.name,
                 "gpu": engine.bound.gpu.name, "tp": engine.bound.tp, "dtype": engine.bound.precision.label,
                 "max_model_len": engine.max_model_len}
-        return cls(requests, iterations, engine.config.to_dict(), engine.num_blocks, partial, meta, state.tbt_counts.copy())
+        return cls(request_columns(state), iterations, engine.config.to_dict(), engine.num_blocks, partial, meta,
+                   state.tbt_counts.copy(), engine.stats)
 
     # --- summary ---------------------------------------------------------------------------------
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
         """Aggregate metrics (latencies in ms, rates per second of simulated time)."""
-        r = self.requests
-        done = r[r["status"] == "finished"]
-        makespan = float(done["finish_s"].max() - r["arrival_s"].min()) if len(done) else 0.0
-        out = {"requests": int(len(r)), "finished": int(len(done)),
-               "rejected": int((r["status"] == "rejected").sum()), "partial": self.partial,
-               "makespan_s": makespan, "iterations": int(len(self.iterations))}
-        for name, col in (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("e2e", "e2e_s"), ("queue", "queue_s")):
-            values = done[col].to_numpy(float) * 1e3
-            out[f"{name}_ms"] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else float("nan"),
+        c = self.columns
+        status = c["status_code"]
+        done = status == 2
+        arrival = c["arrival_s"]
+        makespan = float(c["finish_s"][done].max() - arrival.min()) if done.any() else 0.0
+        out = {"requests": int(status.size), "finished": int(done.sum()), "rejected": int((status == 3).sum()),
+               "partial": self.partial, "makespan_s": makespan,
+               "iterations": int(self.stats.batch_counts.sum()) if self.stats is not None else int(len(self.iterations))}
+        for name in ("ttft", "tpot", "e2e", "queue"):
+            values = c[f"{name}_s"][done] * 1e3
+            finite = values[np.isfinite(values)]
+            out[f"{name}_ms"] = {"mean": float(finite.mean()) if finite.size else float("nan"),
                                  "p50": _pct(values, 0.5), "p90": _pct(values, 0.9), "p99": _pct(values, 0.99)}
         out["tbt_ms"] = self.tbt_percentiles()
-        tokens = float(done["output_tokens"].sum())
+        tokens = float(c["output_tokens"][done].sum())
         out["output_tokens_per_s"] = tokens / makespan if makespan > 0 else float("nan")
-        out["requests_per_s"] = len(done) / makespan if makespan > 0 else float("nan")
-        ok = np.ones(len(done), dtype=bool)
+        out["requests_per_s"] = float(done.sum()) / makespan if makespan > 0 else float("nan")
+        ok = np.ones(int(done.sum()), dtype=bool)
         if slo_ttft_ms is not None:
-            ok &= done["ttft_s"].to_numpy() * 1e3 <= slo_ttft_ms
+            ok &= c["ttft_s"][done] * 1e3 <= slo_ttft_ms
         if slo_tpot_ms is not None:
-            tpot = done["tpot_s"].to_numpy() * 1e3
+            tpot = c["tpot_s"][done] * 1e3
             ok &= np.where(np.isnan(tpot), True, tpot <= slo_tpot_ms)
         out["slo"] = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
-                      "attainment": float(ok.mean()) if len(done) else float("nan"),
+                      "attainment": float(ok.mean()) if ok.size else float("nan"),
                       "goodput_requests_per_s": float(ok.sum()) / makespan if makespan > 0 else float("nan")}
-        it = self.iterations
-        if len(it):
-            util = it["kv_blocks_used"].to_numpy(float) / max(self.num_blocks, 1)
-            w = it["duration_s"].to_numpy(float)
-            batch = (it["decode_seqs"] + it["prefill_seqs"]).to_numpy(float)
-            out["kv_utilization"] = {"mean": float(np.average(util, weights=w)) if w.sum() > 0 else float(util.mean()),
-                                     "max": float(util.max())}
-            out["batch_size"] = {"mean": float(batch.mean()), "p50": float(np.median(batch)),
-                                 "p90": float(np.quantile(batch, 0.9)), "max": int(batch.max())}
-        out["preemptions"] = int(r["preemptions"].sum())
+        st = self.stats
+        if st is not None and st.batch_counts.sum():
+            counts = st.batch_counts
+            cdf = np.cumsum(counts) / counts.sum()
+            sizes = np.arange(len(counts))
+            out["kv_utilization"] = {"mean": st.kv_block_seconds / st.time_s / max(self.num_blocks, 1) if st.time_s else 0.0,
+                                     "max": st.kv_max / max(self.num_blocks, 1)}
+            out["batch_size"] = {"mean": float((sizes * counts).sum() / counts.sum()),
+                                 "p50": float(sizes[np.searchsorted(cdf, 0.5)]), "p90": float(sizes[np.searchsorted(cdf, 0.9)]),
+                                 "max": int(sizes[counts > 0].max())}
+        out["preemptions"] = int(c["preemptions"].sum())
         out["kv_blocks"] = int(self.num_blocks)
         out["config"] = self.config
         out["meta"] = self.meta
@@ -153,10 +246,11 @@ class SimResult:
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        done = self.requests[self.requests["status"] == "finished"]
+        done = self.columns["status_code"] == 2
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
         for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end"), strict=True):
-            v = np.sort(done[col].dropna().to_numpy() * 1e3)
+            v = self.columns[col][done]
+            v = np.sort(v[np.isfinite(v)] * 1e3)
             if v.size:
                 ax.plot(v, np.linspace(0, 1, v.size))
             ax.set_xlabel(f"{title} (ms)")
@@ -168,6 +262,8 @@ class SimResult:
             fig.savefig(tmp, format="png")
         plt.close(fig)
         it = self.iterations
+        if not len(it):
+            return paths
         fig, ax = plt.subplots(figsize=(10, 3.6), dpi=100)
         if len(it):
             ax.plot(it["start_s"], it["decode_seqs"] + it["prefill_seqs"], lw=0.6, label="batch size (sequences)")

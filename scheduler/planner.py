@@ -12,9 +12,10 @@
    together.
 3. **Simulation.** A candidate is judged by the makespan of a complete plan — the candidate, then a greedy
    rollout (top-ranked group at each later stage) — simulated with the engine simulator
-   (:mod:`scheduler.execution`) on the first ``search_samples`` samples (2 by default, to keep the search
-   fast); the chosen plan and the baselines are then simulated on all K samples: the estimate is the mean
-   makespan over them, with its p10–p90 spread.
+   (:mod:`scheduler.execution`) on ``search_samples`` draws (2 by default, to keep the search fast). The
+   chosen plan and the baselines are then simulated on K *other* draws: the estimate is the mean makespan
+   over them, with its p10–p90 spread. Estimating on draws the search never saw avoids the winner's curse
+   (a plan picked because it did well on some draws looks better on those draws than it is).
 4. **Search.** ``greedy`` (the paper's): at each stage keep the best of the top-k candidates. ``beam``:
    keep the ``beam_width`` best partial plans at each stage, each expanded with its top-k candidates; the
    result is never worse than greedy's (greedy's plan is among the rollouts it evaluates). Both stop
@@ -37,6 +38,7 @@ from scheduler.execution import Execution, Executor, Plan, Stage
 from scheduler.placement import Config, Placement, allocate, legal_configs
 
 RATE_SAMPLE_REQUESTS = 250
+ESTIMATE_SEED_OFFSET = 1_000  # estimate draws use seeds seed+1000…, the search's seed, seed+1
 
 
 @dataclass
@@ -71,7 +73,7 @@ class PlanResult:
     search_time_s: float
     evaluations: int
     simulations: int
-    execution: Execution  # the chosen plan on the first sample (for the Gantt chart)
+    execution: Execution  # the chosen plan on the first estimate draw (for the Gantt chart)
     budget_exhausted: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -109,14 +111,15 @@ class Planner:
         self.time_budget_s = time_budget_s or search.time_budget_s
         self.executor = Executor(app, predictor, app.spec.engine)
         self.evaluations = 0
-        self.search_samples = max(1, min(search_samples, self.samples_k))
+        self.search_samples = max(1, search_samples)
         self._states: dict = {}
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
         app = self.app
-        self.samples = [app.sample(self.seed + k) for k in range(self.samples_k)]
-        self.planning = self.samples[0]
+        self.search_draws = [app.sample(self.seed + k) for k in range(self.search_samples)]
+        self.samples = [app.sample(self.seed + ESTIMATE_SEED_OFFSET + k) for k in range(self.samples_k)]
+        self.planning = self.search_draws[0]
         groups = [len(g) for g in app.nvlink_groups]
         self.configs = {}
         for name in app.names:
@@ -257,9 +260,9 @@ class Planner:
             stages = stages + (nxt[0],)
 
     def evaluate(self, plan: Plan, full: bool = False) -> PlanEstimate:
-        """Makespan of ``plan`` on the search samples (``full``: on all K samples)."""
+        """Makespan of ``plan`` on the search draws (``full``: on the K estimate draws)."""
         self.evaluations += 1
-        samples = self.samples if full else self.samples[: self.search_samples]
+        samples = self.samples if full else self.search_draws
         spans = [self.executor.execute(plan, s, fallback=self.fastest_config).makespan_s for s in samples]
         return PlanEstimate(plan, np.array(spans))
 
@@ -372,6 +375,6 @@ class Planner:
                 result_baselines["greedy"] = self.evaluate(greedy.plan, full=True)
                 if result_baselines["greedy"].mean_s < chosen.mean_s:  # rescored on all K samples
                     chosen = result_baselines["greedy"]
-        execution = self.executor.execute(chosen.plan, self.planning, fallback=self.fastest_config)
+        execution = self.executor.execute(chosen.plan, self.samples[0], fallback=self.fastest_config)
         return PlanResult(chosen, self.strategy, result_baselines, search_time, self.evaluations,
                           self.executor.simulations, execution, exhausted)

@@ -42,6 +42,9 @@ def simulate(
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for requests.parquet, summary.json, trace.json and plots.")] = None,
+    iteration_log: Annotated[bool, typer.Option("--iteration-log/--no-iteration-log",
+                                                help="Keep per-iteration records for trace.json and the batch/KV plot "
+                                                     "(turn off for very long runs).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Simulate a vLLM-like engine serving a workload: TTFT/TPOT/E2E distributions, throughput, goodput."""
@@ -64,14 +67,18 @@ def simulate(
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("sim", total=len(wl))
-        result = sim.run(wl, record_iterations=out is not None or not as_json,
-                         progress=lambda done, total: bar.update(task, completed=done))
+        result = sim.run(wl, record_iterations=out is not None and iteration_log,
+                         progress=lambda done, total: bar.update(task, completed=done),
+                         stream_requests_to=out / "requests.parquet" if out is not None else None)
     summary = result.summary(slo_ttft_ms, slo_tpot_ms)
     if out is not None:
-        result.write_requests(out / "requests.parquet")
-        result.chrome_trace(out / "trace.json")
+        if iteration_log:
+            result.chrome_trace(out / "trace.json")
         result.plots(out)
         atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    if result.partial:
+        typer.echo(f"interrupted: {summary['finished']:,} of {summary['requests']:,} requests finished; "
+                   f"partial results{' written to ' + str(out) if out is not None else ''} (marked partial)", err=True)
     if as_json:
         common._print_json(summary)
         return
@@ -89,4 +96,7 @@ def simulate(
         typer.echo(f"  SLO attainment {summary['slo']['attainment']:.1%}, goodput "
                    f"{summary['slo']['goodput_requests_per_s']:.2f} requests/s")
     if out is not None:
-        typer.echo(f"  wrote {out}/requests.parquet, summary.json, trace.json, latency_cdf.png, batch_kv_over_time.png")
+        typer.echo(f"  wrote {out}/requests.parquet, summary.json, latency_cdf.png"
+                   f"{', trace.json, batch_kv_over_time.png' if iteration_log else ''}")
+    if result.partial:
+        raise typer.Exit(130)
