@@ -40,7 +40,13 @@ from predictor.models import ModelSpec
 from predictor.ops import build_ops
 from predictor.precision import Precision
 
-TABLE_FORMAT = 3  # bump when grids or table contents change: old cache files are then ignored
+TABLE_FORMAT = 4
+# Coarse op groups for efficiency reporting (work tables); attention is handled analytically at lookup.
+WORK_GROUPS = ("gemm", "moe", "elementwise", "embedding", "collective", "sampling")
+_GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elementwise", "add": "elementwise",
+             "rope": "elementwise", "embedding": "embedding", "allreduce": "collective", "allgather": "collective",
+             "sampling": "sampling"}
+WORK_FIELDS = ("predicted_ms", "roofline_ms", "flops", "bytes")  # bump when grids or table contents change: old cache files are then ignored
 DENSE_TOKENS = 4096
 MAX_TOKENS = 1 << 21
 DENSE_SAMPLES = 2048
@@ -103,32 +109,48 @@ class IterationTables:
     decode_log_ms: np.ndarray      # [seqs, kv]
     prefill_log_ms: np.ndarray     # [chunks, tokens, context]
     num_layers: int
+    tokens_work: np.ndarray | None = None   # [token grid, WORK_GROUPS, WORK_FIELDS]
+    samples_work: np.ndarray | None = None  # [sample grid, WORK_GROUPS, WORK_FIELDS]
+    attention_coefficients: np.ndarray | None = None  # see attention_work
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod
     def build(cls, predict_ops, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision) -> IterationTables:
         """Tabulate ``predict_ops`` (a callable ``(ops, gpu) -> DataFrame`` with ``predicted_ms``)."""
 
-        def summed(batch: BatchShape, keep) -> np.ndarray:
+        from predictor.roofline import roofline_arrays
+
+        works = {}
+
+        def summed(batch: BatchShape, keep, work_key: str | None = None) -> np.ndarray:
             names = {op for op in _op_names(model, tp, precision) if keep(np.array([op], dtype=object))[0]}
             ops = build_ops(model, tp, precision, batch, only=names)
-            pred = predict_ops(ops, gpu)["predicted_ms"].to_numpy()
-            return np.bincount(ops["iteration"].to_numpy(), weights=ops["count"].to_numpy() * pred,
-                               minlength=len(batch))
+            predicted = predict_ops(ops, gpu)
+            pred = predicted["predicted_ms"].to_numpy()
+            it, count = ops["iteration"].to_numpy(), ops["count"].to_numpy()
+            if work_key is not None:  # per op group: predicted and roofline time, FLOPs and bytes (Σ count ×)
+                r = roofline_arrays(ops, gpu)
+                group = np.array([WORK_GROUPS.index(_GROUP_OF[k]) for k in ops["op_kind"].to_numpy(object)])
+                cell = it * len(WORK_GROUPS) + group
+                size = len(batch) * len(WORK_GROUPS)
+                values = [pred, predicted["roofline_ms"].to_numpy(), r["flops"], r["bytes"]]  # HBM bytes
+                works[work_key] = np.stack([np.bincount(cell, weights=count * v, minlength=size)
+                                            for v in values], axis=-1).reshape(len(batch), len(WORK_GROUPS), 4)
+            return np.bincount(it, weights=count * pred, minlength=len(batch))
 
         tokens = _grid(DENSE_TOKENS, MAX_TOKENS, 1.02)
         zeros = _zeros(len(tokens))
         token_batch = BatchShape(prefill_seqs=np.ones_like(tokens), prefill_tokens=tokens, prefill_kv_tokens=tokens,
                                  prefill_attention_pairs=tokens, prefill_score_elements=tokens,
                                  decode_seqs=zeros, decode_context_tokens=zeros, sample_tokens=zeros)
-        token_ms = summed(token_batch, lambda op: ~np.isin(op, ATTENTION_OPS + SAMPLE_OPS))
+        token_ms = summed(token_batch, lambda op: ~np.isin(op, ATTENTION_OPS + SAMPLE_OPS), "tokens")
 
         samples = _grid(DENSE_SAMPLES, MAX_SAMPLES, 1.05)
         zeros = _zeros(len(samples))
         sample_batch = BatchShape(prefill_seqs=zeros, prefill_tokens=zeros, prefill_kv_tokens=zeros,
                                   prefill_attention_pairs=zeros, prefill_score_elements=zeros,
                                   decode_seqs=samples, decode_context_tokens=samples, sample_tokens=samples)
-        sample_ms = summed(sample_batch, lambda op: np.isin(op, SAMPLE_OPS))
+        sample_ms = summed(sample_batch, lambda op: np.isin(op, SAMPLE_OPS), "samples")
 
         b, kv = np.meshgrid(DECODE_SEQS, DECODE_KV, indexing="ij")
         b, kv = b.ravel(), kv.ravel()
@@ -151,16 +173,23 @@ class IterationTables:
         token_ms, sample_ms = _running_max(token_ms), _running_max(sample_ms)
         decode_ms, prefill_ms = _running_max(decode_ms), _running_max(prefill_ms)
         tiny = 1e-9
+        heads, kv_heads, d, L = model.num_heads // tp, model.kv_heads_per_gpu(tp), model.head_dim, model.num_layers
+        half = "bf16" if precision.compute == "bf16" else "fp16"
+        coefficients = np.array([L * 4.0 * heads * d,                                  # FLOPs per pair
+                                 L * (4.0 * heads * d + 2.0 * kv_heads * d * precision.kv_bytes),  # bytes / new token
+                                 L * 2.0 * kv_heads * d * precision.kv_bytes,           # bytes per key read
+                                 gpu.peak_flops(half), gpu.hbm_bandwidth_bytes_per_s])
         return cls(
             tokens_grid=tokens, tokens_log_ms=np.log(token_ms + tiny), tokens_ms=token_ms,
             samples_grid=samples, samples_log_ms=np.log(sample_ms + tiny), samples_ms=sample_ms,
             decode_log_ms=np.log(decode_ms + tiny), prefill_log_ms=np.log(prefill_ms + tiny),
-            num_layers=model.num_layers,
+            num_layers=model.num_layers, tokens_work=works["tokens"], samples_work=works["samples"],
+            attention_coefficients=coefficients,
         )
 
     # --- persistence (a disk cache; plain arrays, loaded without pickle) ----------------------------
     _ARRAYS = ("tokens_grid", "tokens_log_ms", "tokens_ms", "samples_grid", "samples_log_ms", "samples_ms",
-               "decode_log_ms", "prefill_log_ms")
+               "decode_log_ms", "prefill_log_ms", "tokens_work", "samples_work", "attention_coefficients")
 
     def save(self, path: Path) -> None:
         from predictor.atomic import atomic_path
@@ -267,6 +296,60 @@ class IterationTables:
         q_mean = np.where(pseqs > 0, batch.prefill_tokens / np.maximum(pseqs, 1.0), 0.0)
         ctx_mean = np.maximum(np.where(pseqs > 0, batch.prefill_kv_tokens / np.maximum(pseqs, 1.0) - q_mean, 0.0), 0.0)
         return token + sample + self.decode_ms(dseqs, kv_mean) + self.prefill_ms(pseqs, q_mean, ctx_mean)
+
+    # --- work (efficiency metrics) ------------------------------------------------------------------
+    @staticmethod
+    def _work_1d(x: np.ndarray, grid: np.ndarray, work: np.ndarray) -> np.ndarray:
+        """Work of the 1-D tables at ``x`` (linear interpolation; exact at grid points), shape (n, groups, fields)."""
+        x = np.asarray(x, float)
+        out = np.zeros((x.size, work.shape[1], work.shape[2]))
+        pos = x > 0
+        if pos.any():
+            xi = np.minimum(x[pos], grid[-1])
+            i = np.clip(np.searchsorted(grid, xi, side="right") - 1, 0, len(grid) - 2)
+            w = np.clip((xi - grid[i]) / (grid[i + 1] - grid[i]), 0.0, 1.0)[:, None, None]
+            scale = np.maximum(x[pos] / grid[-1], 1.0)[:, None, None]  # beyond the grid: proportional
+            out[pos] = ((1 - w) * work[i] + w * work[i + 1]) * scale
+        return out
+
+    def attention_work(self, batch: BatchShape) -> dict[str, np.ndarray]:
+        """Roofline time (ms), FLOPs and bytes of decode and prefill attention (all layers), from their formulas."""
+        per_pair, per_new, per_key, peak, bw = self.attention_coefficients
+        out = {}
+        for phase, pairs, new, keys in (
+                ("decode", batch.decode_kv_tokens, batch.decode_seqs, batch.decode_kv_tokens),
+                ("prefill", batch.prefill_attention_pairs, batch.prefill_tokens, batch.prefill_kv_tokens)):
+            flops = per_pair * pairs
+            nbytes = per_new * new + per_key * keys
+            out[phase] = np.stack([np.maximum(flops / peak, nbytes / bw) * 1e3,
+                                   flops, nbytes], axis=-1)
+        return out
+
+    def work(self, batch: BatchShape) -> dict:
+        """Per iteration: kernel ``predicted_ms``, ``roofline_ms``, ``flops`` and ``bytes`` by op group
+        (:data:`WORK_GROUPS` plus ``attn_prefill`` and ``attn_decode``), as arrays of shape (n_iterations,).
+
+        Group times are scaled so they add up to the table's kernel time of the iteration.
+        """
+        tokens = self._work_1d(batch.tokens, self.tokens_grid, self.tokens_work)
+        samples = self._work_1d(batch.sample_tokens, self.samples_grid, self.samples_work)
+        combined = tokens + samples
+        groups = {g: {f: combined[:, k, j] for j, f in enumerate(WORK_FIELDS)} for k, g in enumerate(WORK_GROUPS)}
+        attention = self.attention_work(batch)
+        dseqs, pseqs = batch.decode_seqs, batch.prefill_seqs
+        kv_mean = np.where(dseqs > 0, batch.decode_kv_tokens / np.maximum(dseqs, 1.0), 0.0)
+        q_mean = np.where(pseqs > 0, batch.prefill_tokens / np.maximum(pseqs, 1.0), 0.0)
+        ctx_mean = np.maximum(np.where(pseqs > 0, batch.prefill_kv_tokens / np.maximum(pseqs, 1.0) - q_mean, 0.0), 0.0)
+        for name, predicted, phase in (("attn_decode", self.decode_ms(dseqs, kv_mean), "decode"),
+                                       ("attn_prefill", self.prefill_ms(pseqs, q_mean, ctx_mean), "prefill")):
+            a = attention[phase]
+            groups[name] = {"predicted_ms": predicted, "roofline_ms": a[:, 0], "flops": a[:, 1], "bytes": a[:, 2]}
+        total = self.kernel_ms(batch)
+        raw = sum(g["predicted_ms"] for g in groups.values())
+        scale = np.where(raw > 0, total / np.where(raw > 0, raw, 1.0), 1.0)
+        for g in groups.values():
+            g["predicted_ms"] = g["predicted_ms"] * scale
+        return groups
 
     # --- scalar lookup (one iteration, plain Python: the per-call hot path) -------------------------
     def kernel_ms_scalar(self, tokens: int, samples: int, decode_seqs: int, decode_kv_mean: float,
