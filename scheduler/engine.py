@@ -27,6 +27,29 @@ Policies (:data:`POLICIES`, chosen by name) decide what each iteration runs: ``c
 (iteration-level batching, the vLLM scheduler above) and ``static`` (request-level batching: a batch is
 formed only when the engine is empty, reserves KV for its full prompt + output, and runs until every
 member finishes — the pre-Orca baseline).
+
+What-if knobs (all off by default; see ``docs/techniques.md``):
+
+* ``kv_allocation`` — ``paged`` (vLLM's PagedAttention, the default) or a contiguous reservation made at
+  admission, as in pre-vLLM systems (the vLLM paper's Orca baselines): ``contiguous`` reserves
+  ``max_model_len`` token slots per request, ``contiguous_pow2`` the prompt plus the output length rounded
+  up to a power of two, ``contiguous_oracle`` exactly prompt + output − 1 (the true need, known in advance).
+  Only internal waste is modelled (reserved but unused slots); the external fragmentation a real
+  contiguous allocator also suffers is not, which flatters the contiguous baselines.
+* ``kv_budget_tokens`` — a KV-cache token budget per sequence (ALISA / MorphKV / StreamingLLM-style
+  eviction): a sequence holds at most that many tokens of KV (blocks for ``min(kv, budget)``), and
+  attention reads at most that many cached tokens. Which tokens are kept, and the accuracy cost of
+  dropping the others, are out of scope: only memory and time are modelled.
+
+The KV-cache waste statistic (reserved token slots not holding a token, time-weighted and at the peak of
+reservation) is accumulated in :class:`RunningStats` for every run.
+
+Multi-instance hooks (used by :mod:`scheduler.techniques.cluster`; inert in a plain :meth:`Simulator.run`):
+requests may arrive *prefilled* (their prompt's KV cache computed elsewhere, the first token already
+generated: a disaggregated decode instance admits them straight into decoding), and an instance may hand
+every request off when its prefill completes (a disaggregated prefill instance; :attr:`Simulator.handoff`).
+:meth:`Simulator.start` and :meth:`Simulator.advance` step one instance an iteration at a time so that
+several instances can be co-simulated in time order.
 """
 
 from __future__ import annotations
@@ -46,6 +69,9 @@ if TYPE_CHECKING:
     from scheduler.metrics import SimResult
 
 WAITING, RUNNING, DONE, REJECTED = 0, 1, 2, 3
+KV_ALLOCATIONS = ("paged", "contiguous", "contiguous_pow2", "contiguous_oracle")
+# Outcomes of Simulator.advance
+ADVANCED, EVICTED, STUCK = "advanced", "evicted", "stuck"
 # Time-between-tokens histogram: log-spaced bin edges from 1 µs to 10,000 s (percentiles within 0.5%).
 TBT_EDGES_S = np.geomspace(1e-6, 1e4, 4001)
 
@@ -75,6 +101,13 @@ class EngineConfig:
     fast_forward : bool
         Compute stretches of decode-only iterations whose batch cannot change in one vectorised step
         (same results as iterating, much faster; off only to check that equivalence).
+    kv_allocation : str
+        ``paged`` (default), ``contiguous`` (reserve ``max_model_len`` slots per request at admission),
+        ``contiguous_pow2`` (prompt + output rounded up to a power of two) or ``contiguous_oracle``
+        (prompt + output − 1: the exact need). See the module docstring.
+    kv_budget_tokens : int, optional
+        Most tokens of KV cache a sequence keeps (memory and attention reads capped; accuracy out of
+        scope). None (default): no cap.
     """
 
     max_num_seqs: int = 256
@@ -86,6 +119,8 @@ class EngineConfig:
     num_blocks: int | None = None
     max_model_len: int | None = None
     fast_forward: bool = True
+    kv_allocation: str = "paged"
+    kv_budget_tokens: int | None = None
 
     def validate(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
@@ -102,6 +137,12 @@ class EngineConfig:
         if self.max_model_len is not None and (isinstance(self.max_model_len, bool)
                                                or not isinstance(self.max_model_len, int) or self.max_model_len < 1):
             raise InputError(f"max_model_len: must be a positive integer, got {self.max_model_len!r}")
+        if self.kv_allocation not in KV_ALLOCATIONS:
+            raise InputError(f"--kv-allocation: unknown value {self.kv_allocation!r}; allowed: {', '.join(KV_ALLOCATIONS)}")
+        if self.kv_budget_tokens is not None and (isinstance(self.kv_budget_tokens, bool)
+                                                  or not isinstance(self.kv_budget_tokens, int | np.integer)
+                                                  or self.kv_budget_tokens < 1):
+            raise InputError(f"--kv-budget-tokens: must be a positive integer, got {self.kv_budget_tokens!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,28 +164,48 @@ class IterationLog:
 class RunningStats:
     """Summary statistics accumulated over iterations (no per-iteration storage needed).
 
-    Time-weighted KV-cache blocks in use (mean and max) and a histogram of batch sizes (sequences per
-    iteration, counted once per iteration).
+    Time-weighted KV-cache blocks in use (mean and max), time-weighted KV tokens actually held (for the
+    KV waste: reserved slots that hold no token), the tokens held at the peak of reservation, and a
+    histogram of batch sizes (sequences per iteration, counted once per iteration). Blocks and tokens are
+    sampled at the end of each iteration.
     """
 
-    def __init__(self, max_batch: int, num_blocks: int):
+    def __init__(self, max_batch: int, num_blocks: int, block_size: int = 16):
         self.num_blocks = num_blocks
+        self.block_size = block_size
         self.time_s = 0.0
         self.kv_block_seconds = 0.0
+        self.kv_token_seconds = 0.0
         self.kv_max = 0
+        self.kv_tokens_at_max = 0
         self.batch_counts = np.zeros(max_batch + 2, np.int64)
 
-    def add(self, duration_s: float, batch: int, kv_used: int) -> None:
+    def add(self, duration_s: float, batch: int, kv_used: int, tokens_held: int = 0) -> None:
         self.time_s += duration_s
         self.kv_block_seconds += duration_s * kv_used
-        self.kv_max = max(self.kv_max, int(kv_used))
+        self.kv_token_seconds += duration_s * tokens_held
+        if kv_used > self.kv_max:
+            self.kv_max = int(kv_used)
+            self.kv_tokens_at_max = int(tokens_held)
         self.batch_counts[min(batch, len(self.batch_counts) - 1)] += 1
 
-    def add_many(self, durations_s: np.ndarray, batch: int, kv_used: np.ndarray) -> None:
+    def add_many(self, durations_s: np.ndarray, batch: int, kv_used: np.ndarray, tokens_held: np.ndarray | None = None) -> None:
+        tokens_held = np.zeros(len(durations_s)) if tokens_held is None else tokens_held
         self.time_s += float(durations_s.sum())
         self.kv_block_seconds += float((durations_s * kv_used).sum())
-        self.kv_max = max(self.kv_max, int(np.max(kv_used)))
+        self.kv_token_seconds += float((durations_s * tokens_held).sum())
+        i = int(np.argmax(kv_used))
+        if kv_used[i] > self.kv_max:
+            self.kv_max = int(kv_used[i])
+            self.kv_tokens_at_max = int(tokens_held[i])
         self.batch_counts[min(batch, len(self.batch_counts) - 1)] += len(durations_s)
+
+    def kv_waste(self) -> dict:
+        """Fraction of reserved KV token slots that hold no token: time-weighted mean and at peak reservation."""
+        slots_s = self.kv_block_seconds * self.block_size
+        peak_slots = self.kv_max * self.block_size
+        return {"mean": 1.0 - self.kv_token_seconds / slots_s if slots_s > 0 else 0.0,
+                "at_peak": 1.0 - self.kv_tokens_at_max / peak_slots if peak_slots > 0 else 0.0}
 
 
 class _State:
@@ -155,7 +216,7 @@ class _State:
         self.arrival = workload.arrival_s.astype(float)
         self.prompt = workload.prompt_tokens.astype(np.int64)
         self.output = workload.output_tokens.astype(np.int64)
-        self.kv = np.zeros(n, np.int64)          # tokens in the KV cache
+        self.kv = np.zeros(n, np.int64)          # tokens in the KV cache (logical: before any budget cap)
         self.target = self.prompt.copy()         # tokens the current prefill must reach
         self.generated = np.zeros(n, np.int64)
         self.blocks = np.zeros(n, np.int64)
@@ -167,9 +228,17 @@ class _State:
         self.last_token = np.full(n, np.nan)      # time of the latest token, for time-between-tokens
         self.tbt_counts = np.zeros(len(TBT_EDGES_S) + 1, np.int64)
         self.reject_reason = np.zeros(n, dtype=object)
+        self.prefilled = np.zeros(n, dtype=bool)  # prompt KV computed elsewhere (disaggregated decode)
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.partial: dict[int, None] = {}  # running requests with prefill left, in admission order
+
+    def view(self) -> _State:
+        """A state sharing every per-request array but with its own running list and queues (one per instance)."""
+        out = object.__new__(_State)
+        out.__dict__.update(self.__dict__)
+        out.running, out.waiting, out.partial = [], deque(), {}
+        return out
 
 
 class Policy:
@@ -189,6 +258,8 @@ class ContinuousBatching(Policy):
 
     def schedule(self, engine, state):
         cfg = engine.config
+        if engine.accepts_prefilled:
+            engine.admit_prefilled(state)
         decodes = engine.ensure_decode_blocks(state)
         if not cfg.chunked_prefill:
             prefills = engine.admit(state, budget=cfg.max_num_batched_tokens, whole=True)
@@ -230,6 +301,18 @@ class Simulator:
     tp : int
     dtype : str
     config : EngineConfig
+
+    Attributes
+    ----------
+    handoff : list or None
+        When a list, every request whose prefill completes (and that has more tokens to generate) leaves
+        this instance and its id is appended here (a disaggregated prefill instance). None by default.
+    accepts_prefilled : bool
+        Admit requests flagged ``prefilled`` straight into decoding (a disaggregated decode instance).
+    tokens_held : int
+        KV tokens currently held by this instance's requests (after any budget cap).
+    preemptions_total : int
+        Evictions (preemptions by recompute) so far.
     """
 
     def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None):
@@ -253,21 +336,61 @@ class Simulator:
             self.num_blocks = self.memory.num_blocks
         self.policy = POLICIES[self.config.policy]()
         self.free_blocks = self.num_blocks
+        self._budget = None if self.config.kv_budget_tokens is None else int(self.config.kv_budget_tokens)
+        self._contiguous = self.config.kv_allocation != "paged"
+        self.handoff: list[int] | None = None
+        self.accepts_prefilled = False
+        self.tokens_held = 0
+        self.preemptions_total = 0
+        self.now = 0.0
+        self._stream = None
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """KV-cache bytes per token on one GPU of this instance (its TP shard, at the KV precision)."""
+        return self.bound.model.kv_cache_bytes_per_token(self.bound.precision.kv_bits, self.bound.tp)
 
     # --- block and queue helpers used by policies ---------------------------------------------------
     def _blocks_for(self, tokens) -> int:
         return -(-int(tokens) // self.config.block_size)
 
+    def held(self, tokens):
+        """KV tokens actually kept for a sequence at ``tokens`` logical tokens (the budget cap; vectorised)."""
+        if self._budget is None:
+            return tokens
+        return np.minimum(tokens, self._budget) if isinstance(tokens, np.ndarray) else min(int(tokens), self._budget)
+
+    def reserve_tokens(self, prompt, output):
+        """Token slots a contiguous allocation reserves for a request at admission (vectorised)."""
+        kind = self.config.kv_allocation
+        if kind == "contiguous":
+            return np.full_like(prompt, self.max_model_len) if isinstance(prompt, np.ndarray) else self.max_model_len
+        if kind == "contiguous_pow2":
+            out = np.asarray(output, np.int64)
+            pow2 = np.left_shift(1, np.ceil(np.log2(np.maximum(out, 1))).astype(np.int64))
+            value = np.minimum(np.asarray(prompt, np.int64) + pow2 - 1, self.max_model_len)
+            return value if isinstance(prompt, np.ndarray) else int(value)
+        return prompt + output - 1  # contiguous_oracle (and the static policy's full reservation)
+
+    def _admission_blocks(self, state: _State, r: int, tokens: int) -> int:
+        """Blocks a waiting request must get to be admitted with ``tokens`` tokens in its cache."""
+        if self._contiguous:
+            return self._blocks_for(self.held(self.reserve_tokens(int(state.prompt[r]), int(state.output[r]))))
+        return self._blocks_for(self.held(tokens))
+
     def _evict_latest(self, state: _State) -> int:
         victim = max(state.running, key=lambda r: (state.arrival[r], r))
         state.running.remove(victim)
         self.free_blocks += int(state.blocks[victim])
+        self.tokens_held -= self.held(int(state.kv[victim]))
+        self.preemptions_total += 1
         state.blocks[victim] = 0
         state.kv[victim] = 0
         # recompute: the prompt and every generated token (the last one is not in the KV cache yet)
         state.target[victim] = state.prompt[victim] + state.generated[victim]
         state.status[victim] = WAITING
         state.preemptions[victim] += 1
+        state.prefilled[victim] = False
         state.waiting.appendleft(victim)
         state.partial.pop(victim, None)
         return victim
@@ -282,7 +405,10 @@ class Simulator:
             decoding = run[state.kv[run] >= state.target[run]]
             if decoding.size == 0:
                 return []
-            needs = state.kv[decoding] >= state.blocks[decoding] * bs  # the next token starts a new block
+            if self._budget is None:
+                needs = state.kv[decoding] >= state.blocks[decoding] * bs  # the next token starts a new block
+            else:
+                needs = np.minimum(state.kv[decoding] + 1, self._budget) > state.blocks[decoding] * bs
             need = int(needs.sum())
             if need <= self.free_blocks:
                 state.blocks[decoding[needs]] += 1
@@ -307,7 +433,7 @@ class Simulator:
         """Largest chunk ≤ ``chunk`` whose KV blocks can be allocated now; allocates them."""
         bs = self.config.block_size
         have = int(state.blocks[r])
-        need = max(self._blocks_for(state.kv[r] + chunk) - have, 0)
+        need = max(self._blocks_for(self.held(int(state.kv[r]) + chunk)) - have, 0)
         if need > self.free_blocks:
             chunk = (have + self.free_blocks) * bs - int(state.kv[r])
             need = self.free_blocks
@@ -328,9 +454,13 @@ class Simulator:
         out = []
         while state.waiting and len(state.running) < cfg.max_num_seqs:
             r = state.waiting[0]
+            if state.prefilled[r]:
+                break  # a prefilled request waits for admit_prefilled (FCFS: nothing overtakes it)
             target = int(state.target[r])
             if reserve_full:  # static batching: the whole batch joins at once, prefills may span iterations
-                need = self._blocks_for(state.prompt[r] + state.output[r] - 1)  # the most it will ever hold
+                total = (self.reserve_tokens(int(state.prompt[r]), int(state.output[r])) if self._contiguous
+                         else state.prompt[r] + state.output[r] - 1)  # the most it will ever hold
+                need = self._blocks_for(self.held(total))
                 if need > self.free_blocks:
                     break
                 chunk = min(target, max(budget, 0))
@@ -338,9 +468,10 @@ class Simulator:
                 if budget <= 0 or (whole and target > budget and out):
                     break
                 chunk = target if whole else min(target, budget)
-                need = self._blocks_for(chunk)
+                need = self._admission_blocks(state, r, chunk)
                 if need > self.free_blocks:
-                    if not whole and self.free_blocks > 0 and not state.running and not out:
+                    if (not whole and self.free_blocks > 0 and not state.running and not out
+                            and not self._contiguous):
                         need = self.free_blocks  # an idle engine takes what fits; the rest comes in later chunks
                         chunk = need * cfg.block_size
                     else:
@@ -359,16 +490,66 @@ class Simulator:
                 budget -= chunk
         return out
 
+    def _prefilled_blocks(self, state: _State, r: int) -> int:
+        """Blocks a prefilled request needs at admission: its prompt's KV plus the slot of its next token."""
+        return self._admission_blocks(state, r, int(state.kv[r]) + 1)
+
+    def admit_prefilled(self, state: _State) -> int:
+        """Admit prefilled requests at the head of the queue straight into decoding (no prefill compute).
+
+        Their prompt KV arrives with them (computed by a prefill instance); they join this iteration's decodes.
+        Returns how many were admitted.
+        """
+        admitted = 0
+        while state.waiting and len(state.running) < self.config.max_num_seqs:
+            r = state.waiting[0]
+            if not state.prefilled[r]:
+                break
+            need = self._prefilled_blocks(state, r)
+            if need > self.free_blocks:
+                break
+            state.waiting.popleft()
+            state.running.append(r)
+            state.status[r] = RUNNING
+            state.blocks[r] = need
+            self.free_blocks -= need
+            self.tokens_held += self.held(int(state.kv[r]))
+            if math.isnan(state.first_scheduled[r]):
+                state.first_scheduled[r] = self.now
+            admitted += 1
+        return admitted
+
+    def memory_blocked(self, state: _State) -> bool:
+        """True when the head of the queue waits for KV blocks (not for a sequence slot or token budget)."""
+        if not state.waiting:
+            return False
+        head = state.waiting[0]
+        if state.prefilled[head]:
+            return self._prefilled_blocks(state, head) > self.free_blocks
+        cfg = self.config
+        chunk = int(state.target[head]) if not cfg.chunked_prefill else min(int(state.target[head]),
+                                                                            cfg.max_num_batched_tokens)
+        return self._admission_blocks(state, head, chunk) > self.free_blocks
+
     # --- main loop ------------------------------------------------------------------------------
     def _reject_impossible(self, state: _State) -> None:
         total = state.prompt + state.output
         too_long = total > self.max_model_len
         # the KV cache holds at most prompt + output − 1 tokens (the last token is never fed back)
-        too_big = -(-(total - 1) // self.config.block_size) > self.num_blocks
+        need = self.reserve_tokens(state.prompt, state.output) if self._contiguous else total - 1
+        too_big = -(-self.held(need) // self.config.block_size) > self.num_blocks
         for mask, reason in ((too_long, f"prompt + output exceeds max_model_len {self.max_model_len}"),
                              (too_big & ~too_long, f"needs more than the {self.num_blocks} KV blocks of the GPU")):
+            mask = mask & (state.status != REJECTED)
             state.status[mask] = REJECTED
             state.reject_reason[mask] = reason
+
+    def start(self, stats_batch: int | None = None) -> None:
+        """Reset this instance's clock, KV cache and statistics (before a run, or a restart in a cluster)."""
+        self.free_blocks = self.num_blocks
+        self.now = 0.0
+        self.tokens_held = 0
+        self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
 
     def run(self, workload: Workload, *, record_iterations: bool = True,
             progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
@@ -389,15 +570,11 @@ class Simulator:
             Polled after every iteration (or fast-forwarded run of decode steps); returning True ends the
             run early (the result is marked partial).
         """
-        from scheduler.metrics import SimResult
-
-        from scheduler.metrics import RequestStream
+        from scheduler.metrics import RequestStream, SimResult
 
         state = _State(workload)
         self._reject_impossible(state)
-        self.free_blocks = self.num_blocks
-        self.now = 0.0
-        self.stats = RunningStats(self.config.max_num_seqs, self.num_blocks)
+        self.start()
         self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
         log = IterationLog()
         n = len(workload)
@@ -416,7 +593,6 @@ class Simulator:
         finished = int((state.status == REJECTED).sum())
         iterations = 0
         partial = False
-        bound = self.bound
         while finished < n:
             while next_arrival < n and state.arrival[next_arrival] <= self.now:
                 if state.status[next_arrival] == WAITING:
@@ -427,79 +603,125 @@ class Simulator:
                     break
                 self.now = float(state.arrival[next_arrival])
                 continue
-            if self.config.fast_forward and state.running and not state.partial:
-                arrival_limit = float(state.arrival[next_arrival]) if next_arrival < n else math.inf
-                steps = self._fast_forward(state, log, arrival_limit, record_iterations)
-                if steps:
-                    iterations += steps
-                    if stop is not None and stop():
-                        partial = True
-                        break
-                    continue
-            decodes, prefills = self.policy.schedule(self, state)
-            if not decodes and not prefills:
-                if state.running:
-                    self._evict_latest(state)  # nothing can move: free memory for the oldest work
-                    continue
+            arrival_limit = float(state.arrival[next_arrival]) if next_arrival < n else math.inf
+            outcome, done, steps = self.advance(state, log, arrival_limit, record_iterations)
+            finished += done
+            if outcome == EVICTED:
+                continue
+            if outcome == STUCK:
                 if next_arrival < n:
                     self.now = max(self.now, float(state.arrival[next_arrival]))
                     continue
                 # the head of the queue cannot fit even in an empty engine
-                r = state.waiting.popleft()
-                state.status[r] = REJECTED
-                state.reject_reason[r] = "does not fit in the KV cache"
-                finished += 1
+                finished += self.reject_head(state)
                 continue
-            dec = np.asarray(decodes, np.int64)
-            p_ids = [r for r, _ in prefills]
-            p_chunks = [c for _, c in prefills]
-            p_ctx = [int(state.kv[r]) for r in p_ids]
-            completes = [int(state.kv[r]) + c >= int(state.target[r]) for r, c in prefills]
-            dt_ms = bound.iteration_ms(len(prefills), sum(p_chunks), sum(p_chunks) + sum(p_ctx), sum(completes),
-                                       len(dec), int(state.kv[dec].sum()) if dec.size else 0)
-            start = self.now
-            self.now += dt_ms / 1e3
-            if record_iterations:
-                log.start_s.append(start)
-                log.duration_s.append(dt_ms / 1e3)
-                log.decode_seqs.append(len(dec))
-                log.prefill_seqs.append(len(prefills))
-                log.prefill_tokens.append(sum(p_chunks))
-                log.kv_blocks_used.append(self.num_blocks - self.free_blocks)
-                log.running.append(len(state.running))
-            # decode updates (vectorised)
-            if dec.size:
-                gaps = self.now - state.last_token[dec]
-                state.tbt_counts += np.bincount(np.searchsorted(TBT_EDGES_S, gaps[gaps == gaps]),
-                                                minlength=len(state.tbt_counts))
-                state.last_token[dec] = self.now
-                state.kv[dec] += 1
-                state.generated[dec] += 1
-                done = dec[state.generated[dec] >= state.output[dec]]
-                for r in done.tolist():
-                    finished += self._finish(state, r)
-            for r, chunk, complete in zip(p_ids, p_chunks, completes, strict=True):
-                state.kv[r] += chunk
-                if not complete:
-                    state.partial[r] = None
-                else:
-                    state.partial.pop(r, None)
-                    if state.generated[r] > 0:  # a recompute after preemption: its stall is a token gap too
-                        state.tbt_counts[np.searchsorted(TBT_EDGES_S, self.now - state.last_token[r])] += 1
-                    state.generated[r] += 1
-                    if math.isnan(state.first_token[r]):
-                        state.first_token[r] = self.now
-                    state.last_token[r] = self.now
-                    if state.generated[r] >= state.output[r]:
-                        finished += self._finish(state, r)
-            self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks)
-            iterations += 1
-            if progress is not None and iterations % 500 == 0:
+            iterations += steps
+            if steps == 1 and progress is not None and iterations % 500 == 0:
                 progress(finished, n)
             if stop is not None and stop():
                 partial = True
                 break
         return finished, iterations, partial
+
+    def reject_head(self, state: _State) -> int:
+        """Reject the request at the head of the queue (it cannot fit even in an empty engine)."""
+        r = state.waiting.popleft()
+        state.status[r] = REJECTED
+        state.reject_reason[r] = "does not fit in the KV cache"
+        return 1
+
+    def advance(self, state: _State, log: IterationLog | None, limit: float, record: bool) -> tuple[str, int, int]:
+        """Run one iteration (or a fast-forwarded run of decode-only iterations) from ``self.now``.
+
+        Parameters
+        ----------
+        state : _State
+            This instance's view (its running list and queue) of the requests.
+        log : IterationLog or None
+            Per-iteration records go here when ``record``.
+        limit : float
+            Time (s) of the next event that could change the batch (an arrival): a fast-forwarded run does
+            not start an iteration at or after it.
+
+        Returns
+        -------
+        (outcome, finished, steps)
+            ``outcome`` is ``"advanced"`` (``steps`` iterations ran, ``finished`` requests completed),
+            ``"evicted"`` (nothing could run; the latest-arrived running request was preempted to free
+            memory) or ``"stuck"`` (nothing runs and nothing can be admitted: the caller moves time to the
+            next event or rejects the head of the queue).
+        """
+        if self.config.fast_forward and state.running and not state.partial:
+            steps = self._fast_forward(state, log, limit, record)
+            if steps:
+                return ADVANCED, 0, steps
+        decodes, prefills = self.policy.schedule(self, state)
+        if not decodes and not prefills:
+            if state.running:
+                self._evict_latest(state)  # nothing can move: free memory for the oldest work
+                return EVICTED, 0, 0
+            return STUCK, 0, 0
+        return ADVANCED, self._iterate(state, log, record, decodes, prefills), 1
+
+    def _iterate(self, state: _State, log: IterationLog | None, record: bool, decodes, prefills) -> int:
+        """Time and apply one scheduled iteration; return how many requests finished."""
+        finished = 0
+        budget = self._budget
+        dec = np.asarray(decodes, np.int64)
+        p_ids = [r for r, _ in prefills]
+        p_chunks = [c for _, c in prefills]
+        p_kv = [int(state.kv[r]) for r in p_ids]
+        p_ctx = p_kv if budget is None else [min(k, budget) for k in p_kv]
+        completes = [k + c >= int(state.target[r]) for k, (r, c) in zip(p_kv, prefills, strict=True)]
+        if dec.size:
+            dec_kv = state.kv[dec] if budget is None else np.minimum(state.kv[dec], budget)
+            dec_ctx = int(dec_kv.sum())
+        else:
+            dec_ctx = 0
+        dt_ms = self.bound.iteration_ms(len(prefills), sum(p_chunks), sum(p_chunks) + sum(p_ctx), sum(completes),
+                                        len(dec), dec_ctx)
+        start = self.now
+        self.now += dt_ms / 1e3
+        if record:
+            log.start_s.append(start)
+            log.duration_s.append(dt_ms / 1e3)
+            log.decode_seqs.append(len(dec))
+            log.prefill_seqs.append(len(prefills))
+            log.prefill_tokens.append(sum(p_chunks))
+            log.kv_blocks_used.append(self.num_blocks - self.free_blocks)
+            log.running.append(len(state.running))
+        # decode updates (vectorised)
+        if dec.size:
+            gaps = self.now - state.last_token[dec]
+            state.tbt_counts += np.bincount(np.searchsorted(TBT_EDGES_S, gaps[gaps == gaps]),
+                                            minlength=len(state.tbt_counts))
+            state.last_token[dec] = self.now
+            self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
+            state.kv[dec] += 1
+            state.generated[dec] += 1
+            done = dec[state.generated[dec] >= state.output[dec]]
+            for r in done.tolist():
+                finished += self._finish(state, r)
+        self.tokens_held += (sum(p_chunks) if budget is None
+                             else sum(min(k + c, budget) for k, c in zip(p_kv, p_chunks, strict=True)) - sum(p_ctx))
+        for r, chunk, complete in zip(p_ids, p_chunks, completes, strict=True):
+            state.kv[r] += chunk
+            if not complete:
+                state.partial[r] = None
+            else:
+                state.partial.pop(r, None)
+                if state.generated[r] > 0:  # a recompute after preemption: its stall is a token gap too
+                    state.tbt_counts[np.searchsorted(TBT_EDGES_S, self.now - state.last_token[r])] += 1
+                state.generated[r] += 1
+                if math.isnan(state.first_token[r]):
+                    state.first_token[r] = self.now
+                state.last_token[r] = self.now
+                if state.generated[r] >= state.output[r]:
+                    finished += self._finish(state, r)
+                elif self.handoff is not None:
+                    self._handoff(state, r)
+        self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks, self.tokens_held)
+        return finished
 
     def _admission_blocked(self, state: _State) -> bool:
         """True when no waiting request can join while only decodes run (so the batch cannot change)."""
@@ -509,6 +731,8 @@ class Simulator:
         if len(state.running) >= cfg.max_num_seqs:
             return True
         head = state.waiting[0]
+        if state.prefilled[head]:
+            return self._prefilled_blocks(state, head) > self.free_blocks
         if cfg.chunked_prefill:
             budget = cfg.max_num_batched_tokens - len(state.running)
             if budget <= 0:
@@ -516,9 +740,10 @@ class Simulator:
             chunk = min(int(state.target[head]), budget)
         else:
             chunk = int(state.target[head])
-        return self._blocks_for(chunk) > self.free_blocks  # free blocks only shrink while decoding
+        # free blocks only shrink while decoding
+        return self._admission_blocks(state, head, chunk) > self.free_blocks
 
-    def _fast_forward(self, state: _State, log: IterationLog, arrival_limit: float, record: bool) -> int:
+    def _fast_forward(self, state: _State, log: IterationLog | None, arrival_limit: float, record: bool) -> int:
         """Apply a run of decode-only iterations at once; return how many (0 when the batch may change).
 
         The run stops one step before the first request finishes, before the step whose new KV blocks would
@@ -533,12 +758,16 @@ class Simulator:
         if steps < 2:
             return 0
         bs = self.config.block_size
+        budget = self._budget
         kv, blocks = state.kv[run], state.blocks[run]
         first_new = blocks * bs - kv  # first step (0-based) that needs a new block, per sequence
         need = np.zeros(steps + 1, np.int64)
-        starts = first_new[first_new < steps]
+        # last step (0-based) that may need a block: the run's end, or the step that reaches the budget
+        last = np.full(len(run), steps - 1, np.int64) if budget is None else np.minimum(steps - 1, budget - 1 - kv)
+        room = first_new <= last
+        starts = first_new[room]
         if starts.size:
-            counts = (steps - 1 - starts) // bs + 1
+            counts = (last[room] - starts) // bs + 1
             positions = np.repeat(starts, counts) + bs * (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
             need = np.bincount(positions, minlength=steps + 1)[: steps + 1]
         cumulative = np.cumsum(need)[:steps]
@@ -547,16 +776,26 @@ class Simulator:
             steps = int(over[0])
         if steps < 2:
             return 0
-        durations = self.bound.decode_steps_ms(len(run), int(kv.sum()), steps) / 1e3
+        b = len(run)
+        if budget is None:
+            durations = self.bound.decode_steps_ms(b, int(kv.sum()), steps) / 1e3
+            held_gain = b * np.arange(1, steps + 1)
+        else:
+            contexts = _capped_context_sums(kv, budget, steps + 1)  # Σ min(kv + j, budget), j = 0..steps
+            durations = self._decode_steps_ms(b, contexts[:steps]) / 1e3
+            held_gain = contexts[1:] - contexts[0]
         starts_s = self.now + np.concatenate([[0.0], np.cumsum(durations[:-1])])
         late = np.flatnonzero(starts_s >= arrival_limit)
         if late.size:
             steps = int(late[0])
             if steps < 2:
                 return 0
-            durations, starts_s = durations[:steps], starts_s[:steps]
+            durations, starts_s, held_gain = durations[:steps], starts_s[:steps], held_gain[:steps]
         new_blocks = int(cumulative[steps - 1])
-        state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))
+        if budget is None:
+            state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))
+        else:
+            state.blocks[run] = np.maximum(blocks, -(-np.minimum(kv + steps, budget) // bs))
         self.free_blocks -= new_blocks
         if record:
             used_before = self.num_blocks - self.free_blocks - new_blocks
@@ -567,7 +806,9 @@ class Simulator:
             log.prefill_tokens.extend([0] * steps)
             log.kv_blocks_used.extend((used_before + cumulative[:steps]).tolist())
             log.running.extend([len(run)] * steps)
-        self.stats.add_many(durations, len(run), self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps])
+        self.stats.add_many(durations, len(run), self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps],
+                            self.tokens_held + held_gain)
+        self.tokens_held += int(held_gain[-1])
         ends = starts_s + durations
         first_gaps = ends[0] - state.last_token[run]
         gaps = np.concatenate([first_gaps[first_gaps == first_gaps], np.repeat(durations[1:], len(run))])
@@ -578,6 +819,16 @@ class Simulator:
         state.generated[run] += steps
         return steps
 
+    def _decode_steps_ms(self, decode_seqs: int, contexts: np.ndarray) -> np.ndarray:
+        """Times (ms) of consecutive decode-only iterations whose summed attended contexts are ``contexts``
+        (the budget-capped twin of :meth:`BoundPredictor.decode_steps_ms`: same table cells as
+        :meth:`BoundPredictor.iteration_ms` called once per step)."""
+        b = float(decode_seqs)
+        t = self.bound.table
+        kv = (contexts + b) / b
+        fixed = self.bound.iteration_ms(0, 0, 0, 0, decode_seqs, int(contexts[0])) - t.decode_ms_scalar(b, float(kv[0]))
+        return fixed + t.decode_ms(np.full(len(contexts), b), kv)
+
     def _finish(self, state: _State, r: int) -> int:
         state.status[r] = DONE
         state.finish[r] = self.now
@@ -585,5 +836,37 @@ class Simulator:
             self._stream.add(state, r)
         state.running.remove(r)
         self.free_blocks += int(state.blocks[r])
+        self.tokens_held -= self.held(int(state.kv[r]))
         state.blocks[r] = 0
         return 1
+
+    def _handoff(self, state: _State, r: int) -> None:
+        """A disaggregated prefill instance: the request leaves with its prompt KV (see :attr:`handoff`)."""
+        state.running.remove(r)
+        self.free_blocks += int(state.blocks[r])
+        self.tokens_held -= self.held(int(state.kv[r]))
+        state.blocks[r] = 0
+        state.status[r] = WAITING
+        state.prefilled[r] = True
+        self.handoff.append(r)
+
+    def release(self, state: _State, r: int) -> None:
+        """Take running request ``r`` off this instance with its KV intact (a migration source); frees its blocks."""
+        state.running.remove(r)
+        state.partial.pop(r, None)
+        self.free_blocks += int(state.blocks[r])
+        self.tokens_held -= self.held(int(state.kv[r]))
+        state.blocks[r] = 0
+
+
+def _capped_context_sums(kv: np.ndarray, budget: int, n: int) -> np.ndarray:
+    """Σ_i min(kv_i + j, budget) for j = 0..n−1 (KV tokens attended per step under a budget), O((len + n) log len).
+
+    min(kv_i + j, B) = kv_i + j − max(j − d_i, 0) with d_i = B − kv_i; the sum of the max terms over the
+    sequences with d_i < j is c·j − Σ d_i (c of them), read off the sorted d_i.
+    """
+    j = np.arange(n, dtype=np.int64)
+    d = np.sort(budget - kv.astype(np.int64))
+    prefix = np.concatenate([[0], np.cumsum(d)])
+    c = np.searchsorted(d, j, side="left")
+    return int(kv.sum()) + len(kv) * j - (c * j - prefix[c])

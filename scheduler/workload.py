@@ -148,10 +148,21 @@ def build_workload(
     """
     if kind not in ARRIVALS:
         raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
-    needs_trace = kind == "trace" or prompt_len is None or (output_len is None and output_dist is None)
+    # a trace that was named is always read (and so checked), even when fixed lengths leave it unused
+    needs_trace = (kind == "trace" or trace is not None or prompt_len is None
+                   or (output_len is None and output_dist is None))
     table = read_trace(trace or "splitwise_conv") if needs_trace else None
+    if table is not None and len(table) == 0:
+        dropped = table.attrs.get("dropped", {})
+        why = f" ({', '.join(f'{k}: {v}' for k, v in dropped.items())} rows dropped)" if dropped else ""
+        raise InputError(f"--trace: {str(trace or 'splitwise_conv')!r} has no valid requests (every row needs whole "
+                         f"num_prefill_tokens and num_decode_tokens >= 1){why}")
     if kind == "trace" and table["arrival_s"].isna().all():
         raise InputError(f"--trace: {trace or 'splitwise_conv'!r} has no arrival times; use --workload poisson or offline")
+    if kind == "trace" and table["arrival_s"].isna().any():
+        missing = int(table["arrival_s"].isna().sum())
+        raise InputError(f"--trace: {str(trace or 'splitwise_conv')!r} has {missing} request(s) without an arrival "
+                         f"time (arrived_at); fill them in, or use --workload poisson or offline")
     if num_requests is None:
         if table is None:
             raise InputError("--num-requests: required unless lengths come from a trace")
