@@ -32,8 +32,10 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
-def read_table(path: str | Path, *, validate: bool = False) -> pd.DataFrame:
+def read_table(path: str | Path, *, validate: bool = False, field: str = "--profiles") -> pd.DataFrame:
     """Read a canonical table (Parquet or CSV); with ``validate``, drop invalid rows (see :func:`schema.validate`).
+
+    ``field`` names the option the path came from in error messages.
 
     Raises
     ------
@@ -42,18 +44,22 @@ def read_table(path: str | Path, *, validate: bool = False) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(f"--profiles: file {str(path)!r} does not exist")
+        raise InputError(f"{field}: file {str(path)!r} does not exist")
     if path.is_dir():
-        raise InputError(f"--profiles: {str(path)!r} is a directory, expected a .parquet or .csv file")
+        raise InputError(f"{field}: {str(path)!r} is a directory, expected a .parquet or .csv file")
     try:
         if path.suffix.lower() == ".csv":
             df = pd.read_csv(path)
         else:
             df = pd.read_parquet(path)
     except pd.errors.EmptyDataError:
-        raise InputError(f"--profiles: {str(path)!r} is empty") from None
+        raise InputError(f"{field}: {str(path)!r} is empty") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{field}: {str(path)!r} is not UTF-8 text (a CSV must be UTF-8)") from None
     except Exception as err:  # noqa: BLE001 — pyarrow raises many types for corrupt files
-        raise InputError(f"--profiles: {str(path)!r} is not a readable Parquet/CSV table ({type(err).__name__})") from None
+        raise InputError(f"{field}: {str(path)!r} is not a readable Parquet/CSV table ({type(err).__name__})") from None
+    if df.empty:
+        raise InputError(f"{field}: {str(path)!r} has no rows")
     for c in schema.STRING_COLUMNS:
         if c in df.columns:
             df[c] = df[c].astype(str).replace("nan", "")

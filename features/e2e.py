@@ -59,6 +59,8 @@ VIDUR_GPU_FOLDERS = {"a100": "a100-80gb", "a40": "a40", "h100": "h100-sxm"}
 
 # --- traces and SamuLLM -----------------------------------------------------------------------
 TRACE_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
+#: Largest token count a trace row may hold (the same limit as prompts and outputs elsewhere).
+MAX_TRACE_TOKENS = 10_000_000
 OUTPUT_LENGTH_COLUMNS = ("model", "output_len", "prob", "max_model_len")
 INIT_COST_COLUMNS = ("model_path", "model", "tp", "init_cost_s")
 #: Largest allowed |sum(prob) - 1| per model before re-normalising an output-length distribution.
@@ -383,25 +385,37 @@ def load_trace(path: str | Path) -> pd.DataFrame:
     ----------
     path : str or Path
         CSV with ``num_prefill_tokens`` and ``num_decode_tokens`` (tokens) and optionally
-        ``arrived_at`` (seconds from the start of the trace).
+        ``arrived_at`` (seconds from the start of the trace; finite and >= 0 wherever given).
 
     Returns
     -------
     pandas.DataFrame
         Columns ``arrival_s`` (float seconds; NaN when the file has no arrivals), ``prompt_tokens``
         and ``output_tokens`` (int64, >= 1), in file order. Rows whose token counts are missing, not
-        whole numbers or < 1 are dropped; ``attrs["dropped"]`` counts them as ``invalid_tokens``.
+        whole numbers, < 1 or > :data:`MAX_TRACE_TOKENS` are dropped; ``attrs["dropped"]`` counts them
+        as ``invalid_tokens``.
 
     Raises
     ------
     InputError
-        Missing file or column, empty file, or a non-numeric value.
+        Missing file or column, empty file, a non-numeric value, or an arrival time that is negative
+        or infinite.
     """
     df = read_csv_checked(path, ("num_prefill_tokens", "num_decode_tokens"))
     has_arrivals = "arrived_at" in df.columns
     nums = ("num_prefill_tokens", "num_decode_tokens", *(("arrived_at",) if has_arrivals else ()))
     df = numeric_columns(df, nums, path)
     ok = _whole_positive(df["num_prefill_tokens"]) & _whole_positive(df["num_decode_tokens"])
+    # beyond any context window (and beyond int64 when cast): unusable, like a missing count
+    ok &= (df["num_prefill_tokens"] <= MAX_TRACE_TOKENS) & (df["num_decode_tokens"] <= MAX_TRACE_TOKENS)
+    if has_arrivals:  # a negative or infinite arrival time is corrupt (an empty cell stays NaN: no arrival)
+        arrivals = df["arrived_at"].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore"):
+            bad_arrival = np.isinf(arrivals) | (arrivals < 0)
+        if bad_arrival.any():
+            pos = int(np.flatnonzero(bad_arrival)[0])
+            raise InputError(f"{path}: column 'arrived_at' must hold finite times >= 0 (seconds), got "
+                             f"{float(df['arrived_at'].iloc[pos])!r} at line {pos + 2}")
     df = df[ok]
     out = pd.DataFrame({
         "arrival_s": df["arrived_at"] if has_arrivals else np.full(len(df), np.nan),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictor.atomic import atomic_path, atomic_write
+from predictor.atomic import atomic_write, save_figure
 
 GROUP = ["source", "gpu", "op_kind", "dtype"]
 
@@ -104,12 +104,7 @@ def ratio_plot(df: pd.DataFrame, path: str | Path, max_points_per_group: int = 4
     handles = [plt.Line2D([], [], marker="o", ls="", color=colors[k], label=k) for k in kinds]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(kinds), 6), fontsize=8, frameon=False)
     fig.suptitle("Measured kernel time over roofline time (1 = ideal), published profiles", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0.06, 1, 0.97))
 
 
 def write_markdown(text: str, path: str | Path) -> Path:

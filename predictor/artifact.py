@@ -8,24 +8,29 @@ Layout of an artifact folder::
 
 Loading verifies the size limit, both checksums and that the metadata's feature list is exactly the
 feature builder's; any mismatch is an :class:`~predictor.errors.InputError` naming what differs.
-Writing is atomic per file, and the checksum file is written last, so an interrupted write is
-detected as a mismatch rather than loaded.
+Writing is all-or-nothing for the three files (a write error leaves the previous artifact whole); only a
+process killed between the final renames can leave a mix, and the checksum file, renamed last, makes that
+a detected mismatch rather than a loaded model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from predictor.atomic import atomic_write
+from predictor.atomic import atomic_write_many
 from predictor.errors import InputError
 
 MODEL_FILE = "residual_model.txt"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "checksum.sha256"
 MAX_MODEL_BYTES = 200 * 2**20
+MAX_METADATA_BYTES = 10 * 2**20
+MAX_CHECKSUM_BYTES = 64 * 2**10
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -34,6 +39,24 @@ def default_tracking_uri() -> str:
     import os
 
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def mlflow_logs_quiet():
+    """Silence MLflow's (and its database layers') logging for the duration of a call.
+
+    MLflow logs INFO lines when it creates a SQLite store and a full traceback at ERROR level for some
+    store failures (e.g. a locked database) before raising; callers report the outcome in one line.
+    """
+    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic", "sqlalchemy")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -62,21 +85,34 @@ class Artifact:
 
 
 def save_artifact(directory: str | Path, model_text: str, metadata: dict) -> Path:
-    """Write an artifact folder atomically (model, metadata, then the checksum file)."""
+    """Write an artifact folder as one unit (model, metadata, then the checksum file).
+
+    The three files are written and flushed before any is renamed into place, and a failed rename restores
+    the previous ones (:func:`predictor.atomic.atomic_write_many`): a full disk or any write error leaves a
+    previous artifact in ``directory`` whole and loadable.
+    """
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"artifact: {str(directory)!r} is a file, expected an artifact folder")
     directory.mkdir(parents=True, exist_ok=True)
     model_bytes = model_text.encode("utf-8")
     meta_bytes = (json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-    atomic_write(directory / MODEL_FILE, model_bytes)
-    atomic_write(directory / METADATA_FILE, meta_bytes)
     checksums = f"{sha256_bytes(model_bytes)}  {MODEL_FILE}\n{sha256_bytes(meta_bytes)}  {METADATA_FILE}\n"
-    atomic_write(directory / CHECKSUM_FILE, checksums)
+    atomic_write_many({directory / MODEL_FILE: model_bytes, directory / METADATA_FILE: meta_bytes,
+                       directory / CHECKSUM_FILE: checksums})
     return directory
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"artifact: {what} in {str(path.parent)!r} is not UTF-8 text") from None
 
 
 def _read_checksums(path: Path) -> dict[str, str]:
     sums = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path, CHECKSUM_FILE).splitlines():
         parts = line.split()
         if len(parts) == 2:
             sums[parts[1]] = parts[0]
@@ -106,9 +142,13 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
     for name in (MODEL_FILE, METADATA_FILE, CHECKSUM_FILE):
         if not (directory / name).is_file():
             raise InputError(f"artifact: {name} is missing in {str(directory)!r}")
-    size = (directory / MODEL_FILE).stat().st_size
-    if size > MAX_MODEL_BYTES:
-        raise InputError(f"artifact: {MODEL_FILE} is {size / 2**20:.0f} MiB, over the {MAX_MODEL_BYTES // 2**20} MiB limit")
+    for name, limit in ((MODEL_FILE, MAX_MODEL_BYTES), (METADATA_FILE, MAX_METADATA_BYTES),
+                        (CHECKSUM_FILE, MAX_CHECKSUM_BYTES)):
+        size = (directory / name).stat().st_size
+        if size > limit:
+            shown = f"{size / 2**20:.0f} MiB" if limit >= 2**20 else f"{size / 2**10:.0f} KiB"
+            allowed = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 2**10} KiB"
+            raise InputError(f"artifact: {name} is {shown}, over the {allowed} limit")
     sums = _read_checksums(directory / CHECKSUM_FILE)
     for name in (MODEL_FILE, METADATA_FILE):
         actual = sha256_file(directory / name)
@@ -128,5 +168,5 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
         raise InputError(f"artifact: feature list of {str(directory)!r} does not match this version's features "
                          f"({len(theirs)} vs {len(ours)}; differing: {', '.join(diff[:5])}); retrain with "
                          f"`inference-sim train`")
-    text = (directory / MODEL_FILE).read_text(encoding="utf-8")
+    text = _read_text(directory / MODEL_FILE, MODEL_FILE)
     return Artifact(model_text=text, metadata=metadata, path=directory)

@@ -72,6 +72,12 @@ class BatchShape:
 def _check_count(field: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer | float | np.floating):
         raise InputError(f"{field}: expected an integer, got {value!r}")
+    if isinstance(value, int | np.integer):  # Python ints are unbounded: compare, never convert to float
+        if value < 0:
+            raise InputError(f"{field}: must be >= 0, got {value!r}")
+        if value > 10_000_000:
+            raise InputError(f"{field}: {value!r} tokens is beyond any supported context (max 10,000,000)")
+        return int(value)
     if not np.isfinite(value) or value != int(value):
         raise InputError(f"{field}: expected a whole number of tokens, got {value!r}")
     if value < 0:

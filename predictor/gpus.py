@@ -145,19 +145,10 @@ def gpu_names() -> list[str]:
 
 def load_gpu_file(path: str | Path) -> dict[str, GPUSpec]:
     """Read user GPU specs from a YAML file in the catalogue's format (a mapping name → spec)."""
+    from predictor.safe_yaml import load_yaml_file
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"--gpu-file: file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"--gpu-file: {str(path)!r} is a directory, expected a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"--gpu-file: {str(path)!r} is not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise InputError(f"--gpu-file: {str(path)!r} is not valid YAML{where}") from None
+    raw = load_yaml_file(path, "--gpu-file", "a YAML file of GPU specs")
     if not isinstance(raw, dict) or not raw:
         raise InputError(f"--gpu-file: {str(path)!r} must map GPU names to spec fields (see catalog/gpus.yaml)")
     return {str(name): _parse_gpu(str(name), spec, str(path)) for name, spec in raw.items()}

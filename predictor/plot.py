@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from predictor.analysis import report_frame
-from predictor.atomic import atomic_path
+from predictor.atomic import save_figure
 
 
 def roofline_chart(report: dict, path: str | Path) -> Path:
@@ -52,9 +52,4 @@ def roofline_chart(report: dict, path: str | Path) -> Path:
                  f"batch {report['batch_size']}, input {report['input_len']})", fontsize=9)
     ax.grid(True, which="both", alpha=0.2)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -146,10 +146,14 @@ class Predictor:
         if artifact is not None:
             import lightgbm as lgb
 
-            self._booster = lgb.Booster(model_str=artifact.model_text)
+            try:
+                self._booster = lgb.Booster(model_str=artifact.model_text)
+            except lgb.basic.LightGBMError as err:
+                raise InputError(f"artifact: residual_model.txt in {str(artifact.path)!r} is not a LightGBM text model "
+                                 f"({' '.join(str(err).split())[:120]})") from None
             self._features = list(artifact.metadata["feature_names"])
             fitted = artifact.metadata.get("overhead")
-            overhead = overhead or (OverheadModel(**fitted) if fitted else DEFAULT_OVERHEAD)
+            overhead = overhead or (_overhead_from_metadata(fitted, artifact.path) if fitted else DEFAULT_OVERHEAD)
         self.overhead = overhead or NO_OVERHEAD
 
     # --- construction ---------------------------------------------------------------------------
@@ -414,6 +418,17 @@ class Predictor:
                               output_tokens_per_s=batch_size * output_len / (e2e / 1e3) if e2e > 0 else math.inf)
 
 
+def _overhead_from_metadata(fitted: object, path: Path) -> OverheadModel:
+    """The artifact's fitted overhead model, checked: finite non-negative base_ms, per_seq_ms, multi_gpu_ms."""
+    allowed = ("base_ms", "per_seq_ms", "multi_gpu_ms")
+    ok = isinstance(fitted, dict) and set(fitted) <= set(allowed) and all(
+        not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in fitted.values())
+    if not ok:
+        raise InputError(f"artifact: metadata.json field 'overhead' in {str(path)!r} must map {', '.join(allowed)} to "
+                         f"finite numbers >= 0, got {fitted!r}")
+    return OverheadModel(**{k: float(v) for k, v in fitted.items()})
+
+
 def _chunk_lists(chunks) -> tuple[list[int], list[int]]:
     """(new_tokens, context) columns of already-validated chunks, as ints."""
     return [int(c[0]) for c in chunks], [int(c[1]) for c in chunks]
@@ -453,28 +468,35 @@ def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None) -> Path
     import os
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import re
+
     import mlflow
     from mlflow import MlflowClient
 
+    from predictor.artifact import mlflow_logs_quiet
+
     tracking_uri = tracking_uri or default_tracking_uri()
+    form = "models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>"
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/"):]
+        name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
+        if not name or not sep or not ref or not re.fullmatch(r"[^/@\s]+", name) or not re.fullmatch(r"[\w.-]+", ref):
+            raise InputError(f"model URI: {uri!r} must be {form}")
+        by_alias = sep == "@"
+    else:
+        run_id = uri[len("runs:/"):].strip("/").split("/")[0]
+        if not re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", run_id):
+            raise InputError(f"model URI: {uri!r} must be {form} (a run id is letters and digits)")
     try:
-        client = MlflowClient(tracking_uri)
-        if uri.startswith("models:/"):
-            rest = uri[len("models:/"):]
-            if "@" in rest:
-                name, alias = rest.split("@", 1)
-                version = client.get_model_version_by_alias(name, alias)
-            elif "/" in rest:
-                name, number = rest.split("/", 1)
-                version = client.get_model_version(name, number)
-            else:
-                raise InputError(f"model URI: {uri!r} must be models:/<name>@<alias> or models:/<name>/<version>")
-            run_id = version.run_id
-        else:
-            run_id = uri[len("runs:/"):].strip("/").split("/")[0]
-        target = tempfile.mkdtemp(prefix="inference-sim-artifact-")
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
-                                                   tracking_uri=tracking_uri)
+        with mlflow_logs_quiet():
+            client = MlflowClient(tracking_uri)
+            if uri.startswith("models:/"):
+                version = (client.get_model_version_by_alias(name, ref) if by_alias
+                           else client.get_model_version(name, ref))
+                run_id = version.run_id
+            target = tempfile.mkdtemp(prefix="inference-sim-artifact-")
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
+                                                       tracking_uri=tracking_uri)
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 — MLflow raises many types for unknown names/runs/stores

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from predictor.errors import InputError
@@ -49,6 +48,8 @@ class LengthSpec(BaseModel):
             raise ValueError("give exactly one of fixed, measured, trace or lognormal")
         if self.lognormal and self.mean is None:
             raise ValueError("lognormal needs a mean")
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
 
 
@@ -146,19 +147,24 @@ class ApplicationSpec(BaseModel):
 
 def load_application(path: str | Path) -> Application:
     """Read and validate an application YAML file (one-line :class:`InputError` on any problem)."""
+    from predictor.safe_yaml import load_yaml_file
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"app: file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"app: {str(path)!r} is a directory, expected a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"app: {str(path)!r} is not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        line = getattr(getattr(err, "problem_mark", None), "line", None)
-        raise InputError(f"app: {str(path)!r} is not valid YAML" + (f" (line {line + 1})" if line is not None else "")) from None
+    raw = load_yaml_file(path, "app", "a YAML application spec")
+    if raw is None:
+        raise InputError(f"app: {str(path)!r} is empty; expected a mapping with topology, prompts and models "
+                         f"(see examples/)")
     return Application.from_dict(raw, source=str(path))
+
+
+def _as_field(field: str, fn, value):
+    """``fn(value)``, with an input error re-worded to name the spec's field instead of a CLI option."""
+    try:
+        return fn(value)
+    except InputError as err:
+        text = str(err)
+        detail = text.split(": ", 1)[1] if text.startswith("--") and ": " in text else text
+        raise InputError(f"app: {field}: {detail}") from None
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,8 @@ class Application:
         from predictor.precision import parse_dtype
 
         self.spec = spec
-        self.gpu = get_gpu(spec.node.gpu)
-        self.precision = parse_dtype(spec.node.dtype)
+        self.gpu = _as_field("node.gpu", get_gpu, spec.node.gpu)
+        self.precision = _as_field("node.dtype", parse_dtype, spec.node.dtype)
         self.num_gpus = spec.node.count
         self.nvlink_groups = spec.node.nvlink_groups or [list(range(spec.node.count))]
         llms = []
@@ -230,6 +236,14 @@ class Application:
         self.by_name = {llm.name: llm for llm in llms}
         if spec.prompts.measured is not None:
             raise InputError("app: prompts.measured: prompt lengths come from fixed, trace or lognormal")
+        for label, lengths in [("prompts", spec.prompts)] + [(f"models.{e.name}.output_lengths", e.output_lengths)
+                                                             for e in spec.models]:
+            if lengths.trace is not None:  # read (and so checked) now, not at the first sample
+                from scheduler.workload import read_trace
+
+                table = _as_field(f"{label}.trace", read_trace, lengths.trace)
+                if len(table) == 0:
+                    raise InputError(f"app: {label}.trace: {lengths.trace!r} has no valid requests")
 
     @classmethod
     def from_dict(cls, raw: object, source: str = "app") -> Application:
@@ -241,7 +255,10 @@ class Application:
             first = err.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "(root)"
             msg = first["msg"].removeprefix("Value error, ")
-            raise InputError(f"{source}: {loc}: {msg}") from None
+            got = first.get("input")
+            shown = (f" (got {got!r})" if first["type"] not in ("missing", "value_error")
+                     and (got is None or isinstance(got, str | int | float | bool)) else "")
+            raise InputError(f"{source}: {loc}: {msg}{shown}") from None
         return cls(spec)
 
     @property

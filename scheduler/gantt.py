@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from predictor.atomic import atomic_path
+from predictor.atomic import save_figure
 
 
 def gantt_chart(execution, num_gpus: int, path: str | Path, title: str = "") -> Path:
@@ -36,9 +36,4 @@ def gantt_chart(execution, num_gpus: int, path: str | Path, title: str = "") -> 
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
     ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(names), 5), fontsize=8,
               frameon=False)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -4,7 +4,8 @@ Per request: arrival, first scheduled, first token and finish times (s); TTFT = 
 TPOT = (finish − first token) / (output tokens − 1) (NaN for one-token outputs); E2E = finish − arrival;
 queueing delay = first scheduled − arrival; preemptions. Summary: p50/p90/p99 of TTFT, TPOT and E2E (ms),
 output tokens/s and requests/s over the makespan, goodput (requests/s meeting both SLOs) and SLO
-attainment, time-weighted mean and max KV-cache utilisation, and the batch-size distribution.
+attainment, time-weighted mean and max KV-cache utilisation, KV-cache waste (reserved token slots holding no
+token, time-weighted and at the peak of reservation), and the batch-size distribution.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictor.atomic import atomic_path, atomic_write
+from predictor.atomic import atomic_path, atomic_write, save_figure
 
 STATUS = {0: "waiting", 1: "running", 2: "finished", 3: "rejected"}
 
@@ -71,6 +72,7 @@ class RequestStream:
         os.close(fd)
         self.tmp = Path(tmp)
         self.pending: list[int] = []
+        self.written: np.ndarray | None = None  # per-request flag: row already in the file
         self.writer = None
         self.rows = 0
 
@@ -83,22 +85,30 @@ class RequestStream:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if self.written is None:
+            self.written = np.zeros(len(state.status), bool)
         ids = np.asarray(self.pending if ids is None else ids, np.int64)
+        ids = ids[~self.written[ids]]
         if ids.size == 0:
+            self.pending = []
             return
         table = pa.Table.from_pandas(_frame(request_columns(state, ids)), preserve_index=False)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
         self.writer.write_table(table)
+        self.written[ids] = True
         self.rows += int(ids.size)
         self.pending = []
 
     def close(self, state, partial: bool) -> Path:
         import os
 
-        self._flush(state)
-        unfinished = np.flatnonzero(state.status != 2)  # rejected, and (when cut short) waiting or running
-        self._flush(state, unfinished)
+        # Every row not yet in the file, whatever its status: rejected requests, requests still waiting or
+        # running when the run was cut short, finished ones still queued, and any request an interrupt caught
+        # between being marked done and being queued. Each row is written exactly once.
+        if self.written is None:
+            self.written = np.zeros(len(state.status), bool)
+        self._flush(state, np.flatnonzero(~self.written))
         if self.writer is None:  # nothing at all: still leave a valid (empty) table
             self._flush_empty(state)
         self.writer.close()
@@ -189,6 +199,8 @@ class SimResult:
             sizes = np.arange(len(counts))
             out["kv_utilization"] = {"mean": st.kv_block_seconds / st.time_s / max(self.num_blocks, 1) if st.time_s else 0.0,
                                      "max": st.kv_max / max(self.num_blocks, 1)}
+            if hasattr(st, "kv_waste"):
+                out["kv_waste"] = {k: float(v) for k, v in st.kv_waste().items()}
             out["batch_size"] = {"mean": float((sizes * counts).sum() / counts.sum()),
                                  "p50": float(sizes[np.searchsorted(cdf, 0.5)]), "p90": float(sizes[np.searchsorted(cdf, 0.9)]),
                                  "max": int(sizes[counts > 0].max())}
@@ -256,11 +268,7 @@ class SimResult:
             ax.set_xlabel(f"{title} (ms)")
             ax.set_ylabel("fraction of requests")
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        paths = [out_dir / "latency_cdf.png"]
-        with atomic_path(paths[0]) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        paths = [save_figure(fig, out_dir / "latency_cdf.png")]
         it = self.iterations
         if not len(it):
             return paths
@@ -273,9 +281,5 @@ class SimResult:
             ax2.plot(it["start_s"], it["kv_blocks_used"] / max(self.num_blocks, 1), color="tab:red", lw=0.6)
             ax2.set_ylabel("KV-cache utilisation", color="tab:red")
             ax2.set_ylim(0, 1.05)
-        fig.tight_layout()
-        paths.append(out_dir / "batch_kv_over_time.png")
-        with atomic_path(paths[1]) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / "batch_kv_over_time.png"))
         return paths

@@ -24,7 +24,9 @@ from scheduler.placement import (LOAD_BANDWIDTH_BYTES_PER_S, LOAD_CONSTANT_S, Co
                                  fits, legal_configs, load_time_s)
 from scheduler.planner import Planner
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+# Planner application specs among the shipped examples (examples/ also holds other kinds, e.g. sweep specs).
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")
+                  if "\ntopology:" in p.read_text())
 FP16 = parse_dtype("fp16")
 
 

@@ -190,16 +190,64 @@ def _should_replace(out_dir: Path, new_metric: float, signature: str, force: boo
     return True, "better than or equal to the previous artifact" if old_metric is not None else "previous had no metric"
 
 
+def _old_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.old"
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail fast (before any training) when ``out_dir`` cannot be an artifact folder."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out: {str(out_dir)!r} is a file; expected an artifact folder (new or existing)")
+    for ancestor in out_dir.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise InputError(f"--out: cannot create {str(out_dir)!r}: {str(ancestor)!r} is a file, not a folder")
+            break
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METADATA_FILE).exists() \
+            and not (out_dir / "residual_model.txt").exists():
+        raise InputError(f"--out: {str(out_dir)!r} is a non-empty folder that holds no artifact; training replaces the "
+                         f"whole folder, so give a new or an artifact folder")
+
+
+def _recover_interrupted_swap(out_dir: Path) -> None:
+    """A run killed between the two renames of :func:`_swap_in` leaves only ``.<name>.old``: put it back."""
+    old = _old_dir(out_dir)
+    if old.is_dir() and not out_dir.exists():
+        os.replace(old, out_dir)
+
+
 def _swap_in(staging: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` by ``staging`` with renames (the old folder survives until the new one is in place)."""
-    old = out_dir.parent / f".{out_dir.name}.old"
+    """Replace ``out_dir`` by ``staging`` with renames (the old folder survives until the new one is in place).
+
+    If the second rename fails (full disk, permissions), the old folder is renamed back before the error
+    propagates; if the process is killed between the renames, the next run restores it
+    (:func:`_recover_interrupted_swap`).
+    """
+    old = _old_dir(out_dir)
+    _recover_interrupted_swap(out_dir)
     if old.exists():
         shutil.rmtree(old)
+    moved = False
     if out_dir.exists():
         os.replace(out_dir, old)
-    os.replace(staging, out_dir)
+        moved = True
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        if moved:
+            os.replace(old, out_dir)
+        raise
     if old.exists():
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_staging(staging: Path, final, metadata: dict, evaluation: dict, samples: list, importance) -> None:
+    """Every file of the new artifact folder, each written atomically."""
+    save_artifact(staging, final.booster_.model_to_string(), metadata)
+    atomic_write(staging / EVALUATION_FILE, json.dumps(evaluation, indent=1, default=float) + "\n")
+    with atomic_path(staging / SAMPLE_FILE) as tmp:
+        pd.concat(samples, ignore_index=True).to_parquet(tmp, index=False, compression="zstd")
+    atomic_write(staging / IMPORTANCE_FILE, importance.to_csv(index=False))
 
 
 def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = None, data_dir: str | Path | None = None,
@@ -212,6 +260,12 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
     """
     config = config or TrainConfig()
     out_dir = Path(out_dir) if out_dir is not None else SHIPPED_DIR
+    _check_out_dir(out_dir)
+    _recover_interrupted_swap(out_dir)
+    if tracking:
+        from training.tracking import check_tracking_uri
+
+        check_tracking_uri(tracking_uri)
     say = progress or (lambda msg: None)
     timing = {}
     t_start = time.perf_counter()
@@ -281,19 +335,22 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
                                "gain": final.booster_.feature_importance("gain"),
                                "split": final.booster_.feature_importance("split")}).sort_values("gain", ascending=False)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(out_dir)) from err
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact folder is meant to be shared
     try:
-        save_artifact(staging, final.booster_.model_to_string(), metadata)
-        atomic_write(staging / EVALUATION_FILE, json.dumps(evaluation, indent=1, default=float) + "\n")
-        with atomic_path(staging / SAMPLE_FILE) as tmp:
-            pd.concat(samples, ignore_index=True).to_parquet(tmp, index=False, compression="zstd")
-        atomic_write(staging / IMPORTANCE_FILE, importance.to_csv(index=False))
+        _write_staging(staging, final, metadata, evaluation, samples, importance)
         load_artifact(staging, MODEL_FEATURES)  # verify what we wrote before it replaces anything
         replace, reason = _should_replace(out_dir, primary, signature, force)
         if replace:
             _swap_in(staging, out_dir)
+    except OSError as err:  # full disk, I/O error: name the artifact folder, which is as it was
+        previous = "the previous artifact there is unchanged" if (out_dir / METADATA_FILE).exists() else \
+            "nothing was written"
+        raise OSError(err.errno, f"{err.strerror or err}; {previous}", str(out_dir)) from err
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.artifact import SHIPPED_DIR
-from predictor.atomic import atomic_path, atomic_write
+from predictor.atomic import atomic_write, save_figure
 from predictor.errors import InputError
 from training.evaluate import METHODS
 
@@ -33,9 +33,28 @@ def load_evaluation(artifact_dir: str | Path | None = None) -> tuple[dict, pd.Da
     for name, path in files.items():
         if not path.is_file():
             raise InputError(f"--artifacts: {name} is missing in {str(directory)!r}; run `inference-sim train` first")
-    evaluation = json.loads(files["evaluation.json"].read_text(encoding="utf-8"))
-    metadata = json.loads(files["metadata.json"].read_text(encoding="utf-8"))
-    return evaluation, pd.read_parquet(files["evaluation_sample.parquet"]), metadata
+    from predictor.artifact import load_artifact
+
+    metadata = load_artifact(directory).metadata  # checksums verified like any load
+    try:
+        evaluation = json.loads(files["evaluation.json"].read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(f"--artifacts: evaluation.json in {str(directory)!r} is not valid UTF-8 JSON") from None
+    splits = evaluation.get("splits") if isinstance(evaluation, dict) else None
+    ok = isinstance(splits, dict) and splits and all(
+        isinstance(methods, dict) and methods and all(
+            isinstance(v, dict) and isinstance(v.get("overall"), dict)
+            and {"mdape", "p90_ape"} <= set(v["overall"]) for v in methods.values())
+        for methods in splits.values())
+    if not ok:
+        raise InputError(f"--artifacts: evaluation.json in {str(directory)!r} has no 'splits' of methods with "
+                         f"'overall' mdape and p90_ape; rerun `inference-sim train`")
+    try:
+        sample = pd.read_parquet(files["evaluation_sample.parquet"])
+    except Exception as err:  # noqa: BLE001 — pyarrow raises many types for corrupt files
+        raise InputError(f"--artifacts: evaluation_sample.parquet in {str(directory)!r} is not a readable Parquet "
+                         f"table ({type(err).__name__})") from None
+    return evaluation, sample, metadata
 
 
 def report_json(evaluation: dict) -> dict:
@@ -81,10 +100,7 @@ def _plots(sample: pd.DataFrame, out_dir: Path) -> list[str]:
             ax.set_xlabel("measured (ms)")
             ax.set_ylabel("predicted (ms)")
             ax.set_title(f"{SPLIT_TITLES[split]}: {METHOD_TITLES[method]}", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out_dir / "accuracy_scatter.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out_dir / "accuracy_scatter.png")
     names.append("accuracy_scatter.png")
 
     fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.8), dpi=100, squeeze=False)
@@ -100,10 +116,7 @@ def _plots(sample: pd.DataFrame, out_dir: Path) -> list[str]:
         ax.set_title(SPLIT_TITLES[split], fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out_dir / "accuracy_cdf.png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, out_dir / "accuracy_cdf.png")
     names.append("accuracy_cdf.png")
     return names
 

@@ -7,7 +7,9 @@ Experiment ``inference-sim-residual``; models are registered as ``inference-sim-
 
 Every MLflow call goes through :meth:`Tracker._call`: on the first failure (store unreachable,
 database locked, permission denied) the tracker warns once, turns itself off and training carries on
-to write its artifact. HTTP retries are capped so an unreachable server fails in seconds, not minutes.
+to write its artifact. MLflow's own error logs (it prints a traceback for a locked SQLite database)
+are silenced during those calls so the warning is the only line; a locked SQLite store costs MLflow's
+20 s busy timeout once. HTTP retries are capped so an unreachable server fails in seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -18,10 +20,66 @@ from collections.abc import Callable
 from pathlib import Path
 
 from predictor.artifact import default_tracking_uri
+from predictor.artifact import mlflow_logs_quiet as _mlflow_logs_quiet
 
 EXPERIMENT = "inference-sim-residual"
 REGISTERED_MODEL = "inference-sim-residual"
 CHAMPION_ALIAS = "champion"
+
+
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def check_tracking_uri(uri: str | None) -> None:
+    """Raise :class:`~predictor.errors.InputError` for a tracking URI MLflow cannot use at all.
+
+    Only the form is checked (a known scheme, or a plain folder path for a file store); whether the store
+    is reachable is found out when training logs to it (a failure then only warns).
+    """
+    from predictor.errors import InputError
+
+    if uri is None or uri == "":
+        return
+    if not isinstance(uri, str) or any(ch in uri for ch in "\n\r\x00"):
+        raise InputError(f"--tracking-uri: {uri!r} is not a URI")
+    scheme, sep, rest = uri.partition(":")
+    if not sep or len(scheme) == 1:  # a plain path (or a Windows drive letter): a file store
+        return
+    base = scheme.split("+", 1)[0].lower()  # e.g. postgresql+psycopg2
+    if base not in TRACKING_SCHEMES:
+        raise InputError(f"--tracking-uri: unsupported scheme {scheme!r} in {uri!r}; allowed: "
+                         f"{', '.join(TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db or http://host:5000)")
+    if base == "sqlite" and not rest.startswith("///"):
+        raise InputError(f"--tracking-uri: {uri!r} must look like sqlite:///relative/path.db or "
+                         f"sqlite:////absolute/path.db")
+    if base in ("http", "https") and not rest.startswith("//"):
+        raise InputError(f"--tracking-uri: {uri!r} must look like {base}://host[:port]")
+
+
+SQLITE_LOCK_WAIT_S = 5.0
+
+
+def _sqlite_writable(uri: str, wait_s: float = SQLITE_LOCK_WAIT_S) -> None:
+    """For an existing SQLite store, take (and release) a write lock, waiting at most ``wait_s``.
+
+    MLflow itself waits up to 20 s on every locked call; checking first makes a store held by another
+    process (an exclusive transaction, a stuck writer) cost a few seconds and one warning instead.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if not path.is_file():
+        return  # MLflow creates it; nothing to be locked yet
+    import sqlite3
+
+    con = sqlite3.connect(path, timeout=wait_s, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        raise RuntimeError(f"SQLite store {str(path)!r} is locked by another process ({err}; waited {wait_s:g} s)") from None
+    finally:
+        con.close()
 
 
 def _quiet_mlflow_environment() -> None:
@@ -56,7 +114,8 @@ class Tracker:
         if not self.enabled:
             return None
         try:
-            return fn(*args, **kwargs)
+            with _mlflow_logs_quiet():
+                return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 — any store failure must not stop training
             self.enabled = False
             self.error = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
@@ -68,6 +127,7 @@ class Tracker:
         if not self.enabled:
             return
         _quiet_mlflow_environment()
+        self._call("start", _sqlite_writable, self.tracking_uri)
 
         def _start():
             import mlflow

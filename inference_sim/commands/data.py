@@ -77,7 +77,7 @@ def data_ingest(
 
         table, report = load_aiconfigurator(path)
     else:
-        table, report = validate(read_table(path), source=str(path), report=IngestReport())
+        table, report = validate(read_table(path, field="PATH"), source=str(path), report=IngestReport())
     if table.empty:
         raise InputError(f"{path}: no valid rows left after validation ({report.to_dict()['rejected']})")
     write_table(table, out)

@@ -57,9 +57,14 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predicted time of one iteration, with the per-op breakdown (roofline vs predicted)."""
+    from predictor.batch import from_lists
+    from predictor.errors import InputError
+
+    chunks, contexts = common._parse_prefill(prefill), common._parse_decode(decode)
+    if from_lists(chunks, contexts).tokens[0] == 0:  # checks every chunk and context before any work
+        raise InputError("batch: empty iteration; give at least one --prefill chunk or --decode sequence")
     spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
-    result = common._load_predictor(artifacts).predict_iteration(spec, gpu_spec, tp, dtype, common._parse_prefill(prefill),
-                                                          common._parse_decode(decode))
+    result = common._load_predictor(artifacts).predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
     ops = result.ops
     payload = {"total_ms": result.total_ms, "kernel_ms": result.kernel_ms, "overhead_ms": result.overhead_ms,
                "roofline_ms": result.roofline_ms,
@@ -90,12 +95,14 @@ def evaluate(
 ) -> None:
     """Score the predictor (and the roofline baseline) on your own kernel measurements."""
     from features.canonical import read_table
+    from features.schema import validate
     from predictor.errors import InputError
     from training.scoring import score_profiles
 
-    table = read_table(profiles, validate=True)
+    table, report = validate(read_table(profiles), source=str(profiles))
     if table.empty:
-        raise InputError(f"--profiles: {str(profiles)!r} has no valid rows")
+        rejected = ", ".join(f"{k} {v:,}" for k, v in report.to_dict()["rejected"].items()) or "the file has no rows"
+        raise InputError(f"--profiles: {str(profiles)!r} has no valid rows (rejected: {rejected})")
     payload = score_profiles(table, common._load_predictor(artifacts))
     if as_json:
         common._print_json(payload)

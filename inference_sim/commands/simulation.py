@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +37,12 @@ def simulate(
     gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.9,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill")] = True,
     policy: Annotated[str, typer.Option(help="continuous (iteration-level) or static (request-level) batching.")] = "continuous",
+    kv_allocation: Annotated[str, typer.Option(help="paged (PagedAttention, default) or a contiguous reservation at "
+                                                    "admission: contiguous (max_model_len slots per request), "
+                                                    "contiguous_pow2 or contiguous_oracle (prompt + output).")] = "paged",
+    kv_budget_tokens: Annotated[int | None, typer.Option(min=1, help="Keep at most this many KV tokens per sequence "
+                                                                     "(ALISA/MorphKV-style eviction; memory and time "
+                                                                     "only, accuracy out of scope).")] = None,
     roofline_only: Annotated[bool, typer.Option("--roofline", help="Use roofline-only iteration times.")] = False,
     slo_ttft_ms: Annotated[float | None, typer.Option(help="TTFT SLO for goodput (ms).")] = None,
     slo_tpot_ms: Annotated[float | None, typer.Option(help="TPOT SLO for goodput (ms).")] = None,
@@ -55,13 +62,19 @@ def simulate(
     from scheduler.engine import EngineConfig, Simulator
     from scheduler.workload import build_workload
 
+    from predictor.errors import InputError
+
+    for name, value in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(f"{name}: {value} is not allowed; give a finite number of milliseconds > 0")
     if num_requests is None and workload != "trace":
         num_requests = 1000
     wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                         output_len=output_len, output_dist=output_dist, seed=seed)
     config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
-                          chunked_prefill=chunked_prefill, policy=policy)
+                          chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
+                          kv_budget_tokens=kv_budget_tokens)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), tp, dtype, config)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -92,6 +105,9 @@ def simulate(
         typer.echo(f"  KV cache {summary['kv_utilization']['mean']:.0%} mean / {summary['kv_utilization']['max']:.0%} max of "
                    f"{summary['kv_blocks']:,} blocks; batch {summary['batch_size']['mean']:.1f} mean, "
                    f"{summary['batch_size']['max']} max; {summary['preemptions']} preemptions")
+        if kv_allocation != "paged" or kv_budget_tokens is not None:
+            typer.echo(f"  KV waste (reserved slots holding no token) {summary['kv_waste']['mean']:.1%} time-weighted, "
+                       f"{summary['kv_waste']['at_peak']:.1%} at peak reservation")
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
         typer.echo(f"  SLO attainment {summary['slo']['attainment']:.1%}, goodput "
                    f"{summary['slo']['goodput_requests_per_s']:.2f} requests/s")

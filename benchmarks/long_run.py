@@ -1,0 +1,152 @@
+"""Long runs: peak memory and speed of 100k- and 1M-request simulations, side by side.
+
+Run: ``python -m benchmarks.long_run`` (about 5 minutes on 2 cores; ``--sizes 100000,1000000`` to choose).
+
+Each size runs in a fresh child process (so one run's peak cannot hide in another's): Llama-2-7B on one
+A100-80GB with the shipped hybrid predictor (lookup tables built before timing), Poisson arrivals at
+``--rate`` requests/s (one the engine sustains, so queues stay short), prompts of 128 and outputs of 32
+tokens, ``record_iterations=False`` (no per-iteration log) and every finished request streamed to a
+temporary Parquet file (``stream_requests_to``). The child reports
+
+* its resident memory before the workload exists (``base``: interpreter, libraries, predictor tables),
+* the peak resident memory of the whole process (``VmHWM`` from ``/proc/self/status``, the same as
+  ``resource.getrusage(RUSAGE_SELF).ru_maxrss``),
+* wall time and simulated requests per wall second, and the size of the Parquet output.
+
+Memory should grow only with the compact per-request arrays the engine and the result keep (a few hundred
+bytes per request), not with the output: the streamed rows are flushed in batches of 65,536, and no
+per-iteration records are kept. The parent prints both runs and the marginal bytes per request between
+them, ``(peak_1M − peak_100k) / 900,000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+MODEL, GPU = "llama-2-7b", "a100-80gb"
+PROMPT, OUTPUT = 128, 32
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field in KiB (0 where /proc is unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _peak_kib() -> int:
+    return max(_status_kib("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # both KiB on Linux
+
+
+class _Sampler(threading.Thread):
+    """Samples VmRSS every 50 ms (the peak is VmHWM anyway; the samples show when it is reached)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.t0 = time.perf_counter()
+
+    def run(self):
+        while not self.stop.wait(0.05):
+            self.samples.append((time.perf_counter() - self.t0, _status_kib("VmRSS")))
+
+
+def child(n: int, rate: float) -> dict:
+    from predictor import Predictor
+    from scheduler.engine import EngineConfig, Simulator
+    from scheduler.workload import build_workload
+
+    predictor = Predictor.load()
+    sim = Simulator(predictor, MODEL, GPU, 1, "fp16", EngineConfig())
+    sim.run(build_workload("poisson", 64, rate=rate, prompt_len=PROMPT, output_len=OUTPUT, seed=1),
+            record_iterations=False)  # warm up: tables built, code paths loaded
+    base_kib = _status_kib("VmRSS")
+    sampler = _Sampler()
+    sampler.start()
+    workload = build_workload("poisson", n, rate=rate, prompt_len=PROMPT, output_len=OUTPUT, seed=0)
+    workload_kib = _status_kib("VmRSS")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "requests.parquet"
+        t = time.perf_counter()
+        result = sim.run(workload, record_iterations=False, stream_requests_to=out)
+        wall = time.perf_counter() - t
+        summary = result.summary()
+        parquet_bytes = out.stat().st_size
+    sampler.stop.set()
+    sampler.join()
+    peak_kib = _peak_kib()
+    at_peak = max(sampler.samples, key=lambda s: s[1]) if sampler.samples else (0.0, 0)
+    return {
+        "requests": n, "rate": rate, "finished": summary["finished"], "partial": summary["partial"],
+        "wall_s": wall, "requests_per_wall_s": n / wall, "simulated_s": summary["makespan_s"],
+        "mean_batch": summary.get("batch_size", {}).get("mean"), "iterations": summary["iterations"],
+        "base_rss_mib": base_kib / 1024, "after_workload_rss_mib": workload_kib / 1024,
+        "peak_rss_mib": peak_kib / 1024, "peak_sampled_at_s": at_peak[0],
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "growth_bytes_per_request": (peak_kib - base_kib) * 1024 / n, "parquet_mib": parquet_bytes / 2**20,
+        "ttft_p50_ms": summary["ttft_ms"]["p50"], "tpot_p50_ms": summary["tpot_ms"]["p50"],
+    }
+
+
+def run_sizes(sizes: list[int], rate: float) -> list[dict]:
+    rows = []
+    for n in sizes:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.long_run", "--child", str(n), "--rate", str(rate)],
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"}, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"child run of {n:,} requests failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def report(rows: list[dict]) -> str:
+    lines = [(f"{MODEL} on {GPU}, hybrid predictor, Poisson {rows[0]['rate']:g} req/s, {PROMPT} in / {OUTPUT} out "
+              f"tokens, record_iterations=False, requests streamed to Parquet"), "",
+             ("| requests | finished | wall (s) | requests/s (wall) | simulated (s) | base RSS (MiB) | peak RSS (MiB) "
+              "| growth (bytes/request) | Parquet (MiB) |"),
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['requests']:,} | {r['finished']:,} | {r['wall_s']:.1f} | {r['requests_per_wall_s']:,.0f} | "
+                     f"{r['simulated_s']:,.0f} | {r['base_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['growth_bytes_per_request']:.0f} | {r['parquet_mib']:.1f} |")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        marginal = (b["peak_rss_mib"] - a["peak_rss_mib"]) * 2**20 / (b["requests"] - a["requests"])
+        lines += ["", (f"marginal peak RSS between {a['requests']:,} and {b['requests']:,} requests: "
+                       f"{marginal:.0f} bytes per request")]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated request counts")
+    parser.add_argument("--rate", type=float, default=40.0, help="Poisson arrival rate, requests/s")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON too")
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.rate)))
+        return
+    rows = run_sizes([int(s) for s in args.sizes.split(",")], args.rate)
+    print(report(rows))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
