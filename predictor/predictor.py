@@ -120,6 +120,59 @@ class BoundPredictor:
         fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - t.decode_ms_scalar(b, float(kv[0]))
         return fixed + attention
 
+    def work_scalar(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
+                    prefill_samples: int, decode_seqs: int, decode_context_tokens: int) -> tuple[float, float, float]:
+        """(FLOPs, HBM bytes, roofline ms) per GPU of the iteration :meth:`iteration_ms` times (same arguments)."""
+        if prefill_new_tokens + decode_seqs <= 0:
+            return 0.0, 0.0, 0.0
+        q = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
+        ctx = max(prefill_kv_tokens / prefill_chunks - q, 0.0) if prefill_chunks else 0.0
+        return self.table.work_scalar(prefill_new_tokens + decode_seqs, prefill_samples + decode_seqs, decode_seqs,
+                                      decode_context_tokens + decode_seqs, prefill_new_tokens, prefill_kv_tokens,
+                                      prefill_chunks * q * (ctx + q / 2.0))
+
+    def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(FLOPs, HBM bytes, roofline ms) arrays of decode-only iterations of ``decode_seqs`` sequences whose
+        summed cached contexts are ``contexts`` (vectorised twin of :meth:`work_scalar`)."""
+        contexts = np.asarray(contexts, float)
+        f0, b0, r0 = self.work_scalar(0, 0, 0, 0, decode_seqs, float(contexts[0]))
+        per_pair, per_new, per_key, peak, bw = self.table.attention_coefficients.tolist()
+        keys = contexts + decode_seqs
+        flops = per_pair * keys
+        nbytes = per_new * decode_seqs + per_key * keys
+        roof = np.maximum(flops / peak, nbytes / bw) * 1e3
+        return f0 - flops[0] + flops, b0 - nbytes[0] + nbytes, r0 - roof[0] + roof
+
+    @property
+    def peak_flops(self) -> float:
+        """Dense peak FLOP/s of one GPU for this configuration's compute dtype."""
+        return self.gpu.peak_flops(self.precision.compute)
+
+    def phase_work(self, prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
+                   decode_context_tokens) -> dict:
+        """Per-iteration work split by phase and op group (see :func:`predictor.efficiency.phase_work`) for
+        arrays of the aggregates :meth:`iteration_ms` takes; group times add up to the iteration times."""
+        from predictor.efficiency import aggregate_batch, phase_work
+
+        batch = aggregate_batch(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
+                                decode_context_tokens)
+        seqs = batch.prefill_seqs + batch.decode_seqs
+        overhead = (self.overhead.iteration_ms(seqs, self.tp) if self.overhead is not NO_OVERHEAD
+                    else np.zeros(len(batch)))
+        overhead = np.where(batch.tokens > 0, overhead, 0.0)
+        return phase_work(self.table.work(batch), batch, overhead, self.peak_flops,
+                          self.gpu.hbm_bandwidth_bytes_per_s)
+
+    def efficiency(self, prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
+                   decode_context_tokens, weights=None) -> dict:
+        """MFU, MBU, attained rates, roofline distance and bottleneck overall, per phase and per op group of
+        the iterations given by aggregate arrays (``weights``: how many times each iteration runs)."""
+        from predictor.efficiency import report, sum_work
+
+        work = self.phase_work(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
+                               decode_context_tokens)
+        return report(sum_work(work, weights), self.peak_flops, self.gpu.hbm_bandwidth_bytes_per_s)
+
 
 @dataclass(frozen=True)
 class StaticEstimate:

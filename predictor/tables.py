@@ -351,6 +351,32 @@ class IterationTables:
             g["predicted_ms"] = g["predicted_ms"] * scale
         return groups
 
+    def work_scalar(self, tokens: float, samples: float, decode_seqs: float, decode_kv_tokens: float,
+                    prefill_new_tokens: float, prefill_kv_tokens: float, prefill_pairs: float) -> tuple[float, float, float]:
+        """(FLOPs, HBM bytes, roofline ms) of one iteration, all op groups and attention, per GPU (plain
+        Python for the simulator's hot path; the same values as summing :meth:`work` over its groups)."""
+        totals = self.__dict__.get("_totals")
+        if totals is None:  # Σ over groups of (roofline_ms, flops, bytes) on the 1-D grids
+            totals = self.__dict__["_totals"] = (self.tokens_work[:, :, 1:].sum(axis=1).tolist(),
+                                                 self.samples_work[:, :, 1:].sum(axis=1).tolist())
+        roof = flops = nbytes = 0.0
+        for x, table, grid, dense, work in ((tokens, totals[0], self.tokens_grid, DENSE_TOKENS, self.tokens_work),
+                                            (samples, totals[1], self.samples_grid, DENSE_SAMPLES, self.samples_work)):
+            if x <= 0:
+                continue
+            if x <= dense and x == int(x):
+                r, f, b = table[int(x) - 1]
+            else:
+                r, f, b = self._work_1d(np.array([x]), grid, work)[0, :, 1:].sum(axis=0).tolist()
+            roof, flops, nbytes = roof + r, flops + f, nbytes + b
+        per_pair, per_new, per_key, peak, bw = self.attention_coefficients.tolist()
+        for pairs, new, keys in ((decode_kv_tokens, decode_seqs, decode_kv_tokens),
+                                 (prefill_pairs, prefill_new_tokens, prefill_kv_tokens)):
+            if new > 0:
+                f, b = per_pair * pairs, per_new * new + per_key * keys
+                roof, flops, nbytes = roof + max(f / peak, b / bw) * 1e3, flops + f, nbytes + b
+        return flops, nbytes, roof
+
     # --- scalar lookup (one iteration, plain Python: the per-call hot path) -------------------------
     def kernel_ms_scalar(self, tokens: int, samples: int, decode_seqs: int, decode_kv_mean: float,
                          prefill_chunks: int, prefill_q_mean: float, prefill_ctx_mean: float) -> float:

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from predictor.errors import InputError
+from scheduler.efficiency import EfficiencyRecorder
 from scheduler.workload import Workload
 
 if TYPE_CHECKING:
@@ -229,6 +230,9 @@ class _State:
         self.tbt_counts = np.zeros(len(TBT_EDGES_S) + 1, np.int64)
         self.reject_reason = np.zeros(n, dtype=object)
         self.prefilled = np.zeros(n, dtype=bool)  # prompt KV computed elsewhere (disaggregated decode)
+        # Σ over the iterations each request took part in: duration (ms), FLOPs, HBM bytes, roofline time (ms)
+        self.work = np.zeros((n, 4))
+        self.peaks: tuple[float, float] | None = None  # (peak FLOP/s, HBM bytes/s) of the GPU, for per-request MFU/MBU
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.partial: dict[int, None] = {}  # running requests with prefill left, in admission order
@@ -344,6 +348,9 @@ class Simulator:
         self.preemptions_total = 0
         self.now = 0.0
         self._stream = None
+        # Contention hook (models sharing a GPU): when set, called as stretch(engine, start_s, dt_ms, flops,
+        # hbm_bytes) for every iteration and returns its actual duration (ms); fast-forwarding is off meanwhile.
+        self.stretch: Callable[[Simulator, float, float, float, float], float] | None = None
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -550,6 +557,12 @@ class Simulator:
         self.now = 0.0
         self.tokens_held = 0
         self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
+        self.efficiency = EfficiencyRecorder(self.bound)
+
+    @property
+    def peaks(self) -> tuple[float, float]:
+        """(dense peak FLOP/s for the compute dtype, HBM bytes/s) of one GPU of this instance."""
+        return self.bound.peak_flops, self.bound.gpu.hbm_bandwidth_bytes_per_s
 
     def run(self, workload: Workload, *, record_iterations: bool = True,
             progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
@@ -573,6 +586,7 @@ class Simulator:
         from scheduler.metrics import RequestStream, SimResult
 
         state = _State(workload)
+        state.peaks = self.peaks
         self._reject_impossible(state)
         self.start()
         self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
@@ -651,7 +665,7 @@ class Simulator:
             memory) or ``"stuck"`` (nothing runs and nothing can be admitted: the caller moves time to the
             next event or rejects the head of the queue).
         """
-        if self.config.fast_forward and state.running and not state.partial:
+        if self.config.fast_forward and self.stretch is None and state.running and not state.partial:
             steps = self._fast_forward(state, log, limit, record)
             if steps:
                 return ADVANCED, 0, steps
@@ -678,9 +692,17 @@ class Simulator:
             dec_ctx = int(dec_kv.sum())
         else:
             dec_ctx = 0
-        dt_ms = self.bound.iteration_ms(len(prefills), sum(p_chunks), sum(p_chunks) + sum(p_ctx), sum(completes),
-                                        len(dec), dec_ctx)
+        p_new = sum(p_chunks)
+        p_keys = p_new + sum(p_ctx)
+        samples = sum(completes)
+        dt_ms = self.bound.iteration_ms(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
+        flops, nbytes, roof_ms = self.bound.work_scalar(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
         start = self.now
+        if self.stretch is not None:
+            dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
+        self.efficiency.add(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx, dt_ms)
+        members = np.concatenate([dec, np.asarray(p_ids, np.int64)]) if p_ids else dec
+        state.work[members] += (dt_ms, flops, nbytes, roof_ms)
         self.now += dt_ms / 1e3
         if record:
             log.start_s.append(start)
@@ -779,6 +801,7 @@ class Simulator:
         b = len(run)
         if budget is None:
             durations = self.bound.decode_steps_ms(b, int(kv.sum()), steps) / 1e3
+            contexts = int(kv.sum()) + b * np.arange(steps + 1)
             held_gain = b * np.arange(1, steps + 1)
         else:
             contexts = _capped_context_sums(kv, budget, steps + 1)  # Σ min(kv + j, budget), j = 0..steps
@@ -791,6 +814,10 @@ class Simulator:
             if steps < 2:
                 return 0
             durations, starts_s, held_gain = durations[:steps], starts_s[:steps], held_gain[:steps]
+        contexts = contexts[:steps]
+        self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
+        flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
+        state.work[run] += (float(durations.sum()) * 1e3, float(flops.sum()), float(nbytes.sum()), float(roof_ms.sum()))
         new_blocks = int(cumulative[steps - 1])
         if budget is None:
             state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))

@@ -5,12 +5,16 @@ TPOT = (finish − first token) / (output tokens − 1) (NaN for one-token outpu
 queueing delay = first scheduled − arrival; preemptions. Summary: p50/p90/p99 of TTFT, TPOT and E2E (ms),
 output tokens/s and requests/s over the makespan, goodput (requests/s meeting both SLOs) and SLO
 attainment, time-weighted mean and max KV-cache utilisation, KV-cache waste (reserved token slots holding no
-token, time-weighted and at the peak of reservation), and the batch-size distribution.
+token, time-weighted and at the peak of reservation), the batch-size distribution, and efficiency (MFU, MBU,
+attained FLOP/s and bytes/s, roofline distance and bottleneck, overall, per phase and per op group: see
+:mod:`scheduler.efficiency`). Per request, ``mfu``, ``mbu`` and ``roofline_distance`` are those of the
+iterations it took part in (their FLOPs and bytes over their summed duration: a time-weighted mean).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +37,9 @@ def request_columns(state, ids: np.ndarray | None = None) -> dict[str, np.ndarra
     arrival, first, finish = take(state.arrival), take(state.first_token), take(state.finish)
     output = take(state.output)
     steps = output - 1
+    work = take(state.work) if getattr(state, "work", None) is not None else np.zeros((len(arrival), 4))
+    peak_flops, hbm = state.peaks if getattr(state, "peaks", None) is not None else (math.nan, math.nan)
+    busy_s = np.where(work[:, 0] > 0, work[:, 0], np.nan) / 1e3
     return {
         "request_id": np.arange(len(state.arrival)) if ids is None else np.asarray(ids),
         "arrival_s": arrival, "first_scheduled_s": take(state.first_scheduled), "first_token_s": first,
@@ -40,7 +47,10 @@ def request_columns(state, ids: np.ndarray | None = None) -> dict[str, np.ndarra
         "ttft_s": first - arrival,
         "tpot_s": np.where(steps > 0, (finish - first) / np.maximum(steps, 1), np.nan),
         "e2e_s": finish - arrival, "queue_s": take(state.first_scheduled) - arrival,
-        "preemptions": take(state.preemptions), "status_code": take(state.status),
+        "preemptions": take(state.preemptions),
+        "mfu": work[:, 1] / busy_s / peak_flops, "mbu": work[:, 2] / busy_s / hbm,
+        "roofline_distance": busy_s * 1e3 / np.where(work[:, 3] > 0, work[:, 3], np.nan),
+        "status_code": take(state.status),
         "reject_reason": take(state.reject_reason),
     }
 
@@ -141,6 +151,7 @@ class SimResult:
     meta: dict = field(default_factory=dict)
     tbt_counts: np.ndarray | None = None
     stats: object = None
+    efficiency: dict = field(default_factory=dict)
     _requests: pd.DataFrame | None = None
 
     @property
@@ -161,7 +172,7 @@ class SimResult:
                 "gpu": engine.bound.gpu.name, "tp": engine.bound.tp, "dtype": engine.bound.precision.label,
                 "max_model_len": engine.max_model_len}
         return cls(request_columns(state), iterations, engine.config.to_dict(), engine.num_blocks, partial, meta,
-                   state.tbt_counts.copy(), engine.stats)
+                   state.tbt_counts.copy(), engine.stats, engine.efficiency.report())
 
     # --- summary ---------------------------------------------------------------------------------
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
@@ -205,6 +216,8 @@ class SimResult:
                                  "p50": float(sizes[np.searchsorted(cdf, 0.5)]), "p90": float(sizes[np.searchsorted(cdf, 0.9)]),
                                  "max": int(sizes[counts > 0].max())}
         out["preemptions"] = int(c["preemptions"].sum())
+        if self.efficiency:
+            out["efficiency"] = self.efficiency
         out["kv_blocks"] = int(self.num_blocks)
         out["config"] = self.config
         out["meta"] = self.meta
