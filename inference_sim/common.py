@@ -51,6 +51,27 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _efficiency_line(label: str, m: dict, distance: bool = True) -> str:
+    """One line of efficiency metrics (see :mod:`predictor.efficiency`)."""
+    text = (f"{label}: MFU {m['mfu']:.1%}, MBU {m['mbu']:.1%} ({m['attained_tflops']:.1f} TFLOP/s, "
+            f"{m['attained_gbps']:.0f} GB/s)")
+    if distance:
+        text += f", {m['roofline_distance']:.2f}× roofline time"
+    shares = ", ".join(f"{k} {m[f'{k}_share']:.0%}" for k in ("compute", "memory", "network", "overhead")
+                       if m.get(f"{k}_share", 0.0) >= 0.005)
+    return text + f"; bound by {m['bottleneck']} (time at peak: {shares})"
+
+
+def _efficiency_lines(eff: dict, indent: str = "  ") -> list[str]:
+    """Per phase (and overall when both ran) lines for a run's or an iteration's efficiency report."""
+    phases = [p for p in ("prefill", "decode") if p in eff]
+    lines = [indent + _efficiency_line(f"{p} ({eff[p]['time_ms'] / max(eff['overall']['time_ms'], 1e-12):.0%} of "
+                                       f"busy time)" if len(phases) > 1 else p, eff[p]) for p in phases]
+    if len(phases) > 1:
+        lines.insert(0, indent + _efficiency_line("overall", eff["overall"]))
+    return lines
+
+
 def _shape_text(shape: dict) -> str:
     if "msg_bytes" in shape:
         return f"{_fmt_bytes(shape['msg_bytes'])} over {shape['world_size']:g} GPUs"

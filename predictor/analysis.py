@@ -212,7 +212,43 @@ def roofline_report(
             "ridge_flops_per_byte": gpu.ridge_point(precision.compute),
         },
     }
+    peak, bw = gpu.peak_flops(precision.compute), gpu.hbm_bandwidth_bytes_per_s
+    for phase in ("prefill", "decode"):
+        report[phase]["efficiency"] = ideal_efficiency(report[phase]["ops"], peak, bw)
     return report
+
+
+def ideal_efficiency(records: list[dict], peak_flops: float, hbm_bytes_per_s: float) -> dict:
+    """MFU, MBU, attained rates and bound shares of an iteration running every op at its roofline time.
+
+    ``records`` are :func:`ops_records` (FLOPs and bytes per call; ``count`` calls). Returns the
+    :func:`predictor.efficiency.metrics` of the whole iteration plus ``op_kinds``: the same per op kind. At the
+    roofline, MFU + MBU can exceed neither 1 per op; the iteration's MFU and MBU show which resource its ops
+    saturate (``roofline_distance`` is 1 by construction).
+    """
+    from predictor.efficiency import metrics
+
+    def totals(rows) -> dict:
+        out = dict.fromkeys(("time_ms", "kernel_ms", "roofline_ms", "flops", "bytes", "compute_ms", "memory_ms",
+                             "network_ms"), 0.0)
+        for r in rows:
+            n = r["count"]
+            out["time_ms"] += r["total_ms"]
+            out["kernel_ms"] += r["total_ms"]
+            out["roofline_ms"] += r["total_ms"]
+            out["flops"] += n * r["flops"]
+            out["bytes"] += n * r["bytes"]
+            out["compute_ms"] += n * r["compute_ms"]
+            out["memory_ms"] += n * r["memory_ms"]
+            out["network_ms"] += n * r["network_ms"]
+        return out
+
+    kinds: dict[str, list] = {}
+    for r in records:
+        kinds.setdefault(r["op_kind"], []).append(r)
+    result = metrics(totals(records), peak_flops, hbm_bytes_per_s)
+    result["op_kinds"] = {k: metrics(totals(rows), peak_flops, hbm_bytes_per_s) for k, rows in kinds.items()}
+    return result
 
 
 def report_frame(section: dict) -> pd.DataFrame:

@@ -140,8 +140,8 @@ class BoundPredictor:
         keys = contexts + decode_seqs
         flops = per_pair * keys
         nbytes = per_new * decode_seqs + per_key * keys
-        roof = np.maximum(flops / peak, nbytes / bw) * 1e3
-        return f0 - flops[0] + flops, b0 - nbytes[0] + nbytes, r0 - roof[0] + roof
+        roof = np.maximum(flops * (1e3 / peak), nbytes * (1e3 / bw))
+        return flops + (f0 - flops[0]), nbytes + (b0 - nbytes[0]), roof + (r0 - roof[0])
 
     @property
     def peak_flops(self) -> float:

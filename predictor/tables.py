@@ -356,9 +356,10 @@ class IterationTables:
         """(FLOPs, HBM bytes, roofline ms) of one iteration, all op groups and attention, per GPU (plain
         Python for the simulator's hot path; the same values as summing :meth:`work` over its groups)."""
         totals = self.__dict__.get("_totals")
-        if totals is None:  # Σ over groups of (roofline_ms, flops, bytes) on the 1-D grids
+        if totals is None:  # Σ over groups of (roofline_ms, flops, bytes) on the 1-D grids; attention coefficients
             totals = self.__dict__["_totals"] = (self.tokens_work[:, :, 1:].sum(axis=1).tolist(),
-                                                 self.samples_work[:, :, 1:].sum(axis=1).tolist())
+                                                 self.samples_work[:, :, 1:].sum(axis=1).tolist(),
+                                                 self.attention_coefficients.tolist())
         roof = flops = nbytes = 0.0
         for x, table, grid, dense, work in ((tokens, totals[0], self.tokens_grid, DENSE_TOKENS, self.tokens_work),
                                             (samples, totals[1], self.samples_grid, DENSE_SAMPLES, self.samples_work)):
@@ -369,7 +370,7 @@ class IterationTables:
             else:
                 r, f, b = self._work_1d(np.array([x]), grid, work)[0, :, 1:].sum(axis=0).tolist()
             roof, flops, nbytes = roof + r, flops + f, nbytes + b
-        per_pair, per_new, per_key, peak, bw = self.attention_coefficients.tolist()
+        per_pair, per_new, per_key, peak, bw = totals[2]
         for pairs, new, keys in ((decode_kv_tokens, decode_seqs, decode_kv_tokens),
                                  (prefill_pairs, prefill_new_tokens, prefill_kv_tokens)):
             if new > 0:

@@ -26,18 +26,32 @@ class EfficiencyRecorder:
         self.bound = bound
         self.buffer = np.zeros((FLUSH, _COLUMNS))
         self.n = 0
+        self.rows: list[tuple] = []
         self.totals: dict | None = None
 
     def add(self, prefill_chunks: int, prefill_new: int, prefill_kv: int, prefill_samples: int, decode_seqs: int,
             decode_context: int, duration_ms: float) -> None:
-        if self.n == FLUSH:
-            self.flush()
-        self.buffer[self.n] = (prefill_chunks, prefill_new, prefill_kv, prefill_samples, decode_seqs, decode_context,
-                               duration_ms)
-        self.n += 1
+        rows = self.rows
+        rows.append((prefill_chunks, prefill_new, prefill_kv, prefill_samples, decode_seqs, decode_context,
+                     duration_ms))
+        if len(rows) >= FLUSH:
+            self._take_rows()
+
+    def _take_rows(self) -> None:
+        """Move the single iterations appended by :meth:`add` into the array buffer."""
+        rows, self.rows = self.rows, []
+        start = 0
+        while start < len(rows):
+            if self.n == FLUSH:
+                self.flush()
+            take = min(FLUSH - self.n, len(rows) - start)
+            self.buffer[self.n:self.n + take] = np.asarray(rows[start:start + take], float)
+            self.n += take
+            start += take
 
     def add_decode_steps(self, decode_seqs: int, contexts: np.ndarray, durations_ms: np.ndarray) -> None:
-        """A run of decode-only iterations (Σ cached contexts and duration of each step)."""
+        """A run of decode-only iterations (Σ cached contexts and duration of each step; order is irrelevant
+        to the totals, so they go straight to the array buffer)."""
         start = 0
         while start < len(contexts):
             if self.n == FLUSH:
@@ -52,6 +66,8 @@ class EfficiencyRecorder:
             start += take
 
     def flush(self) -> None:
+        if self.rows and self.n < FLUSH:
+            self._take_rows()
         if self.n == 0:
             return
         rows = self.buffer[:self.n]

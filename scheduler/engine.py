@@ -230,8 +230,10 @@ class _State:
         self.tbt_counts = np.zeros(len(TBT_EDGES_S) + 1, np.int64)
         self.reject_reason = np.zeros(n, dtype=object)
         self.prefilled = np.zeros(n, dtype=bool)  # prompt KV computed elsewhere (disaggregated decode)
-        # Σ over the iterations each request took part in: duration (ms), FLOPs, HBM bytes, roofline time (ms)
+        # Σ over the iterations run while each request was in a batch: duration (ms), FLOPs, HBM bytes,
+        # roofline time (ms); work_mark holds the engine's running totals when it joined (see Simulator.join)
         self.work = np.zeros((n, 4))
+        self.work_mark = np.zeros((n, 4))
         self.peaks: tuple[float, float] | None = None  # (peak FLOP/s, HBM bytes/s) of the GPU, for per-request MFU/MBU
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
@@ -387,7 +389,7 @@ class Simulator:
 
     def _evict_latest(self, state: _State) -> int:
         victim = max(state.running, key=lambda r: (state.arrival[r], r))
-        state.running.remove(victim)
+        self._leave(state, victim)
         self.free_blocks += int(state.blocks[victim])
         self.tokens_held -= self.held(int(state.kv[victim]))
         self.preemptions_total += 1
@@ -484,7 +486,7 @@ class Simulator:
                     else:
                         break
             state.waiting.popleft()
-            state.running.append(r)
+            self.join(state, r)
             state.status[r] = RUNNING
             state.blocks[r] += need
             self.free_blocks -= need
@@ -516,7 +518,7 @@ class Simulator:
             if need > self.free_blocks:
                 break
             state.waiting.popleft()
-            state.running.append(r)
+            self.join(state, r)
             state.status[r] = RUNNING
             state.blocks[r] = need
             self.free_blocks -= need
@@ -558,6 +560,17 @@ class Simulator:
         self.tokens_held = 0
         self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
         self.efficiency = EfficiencyRecorder(self.bound)
+        self.work_totals = [0.0, 0.0, 0.0, 0.0]  # Σ over this engine's iterations: duration (ms), FLOPs, bytes, roofline ms
+
+    def join(self, state: _State, r: int) -> None:
+        """Request ``r`` enters this engine's running batch (its work is counted from here)."""
+        state.running.append(r)
+        state.work_mark[r] = self.work_totals
+
+    def _leave(self, state: _State, r: int) -> None:
+        """Request ``r`` leaves the running batch: add the work of the iterations it was part of."""
+        state.running.remove(r)
+        state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
 
     @property
     def peaks(self) -> tuple[float, float]:
@@ -701,8 +714,11 @@ class Simulator:
         if self.stretch is not None:
             dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
         self.efficiency.add(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx, dt_ms)
-        members = np.concatenate([dec, np.asarray(p_ids, np.int64)]) if p_ids else dec
-        state.work[members] += (dt_ms, flops, nbytes, roof_ms)
+        totals = self.work_totals
+        totals[0] += dt_ms
+        totals[1] += flops
+        totals[2] += nbytes
+        totals[3] += roof_ms
         self.now += dt_ms / 1e3
         if record:
             log.start_s.append(start)
@@ -817,7 +833,11 @@ class Simulator:
         contexts = contexts[:steps]
         self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
         flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
-        state.work[run] += (float(durations.sum()) * 1e3, float(flops.sum()), float(nbytes.sum()), float(roof_ms.sum()))
+        totals = self.work_totals
+        totals[0] += float(durations.sum()) * 1e3
+        totals[1] += float(flops.sum())
+        totals[2] += float(nbytes.sum())
+        totals[3] += float(roof_ms.sum())
         new_blocks = int(cumulative[steps - 1])
         if budget is None:
             state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))
@@ -859,9 +879,9 @@ class Simulator:
     def _finish(self, state: _State, r: int) -> int:
         state.status[r] = DONE
         state.finish[r] = self.now
+        self._leave(state, r)
         if self._stream is not None:
             self._stream.add(state, r)
-        state.running.remove(r)
         self.free_blocks += int(state.blocks[r])
         self.tokens_held -= self.held(int(state.kv[r]))
         state.blocks[r] = 0
@@ -869,7 +889,7 @@ class Simulator:
 
     def _handoff(self, state: _State, r: int) -> None:
         """A disaggregated prefill instance: the request leaves with its prompt KV (see :attr:`handoff`)."""
-        state.running.remove(r)
+        self._leave(state, r)
         self.free_blocks += int(state.blocks[r])
         self.tokens_held -= self.held(int(state.kv[r]))
         state.blocks[r] = 0
@@ -879,7 +899,7 @@ class Simulator:
 
     def release(self, state: _State, r: int) -> None:
         """Take running request ``r`` off this instance with its KV intact (a migration source); frees its blocks."""
-        state.running.remove(r)
+        self._leave(state, r)
         state.partial.pop(r, None)
         self.free_blocks += int(state.blocks[r])
         self.tokens_held -= self.held(int(state.kv[r]))

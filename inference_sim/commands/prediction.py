@@ -64,10 +64,14 @@ def predict(
     if from_lists(chunks, contexts).tokens[0] == 0:  # checks every chunk and context before any work
         raise InputError("batch: empty iteration; give at least one --prefill chunk or --decode sequence")
     spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
-    result = common._load_predictor(artifacts).predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
+    predictor = common._load_predictor(artifacts)
+    result = predictor.predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
     ops = result.ops
+    efficiency = predictor.bind(spec, gpu_spec, tp, dtype).efficiency(
+        len(chunks), sum(c[0] for c in chunks), sum(c[0] + c[1] for c in chunks), len(chunks), len(contexts),
+        sum(contexts))
     payload = {"total_ms": result.total_ms, "kernel_ms": result.kernel_ms, "overhead_ms": result.overhead_ms,
-               "roofline_ms": result.roofline_ms,
+               "roofline_ms": result.roofline_ms, "efficiency": efficiency,
                "ops": [{"op": r.op, "op_kind": r.op_kind, "count": int(r.count), "bound": r.bound,
                         "roofline_ms": float(r.roofline_ms), "predicted_ms": float(r.predicted_ms),
                         "total_ms": float(r.total_ms)} for r in ops.itertuples()]}
@@ -85,6 +89,9 @@ def predict(
         table.add_row(r.op, str(int(r.count)), r.bound, f"{r.roofline_ms * 1e3:.3g}", f"{r.predicted_ms * 1e3:.3g}",
                       f"{r.predicted_ms / r.roofline_ms:.2f}" if r.roofline_ms > 0 else "–", f"{r.total_ms:.4g}")
     Console(width=max(Console().width, 100)).print(table)
+    typer.echo("Efficiency per GPU:")
+    for line in common._efficiency_lines(efficiency):
+        typer.echo(line)
 
 
 @app.command()

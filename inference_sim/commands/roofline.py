@@ -55,6 +55,8 @@ def roofline(
                   f"{report['gpu_spec']['ridge_flops_per_byte']:.0f} FLOP/B")
     console.print(common._ops_table(f"Prefill: {batch_size} × {input_len} tokens", report["prefill"]))
     console.print(common._ops_table(f"Decode step: {batch_size} seqs at context {report['decode_context']}", report["decode"]))
+    for phase in ("prefill", "decode"):
+        typer.echo(common._efficiency_line(f"At the roofline, {phase}", report[phase]["efficiency"], distance=False))
     mem = report["memory"]
     console.print(
         f"Memory per GPU: weights {common._fmt_bytes(mem['weights_bytes'])}, workspace "

@@ -108,6 +108,10 @@ def simulate(
         if kv_allocation != "paged" or kv_budget_tokens is not None:
             typer.echo(f"  KV waste (reserved slots holding no token) {summary['kv_waste']['mean']:.1%} time-weighted, "
                        f"{summary['kv_waste']['at_peak']:.1%} at peak reservation")
+    if summary.get("efficiency"):
+        typer.echo("  Efficiency per GPU (simulated iterations):")
+        for line in common._efficiency_lines(summary["efficiency"], indent="    "):
+            typer.echo(line)
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
         typer.echo(f"  SLO attainment {summary['slo']['attainment']:.1%}, goodput "
                    f"{summary['slo']['goodput_requests_per_s']:.2f} requests/s")

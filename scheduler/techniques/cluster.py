@@ -316,7 +316,7 @@ class Cluster:
             self._reroute([r], t)
             return
         self._wake(j, t)
-        self.views[j].running.append(r)
+        self.sims[j].join(self.views[j], r)
         self.state.status[r] = RUNNING
         self.sims[j].tokens_held += self.sims[j].held(int(self.state.kv[r]))
 
