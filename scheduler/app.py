@@ -89,6 +89,7 @@ class EngineSpec(BaseModel):
     max_num_seqs: int = Field(default=256, ge=1, le=65536)
     max_num_batched_tokens: int = Field(default=4096, ge=1, le=1_000_000)
     chunked_prefill: bool = True
+    contention: Literal["shared", "interleaved", "none"] = "shared"  # co-located LLMs (scheduler/colocation.py)
 
 
 class SearchSpec(BaseModel):
@@ -98,6 +99,7 @@ class SearchSpec(BaseModel):
     beam_width: int = Field(default=3, ge=1, le=32)
     time_budget_s: float = Field(default=60.0, gt=0, le=86_400)
     n_jobs: int = Field(default=1, ge=1, le=64)
+    colocation: bool = False  # also consider two LLMs sharing the same GPUs (docs/colocation.md)
 
 
 class ApplicationSpec(BaseModel):

@@ -16,6 +16,12 @@ A :class:`Plan` is a sequence of stages; a stage places some LLMs on disjoint GP
   running while its upstream runs sees those arrivals as they happen. When the upstream stops (or is
   re-placed), the downstream's schedule is recomputed from what the upstream has actually finished.
 
+Co-located LLMs (placements with a ``group``, :mod:`scheduler.colocation`) share their GPUs: they are
+loaded one after another (their load times add: one host-to-GPU path) and served together from then on,
+simulated jointly (one co-located simulation per DP replica) with the engine's contention model. The group is
+kept undisturbed while its placements are unchanged, also after one member finishes (the survivor keeps its
+memory partition). Only LLMs without an upstream are co-located (the planner enforces it).
+
 Every LLM's serving within a stage is simulated with the engine simulator (one simulation per DP replica,
 requests dealt round-robin in arrival order), and results are cached by (LLM, configuration, remaining
 requests, their arrival offsets), so plans that share a prefix or a placement share the work.
@@ -47,7 +53,8 @@ class Plan:
     stages: tuple[Stage, ...]
 
     def describe(self) -> list[list[dict]]:
-        return [[{"llm": p.llm, "tp": p.config.tp, "dp": p.config.dp, "gpus": list(p.gpus)} for p in s.placements]
+        return [[{"llm": p.llm, "tp": p.config.tp, "dp": p.config.dp, "gpus": list(p.gpus),
+                  **({"colocated": list(p.group)} if p.group else {})} for p in s.placements]
                 for s in self.stages]
 
 
@@ -129,6 +136,7 @@ class Executor:
         self.engine = EngineConfig(max_num_seqs=engine_spec.max_num_seqs,
                                    max_num_batched_tokens=engine_spec.max_num_batched_tokens,
                                    chunked_prefill=engine_spec.chunked_prefill)
+        self.contention = getattr(engine_spec, "contention", "shared")
         self._simulators: dict = {}
         self._cache: dict = {}
         self.simulations = 0
@@ -190,6 +198,59 @@ class Executor:
         first, finish, tpot = cached
         return Timeline(remaining, start_s, first + start_s, finish + start_s, tpot)
 
+    def simulate_group(self, names: list[str], config: Config, sample, remaining: dict, start_s: float,
+                       available_s: dict) -> dict[str, Timeline]:
+        """Serve each ``names[i]``'s ``remaining`` co-located on the same GPUs (``config``) from ``start_s``."""
+        from scheduler.workload import Workload
+
+        if len(names) == 1:
+            return {names[0]: self.simulate(names[0], config, sample, remaining[names[0]], start_s, available_s[names[0]])}
+        offsets = {n: np.maximum(available_s[n] - start_s, 0.0) for n in names}
+        prompts = {n: sample.prompts[n][remaining[n].ids] + remaining[n].extra for n in names}
+        key = ("group", tuple(names), config, self.contention, hashlib.blake2b(b"".join(
+            a.tobytes() for n in names for a in (remaining[n].ids, prompts[n], remaining[n].out_left,
+                                                 np.round(np.where(np.isfinite(offsets[n]), offsets[n], -1.0), 6))),
+            digest_size=16).digest())
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = {}
+            orders = {}
+            for n in names:
+                size = remaining[n].ids.size
+                cached[n] = (np.full(size, INF), np.full(size, INF), np.zeros(size))
+                order = np.flatnonzero(np.isfinite(offsets[n]))
+                orders[n] = order[np.argsort(offsets[n][order], kind="stable")]
+            sim = self._colocated(tuple(names), config.tp)
+            for replica in range(config.dp):
+                idx = {n: orders[n][replica::config.dp] for n in names}
+                wls = [Workload(offsets[n][idx[n]], prompts[n][idx[n]], remaining[n].out_left[idx[n]], name=n)
+                       for n in names]
+                out = sim.run(wls)
+                self.simulations += 1
+                for n, wl, res in zip(names, wls, out.results, strict=True):
+                    req = res.requests
+                    rejected = req["status"].astype(str).to_numpy() == "rejected"
+                    ft = req["first_token_s"].to_numpy(float, copy=True)
+                    fin = req["finish_s"].to_numpy(float, copy=True)
+                    ft[rejected] = wl.arrival_s[rejected]
+                    fin[rejected] = wl.arrival_s[rejected]
+                    first, finish, tpot = cached[n]
+                    first[idx[n]], finish[idx[n]] = ft, fin
+                    tpot[idx[n]] = np.nan_to_num(req["tpot_s"].to_numpy(float))
+            self._cache[key] = cached
+        return {n: Timeline(remaining[n], start_s, cached[n][0] + start_s, cached[n][1] + start_s, cached[n][2])
+                for n in names}
+
+    def _colocated(self, names: tuple[str, ...], tp: int):
+        key = ("group", names, tp)
+        if key not in self._simulators:
+            from scheduler.colocation import ColocatedSimulator
+
+            self._simulators[key] = ColocatedSimulator(self.predictor, [self.app.by_name[n].spec for n in names],
+                                                       self.app.gpu, tp, self.app.precision, self.engine,
+                                                       contention=self.contention)
+        return self._simulators[key]
+
     # --- a whole plan ----------------------------------------------------------------------------
     def execute(self, plan: Plan, sample, fallback=None, complete: bool = True) -> Execution:
         """Run ``plan`` on ``sample``. ``fallback(llm) -> Config`` places LLMs the plan never reaches.
@@ -244,6 +305,11 @@ class Executor:
             restarted = set()
             order = app.topological_order()
             for p in sorted(wanted, key=lambda p: order.index(p.llm)):
+                if p.group:
+                    if p.llm not in new_running:
+                        self._start_group(p, wanted, running, new_running, restarted, t, sample, remaining, finish,
+                                          result)
+                    continue
                 prev = running.get(p.llm)
                 same = prev is not None and prev[0] == p
                 upstream = app.by_name[p.llm].upstream
@@ -284,6 +350,27 @@ class Executor:
         result.makespan_s = max([t] + [iv.end_s for iv in result.intervals]) if all(done.values()) else INF
         result.finish_s = finish
         return result
+
+    def _start_group(self, p, wanted, running, new_running, restarted, t, sample, remaining, finish, result) -> None:
+        """Keep a co-located group undisturbed, or (re)start its wanted members together on its GPUs."""
+        members = [q for q in wanted if q.group == p.group and q.gpus == p.gpus]
+        names = [q.llm for q in members]
+        if all(n in running and running[n][0] == q for n, q in zip(names, members, strict=True)):
+            for n in names:
+                new_running[n] = running[n]
+            return
+        loads = 0.0
+        for n, q in zip(names, members, strict=True):
+            prev = running.get(n)
+            if prev is not None:
+                self._stop(n, prev[0], prev[1], prev[2], t, remaining, finish, result)
+            if prev is None or prev[0] != q:
+                loads += self.load_time(n, q.config)
+        avail = {n: self._availability(sample, n, remaining[n], finish, new_running) for n in names}
+        timelines = self.simulate_group(names, p.config, sample, remaining, t + loads, avail)
+        for n, q in zip(names, members, strict=True):
+            new_running[n] = (q, timelines[n], t)
+            restarted.add(n)
 
     def _availability(self, sample, llm, remaining: Remaining, finish: dict, running: dict) -> np.ndarray:
         upstream = self.app.by_name[llm].upstream

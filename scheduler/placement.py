@@ -37,11 +37,16 @@ class Config:
 
 @dataclass(frozen=True)
 class Placement:
-    """An LLM on specific GPUs (``gpus`` lists replica 0's GPUs first, then replica 1's, …)."""
+    """An LLM on specific GPUs (``gpus`` lists replica 0's GPUs first, then replica 1's, …).
+
+    ``group`` names the LLMs co-located on these same GPUs (this one included; see
+    :mod:`scheduler.colocation`), each with a memory partition; empty when the LLM has the GPUs to itself.
+    """
 
     llm: str
     config: Config
     gpus: tuple[int, ...]
+    group: tuple[str, ...] = ()
 
 
 def fits(model, gpu, tp: int, precision, max_model_len: int, engine) -> bool:

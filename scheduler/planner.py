@@ -21,6 +21,12 @@
    result is never worse than greedy's (greedy's plan is among the rollouts it evaluates). Both stop
    expanding when the time budget is spent and return the best complete plan found.
 
+Co-location (opt-in: ``search.colocation`` in the YAML or ``Planner(colocation=True)``): a candidate may
+also place two LLMs without an upstream on the *same* GPUs (each with a memory partition, iterations stretched
+by the contention model of :mod:`scheduler.colocation`) — one more option per pair next to giving each LLM
+its own GPUs. A pair's rates come from a short co-located simulation per TP degree; its load is both loads in
+sequence. Off, candidates and results are exactly as without it.
+
 Baselines: **naive** — LLMs one after another (chain order), each alone on all GPUs with its fastest
 configuration; **largest-first** — at each stage the largest unfinished LLMs take the smallest TP that
 fits, until the GPUs run out.
@@ -38,6 +44,14 @@ from scheduler.execution import Execution, Executor, Plan, Stage
 from scheduler.placement import Config, Placement, allocate, legal_configs
 
 RATE_SAMPLE_REQUESTS = 250
+
+
+@dataclass(frozen=True)
+class PairOption:
+    """Candidate option: the LLM co-located with ``partner`` on one set of GPUs at ``config``."""
+
+    partner: str
+    config: Config
 ESTIMATE_SEED_OFFSET = 1_000  # estimate draws use seeds seed+1000…, the search's seed, seed+1
 
 
@@ -93,13 +107,14 @@ class Planner:
     ----------
     app : Application
     predictor : predictor.Predictor
-    samples, seed, strategy, top_k, beam_width, time_budget_s : optional
-        Override the application's ``samples``, ``seed`` and ``search`` settings.
+    samples, seed, strategy, top_k, beam_width, time_budget_s, colocation : optional
+        Override the application's ``samples``, ``seed`` and ``search`` settings (``colocation``: also consider
+        pairs of LLMs sharing the same GPUs).
     """
 
     def __init__(self, app, predictor, *, samples: int | None = None, seed: int | None = None,
                  strategy: str | None = None, top_k: int | None = None, beam_width: int | None = None,
-                 time_budget_s: float | None = None, search_samples: int = 2):
+                 time_budget_s: float | None = None, search_samples: int = 2, colocation: bool | None = None):
         search = app.spec.search
         self.app = app
         self.predictor = predictor
@@ -109,6 +124,7 @@ class Planner:
         self.top_k = top_k or search.top_k
         self.beam_width = beam_width or search.beam_width
         self.time_budget_s = time_budget_s or search.time_budget_s
+        self.colocation = search.colocation if colocation is None else bool(colocation)
         self.executor = Executor(app, predictor, app.spec.engine)
         self.evaluations = 0
         self.search_samples = max(1, search_samples)
@@ -141,6 +157,44 @@ class Planner:
                     best[c.gpus] = c
             self.best_for_gpus[name] = best
         self.full_rate = {name: max(self.rates[name].values()) for name in app.names}
+        self.pair_rates = self._pair_rates() if self.colocation else {}
+
+    def _pair_rates(self) -> dict[tuple[str, str], dict[Config, tuple[float, float]]]:
+        """Requests/s of each member of every co-locatable pair of root LLMs, per configuration."""
+        from predictor.errors import InputError
+        from scheduler.colocation import partition_memory
+        from scheduler.execution import Remaining
+
+        app = self.app
+        roots = [n for n in app.names if app.by_name[n].upstream is None]
+        out = {}
+        for i, a in enumerate(roots):
+            for b in roots[i + 1:]:
+                tps = sorted({c.tp for c in self.configs[a]} & {c.tp for c in self.configs[b]})
+                rates = {}
+                for tp in tps:
+                    try:
+                        plans = partition_memory([app.by_name[a].spec, app.by_name[b].spec], app.gpu, tp,
+                                                 app.precision,
+                                                 max_num_batched_tokens=self.executor.engine.max_num_batched_tokens,
+                                                 max_num_seqs=self.executor.engine.max_num_seqs)
+                    except InputError:
+                        continue
+                    if any(plan.max_tokens < min(app.by_name[n].max_model_len, 2048) for plan, n in zip(plans, (a, b), strict=True)):
+                        continue
+                    rem, zeros = {}, {}
+                    for n in (a, b):
+                        ids = np.arange(min(len(self.planning.prompts[n]), RATE_SAMPLE_REQUESTS))
+                        rem[n] = Remaining(ids, np.zeros(ids.size, np.int64), self.planning.outputs[n][ids].copy())
+                        zeros[n] = np.zeros(ids.size)
+                    tls = self.executor.simulate_group([a, b], Config(tp, 1), self.planning, rem, 0.0, zeros)
+                    per = tuple(rem[n].ids.size / max(tls[n].completion_s, 1e-9) for n in (a, b))
+                    for c in self.configs[a]:
+                        if c.tp == tp:
+                            rates[c] = (per[0] * c.dp, per[1] * c.dp)
+                if rates:
+                    out[(a, b)] = rates
+        return out
 
     def _rates(self, name: str) -> dict[Config, float]:
         """Requests/s of each configuration on (a slice of) the planning sample's requests, offline."""
@@ -180,6 +234,7 @@ class Planner:
         """The ``k`` candidate groups with the highest useful throughput (see the module docstring)."""
         app = self.app
         left = left or {n: len(self.planning.prompts[n]) for n in app.names}
+        self._current = (done, running, left)
         names = [n for n in app.topological_order() if n not in done]
         options: dict[str, list[tuple[float, object]]] = {}
         for name in names:
@@ -191,12 +246,18 @@ class Planner:
                     continue
                 opts.append((self._useful(name, c, left[name], True), c))
             options[name] = opts
+        taken_by_pair: dict[str, str] = {}
+        if self.colocation:
+            self._pair_options(names, running, left, options, taken_by_pair)
         heap: list = []
         counter = 0
         gpus_total = app.num_gpus
 
         def dfs(i: int, used: int, score: float, chosen: list, included: set):
             nonlocal counter
+            if i < len(names) and names[i] in included:
+                dfs(i + 1, used, score, chosen, included)  # placed already, as a co-located partner
+                return
             if i == len(names):
                 if chosen:
                     counter += 1
@@ -212,12 +273,23 @@ class Planner:
             if upstream is not None and upstream not in done and upstream not in included:
                 return
             for value, opt in options[name]:
-                g = opt.config.gpus if isinstance(opt, Placement) else opt.gpus
+                if isinstance(opt, Placement):
+                    g = opt.config.gpus
+                    partners = [q.llm for q in running.values() if opt.group and q.group == opt.group
+                                and q.gpus == opt.gpus and q.llm != name and q.llm in names]
+                elif isinstance(opt, PairOption):
+                    g = opt.config.gpus
+                    partners = [opt.partner]
+                else:
+                    g = opt.gpus
+                    partners = []
+                if any(p in included for p in partners):
+                    continue
                 if used + g <= gpus_total:
                     chosen.append((name, opt))
-                    included.add(name)
+                    included.update([name, *partners])
                     dfs(i + 1, used + g, score + value, chosen, included)
-                    included.discard(name)
+                    included.difference_update([name, *partners])
                     chosen.pop()
 
         dfs(0, 0, 0.0, [], set())
@@ -230,6 +302,38 @@ class Planner:
                 break
         return stages
 
+    def _pair_options(self, names, running, left, options, taken_by_pair) -> None:
+        """Add co-location options (the pair as one option of its first member; a running group kept whole)."""
+        for name in names:
+            p = running.get(name)
+            if p is not None and p.group:  # a running co-located group: its first live member keeps it
+                members = [q for q in running.values() if q.group == p.group and q.gpus == p.gpus and q.llm in names]
+                if members and members[0].llm == name:
+                    value = sum(self._useful_pair(q.llm, q.group, q.config, left[q.llm], False) for q in members)
+                    options[name] = [(v, o) for v, o in options[name] if o is not p] + [(value, p)]
+                else:
+                    options[name] = [(v, o) for v, o in options[name] if o is not p]
+        for (a, b), rates in self.pair_rates.items():
+            if a not in names or b not in names:
+                continue
+            best: dict[int, tuple[float, Config]] = {}
+            for c in rates:
+                value = (self._useful_pair(a, (a, b), c, left[a], True)
+                         + self._useful_pair(b, (a, b), c, left[b], True))
+                if c.gpus not in best or value > best[c.gpus][0]:
+                    best[c.gpus] = (value, c)
+            first = a if names.index(a) < names.index(b) else b
+            partner = b if first == a else a
+            options[first] = options[first] + [(v, PairOption(partner, c)) for v, c in best.values()]
+
+    def _useful_pair(self, name: str, group: tuple[str, ...], config: Config, left: int, loads: bool) -> float:
+        """Useful throughput of ``name`` co-located in ``group`` (both loads charged to each member's residency)."""
+        a, b = group
+        rate = self.pair_rates[(a, b)][config][0 if name == a else 1]
+        serve = left / rate
+        load = (self.executor.load_time(a, config) + self.executor.load_time(b, config)) if loads else 0.0
+        return rate / self.full_rate[name] * serve / (load + serve) if serve > 0 else 0.0
+
     def _allocate(self, chosen: list) -> Stage | None:
         free = set(range(self.app.num_gpus))
         placements = []
@@ -239,12 +343,22 @@ class Planner:
                     return None
                 free -= set(opt.gpus)
                 placements.append(opt)
-        for name, opt in sorted((x for x in chosen if isinstance(x[1], Config)), key=lambda x: -x[1].tp):
-            gpus = allocate(opt, free, self.app.nvlink_groups)
+                if opt.group:  # its co-located partners still running keep them too
+                    done, running, _ = self._current
+                    placements += [q for q in running.values() if q.group == opt.group and q.gpus == opt.gpus
+                                   and q.llm != name and q.llm not in done]
+        fresh = [x for x in chosen if not isinstance(x[1], Placement)]
+        for name, opt in sorted(fresh, key=lambda x: -x[1].config.tp if isinstance(x[1], PairOption) else -x[1].tp):
+            config = opt.config if isinstance(opt, PairOption) else opt
+            gpus = allocate(config, free, self.app.nvlink_groups)
             if gpus is None:
                 return None
             free -= set(gpus)
-            placements.append(Placement(name, opt, gpus))
+            if isinstance(opt, PairOption):
+                group = tuple(sorted((name, opt.partner), key=self.app.names.index))
+                placements += [Placement(name, config, gpus, group), Placement(opt.partner, config, gpus, group)]
+            else:
+                placements.append(Placement(name, opt, gpus))
         return Stage(tuple(placements))
 
     def rollout(self, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:

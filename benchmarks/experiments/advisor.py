@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from predictor import Predictor
+from predictor.atomic import atomic_write
 from scheduler.advisor import Scenario, WorkloadSpec, advise, recheck
 from scheduler.engine import EngineConfig
 
@@ -171,7 +172,7 @@ def main() -> None:
             "candidate stays saturated.",
             "* More replicas assume a perfect router; disaggregation copies KV over the GPU's own link.",
             "", f"_Generated in {time.time() - t0:.0f} s._", ""]
-    DOC.write_text("\n".join(head + body + tail))
+    atomic_write(DOC, "\n".join(head + body + tail))
     print(f"wrote {DOC}")
 
 
