@@ -15,7 +15,7 @@ import numpy as np
 
 from predictor.efficiency import add_totals, report, sum_work
 
-FLUSH = 65_536
+FLUSH = 8_192
 _COLUMNS = 7  # prefill chunks, new tokens, kv tokens, samples, decode seqs, decode context, duration (ms)
 
 

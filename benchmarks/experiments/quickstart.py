@@ -55,6 +55,8 @@ def main() -> str:
     sim_out, sim_s = run(["simulate", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--workload", "poisson", "--rate",
                           "2", "--num-requests", "1000", "--slo-ttft-ms", "1000", "--slo-tpot-ms", "100", "--out",
                           str(tmp / "sim_out")])
+    advise_out, advise_s = run(["advise", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--workload", "poisson",
+                                "--rate", "4", "--num-requests", "300", "--top", "5"], lines=40)
     sweep_out, sweep_s = run(["sweep", "examples/sweep.yaml", "--n-jobs", "2", "--out", str(tmp / "sweep_out")], lines=14)
     pngs = {
         "plan": copy_png(tmp / "plan.png", "quickstart_plan.png"),
@@ -70,7 +72,7 @@ def main() -> str:
     lines = [
         "# Quickstart: the first five minutes",
         "",
-        "Six commands, from install to a capacity plan. Every output and picture below was produced by these exact",
+        "Seven commands, from install to a capacity plan. Every output and picture below was produced by these exact",
         "commands (`python -m benchmarks.experiments.quickstart` reruns them and rewrites this page); wall times are",
         "from a 2-core machine with the predictor's lookup tables already in the on-disk cache (a first run builds",
         "them: about a second per model × GPU × TP × precision). Every command takes `--json` for machine-readable",
@@ -137,7 +139,19 @@ def main() -> str:
         "",
         f"![batch size and KV-cache use over time]({pngs['batch']})",
         "",
-        f"## 6. Plan capacity: sweep configurations against an SLO ({sweep_s:.0f} s)",
+        f"## 6. Ask why it is slow and what would help ({advise_s:.0f} s)",
+        "",
+        "The bottleneck of each phase with its evidence (MFU, MBU, shares of the wall time), then candidate changes",
+        "simulated on the same requests and ranked by tokens/s per GPU, with their effect on TTFT and TPOT, their",
+        "cost in GPUs and their risks. More in [advisor.md](advisor.md).",
+        "",
+        "```bash",
+        "inference-sim advise --model llama-2-7b --gpu a100-80gb --workload poisson --rate 4 --num-requests 300 --top 5",
+        "```",
+        "",
+        *block(advise_out),
+        "",
+        f"## 7. Plan capacity: sweep configurations against an SLO ({sweep_s:.0f} s)",
         "",
         "320 configurations of Llama-3-8B (5 GPU kinds × tp 1/2 × fp16/w8a16 × max_num_seqs × chunk size × 4",
         "arrival rates), each simulated and priced from `data/gpu_prices.yaml` (indicative list prices: edit them):",
