@@ -59,7 +59,11 @@ def _efficiency_line(label: str, m: dict, distance: bool = True) -> str:
         text += f", {m['roofline_distance']:.2f}× roofline time"
     shares = ", ".join(f"{k} {m[f'{k}_share']:.0%}" for k in ("compute", "memory", "network", "overhead")
                        if m.get(f"{k}_share", 0.0) >= 0.005)
-    return text + f"; bound by {m['bottleneck']} (time at peak: {shares})"
+    text += f"; bound by {m['bottleneck']} (time at peak: {shares})"
+    by_group = sorted(m.get("time_by_group", {}).items(), key=lambda kv: -kv[1])[:3]
+    if by_group:
+        text += "; time spent in " + ", ".join(f"{g} {v:.0%}" for g, v in by_group)
+    return text
 
 
 def _efficiency_lines(eff: dict, indent: str = "  ") -> list[str]:

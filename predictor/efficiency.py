@@ -155,7 +155,8 @@ def report(totals: dict, peak_flops: float, hbm_bytes_per_s: float) -> dict:
     """Metrics overall, per phase and per (phase, op group) from :func:`sum_work` totals.
 
     Returns ``{"overall": m, "prefill": m, "decode": m, "groups": {phase: {group: m}}}`` where each ``m`` is a
-    :func:`metrics` dict. Phases with no time are left out.
+    :func:`metrics` dict; each phase's also has ``time_by_group``, the fraction of its predicted wall time
+    spent in each op group and in CPU overhead (``overhead``). Phases with no time are left out.
     """
     def bucket(items) -> dict:
         acc: dict = {}
@@ -171,6 +172,10 @@ def report(totals: dict, peak_flops: float, hbm_bytes_per_s: float) -> dict:
         if phase_totals.get("time_ms", 0.0) <= 0:
             continue
         out[phase] = metrics(phase_totals, peak_flops, hbm_bytes_per_s)
+        # where the phase's predicted wall time goes, by op group (and CPU overhead): fractions adding up to 1
+        total_ms = phase_totals["time_ms"]
+        out[phase]["time_by_group"] = {g: f.get("time_ms", 0.0) / total_ms for g, f in groups.items()
+                                       if f.get("time_ms", 0.0) > 0}
         out["groups"][phase] = {g: metrics(f, peak_flops, hbm_bytes_per_s) for g, f in groups.items()
                                 if g != "overhead" and f.get("time_ms", 0.0) > 0}
     return out

@@ -174,8 +174,12 @@ def _explain(m: dict) -> str:
     others = ", ".join(f"{b} {v:.0%}" for b, v in shares.items() if b != top)
     what = {"compute": "FLOPs at the tensor-core peak", "memory": "HBM bytes at full bandwidth",
             "network": "TP collectives at the link bandwidth", "overhead": "non-kernel CPU time"}[top]
-    return (f"{what} would fill {shares[top]:.0%} of the phase's wall time (vs {others}); "
+    text = (f"{what} would fill {shares[top]:.0%} of the phase's wall time (vs {others}); "
             f"MFU {m['mfu']:.1%}, MBU {m['mbu']:.1%}, {m['roofline_distance']:.2f}× the roofline time")
+    by_group = sorted(m.get("time_by_group", {}).items(), key=lambda kv: -kv[1])[:3]
+    if by_group:
+        text += "; predicted time spent in " + ", ".join(f"{g} {v:.0%}" for g, v in by_group)
+    return text
 
 
 def bottlenecks(efficiency: dict) -> dict:

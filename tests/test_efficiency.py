@@ -172,3 +172,14 @@ def test_simulate_prints_efficiency_per_phase(capsys, shared_cli):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "decode" in out and "MBU" in out and "bound by memory" in out
+
+
+def test_time_by_group_adds_up_and_points_at_the_collectives_on_a_pcie_tp_group(hybrid):
+    eff = hybrid.bind("llama-2-7b", "l40s", 4, "fp16").efficiency(1, 2048, 2048, 1, 0, 0)
+    shares = eff["prefill"]["time_by_group"]
+    assert sum(shares.values()) == pytest.approx(1.0, rel=1e-9)
+    assert max(shares, key=shares.get) == "collective"
+    assert eff["prefill"]["bottleneck"] == "network"
+    mixed = hybrid.bind(*CONF).efficiency([1, 0], [500, 0], [500, 0], [1, 0], [0, 8], [0, 8000])
+    for phase in ("prefill", "decode"):
+        assert sum(mixed[phase]["time_by_group"].values()) == pytest.approx(1.0, rel=1e-9)
