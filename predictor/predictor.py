@@ -132,16 +132,9 @@ class BoundPredictor:
                                       prefill_chunks * q * (ctx + q / 2.0))
 
     def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(FLOPs, HBM bytes, roofline ms) arrays of decode-only iterations of ``decode_seqs`` sequences whose
-        summed cached contexts are ``contexts`` (vectorised twin of :meth:`work_scalar`)."""
-        contexts = np.asarray(contexts, float)
-        f0, b0, r0 = self.work_scalar(0, 0, 0, 0, decode_seqs, float(contexts[0]))
-        per_pair, per_new, per_key, peak, bw = self.table.attention_coefficients.tolist()
-        keys = contexts + decode_seqs
-        flops = per_pair * keys
-        nbytes = per_new * decode_seqs + per_key * keys
-        roof = np.maximum(flops * (1e3 / peak), nbytes * (1e3 / bw))
-        return flops + (f0 - flops[0]), nbytes + (b0 - nbytes[0]), roof + (r0 - roof[0])
+        """(FLOPs, HBM bytes, roofline ms) of consecutive decode-only iterations (see
+        :meth:`IterationTables.decode_steps_work`)."""
+        return self.table.decode_steps_work(decode_seqs, contexts)
 
     @property
     def peak_flops(self) -> float:

@@ -312,18 +312,33 @@ class IterationTables:
             out[pos] = ((1 - w) * work[i] + w * work[i + 1]) * scale
         return out
 
+    def _attention_costs(self, pairs, new, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(FLOPs, bytes, roofline ms) of attention (all layers) over ``pairs`` query-key pairs, ``new`` query
+        tokens and ``keys`` keys read (arrays)."""
+        per_pair, per_new, per_key, peak, bw = self.attention_coefficients
+        flops = per_pair * pairs
+        nbytes = per_new * new + per_key * keys
+        return flops, nbytes, np.maximum(flops / peak, nbytes / bw) * 1e3
+
     def attention_work(self, batch: BatchShape) -> dict[str, np.ndarray]:
         """Roofline time (ms), FLOPs and bytes of decode and prefill attention (all layers), from their formulas."""
-        per_pair, per_new, per_key, peak, bw = self.attention_coefficients
         out = {}
         for phase, pairs, new, keys in (
                 ("decode", batch.decode_kv_tokens, batch.decode_seqs, batch.decode_kv_tokens),
                 ("prefill", batch.prefill_attention_pairs, batch.prefill_tokens, batch.prefill_kv_tokens)):
-            flops = per_pair * pairs
-            nbytes = per_new * new + per_key * keys
-            out[phase] = np.stack([np.maximum(flops / peak, nbytes / bw) * 1e3,
-                                   flops, nbytes], axis=-1)
+            flops, nbytes, roof = self._attention_costs(pairs, new, keys)
+            out[phase] = np.stack([roof, flops, nbytes], axis=-1)
         return out
+
+    def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(FLOPs, HBM bytes, roofline ms) arrays of decode-only iterations of ``decode_seqs`` sequences whose
+        summed cached contexts are ``contexts`` (vectorised twin of :meth:`work_scalar`: only attention
+        changes from step to step)."""
+        contexts = np.asarray(contexts, float)
+        b = decode_seqs
+        f0, b0, r0 = self.work_scalar(b, b, b, float(contexts[0]) + b, 0, 0, 0)
+        flops, nbytes, roof = self._attention_costs(contexts + b, b, contexts + b)
+        return flops + (f0 - flops[0]), nbytes + (b0 - nbytes[0]), roof + (r0 - roof[0])
 
     def work(self, batch: BatchShape) -> dict:
         """Per iteration: kernel ``predicted_ms``, ``roofline_ms``, ``flops`` and ``bytes`` by op group

@@ -47,12 +47,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from predictor.efficiency import PHASES
 from predictor.errors import InputError
 from scheduler.engine import EngineConfig, Simulator
 from scheduler.workload import Workload, build_workload
 
 OBJECTIVES = ("per-gpu", "throughput", "ttft", "tpot")
-PHASES = ("prefill", "decode")
 EVIDENCE = ("mfu", "mbu", "compute_share", "memory_share", "network_share", "overhead_share", "roofline_distance",
             "kernel_distance", "attained_tflops", "attained_gbps", "time_ms")
 METRICS = ("output_tokens_per_s", "ttft_p50_ms", "ttft_p90_ms", "tpot_p50_ms", "tpot_p90_ms")

@@ -203,7 +203,7 @@ class ColocationResult:
 
     @property
     def makespan_s(self) -> float:
-        """Time (s) from the first arrival to the last finish over all models."""
+        """Time (s) of the last finish over all models (the engines' clocks start at 0)."""
         spans = []
         for res in self.results:
             c = res.columns

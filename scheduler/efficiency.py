@@ -24,53 +24,37 @@ class EfficiencyRecorder:
 
     def __init__(self, bound):
         self.bound = bound
-        self.buffer = np.zeros((FLUSH, _COLUMNS))
-        self.n = 0
-        self.rows: list[tuple] = []
+        self.rows: list[tuple] = []         # single iterations, as appended by the engine's hot path
+        self.blocks: list[np.ndarray] = []  # runs of decode steps, shape (steps, _COLUMNS)
+        self.pending = 0
         self.totals: dict | None = None
 
     def add(self, prefill_chunks: int, prefill_new: int, prefill_kv: int, prefill_samples: int, decode_seqs: int,
             decode_context: int, duration_ms: float) -> None:
-        rows = self.rows
-        rows.append((prefill_chunks, prefill_new, prefill_kv, prefill_samples, decode_seqs, decode_context,
-                     duration_ms))
-        if len(rows) >= FLUSH:
-            self._take_rows()
-
-    def _take_rows(self) -> None:
-        """Move the single iterations appended by :meth:`add` into the array buffer."""
-        rows, self.rows = self.rows, []
-        start = 0
-        while start < len(rows):
-            if self.n == FLUSH:
-                self.flush()
-            take = min(FLUSH - self.n, len(rows) - start)
-            self.buffer[self.n:self.n + take] = np.asarray(rows[start:start + take], float)
-            self.n += take
-            start += take
+        self.rows.append((prefill_chunks, prefill_new, prefill_kv, prefill_samples, decode_seqs, decode_context,
+                          duration_ms))
+        self.pending += 1
+        if self.pending >= FLUSH:
+            self.flush()
 
     def add_decode_steps(self, decode_seqs: int, contexts: np.ndarray, durations_ms: np.ndarray) -> None:
-        """A run of decode-only iterations (Σ cached contexts and duration of each step; order is irrelevant
-        to the totals, so they go straight to the array buffer)."""
-        start = 0
-        while start < len(contexts):
-            if self.n == FLUSH:
-                self.flush()
-            take = min(FLUSH - self.n, len(contexts) - start)
-            rows = self.buffer[self.n:self.n + take]
-            rows[:, :4] = 0.0
-            rows[:, 4] = decode_seqs
-            rows[:, 5] = contexts[start:start + take]
-            rows[:, 6] = durations_ms[start:start + take]
-            self.n += take
-            start += take
+        """A run of decode-only iterations (Σ cached contexts and duration of each step)."""
+        block = np.zeros((len(contexts), _COLUMNS))
+        block[:, 4] = decode_seqs
+        block[:, 5] = contexts
+        block[:, 6] = durations_ms
+        self.blocks.append(block)
+        self.pending += len(block)
+        if self.pending >= FLUSH:
+            self.flush()
 
     def flush(self) -> None:
-        if self.rows and self.n < FLUSH:
-            self._take_rows()
-        if self.n == 0:
+        """Reduce the pending iterations to per-phase, per-group totals (the order of iterations is irrelevant)."""
+        if not self.pending:
             return
-        rows = self.buffer[:self.n]
+        parts = self.blocks + ([np.asarray(self.rows, float)] if self.rows else [])
+        self.rows, self.blocks, self.pending = [], [], 0
+        rows = np.concatenate(parts)
         work = self.bound.phase_work(*(rows[:, k] for k in range(6)))
         predicted = sum(w["time_ms"] for groups in work.values() for w in groups.values())
         scale = np.where(predicted > 0, rows[:, 6] / np.where(predicted > 0, predicted, 1.0), 0.0)
@@ -78,7 +62,6 @@ class EfficiencyRecorder:
             for w in groups.values():
                 w["time_ms"] = w["time_ms"] * scale
         self.totals = add_totals(self.totals, sum_work(work))
-        self.n = 0
 
     def report(self) -> dict:
         """Metrics overall, per phase and per (phase, op group): :func:`predictor.efficiency.report`."""

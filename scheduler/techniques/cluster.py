@@ -412,6 +412,8 @@ class Cluster:
         """Serve ``workload`` with the cluster to completion; every request finishes once (or is rejected)."""
         n = len(workload)
         self.state = state = _State(workload)
+        peaks = {sim.peaks for sim in self.sims}
+        state.peaks = peaks.pop() if len(peaks) == 1 else None  # per-request MFU/MBU need one GPU kind
         for sim in self.sims:
             sim._reject_impossible(state)
             sim.start()
