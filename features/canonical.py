@@ -63,6 +63,7 @@ def read_table(path: str | Path, *, validate: bool = False, field: str = "--prof
     for c in schema.STRING_COLUMNS:
         if c in df.columns:
             df[c] = df[c].astype(str).replace("nan", "")
+    df = schema.add_later_columns(df)
     if validate:
         df, _ = schema.validate(df, source=str(path))
     else:

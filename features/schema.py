@@ -106,6 +106,16 @@ def make_rows(n_rows: int, /, **columns) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+# Shape columns added after tables were first written: a table without them means their defaults.
+LATER_COLUMNS = ("v_head_dim", "latent_kv", "window", "routing_skew")
+
+
+def add_later_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every :data:`LATER_COLUMNS` column present (absent ones take their default)."""
+    missing = {c: oc.SHAPE_DEFAULTS[c] for c in LATER_COLUMNS if c not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def check_columns(df: pd.DataFrame, source: str) -> None:
     """Raise a one-line :class:`InputError` naming ``source`` and the column for structural problems."""
     missing = [c for c in COLUMNS if c not in df.columns]

@@ -347,7 +347,7 @@ def generate(n_rows: int, gpus: Sequence[str] | None = None, seed: int = 0, nois
     noise_sigma : float
         Standard deviation of the log of the multiplicative noise (0.02 ≈ 2 %; 0 = exact ground truth).
     op_kinds : sequence of str, optional
-        Subset of :data:`predictor.opcost.OP_KINDS`; default all of them.
+        Subset of :data:`predictor.opcost.OP_KINDS`; default the classic kinds (:data:`~predictor.opcost.LEGACY_OP_KINDS`).
 
     Returns
     -------
@@ -365,7 +365,7 @@ def generate(n_rows: int, gpus: Sequence[str] | None = None, seed: int = 0, nois
     if not (noise_sigma >= 0 and np.isfinite(noise_sigma)):
         raise InputError(f"noise_sigma: must be a finite number ≥ 0, got {noise_sigma}")
     n_rows = int(n_rows)
-    kinds = list(dict.fromkeys(op_kinds)) if op_kinds is not None else list(oc.OP_KINDS)
+    kinds = list(dict.fromkeys(op_kinds)) if op_kinds is not None else list(oc.LEGACY_OP_KINDS)
     for kind in kinds:
         if kind not in oc.OP_KINDS:
             raise unknown_name("op_kinds", str(kind), oc.OP_KINDS)

@@ -27,11 +27,17 @@ ACT = "act"
 ADD = "add"
 ROPE = "rope"
 SAMPLING = "sampling"
+ALLTOALL = "alltoall"
+P2P = "p2p"
+LINEAR_ATTN = "linear_attn"
 
 ELEMENTWISE_KINDS = (NORM, ACT, ADD, ROPE, SAMPLING)
-COLLECTIVE_KINDS = (ALLREDUCE, ALLGATHER)
+COLLECTIVE_KINDS = (ALLREDUCE, ALLGATHER, ALLTOALL, P2P)
 ATTENTION_KINDS = (ATTN_PREFILL, ATTN_DECODE)
-OP_KINDS = (GEMM, ATTN_PREFILL, ATTN_DECODE, MOE, EMBEDDING, *ELEMENTWISE_KINDS, *COLLECTIVE_KINDS)
+# Kinds added after the first shipped model are appended, so the integer codes of the older kinds
+# (the residual model's ``op_kind_code`` categories) never change.
+LEGACY_OP_KINDS = (GEMM, ATTN_PREFILL, ATTN_DECODE, MOE, EMBEDDING, *ELEMENTWISE_KINDS, ALLREDUCE, ALLGATHER)
+OP_KINDS = (*LEGACY_OP_KINDS, ALLTOALL, P2P, LINEAR_ATTN)
 
 # Shape and precision columns of the canonical op schema, with the value used when absent.
 SHAPE_DEFAULTS: dict[str, float] = {
@@ -42,6 +48,11 @@ SHAPE_DEFAULTS: dict[str, float] = {
     "experts": 0.0, "experts_local": 0.0, "topk": 0.0,
     "gated": 1.0, "naive_attention": 0.0,
     "weight_bits": 16.0, "act_bits": 16.0, "kv_bits": 16.0,
+    # Added with MLA, sliding windows, linear attention and skewed MoE routing (0 = the classic case):
+    "v_head_dim": 0.0,      # value / output head width when it differs from head_dim (MLA: 128 vs 192)
+    "latent_kv": 0.0,       # 1: K and V share one cached latent of head_dim per token (MLA's compressed KV)
+    "window": 0.0,          # sliding-window length in tokens (0: full attention)
+    "routing_skew": 0.0,    # MoE routing imbalance: 0 balanced, else the power-law exponent of expert load
 }
 
 # Elementwise kernels: (elements read, elements written, FLOPs) per output element.
@@ -71,23 +82,66 @@ def gemm_cost(m, n, k, weight_bits, act_bits):
 
 
 def attention_cost(q_total, kv_total, pairs, heads, kv_heads, head_dim, act_bits, kv_bits,
-                   score_elements=0.0, naive=0.0):
+                   score_elements=0.0, naive=0.0, v_head_dim=0.0, latent_kv=0.0):
     """Attention over a batch: ``q_total`` query tokens, ``kv_total`` key tokens read, ``pairs`` query-key pairs.
 
-    FLOPs = 4·heads·head_dim·pairs (QKᵀ and P·V, 2 FLOPs per multiply-add each).
-    Flash-style bytes: read Q and write O (q_total·heads·head_dim each, activation width), read K and V
-    of ``kv_total`` tokens for ``kv_heads`` heads (KV width), and write the new tokens' K and V into the
-    cache (q_total·2·kv_heads·head_dim, KV width). GQA reads ``kv_heads``, not ``heads``.
+    With d_qk = ``head_dim`` and d_v = ``v_head_dim`` (= d_qk when 0):
+    FLOPs = 2·heads·pairs·(d_qk + d_v) (QKᵀ and P·V, 2 FLOPs per multiply-add each; 4·heads·d·pairs
+    when the widths agree).
+    Flash-style bytes: read Q and write O (q_total·heads·(d_qk + d_v), activation width), read the cached
+    keys and values of ``kv_total`` tokens for ``kv_heads`` heads, and write the new tokens' entries into
+    the cache, both at KV width. A token's cache entry is kv_heads·(d_qk + d_v) elements, or
+    kv_heads·d_qk when ``latent_kv`` (MLA's absorbed decode: one compressed latent of
+    kv_lora_rank + rope dims serves as both key and value). GQA reads ``kv_heads``, not ``heads``.
     Naive (``naive`` = 1) adds the score traffic: write S, read S, write P, read P —
     4·heads·score_elements elements of activation width.
     """
     ab, kvb = np.asarray(act_bits) / 8, np.asarray(kv_bits) / 8
-    flops = 4.0 * heads * head_dim * pairs
-    q_o = 2.0 * q_total * heads * head_dim * ab
-    kv_read = 2.0 * kv_total * kv_heads * head_dim * kvb
-    kv_write = 2.0 * q_total * kv_heads * head_dim * kvb
+    d_qk = np.asarray(head_dim, dtype=float)
+    d_v = np.where(np.asarray(v_head_dim, dtype=float) > 0, v_head_dim, d_qk)
+    entry = np.where(np.asarray(latent_kv, dtype=float) > 0, d_qk, d_qk + d_v) * kv_heads
+    flops = 2.0 * heads * (d_qk + d_v) * pairs
+    q_o = q_total * heads * (d_qk + d_v) * ab
+    kv_read = kv_total * entry * kvb
+    kv_write = q_total * entry * kvb
     scores = np.where(np.asarray(naive) > 0, 4.0 * heads * np.nan_to_num(score_elements) * ab, 0.0)
     return flops, q_o + kv_read + kv_write + scores
+
+
+def windowed_prefill_pairs(q, context, window):
+    """Causal query-key pairs of one prefill chunk of ``q`` new tokens after ``context`` cached ones when
+    each query sees at most ``window`` keys (itself included; 0 = unbounded).
+
+    Query i (1..q) sees min(context + i, window) keys. The first n₁ = clip(window − context, 0, q) queries
+    are under the window: n₁·(context + n₁/2) pairs (the continuous form, as for full attention); the
+    other q − n₁ see ``window`` each. Without a window this is q·(context + q/2).
+    """
+    q, c, w = (np.asarray(x, dtype=float) for x in (q, context, window))
+    full = q * (c + q / 2.0)
+    n1 = np.clip(w - c, 0.0, q)
+    return np.where(w > 0, n1 * (c + n1 / 2.0) + (q - n1) * w, full)
+
+
+def linear_attention_cost(seqs, tokens, heads, key_dim, value_dim, act_bits, chunk=64.0):
+    """Gated delta-rule linear attention (Qwen3.5/Qwen3-Next GDN layers) over ``tokens`` new tokens of
+    ``seqs`` sequences, ``heads`` value heads of key width ``key_dim`` and value width ``value_dim``.
+
+    Each sequence carries a recurrent state of heads·key_dim·value_dim fp32 numbers, read once and
+    written once per call whatever its context (linear attention's point: no KV cache grows).
+    FLOPs per token and head: the state update and read-out, ~6·dk·dv, plus the chunked (WY) form's
+    intra-chunk terms, ~4·chunk·(dk + dv) with chunks of ``chunk`` tokens (prefill); a decode token
+    (one per sequence) pays only the recurrent 6·dk·dv.
+    Bytes: q, k (dk each), v, output, gate (dv each) per token and head at activation width, plus the
+    fp32 state read and written.
+    """
+    ab = np.asarray(act_bits, dtype=float) / 8
+    seqs, tokens = np.asarray(seqs, dtype=float), np.asarray(tokens, dtype=float)
+    per_seq = np.where(seqs > 0, tokens / np.maximum(seqs, 1.0), 0.0)
+    intra = np.where(per_seq > 1.0, 4.0 * np.minimum(per_seq, chunk) * (key_dim + value_dim), 0.0)
+    flops = tokens * heads * (6.0 * key_dim * value_dim + intra)
+    state = seqs * heads * key_dim * value_dim * 4.0 * 2.0
+    acts = tokens * heads * (2.0 * key_dim + 3.0 * value_dim) * ab
+    return flops, acts + state
 
 
 def elementwise_cost(kind, m, n, act_bits, gated=1.0):
@@ -157,6 +211,17 @@ def allgather_link_bytes(msg_bytes, world_size):
     return np.where(w > 1, (w - 1.0) / np.maximum(w, 1.0) * msg_bytes, 0.0)
 
 
+def alltoall_link_bytes(msg_bytes, world_size):
+    """All-to-all of a ``msg_bytes`` send buffer per GPU (MoE dispatch or combine): each GPU sends the
+    (w−1)/w of it addressed to the other ranks."""
+    return allgather_link_bytes(msg_bytes, world_size)
+
+
+def p2p_link_bytes(msg_bytes, world_size):
+    """Point-to-point send of ``msg_bytes`` to the next pipeline stage (``world_size`` ≥ 2 marks a real send)."""
+    return np.where(np.asarray(world_size, dtype=float) > 1, np.asarray(msg_bytes, dtype=float), 0.0)
+
+
 def fill_shape_defaults(df: pd.DataFrame) -> pd.DataFrame:
     """Return ``df`` with every shape/precision column present and NaNs replaced by the defaults.
 
@@ -176,12 +241,15 @@ def attention_pairs(df: pd.DataFrame, kind: np.ndarray | None = None) -> np.ndar
     """Query-key pairs of attention rows: ``attn_pairs`` when given, else from (batch, q_tokens, kv_len).
 
     Prefill (causal): batch·q·(kv_len − q/2). Decode: batch·kv_len (one query sees every cached key).
+    A ``window`` > 0 caps the keys each query sees (:func:`windowed_prefill_pairs`; decode: min(kv_len, window)).
     """
     q = df["q_tokens"].to_numpy(float)
     kv = df["kv_len"].to_numpy(float)
     b = df["batch"].to_numpy(float)
+    w = df["window"].to_numpy(float) if "window" in df.columns else np.zeros(len(df))
     kind = kind_array(df) if kind is None else kind
-    derived = np.where(kind == ATTN_DECODE, b * kv, b * q * (kv - q / 2.0))
+    decode_keys = np.where(w > 0, np.minimum(kv, np.where(w > 0, w, 1.0)), kv)
+    derived = np.where(kind == ATTN_DECODE, b * decode_keys, b * windowed_prefill_pairs(q, kv - q, w))
     given = df["attn_pairs"].to_numpy(float)
     return np.where(np.isnan(given), derived, given)
 
@@ -222,11 +290,25 @@ def op_costs(df: pd.DataFrame, kind: np.ndarray | None = None) -> dict[str, np.n
     sel = (kind == ATTN_PREFILL) | (kind == ATTN_DECODE)
     if sel.any():
         pairs = attention_pairs(df, kind)[sel]
-        q_total = np.where(kind[sel] == ATTN_DECODE, col["batch"][sel], col["batch"][sel] * col["q_tokens"][sel])
-        kv_total = col["batch"][sel] * col["kv_len"][sel]
+        decode = kind[sel] == ATTN_DECODE
+        q_sel = np.where(decode, 1.0, col["q_tokens"][sel])
+        q_total = col["batch"][sel] * q_sel
+        w = col["window"][sel]
+        # keys read per sequence: a window bounds the cached ones (plus the chunk's own tokens in prefill)
+        keys = np.where(w > 0, np.minimum(col["kv_len"][sel], np.where(decode, w, w + q_sel)), col["kv_len"][sel])
+        kv_total = col["batch"][sel] * keys
         score = np.where(np.isnan(col["score_elements"][sel]), pairs, col["score_elements"][sel])
         f, b = attention_cost(q_total, kv_total, pairs, col["heads"][sel], col["kv_heads"][sel], col["head_dim"][sel],
-                              col["act_bits"][sel], col["kv_bits"][sel], score, col["naive_attention"][sel])
+                              col["act_bits"][sel], col["kv_bits"][sel], score, col["naive_attention"][sel],
+                              col["v_head_dim"][sel], col["latent_kv"][sel])
+        flops[sel], nbytes[sel] = f, b
+
+    sel = kind == LINEAR_ATTN
+    if sel.any():
+        tokens = col["batch"][sel] * np.maximum(col["q_tokens"][sel], 1.0)
+        f, b = linear_attention_cost(col["batch"][sel], tokens, col["heads"][sel], col["head_dim"][sel],
+                                     np.where(col["v_head_dim"][sel] > 0, col["v_head_dim"][sel], col["head_dim"][sel]),
+                                     col["act_bits"][sel])
         flops[sel], nbytes[sel] = f, b
 
     sel = np.isin(kind, ELEMENTWISE_KINDS)
@@ -251,6 +333,12 @@ def op_costs(df: pd.DataFrame, kind: np.ndarray | None = None) -> dict[str, np.n
     sel = kind == ALLGATHER
     if sel.any():
         link[sel] = allgather_link_bytes(col["msg_bytes"][sel], col["world_size"][sel])
+    sel = kind == ALLTOALL
+    if sel.any():
+        link[sel] = alltoall_link_bytes(col["msg_bytes"][sel], col["world_size"][sel])
+    sel = kind == P2P
+    if sel.any():
+        link[sel] = p2p_link_bytes(col["msg_bytes"][sel], col["world_size"][sel])
 
     unknown = ~np.isin(kind, OP_KINDS)
     if unknown.any():
