@@ -16,6 +16,8 @@ Exit codes
     directory where a file is expected, a file where a folder is expected, no permission).
 130
     interrupted (Ctrl-C); commands that can keep partial results (``simulate``) write them first.
+143
+    terminated (SIGTERM): handled like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -100,7 +102,20 @@ def os_error_message(exc: OSError) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning bad input into one line on stderr and exit code 2."""
+    """Entry point: run the app, turning bad input into one line on stderr and exit code 2.
+
+    SIGTERM is handled like Ctrl-C (partial results kept, temporary files removed) and exits 143.
+    """
+    from inference_sim import signals
+
+    previous = signals.install()
+    try:
+        return signals.exit_code(_main(argv))
+    finally:
+        signals.restore(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

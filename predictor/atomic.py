@@ -4,7 +4,9 @@ A crash, a kill (even SIGKILL) or a full disk midway leaves the previous file un
 content goes to a hidden temporary file ``.<name>.<random>.tmp`` next to the target, is flushed to disk,
 and only then renamed over the target (the rename is atomic on POSIX; the folder is fsynced after it so
 the rename itself survives a power cut). On an exception the temporary file is removed; only a process
-killed outright can leave one behind, and it never has the target's name.
+killed outright can leave one behind, and it never has the target's name. Temporary names carry the
+writer's process id (``.<name>.<pid>.<random>.tmp``): the next write of the same target removes those whose
+process is gone (:func:`remove_stale_temps`).
 
 Files that only make sense together (an artifact's model, metadata and checksum) go through
 :func:`atomic_write_many`: every new file is written and flushed first, then all are renamed into place;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,48 @@ from predictor.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of this process's temporary siblings of ``name``: ``.<name>.<pid>.``."""
+    return f".{name}.{os.getpid()}."
+
+
+def remove_stale_temps(folder: Path, name: str) -> list[Path]:
+    """Remove temporary siblings ``.<name>.<pid>.*.tmp`` in ``folder`` whose process no longer runs.
+
+    Returns the paths removed. Siblings of live processes (a concurrent run) are left alone; so are files
+    that do not follow the pattern.
+    """
+    removed = []
+    try:
+        candidates = list(Path(folder).glob(f".{name}.*.tmp"))
+    except OSError:
+        return removed
+    for path in candidates:
+        middle = path.name[len(name) + 2:-len(".tmp")]
+        pid_text = middle.split(".", 1)[0]
+        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def _prepare_folder(path: Path) -> None:
@@ -67,8 +112,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     _prepare_folder(path)
+    remove_stale_temps(path.parent, path.name)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as err:
         _reraise_naming(err, path)
     os.close(fd)
@@ -118,8 +164,6 @@ def atomic_write_many(files: dict[str | Path, bytes | str], encoding: str = "utf
     replaced are restored from backups taken just before (hard links, or copies where links are not
     supported) and the error propagates.
     """
-    import shutil
-
     items = [(Path(p), data.encode(encoding) if isinstance(data, str) else data) for p, data in files.items()]
     for path, _ in items:
         _prepare_folder(path)
@@ -129,7 +173,8 @@ def atomic_write_many(files: dict[str | Path, bytes | str], encoding: str = "utf
     try:
         for path, payload in items:
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                remove_stale_temps(path.parent, path.name)
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
                 staged.append((path, Path(tmp)))
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(payload)

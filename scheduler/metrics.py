@@ -72,15 +72,11 @@ class RequestStream:
     BATCH = 65_536
 
     def __init__(self, path):
-        import tempfile
+        from predictor.atomic import atomic_path
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        import os
-
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self._target = atomic_path(self.path)  # the project's one atomic writer: temp sibling, fsync, rename
+        self.tmp = self._target.__enter__()
         self.pending: list[int] = []
         self.written: np.ndarray | None = None  # per-request flag: row already in the file
         self.writer = None
@@ -111,8 +107,6 @@ class RequestStream:
         self.pending = []
 
     def close(self, state, partial: bool) -> Path:
-        import os
-
         # Every row not yet in the file, whatever its status: rejected requests, requests still waiting or
         # running when the run was cut short, finished ones still queued, and any request an interrupt caught
         # between being marked done and being queued. Each row is written exactly once.
@@ -122,8 +116,7 @@ class RequestStream:
         if self.writer is None:  # nothing at all: still leave a valid (empty) table
             self._flush_empty(state)
         self.writer.close()
-        os.chmod(self.tmp, 0o644)
-        os.replace(self.tmp, self.path)
+        self._target.__exit__(None, None, None)
         return self.path
 
     def _flush_empty(self, state) -> None:

@@ -326,7 +326,7 @@ def test_cli_search_and_table(capsys, tmp_path):
     assert code == 0 and "Cheapest per unit of sustained load" in out
 
 
-def test_cli_interrupt_writes_partial_and_exits_130(capsys, spec_file, tmp_path, monkeypatch):
+def test_cli_interrupt_writes_partial_to_partial_folder_and_exits_130(capsys, spec_file, tmp_path, monkeypatch):
     calls = []
     real = sw._grid_task
 
@@ -340,8 +340,9 @@ def test_cli_interrupt_writes_partial_and_exits_130(capsys, spec_file, tmp_path,
     code, out, err = run_cli(capsys, "sweep", spec_file, "--out", tmp_path / "o", "--json")
     assert code == 130
     assert "interrupted" in err and json.loads(out)["partial"] is True
-    table = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    table = pd.read_parquet(tmp_path / "o" / "partial" / "results.parquet")
     assert len(table) == 3 and table["partial"].all()
+    assert not (tmp_path / "o" / "results.parquet").exists()  # the folder itself only ever holds complete runs
 
 
 BAD_CLI = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,8 @@ import typer
 
 from inference_sim import common
 from inference_sim.common import app
+
+SIM_OUTPUTS = ("requests.parquet", "summary.json", "trace.json", "latency_cdf.png", "batch_kv_over_time.png")
 
 
 @app.command()
@@ -48,7 +51,9 @@ def simulate(
     slo_tpot_ms: Annotated[float | None, typer.Option(help="TPOT SLO for goodput (ms).")] = None,
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for requests.parquet, summary.json, trace.json and plots.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for requests.parquet, summary.json, trace.json and plots "
+                                                  "(an interrupted run writes to OUT/partial/).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace files in --out that this tool did not write.")] = False,
     iteration_log: Annotated[bool, typer.Option("--iteration-log/--no-iteration-log",
                                                 help="Keep per-iteration records for trace.json and the batch/KV plot "
                                                      "(turn off for very long runs).")] = True,
@@ -59,6 +64,7 @@ def simulate(
 
     from predictor import Predictor, get_gpu
     from predictor.atomic import atomic_write
+    from predictor.output_dir import OutputFolder
     from scheduler.engine import EngineConfig, Simulator
     from scheduler.workload import build_workload
 
@@ -77,18 +83,21 @@ def simulate(
                           kv_budget_tokens=kv_budget_tokens)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), tp, dtype, config)
-    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True, disable=as_json) as bar:
-        task = bar.add_task("sim", total=len(wl))
-        result = sim.run(wl, record_iterations=out is not None and iteration_log,
-                         progress=lambda done, total: bar.update(task, completed=done),
-                         stream_requests_to=out / "requests.parquet" if out is not None else None)
-    summary = result.summary(slo_ttft_ms, slo_tpot_ms)
-    if out is not None:
-        if iteration_log:
-            result.chrome_trace(out / "trace.json")
-        result.plots(out)
-        atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    folder = OutputFolder(out, SIM_OUTPUTS, force=force) if out is not None else None
+    with folder if folder is not None else contextlib.nullcontext() as staging:
+        with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True, disable=as_json) as bar:
+            task = bar.add_task("sim", total=len(wl))
+            result = sim.run(wl, record_iterations=out is not None and iteration_log,
+                             progress=lambda done, total: bar.update(task, completed=done),
+                             stream_requests_to=staging / "requests.parquet" if staging is not None else None)
+        summary = result.summary(slo_ttft_ms, slo_tpot_ms)
+        if staging is not None:
+            if iteration_log:
+                result.chrome_trace(staging / "trace.json")
+            result.plots(staging)
+            atomic_write(staging / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+            out = folder.publish(partial=result.partial)
     if result.partial:
         typer.echo(f"interrupted: {summary['finished']:,} of {summary['requests']:,} requests finished; "
                    f"partial results{' written to ' + str(out) if out is not None else ''} (marked partial)", err=True)
@@ -119,4 +128,4 @@ def simulate(
         typer.echo(f"  wrote {out}/requests.parquet, summary.json, latency_cdf.png"
                    f"{', trace.json, batch_kv_over_time.png' if iteration_log else ''}")
     if result.partial:
-        raise typer.Exit(130)
+        raise typer.Exit(130)  # 143 when SIGTERM caused it (see inference_sim.signals)

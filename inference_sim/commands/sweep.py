@@ -16,46 +16,59 @@ def sweep(
     spec_file: Annotated[Path, typer.Argument(metavar="SWEEP.yaml", help="Sweep spec (see examples/sweep.yaml).")],
     search: Annotated[bool, typer.Option("--search", help="Find each configuration's highest request rate that "
                                                           "meets the SLO (bisection) instead of the rate grid.")] = False,
-    dask: Annotated[str | None, typer.Option(help="Run on Dask: 'local' (a 2-worker LocalCluster on 127.0.0.1) or "
+    dask: Annotated[str | None, typer.Option(help="Run on Dask: 'local' (a 2-worker LocalCluster and its dashboard on "
+                                                  "127.0.0.1 only) or "
                                                   "a scheduler address tcp://host:8786.")] = None,
     n_jobs: Annotated[int | None, typer.Option(help="Local worker processes (default 1; -1: one per core). With "
                                                     "--dask local: the number of workers.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for results.parquet/.csv (search.parquet/.csv), summary.json "
-                                           "and the plot.")] = Path("sweep_out"),
+                                           "and the plot (an interrupted sweep writes to OUT/partial/).")] = Path("sweep_out"),
+    force: Annotated[bool, typer.Option("--force", help="Replace files in --out that this tool did not write.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Sweep GPU × TP × batch limits × chunk size × rate × precision: cost, latency, SLO, Pareto front, cheapest."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from inference_sim.progress import ProgressLines
+    from predictor.output_dir import PARTIAL, OutputFolder
     from scheduler.sweep import check_execution, load_sweep, run_sweep
+    from scheduler.sweep_result import output_names
 
     spec = load_sweep(spec_file)
     n_jobs = 1 if n_jobs is None else n_jobs
     check_execution(n_jobs, dask)
-    if out.exists() and not out.is_dir():
-        from predictor.errors import InputError
-
-        raise InputError(f"--out: {str(out)!r} is a file, expected a folder")
+    mode = "search" if search else "grid"
+    folder = OutputFolder(out, output_names(mode).values(), force=force)
+    folder.check()
     err_console = Console(stderr=True)
     unit = "configurations" if search else "points"
-    with Progress(TextColumn(f"{'searching' if search else 'sweeping'} {unit}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("sweep", total=None)
-        result = run_sweep(spec, search=search, n_jobs=n_jobs, dask=dask,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
-    result.write(out)
+    with folder as staging:
+        with Progress(TextColumn(f"{'searching' if search else 'sweeping'} {unit}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True,
+                      disable=not err_console.is_terminal) as bar:
+            task = bar.add_task("sweep", total=None)
+            lines = ProgressLines(f"{'searching' if search else 'sweeping'} {unit}",
+                                  enabled=not err_console.is_terminal)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+                lines.update(done, total)
+
+            result = run_sweep(spec, search=search, n_jobs=n_jobs, dask=dask, progress=progress)
+        shown = out / PARTIAL if result.partial else out
+        result.write(staging, shown_dir=shown)
+        folder.publish(partial=result.partial)
     summary = result.summary()
     if result.partial:
         typer.echo(f"interrupted: {len(result.table):,} of {result.total:,} {unit} finished; partial results written "
-                   f"to {out} (marked partial)", err=True)
+                   f"to {shown} (marked partial)", err=True)
     if as_json:
         common._print_json(summary)
     else:
         _print(result, summary, out)
     if result.partial:
-        raise typer.Exit(130)
+        raise typer.Exit(130)  # 143 when SIGTERM caused it (see inference_sim.signals)
 
 
 def _money(value: float | None, digits: int = 3) -> str:

@@ -1,0 +1,52 @@
+"""Plain progress lines on stderr for when it is not a terminal (a log file, CI, a pipe).
+
+Rich's bars and spinners draw nothing there, so a long command would be silent for minutes. These helpers
+print ordinary lines instead: a step's name when it starts (:meth:`ProgressLines.say`) and ``done/total``
+counts at most every ``every_s`` seconds (:meth:`ProgressLines.update`), each with the elapsed time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressLines:
+    """Progress as plain stderr lines, e.g. ``sweeping points: 12/40 (30%), 8 s``.
+
+    Parameters
+    ----------
+    label : str
+        What is progressing (``sweeping points``).
+    enabled : bool
+        Print only when True (pass ``not console.is_terminal``).
+    every_s : float
+        Least time between two count lines, seconds (the first and the last count always print).
+    """
+
+    def __init__(self, label: str, enabled: bool, every_s: float = 10.0):
+        self.label = label
+        self.enabled = enabled
+        self.every_s = every_s
+        self.start = time.monotonic()
+        self._last: float | None = None
+
+    def _print(self, text: str) -> None:
+        print(f"{text}, {time.monotonic() - self.start:.0f} s", file=sys.stderr, flush=True)
+
+    def say(self, message: str) -> None:
+        """Print a step (``training: fitting the final model``)."""
+        if self.enabled:
+            self._print(f"{self.label}: {message}")
+
+    def update(self, done: int, total: int | None) -> None:
+        """Print ``done/total`` if ``every_s`` has passed since the last line, or at the start or the end."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if self._last is not None and not final and now - self._last < self.every_s:
+            return
+        self._last = now
+        share = f" ({done / total:.0%})" if total else ""
+        self._print(f"{self.label}: {done}/{total if total is not None else '?'}{share}")
