@@ -218,7 +218,8 @@ class Predictor:
 
         text = str(path) if path is not None else ""
         if text.startswith(("models:/", "runs:/")):
-            return cls(load_artifact(_download_mlflow_artifact(text), MODEL_FEATURES))
+            with tempfile.TemporaryDirectory(prefix="inference-sim-artifact-") as target:  # removed after loading
+                return cls(load_artifact(_download_mlflow_artifact(text, dst_dir=target), MODEL_FEATURES))
         return cls(load_artifact(path, MODEL_FEATURES))
 
     @classmethod
@@ -508,12 +509,19 @@ def static_prefill_batch(batch_size: int, input_len: int, budget: int | None) ->
                       decode_context_tokens=zeros, sample_tokens=arr[:, 5])
 
 
-def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None) -> Path:
+MLFLOW_HTTP_TIMEOUT_S = "10"  # per request; with no retries an unreachable server fails within ~10-20 s
+
+
+def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None, dst_dir: str | Path | None = None) -> Path:
     """Download the artifact folder logged with an MLflow run (``runs:/<id>``) or a registered model version
-    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) into a temporary folder."""
+    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) into ``dst_dir`` (default: a new temporary
+    folder the caller removes). HTTP calls time out after ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds (default 10)
+    with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` retries (default 0), unless the environment sets them."""
     import os
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_HTTP_TIMEOUT_S)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import re
 
     import mlflow
@@ -540,7 +548,7 @@ def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None) -> Path
                 version = (client.get_model_version_by_alias(name, ref) if by_alias
                            else client.get_model_version(name, ref))
                 run_id = version.run_id
-            target = tempfile.mkdtemp(prefix="inference-sim-artifact-")
+            target = str(dst_dir) if dst_dir is not None else tempfile.mkdtemp(prefix="inference-sim-artifact-")
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
                                                        tracking_uri=tracking_uri)
     except InputError:

@@ -173,3 +173,14 @@ def test_unknown_mlflow_model_is_a_clear_error(quick_run, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(InputError, match="cannot load 'models:/nope@champion'"):
         Predictor.load("models:/nope@champion")
+
+
+def test_mlflow_download_is_removed_after_loading(quick_run, monkeypatch, tmp_path):
+    import tempfile
+
+    _, uri = quick_run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    predictor = Predictor.load("models:/inference-sim-residual@champion")
+    assert predictor.is_hybrid
+    assert list(tmp_path.iterdir()) == []  # the downloaded copy is gone once the model is in memory

@@ -9,13 +9,16 @@ Steps (all seeded and deterministic for a given thread count):
 4. fit the final model on all rows;
 5. write the artifact folder (model text, metadata, checksum, evaluation metrics and a sample of
    held-out predictions) next to the target and swap it in with a rename — unless the shipped
-   artifact is better on the same leave-one-model-out folds (then keep it, unless ``force``);
+   artifact is better on the same leave-one-model-out folds (then keep it, unless ``force``). The
+   comparison and the swap hold an exclusive lock (``.<name>.lock`` beside the folder, :func:`artifact_lock`),
+   so two trainings into the same folder take turns instead of racing on the renames;
 6. log params, metrics, artifacts and the model to MLflow, register it, and move the ``champion``
    alias when it beats the current champion (tracking failures only warn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -23,7 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,7 @@ import pandas as pd
 
 from features.builder import CATEGORICAL_FEATURES, MODEL_FEATURES
 from predictor.artifact import METADATA_FILE, SHIPPED_DIR, load_artifact, save_artifact
-from predictor.atomic import atomic_path, atomic_write
+from predictor.atomic import atomic_path, atomic_write, temp_prefix
 from predictor.errors import InputError
 from training import splits as sp
 from training.dataset import TrainingData, balanced_sample, data_hashes, load_training_data
@@ -209,6 +212,39 @@ def _check_out_dir(out_dir: Path) -> None:
                          f"whole folder, so give a new or an artifact folder")
 
 
+LOCK_WAIT_S = 600.0
+
+
+@contextlib.contextmanager
+def artifact_lock(out_dir: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the exclusive lock of the artifact folder ``out_dir`` (a ``filelock`` on ``.<name>.lock`` beside it).
+
+    Another training (thread or process) that wants to compare against or replace the same folder waits, at
+    most ``wait_s`` seconds; then :class:`InputError`. The operating system releases the lock of a killed
+    process.
+    """
+    from filelock import FileLock, Timeout
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir.parent / f".{out_dir.name}.lock"), thread_local=False)
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        raise InputError(f"--out: {str(out_dir)!r} is locked by another training for over {wait_s:g} s; "
+                         f"try again when it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove staging folders of trainings into ``out_dir`` that were killed outright."""
+    from predictor.atomic import remove_stale_temps
+
+    remove_stale_temps(out_dir.parent, f"{out_dir.name}.staging")
+
+
 def _recover_interrupted_swap(out_dir: Path) -> None:
     """A run killed between the two renames of :func:`_swap_in` leaves only ``.<name>.old``: put it back."""
     old = _old_dir(out_dir)
@@ -241,6 +277,16 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _publish(staging: Path, out_dir: Path, metric: float, signature: str, force: bool) -> tuple[bool, str]:
+    """Under the folder's lock: compare with the artifact in ``out_dir`` and swap ``staging`` in if it is
+    better (or ``force``); return (replaced, reason)."""
+    with artifact_lock(out_dir):
+        replace, reason = _should_replace(out_dir, metric, signature, force)
+        if replace:
+            _swap_in(staging, out_dir)
+    return replace, reason
+
+
 def _write_staging(staging: Path, final, metadata: dict, evaluation: dict, samples: list, importance) -> None:
     """Every file of the new artifact folder, each written atomically."""
     save_artifact(staging, final.booster_.model_to_string(), metadata)
@@ -261,7 +307,10 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
     config = config or TrainConfig()
     out_dir = Path(out_dir) if out_dir is not None else SHIPPED_DIR
     _check_out_dir(out_dir)
-    _recover_interrupted_swap(out_dir)
+    if out_dir.parent.is_dir():
+        with artifact_lock(out_dir):
+            _recover_interrupted_swap(out_dir)
+            _remove_stale_staging(out_dir)
     if tracking:
         from training.tracking import check_tracking_uri
 
@@ -337,16 +386,15 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
 
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(f"{out_dir.name}.staging"), suffix=".tmp",
+                                        dir=out_dir.parent))
     except OSError as err:
         raise OSError(err.errno, err.strerror or str(err), str(out_dir)) from err
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact folder is meant to be shared
     try:
         _write_staging(staging, final, metadata, evaluation, samples, importance)
         load_artifact(staging, MODEL_FEATURES)  # verify what we wrote before it replaces anything
-        replace, reason = _should_replace(out_dir, primary, signature, force)
-        if replace:
-            _swap_in(staging, out_dir)
+        replace, reason = _publish(staging, out_dir, primary, signature, force)
     except OSError as err:  # full disk, I/O error: name the artifact folder, which is as it was
         previous = "the previous artifact there is unchanged" if (out_dir / METADATA_FILE).exists() else \
             "nothing was written"
