@@ -1,18 +1,20 @@
 """Rebuild the shipped kernel tables in ``data/`` from the published sources.
 
-Run ``python -m features.build_data [--shared ../shared/data]``. Writes
+Run ``inference-sim data build [--shared ../shared/data] [--out DIR]`` (``python -m features.build_data``
+with the same options does the same). Writes
 ``data/vidur/kernels.parquet``, ``data/aiconfigurator/kernels.parquet`` and
 ``data/ingest_report.json`` (rows kept and rejected per reason). The published files are only read.
 """
 
 from __future__ import annotations
 
-import argparse
-import shutil
+import sys
 from pathlib import Path
 
 from features.canonical import DATA_DIR, write_report, write_table
 from features.schema import IngestReport
+from predictor.atomic import atomic_write
+from predictor.errors import InputError
 
 VIDUR_ROOTS = ("data/profiling", "history/6555c85", "history/021ca0c")
 
@@ -26,6 +28,7 @@ def build_kernel_data(shared_dir: str | Path = "../shared/data", out_dir: str | 
 
     shared_dir = Path(shared_dir)
     out_dir = Path(out_dir) if out_dir is not None else DATA_DIR
+    check_shared_dir(shared_dir)
     reports = {}
 
     vidur_report = IngestReport()
@@ -40,17 +43,27 @@ def build_kernel_data(shared_dir: str | Path = "../shared/data", out_dir: str | 
     write_table(aic, out_dir / "aiconfigurator" / "kernels.parquet")
     reports["aiconfigurator"] = aic_report
     for source in ("vidur", "aiconfigurator"):
-        shutil.copyfile(shared_dir / source / "LICENSE", out_dir / source / "LICENSE")
+        atomic_write(out_dir / source / "LICENSE", (shared_dir / source / "LICENSE").read_bytes())
     write_report(reports, out_dir)
     return {k: v.to_dict() for k, v in reports.items()}
 
 
+def check_shared_dir(shared_dir: Path) -> None:
+    """Raise :class:`InputError` unless ``shared_dir`` holds the published ``vidur/`` and ``aiconfigurator/``."""
+    if not shared_dir.is_dir():
+        raise InputError(f"--shared: folder {str(shared_dir)!r} does not exist; give the folder holding the "
+                         f"published vidur/ and aiconfigurator/ sources")
+    for source in ("vidur", "aiconfigurator"):
+        if not (shared_dir / source).is_dir():
+            raise InputError(f"--shared: {str(shared_dir)!r} has no {source}/ folder; give the folder holding the "
+                             f"published vidur/ and aiconfigurator/ sources")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shared", default="../shared/data", help="folder holding the published sources")
-    parser.add_argument("--out", default=None, help="output data folder (default: the repo's data/)")
-    args = parser.parse_args()
-    print(build_kernel_data(args.shared, args.out))
+    """``python -m features.build_data [options]``: the same as ``inference-sim data build [options]``."""
+    from inference_sim.cli import main as cli_main
+
+    sys.exit(cli_main(["data", "build", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

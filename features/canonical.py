@@ -78,7 +78,7 @@ def load_kernels(data_dir: str | Path | None = None, sources: tuple[str, ...] = 
     for source in sources:
         path = data_dir / source / "kernels.parquet"
         if not path.exists():
-            raise InputError(f"data: {str(path)!r} is missing; rebuild it with `python -m features.build_data`")
+            raise InputError(f"data: {str(path)!r} is missing; rebuild it with `inference-sim data build`")
         parts.append(read_table(path))
     return pd.concat(parts, ignore_index=True)
 

@@ -51,7 +51,7 @@ def summary_markdown(payload: dict) -> str:
     lines = ["# Kernel-profile data", "",
              "Produced by `inference-sim data summary --markdown docs/data.md --plot docs/ratio_vs_intensity.png` "
              "from the shipped canonical tables in `data/` (built from the published sources by "
-             "`python -m features.build_data`; licences and provenance notes beside each table).", "",
+             "`inference-sim data build`; licences and provenance notes beside each table).", "",
              "![measured over roofline against arithmetic intensity](ratio_vs_intensity.png)", "",
              f"Total canonical kernel rows: **{payload['total_rows']:,}**", "",
              "| source | GPU | op kind | dtype | rows | models | min ms | max ms |", "|---|---|---|---|---:|---:|---:|---:|"]

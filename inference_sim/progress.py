@@ -2,13 +2,18 @@
 
 Rich's bars and spinners draw nothing there, so a long command would be silent for minutes. These helpers
 print ordinary lines instead: a step's name when it starts (:meth:`ProgressLines.say`) and ``done/total``
-counts at most every ``every_s`` seconds (:meth:`ProgressLines.update`), each with the elapsed time.
+counts at most every ``every_s`` seconds (:meth:`ProgressLines.update`), and for a step that reports nothing
+itself, a ``still <step>`` line every ``every_s`` seconds (:meth:`ProgressLines.heartbeat`), each with the
+elapsed time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 
 class ProgressLines:
@@ -50,3 +55,24 @@ class ProgressLines:
         self._last = now
         share = f" ({done / total:.0%})" if total else ""
         self._print(f"{self.label}: {done}/{total if total is not None else '?'}{share}")
+
+    @contextlib.contextmanager
+    def heartbeat(self, step: str, every_s: float = 15.0) -> Iterator[None]:
+        """Print ``step`` now and ``still <step>`` every ``every_s`` seconds until the block ends."""
+        if not self.enabled:
+            yield
+            return
+        self.say(step)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every_s):
+                self.say(f"still {step}")
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

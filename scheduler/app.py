@@ -15,6 +15,8 @@ set of lengths (seeded); the planner draws K of them (sampling then simulation).
 
 from __future__ import annotations
 
+import graphlib
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -135,16 +137,27 @@ class ApplicationSpec(BaseModel):
                 raise ValueError("routing: shares (times count) must sum to 1")
         if self.topology == "chain" and all(m.upstream is None for m in self.models):
             raise ValueError("chain: at least one model needs an upstream")
-        # no cycles
-        parent = {m.name: m.upstream for m in self.models}
-        for start in names:
-            seen, cur = set(), start
-            while cur is not None:
-                if cur in seen:
-                    raise ValueError(f"chain: models {sorted(seen)} form a cycle")
-                seen.add(cur)
-                cur = parent[cur]
+        try:  # no cycles
+            _upstream_order(self.models)
+        except graphlib.CycleError as err:
+            raise ValueError(f"chain: models {sorted(set(err.args[1]))} form a cycle") from None
         return self
+
+
+def _upstream_order(models) -> list[str]:
+    """Names of ``models`` (objects with ``name`` and ``upstream``) with each upstream first, by
+    :class:`graphlib.TopologicalSorter`; ready models keep their given order. Raises ``graphlib.CycleError``."""
+    sorter = graphlib.TopologicalSorter()
+    for m in models:
+        sorter.add(m.name, *([m.upstream] if m.upstream is not None else []))
+    position = {m.name: i for i, m in enumerate(models)}
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
 
 
 def load_application(path: str | Path) -> Application:
@@ -268,14 +281,8 @@ class Application:
         return [llm.name for llm in self.llms]
 
     def topological_order(self) -> list[str]:
-        """LLM names with every upstream before its downstream models."""
-        order, placed = [], set()
-        while len(order) < len(self.llms):
-            for llm in self.llms:
-                if llm.name not in placed and (llm.upstream is None or llm.upstream in placed):
-                    order.append(llm.name)
-                    placed.add(llm.name)
-        return order
+        """LLM names with every upstream before its downstream models (ties in spec order)."""
+        return _upstream_order(self.llms)
 
     # --- sampling ----------------------------------------------------------------------------
     def _draw(self, spec: LengthSpec, n: int, rng: np.random.Generator, cap: np.ndarray | int | None) -> np.ndarray:

@@ -268,9 +268,9 @@ class SimResult:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
         for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end"), strict=True):
             v = self.columns[col][done]
-            v = np.sort(v[np.isfinite(v)] * 1e3)
+            v = v[np.isfinite(v)] * 1e3
             if v.size:
-                ax.plot(v, np.linspace(0, 1, v.size))
+                ax.ecdf(v)
             ax.set_xlabel(f"{title} (ms)")
             ax.set_ylabel("fraction of requests")
             ax.grid(alpha=0.3)

@@ -9,7 +9,7 @@ import pytest
 
 from features.ingest_vidur import load_vidur
 from predictor.analysis import batch_roofline
-from predictor.batch import BatchShape, from_lists
+from predictor.batch import from_lists
 from predictor.errors import InputError
 from predictor.roofline import roofline
 
@@ -165,6 +165,3 @@ def test_missing_root():
     with pytest.raises(InputError, match="does not exist"):
         load_vidur("/nonexistent/vidur")
 
-
-def test_batchshape_unused_import_guard():
-    assert BatchShape is not None

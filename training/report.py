@@ -26,6 +26,21 @@ METHOD_TITLES = {"hybrid": "hybrid (roofline × learned residual)", "roofline": 
                  "roofline_calibrated": "calibrated roofline (per op kind × GPU)", "ml_only": "ML only (no roofline)"}
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_report_dir() -> Path:
+    """Where ``inference-sim report`` writes by default: the project's ``docs/`` in a source checkout (the
+    folder holding this project's ``pyproject.toml``), else ``docs/`` under the current folder — never a
+    folder inside the installed package."""
+    pyproject = PROJECT_ROOT / "pyproject.toml"
+    try:
+        ours = pyproject.is_file() and 'name = "inference-sim"' in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        ours = False
+    return PROJECT_ROOT / "docs" if ours else Path.cwd() / "docs"
+
+
 def load_evaluation(artifact_dir: str | Path | None = None) -> tuple[dict, pd.DataFrame, dict]:
     """(evaluation, sample predictions, metadata) of an artifact folder (default: the shipped one)."""
     directory = Path(artifact_dir) if artifact_dir is not None else SHIPPED_DIR
@@ -107,8 +122,7 @@ def _plots(sample: pd.DataFrame, out_dir: Path) -> list[str]:
     for ax, split in zip(axes[0], splits, strict=True):
         s = sample[(sample["split"] == split) & ~sample["worst"]]
         for method in METHODS:
-            e = np.sort(np.abs(s[method] - s["measured_ms"]) / s["measured_ms"])
-            ax.plot(e, np.linspace(0, 1, len(e)), label=method)
+            ax.ecdf(np.abs(s[method] - s["measured_ms"]) / s["measured_ms"], label=method)
         ax.set_xscale("log")
         ax.set_xlim(1e-3, 1e2)
         ax.set_xlabel("absolute percentage error (fraction)")

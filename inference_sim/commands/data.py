@@ -1,4 +1,4 @@
-"""`inference-sim data summary | ingest`: kernel-profile tables."""
+"""`inference-sim data summary | build | ingest`: kernel-profile tables."""
 
 from __future__ import annotations
 
@@ -50,6 +50,25 @@ def data_summary(
     for source, rep in payload["ingest"].items():
         rejected = ", ".join(f"{k} {v:,}" for k, v in rep.get("rejected", {}).items()) or "none"
         console.print(f"{source}: kept {rep['kept']:,}, merged duplicates {rep['merged_duplicates']:,}, rejected: {rejected}")
+
+
+@data_app.command("build")
+def data_build(
+    shared: Annotated[Path, typer.Option(help="Folder holding the published vidur/ and aiconfigurator/ sources.")] = Path(
+        "../shared/data"),
+    out: Annotated[Path | None, typer.Option(help="Output data folder (default: the repo's data/).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ingestion reports as JSON.")] = False,
+) -> None:
+    """Rebuild the shipped kernel tables (data/vidur, data/aiconfigurator, ingest_report.json) from the sources."""
+    from features.build_data import build_kernel_data
+
+    reports = build_kernel_data(shared, out)
+    if as_json:
+        common._print_json(reports)
+        return
+    for source, rep in reports.items():
+        rejected = ", ".join(f"{k} {v:,}" for k, v in rep.get("rejected", {}).items()) or "none"
+        typer.echo(f"{source}: kept {rep['kept']:,}, merged duplicates {rep['merged_duplicates']:,}, rejected: {rejected}")
 
 
 @data_app.command("ingest")

@@ -34,14 +34,22 @@ def plan(
                       time_budget_s=time_budget_s)
     from rich.console import Console
 
-    with Console(stderr=True).status("planning (sampling then simulation)…", spinner="dots") as _:
+    from inference_sim.progress import ProgressLines
+
+    console = Console(stderr=True)
+    lines = ProgressLines("planning", enabled=not console.is_terminal)
+    with console.status("planning (sampling then simulation)…", spinner="dots") as _, \
+            lines.heartbeat(f"searching ({planner.strategy}, time budget {planner.time_budget_s:g} s) and "
+                            f"evaluating against baselines"):
         result = planner.run()
+    lines.say(f"done: {result.evaluations} plan evaluations, {result.simulations} engine simulations")
     if gantt is not None:
         from scheduler.gantt import gantt_chart
 
         gantt_chart(result.execution, application.num_gpus, gantt,
-                    f"{application.spec.name}: {result.strategy} plan, makespan {result.chosen.mean_s:.0f} s "
-                    f"(sample 1)")
+                    f"{application.spec.name}: {result.strategy} plan on output-length sample 1 of "
+                    f"{planner.samples_k}: makespan {result.execution.makespan_s:.0f} s "
+                    f"(mean over the {planner.samples_k} samples {result.chosen.mean_s:.0f} s)")
     payload = result.to_dict()
     payload["application"] = {"name": application.spec.name, "topology": application.spec.topology,
                               "llms": application.names, "gpus": application.num_gpus, "gpu": application.gpu.name,

@@ -26,6 +26,7 @@ def train(
     """Train the residual model, evaluate it against baselines on held-out splits, write the artifact."""
     from rich.console import Console
 
+    from inference_sim.progress import ProgressLines
     from training.pipeline import TrainConfig
     from training.pipeline import train as run_training
 
@@ -37,9 +38,15 @@ def train(
         warnings_seen.append(message)
         typer.echo(f"warning: {message}", err=True)
 
-    with console.status("training…") as status:
+    lines = ProgressLines("training", enabled=not console.is_terminal, every_s=0)
+
+    def progress(message: str) -> None:
+        status.update(message)
+        lines.say(message)
+
+    with console.status("training…") as status, lines.heartbeat("training (a step line follows as each starts)"):
         result = run_training(config, out_dir=out, data_dir=data_dir, tracking_uri=tracking_uri,
-                              tracking=not no_tracking, force=force, progress=lambda m: status.update(m), warn=warn)
+                              tracking=not no_tracking, force=force, progress=progress, warn=warn)
     payload = result.to_dict()
     if as_json:
         common._print_json(payload)
@@ -58,14 +65,15 @@ def train(
 @app.command()
 def report(
     artifacts: Annotated[Path | None, typer.Option(help="Artifact folder (default: the shipped artifacts/).")] = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Where to write accuracy.md and plots (default: docs/).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Where to write accuracy.md and plots (default: the project's "
+                                                      "docs/ in a source checkout, else ./docs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the headline metrics as JSON.")] = False,
 ) -> None:
     """Accuracy of the residual model against baselines on held-out data; writes docs/accuracy.md."""
-    from training.report import load_evaluation, report_json, write_report
+    from training.report import default_report_dir, load_evaluation, report_json, write_report
 
     evaluation, sample, metadata = load_evaluation(artifacts)
-    target = out_dir if out_dir is not None else Path(__file__).resolve().parents[1] / "docs"
+    target = out_dir if out_dir is not None else default_report_dir()
     path = write_report(evaluation, sample, target, metadata)
     payload = report_json(evaluation)
     if as_json:
