@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 from predictor.errors import InputError
@@ -66,7 +67,10 @@ def _parallel(n_jobs: int, dask) -> Iterator[tuple[dict, str]]:
     import joblib
 
     if dask is None:
-        yield {"n_jobs": n_jobs}, f"joblib (n_jobs={n_jobs})"
+        cores = os.cpu_count() or 1
+        used = cores if n_jobs == -1 else min(n_jobs, cores)  # more processes than cores only adds start-up time
+        note = f", capped from {n_jobs} at the {cores} CPU cores" if n_jobs not in (-1, used) else ""
+        yield {"n_jobs": used}, f"joblib (n_jobs={used}{note})"
         return
     import logging
 
