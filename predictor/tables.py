@@ -46,6 +46,7 @@ TABLE_FORMAT = 5
 WORK_GROUPS = ("gemm", "moe", "elementwise", "embedding", "collective", "sampling")
 _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elementwise", "add": "elementwise",
              "rope": "elementwise", "embedding": "embedding", "allreduce": "collective", "allgather": "collective",
+             "alltoall": "collective", "p2p": "collective",
              "sampling": "sampling"}
 WORK_FIELDS = ("predicted_ms", "roofline_ms", "flops", "bytes")  # bump when grids or table contents change: old cache files are then ignored
 DENSE_TOKENS = 4096
