@@ -253,8 +253,10 @@ def test_sigkill_while_writing_a_large_file_keeps_the_previous_file(tmp_path):
     assert target.read_bytes() == before  # untouched, still a valid table
     assert len(pd.read_parquet(target)) == 1000
     leftovers = _leftovers(tmp_path)  # a killed process cannot clean up: a hidden temp file, never the target
-    assert len(leftovers) == 1 and leftovers[0].startswith(".requests.parquet.")
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".requests.parquet.{proc.pid}.")
     assert (tmp_path / leftovers[0]).stat().st_size > 20 * 2**20
+    atomic_write(target, before)  # the next write of the same file removes the dead writer's temp file
+    assert _leftovers(tmp_path) == []
 
 
 # --- artifacts --------------------------------------------------------------------------------------
@@ -479,11 +481,12 @@ def test_ctrl_c_during_simulate_writes_partial_results(tmp_path):
     proc = _cli("simulate", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--roofline", "--workload", "poisson",
                 "--rate", "50", "--num-requests", "3000000", "--prompt-len", "64", "--output-len", "32",
                 "--no-iteration-log", "--out", str(out), cwd=tmp_path)
-    # the run has started once the streamed-requests temp file exists
-    _, err = _interrupt_when(proc, lambda: out.exists() and any(p.name.startswith(".requests.parquet.")
-                                                               for p in out.iterdir()), settle_s=2.0)
+    # the run has started once the streamed-requests temp file exists (in the hidden staging folder)
+    _, err = _interrupt_when(proc, lambda: any(tmp_path.glob(".sim.*.tmp/.requests.parquet.*")), settle_s=2.0)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
+    assert not (out / "summary.json").exists()  # partial results never take the place of complete ones
+    out = out / "partial"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["partial"] is True
     assert 0 < summary["finished"] < summary["requests"] == 3_000_000
@@ -492,7 +495,7 @@ def test_ctrl_c_during_simulate_writes_partial_results(tmp_path):
     assert len(requests) == 3_000_000 and requests["request_id"].is_unique
     assert (requests["status"] == "finished").sum() > 0
     assert set(requests["status"].unique()) <= {"finished", "running", "waiting"}
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 PLAN_YAML = """\
@@ -534,7 +537,7 @@ def test_ctrl_c_during_sweep_writes_partial_results(tmp_path):
     _, err = _interrupt_when(proc, lambda: time.monotonic() - started > 10, settle_s=0)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "partial" / "summary.json").read_text())
     assert summary["partial"] is True
 
 
