@@ -8,7 +8,11 @@ from predictor.atomic import save_figure
 
 
 def gantt_chart(execution, num_gpus: int, path: str | Path, title: str = "") -> Path:
-    """Draw ``execution.intervals`` (see :class:`scheduler.execution.Execution`) to a PNG, atomically."""
+    """Draw ``execution.intervals`` (see :class:`scheduler.execution.Execution`) to a PNG, atomically.
+
+    The chart shows one execution — one output-length sample — so a ``title`` that states a makespan must
+    state this execution's (``execution.makespan_s``) and say which sample it is; the default title does.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +36,7 @@ def gantt_chart(execution, num_gpus: int, path: str | Path, title: str = "") -> 
     ax.set_yticklabels([f"GPU {g}" for g in range(num_gpus)])
     ax.invert_yaxis()
     ax.set_xlabel("time (s)   —   hatched: loading the model; thin lines: stage ends")
-    ax.set_title(title or f"plan: makespan {execution.makespan_s:.0f} s", fontsize=10)
+    ax.set_title(title or f"plan: makespan {execution.makespan_s:.0f} s (this sample)", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
     ax.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(names), 5), fontsize=8,
               frameon=False)
