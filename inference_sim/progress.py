@@ -3,7 +3,7 @@
 Rich's bars and spinners draw nothing there, so a long command would be silent for minutes. These helpers
 print ordinary lines instead: a step's name when it starts (:meth:`ProgressLines.say`) and ``done/total``
 counts at most every ``every_s`` seconds (:meth:`ProgressLines.update`), and for a step that reports nothing
-itself, a ``still <step>`` line every ``every_s`` seconds (:meth:`ProgressLines.heartbeat`), each with the
+itself, a ``<step>`` line every ``every_s`` seconds (:meth:`ProgressLines.heartbeat`), each with the
 elapsed time.
 """
 
@@ -58,16 +58,16 @@ class ProgressLines:
 
     @contextlib.contextmanager
     def heartbeat(self, step: str, every_s: float = 15.0) -> Iterator[None]:
-        """Print ``step`` now and ``still <step>`` every ``every_s`` seconds until the block ends."""
+        """Print ``<step>`` every ``every_s`` seconds until the block ends (nothing if it ends sooner, so a
+        command that fails at once still prints only its error line)."""
         if not self.enabled:
             yield
             return
-        self.say(step)
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(every_s):
-                self.say(f"still {step}")
+                self.say(step)
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()

@@ -39,7 +39,7 @@ def plan(
     console = Console(stderr=True)
     lines = ProgressLines("planning", enabled=not console.is_terminal)
     with console.status("planning (sampling then simulation)…", spinner="dots") as _, \
-            lines.heartbeat(f"searching ({planner.strategy}, time budget {planner.time_budget_s:g} s) and "
+            lines.heartbeat(f"still searching ({planner.strategy}, time budget {planner.time_budget_s:g} s) or "
                             f"evaluating against baselines"):
         result = planner.run()
     lines.say(f"done: {result.evaluations} plan evaluations, {result.simulations} engine simulations")

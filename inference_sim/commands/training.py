@@ -44,7 +44,7 @@ def train(
         status.update(message)
         lines.say(message)
 
-    with console.status("training…") as status, lines.heartbeat("training (a step line follows as each starts)"):
+    with console.status("training…") as status, lines.heartbeat("still training"):
         result = run_training(config, out_dir=out, data_dir=data_dir, tracking_uri=tracking_uri,
                               tracking=not no_tracking, force=force, progress=progress, warn=warn)
     payload = result.to_dict()
