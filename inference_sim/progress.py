@@ -4,16 +4,26 @@ Rich's bars and spinners draw nothing there, so a long command would be silent f
 print ordinary lines instead: a step's name when it starts (:meth:`ProgressLines.say`) and ``done/total``
 counts at most every ``every_s`` seconds (:meth:`ProgressLines.update`), and for a step that reports nothing
 itself, a ``<step>`` line every ``every_s`` seconds (:meth:`ProgressLines.heartbeat`), each with the
-elapsed time.
+elapsed time. ``INFERENCE_SIM_PROGRESS_S`` sets the heartbeat interval in seconds (default 15).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
+
+
+def heartbeat_interval_s() -> float:
+    """Seconds between heartbeat lines: ``$INFERENCE_SIM_PROGRESS_S`` if it is a positive number, else 15."""
+    try:
+        value = float(os.environ.get("INFERENCE_SIM_PROGRESS_S", ""))
+    except ValueError:
+        return 15.0
+    return value if value > 0 else 15.0
 
 
 class ProgressLines:
@@ -35,6 +45,7 @@ class ProgressLines:
         self.every_s = every_s
         self.start = time.monotonic()
         self._last: float | None = None
+        self.current = ""
 
     def _print(self, text: str) -> None:
         print(f"{text}, {time.monotonic() - self.start:.0f} s", file=sys.stderr, flush=True)
@@ -56,18 +67,25 @@ class ProgressLines:
         share = f" ({done / total:.0%})" if total else ""
         self._print(f"{self.label}: {done}/{total if total is not None else '?'}{share}")
 
+    def step(self, message: str) -> None:
+        """Set the step the next heartbeat line names (printed by :meth:`heartbeat`, not at once)."""
+        self.current = message
+
     @contextlib.contextmanager
-    def heartbeat(self, step: str, every_s: float = 15.0) -> Iterator[None]:
-        """Print ``<step>`` every ``every_s`` seconds until the block ends (nothing if it ends sooner, so a
-        command that fails at once still prints only its error line)."""
+    def heartbeat(self, step: str, every_s: float | None = None) -> Iterator[None]:
+        """Print the current step (``step``, then whatever :meth:`step` set) every ``every_s`` seconds until the
+        block ends (nothing if it ends sooner, so a command that fails at once still prints only its error)."""
         if not self.enabled:
             yield
             return
+        self.current = step
+        if every_s is None:
+            every_s = heartbeat_interval_s()
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(every_s):
-                self.say(step)
+                self.say(self.current)
 
         thread = threading.Thread(target=beat, daemon=True)
         thread.start()

@@ -91,3 +91,17 @@ def test_a_cycle_in_a_chain_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match=r"form a cycle") as err:
         load_application(path)
     assert "\n" not in str(err.value) and "['a', 'b']" in str(err.value)
+
+
+def test_heartbeat_names_the_current_step_each_interval_and_nothing_for_a_quick_block(capsys):
+    import time
+
+    lines = ProgressLines("training", enabled=True)
+    with lines.heartbeat("starting", every_s=0.05):
+        pass
+    assert capsys.readouterr().err == ""  # ended before the first interval: no line
+    with lines.heartbeat("starting", every_s=0.05):
+        lines.step("fitting the final model")
+        time.sleep(0.3)
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("training: fitting the final model, ") for line in err)

@@ -29,8 +29,9 @@ SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 
 
 def _start(args: list[str], cwd: Path) -> tuple[subprocess.Popen, list[str]]:
+    env = {**os.environ, "INFERENCE_SIM_PROGRESS_S": "1"}  # a progress line every second off a terminal
     proc = subprocess.Popen([sys.executable, "-m", "inference_sim.cli", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
     return proc, lines
@@ -103,8 +104,8 @@ def test_train_interrupted_keeps_the_earlier_artifact(tmp_path, sig, code):
     shutil.copytree(ROOT / "artifacts", art)
     before = {p.name: p.read_bytes() for p in art.iterdir()}
     proc, lines = _start(["train", "--quick", "--no-tracking", "--out", str(art)], tmp_path)
-    _wait_for(lambda: any(line.startswith("training: ") for line in lines), proc)
-    time.sleep(3.0)
+    _wait_for(lambda: any(line.startswith("training: loading data") for line in lines), proc)
+    time.sleep(2.0)
     proc.send_signal(sig)
     assert proc.wait(timeout=240) == code
     assert {p.name: p.read_bytes() for p in art.iterdir()} == before

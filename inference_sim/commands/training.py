@@ -38,13 +38,13 @@ def train(
         warnings_seen.append(message)
         typer.echo(f"warning: {message}", err=True)
 
-    lines = ProgressLines("training", enabled=not console.is_terminal, every_s=0)
+    lines = ProgressLines("training", enabled=not console.is_terminal)
 
     def progress(message: str) -> None:
         status.update(message)
-        lines.say(message)
+        lines.step(message)
 
-    with console.status("training…") as status, lines.heartbeat("still training"):
+    with console.status("training…") as status, lines.heartbeat("starting"):
         result = run_training(config, out_dir=out, data_dir=data_dir, tracking_uri=tracking_uri,
                               tracking=not no_tracking, force=force, progress=progress, warn=warn)
     payload = result.to_dict()
