@@ -494,7 +494,7 @@ def test_debug_shows_the_traceback_instead(bad_dir):
     with pytest.raises(InputError, match="--gpu-file"):
         main(["roofline", "--model", "llama-2-7b", "--gpu", "g", "--gpu-file", str(bad_dir / "gpu_utf16.yaml"),
               "--debug"])
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="--out"):  # checked before the run, not when the first file is written
         main(["simulate", "--model", "llama-2-7b", "--gpu", "a100", "--roofline", "--workload", "offline",
               "--num-requests", "2", "--prompt-len", "8", "--output-len", "8", "--out", str(bad_dir / "a_file"),
               "--debug"])

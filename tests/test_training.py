@@ -175,12 +175,22 @@ def test_unknown_mlflow_model_is_a_clear_error(quick_run, monkeypatch):
         Predictor.load("models:/nope@champion")
 
 
-def test_mlflow_download_is_removed_after_loading(quick_run, monkeypatch, tmp_path):
+def test_mlflow_download_is_removed_after_loading(monkeypatch, tmp_path):
+    """A runs:/ (or models:/) load downloads into a temporary folder that is gone once the model is in memory."""
     import tempfile
 
-    _, uri = quick_run
+    import mlflow
+
+    from predictor.artifact import SHIPPED_DIR
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    predictor = Predictor.load("models:/inference-sim-residual@champion")
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(SHIPPED_DIR), "artifact")
+    downloads = tmp_path / "tmp"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
+    predictor = Predictor.load(f"runs:/{run.info.run_id}")
     assert predictor.is_hybrid
-    assert list(tmp_path.iterdir()) == []  # the downloaded copy is gone once the model is in memory
+    assert list(downloads.iterdir()) == []
