@@ -32,6 +32,8 @@ from predictor.models import ModelSpec, get_model
 from predictor.ops import build_ops
 from predictor.overhead import NO_OVERHEAD, OverheadModel
 from predictor.precision import Precision, parse_dtype
+from predictor.validate import (check_artifact_path, check_iteration_bounds, check_iteration_context,
+                                check_iteration_keys, check_static_batch)
 
 MIN_RATIO_TO_ROOFLINE = 0.5
 MAX_TOKENS = 10_000_000  # same limit as predictor.batch
@@ -216,6 +218,7 @@ class Predictor:
         """
         from features.builder import MODEL_FEATURES
 
+        check_artifact_path(path)
         text = str(path) if path is not None else ""
         if text.startswith(("models:/", "runs:/")):
             return cls(load_artifact(_download_mlflow_artifact(text), MODEL_FEATURES))
@@ -353,6 +356,7 @@ class Predictor:
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
+        check_iteration_context(spec, chunks, contexts)
         q_mean = new_sum / n_chunks if n_chunks else 0.0
         kernel = table.kernel_ms_scalar(
             tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
@@ -407,6 +411,7 @@ class Predictor:
         missing = [c for c in ITERATION_KEYS if c not in iterations.columns]
         if missing:
             raise InputError(f"iterations: missing column(s) {missing}; required: {list(ITERATION_KEYS)}")
+        check_iteration_keys(iterations)
         kernel = np.zeros(len(iterations))
         overhead = np.zeros(len(iterations))
         keys = iterations[list(ITERATION_KEYS)].astype(str)
@@ -417,6 +422,7 @@ class Predictor:
             except ValueError:
                 raise InputError(f"iterations: column 'tp' must hold integers, got {tp!r}") from None
             batch = from_frame(iterations.iloc[idx])
+            check_iteration_bounds(batch, get_model(model).max_position_embeddings, iterations.index[idx])
             k, o = self.predict_batch(model, gpu, tp_int, dtype, batch)
             kernel[idx], overhead[idx] = k, o
         return pd.DataFrame({"total_ms": kernel + overhead, "kernel_ms": kernel, "overhead_ms": overhead},
@@ -445,6 +451,7 @@ class Predictor:
                                                    or not isinstance(max_num_batched_tokens, int | np.integer)
                                                    or max_num_batched_tokens < 1):
             raise InputError(f"max_num_batched_tokens: must be a positive integer, got {max_num_batched_tokens!r}")
+        check_static_batch(*self._resolve(model, gpu, tp, dtype), batch_size, input_len, output_len)
         prefill = static_prefill_batch(batch_size, input_len, max_num_batched_tokens)
         steps = output_len - 1
         contexts = input_len + np.arange(steps, dtype=float)
