@@ -64,6 +64,7 @@ def edge_dir(tmp_path_factory):
     os.mkfifo(d / "fifo.json")
     os.mkfifo(d / "fifo.csv")
     os.mkfifo(d / "fifo.yaml")
+    os.mkfifo(d / "fifo.parquet")
     (d / "deep.json").write_text('{"a":' * 200_000 + "1" + "}" * 200_000)
     (d / "awq.json").write_text(json.dumps({**LLAMA_CFG, "quantization_config": {"quant_method": "awq", "bits": 4}}))
     header = "num_prefill_tokens,num_decode_tokens\n"
@@ -310,6 +311,7 @@ CLI_CASES = [
     ("gpu-file-fifo", "roofline --model llama-2-7b --gpu g --gpu-file {d}/fifo.yaml",
      "--gpu-file: '{d}/fifo.yaml' is not a regular file"),
     ("app-fifo", "plan {d}/fifo.yaml", "app: '{d}/fifo.yaml' is not a regular file"),
+    ("profiles-fifo", "evaluate --profiles {d}/fifo.parquet", "--profiles: '{d}/fifo.parquet' is not a regular file"),
     ("trace-fifo", SIM + " --workload trace --trace {d}/fifo.csv", "--trace: '{d}/fifo.csv' is not a regular file"),
     ("trace-empty-tokens", SIM + " --workload offline --trace {d}/nan_row.csv",
      "--trace: '{d}/nan_row.csv' line 3: column 'num_prefill_tokens' is empty, NaN or not a number"),
@@ -403,3 +405,30 @@ def test_estimate_with_a_contradicting_dtype_warns_once(edge_dir, capsys, cli_ro
     assert lines == [f"warning: {edge_dir / 'awq.json'}: quantization_config declares awq 4-bit weights but --dtype "
                      f"fp16 is costed; pass --dtype w4a16 to match it"]
     assert "(tp=1, fp16)" in out
+
+
+def test_artifact_metadata_nested_too_deep_is_one_line(tmp_path):
+    from predictor.artifact import CHECKSUM_FILE, METADATA_FILE, MODEL_FILE, SHIPPED_DIR, sha256_file
+
+    folder = tmp_path / "deep-artifact"
+    folder.mkdir()
+    (folder / MODEL_FILE).write_text((SHIPPED_DIR / MODEL_FILE).read_text())
+    (folder / METADATA_FILE).write_text("[" * 200_000 + "]" * 200_000)
+    (folder / CHECKSUM_FILE).write_text("".join(f"{sha256_file(folder / n)}  {n}\n" for n in (MODEL_FILE, METADATA_FILE)))
+    with pytest.raises(InputError) as err:
+        Predictor.load(folder)
+    assert str(err.value) == f"artifact: {METADATA_FILE} in {str(folder)!r} is not valid JSON"
+
+
+def test_plan_prints_one_warning_line_counting_cut_lengths(tmp_path, capsys, cli_roofline):
+    spec = tmp_path / "cut.yaml"
+    spec.write_text(json.dumps({"name": "cut", "topology": "ensemble", "node": {"gpu": "a100-80gb", "count": 1},
+                                "prompts": {"fixed": 5000, "count": 20}, "samples": 1,
+                                "search": {"strategy": "greedy", "time_budget_s": 5},
+                                "models": [{"name": "a", "model": "llama-2-7b", "output_lengths": {"fixed": 50}}]}))
+    code, out, lines = run(capsys, f"plan {spec} --json")
+    assert code == 0
+    expected = ("lengths cut to fit the context over 1 samples: a (context 4,096): 20 of 20 prompts cut to 4,095 "
+                "tokens, 20 outputs capped")
+    assert [line for line in lines if line.strip()] == [f"warning: {expected}"]
+    assert _strict_json(out)["application"]["length_warning"] == expected
