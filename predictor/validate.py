@@ -271,7 +271,8 @@ def check_iteration_context(spec, chunks, contexts) -> None:
 
 
 def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int, output_len: int) -> None:
-    """A static batch fits the model's context and the KV cache of the default memory plan.
+    """A static batch fits the model's context and the KV cache of the default memory plan (``tp``: the TP
+    degree or a :class:`~predictor.parallel.ParallelConfig`).
 
     Raises
     ------
@@ -287,10 +288,11 @@ def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int
         raise InputError(f"input_len + output_len: {length:,} tokens exceed {spec.name}'s context length {limit:,} "
                          f"(max_position_embeddings)")
     plan = plan_memory(spec, gpu, tp, precision)
+    layout = getattr(tp, "label", f"tp={tp}")
     fit = plan.max_sequences(length)
     if batch_size > fit:
         raise InputError(f"batch_size: {batch_size:,} sequences of {length:,} tokens need "
-                         f"{batch_size * length:,} KV tokens; the KV cache of {gpu.name} at tp={tp} "
+                         f"{batch_size * length:,} KV tokens; the KV cache of {gpu.name} at {layout} "
                          f"({precision.label}) holds {plan.max_tokens:,} tokens, so at most {fit:,} such sequences")
 
 
