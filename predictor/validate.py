@@ -201,7 +201,7 @@ def check_iteration_keys(iterations) -> None:
 
     for col in ITERATION_KEYS:
         values = iterations[col]
-        bad = values.isna().to_numpy() | values.astype(str).str.strip().isin(("", "nan", "None")).to_numpy()
+        bad = (values.isna() | values.isin(("", " ", "nan", "NaN", "None"))).to_numpy()
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             label = iterations.index[pos]
