@@ -110,6 +110,7 @@ def plan_memory(
     if block_size <= 0:
         raise InputError(f"--block-size: must be > 0, got {block_size}")
     model.check_tp(tp)
+    precision.check_native(gpu)  # fp4 compute needs fp4 tensor cores
     usable = gpu.memory_bytes * gpu_memory_utilization
     weights = weights_bytes_per_gpu(model, tp, precision)
     workspace = activation_workspace_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
