@@ -165,3 +165,8 @@ def parallel_layout(tp: int, pp: int = 1, ep: int = 1, dp_attention: int = 1, mo
     from predictor.parallel import ParallelConfig
 
     return ParallelConfig(tp=tp, pp=pp, ep=ep, dp_attention=dp_attention, moe_tp=moe_tp)
+
+
+def layout_text(layout) -> str:
+    """``tp=8`` for an int, else the parallel config's label."""
+    return f"tp={layout}" if isinstance(layout, int) else layout.label

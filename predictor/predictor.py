@@ -384,7 +384,11 @@ class Predictor:
                    batch: BatchShape) -> pd.DataFrame:
         from predictor.roofline import roofline
 
+        if tp.pp > 1:  # one micro-batch's ops, each run pipeline_factor times (see kernel_ms_scalar)
+            batch = BatchShape(**{f: getattr(batch, f) / tp.micro_batches for f in batch.__dataclass_fields__})
         ops = build_ops(model, tp, precision, batch)
+        if tp.pp > 1:
+            ops["count"] = ops["count"] * tp.pipeline_factor
         pred = self.predict_ops(ops, gpu)
         table = pd.DataFrame({
             "op": ops["op"].to_numpy(), "op_kind": ops["op_kind"].to_numpy(), "count": ops["count"].to_numpy(),
