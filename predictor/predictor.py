@@ -306,6 +306,7 @@ class Predictor:
 
     def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, ParallelConfig, Precision]:
         spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
+        precision.check_native(gpu_spec)  # fp4 compute needs fp4 tensor cores
         if not isinstance(tp, ParallelConfig) and (isinstance(tp, bool) or not isinstance(tp, int | np.integer)
                                                    or tp < 1):
             raise InputError(f"tp: must be a positive integer, got {tp!r}")
