@@ -128,8 +128,9 @@ def _compressed_tensors(cfg: dict) -> tuple[int | None, int | None, str | None]:
 def detect_quantization(config: object) -> Quantization | None:
     """The quantization a HF ``config.json`` (parsed) declares in ``quantization_config``, or None.
 
-    AWQ, GPTQ and other integer schemes map to ``w<bits>a16``; fp8 (and compressed-tensors float 8-bit
-    weights and activations) to ``fp8``; bitsandbytes to ``w4a16``/``w8a16``. A scheme with no
+    AWQ, GPTQ and other integer schemes map to ``w<bits>a16``; fp8 (and compressed-tensors or ModelOpt
+    8-bit float weights and activations) to ``fp8``; bitsandbytes to ``w4a16``/``w8a16``; MXFP4 (gpt-oss)
+    to ``mxfp4`` and NVFP4 (ModelOpt) to ``nvfp4``. A scheme with no
     equivalent here has ``dtype=None``.
     """
     if not isinstance(config, dict) or not isinstance(config.get("quantization_config"), dict):
@@ -143,8 +144,15 @@ def detect_quantization(config: object) -> Quantization | None:
         bits = 4 if q.get("load_in_4bit") else 8
     elif method in ("fp8", "fbgemm_fp8"):
         bits, act_bits, kind = 8, 8, "float"
+    elif method == "modelopt":  # NVIDIA ModelOpt: quant_algo FP8 or NVFP4
+        method = f"modelopt {str(q.get('quant_algo', '')).lower()}".strip()
+        bits, act_bits, kind = {"modelopt fp8": (8, 8, "float"), "modelopt nvfp4": (4, 4, "float")}.get(method,
+                                                                                                     (None, None, None))
     elif method in ("mxfp4", "nvfp4"):
         bits = 4
+    fp4 = {"mxfp4": "mxfp4", "nvfp4": "nvfp4", "modelopt nvfp4": "nvfp4"}.get(method)
+    if fp4 is not None:
+        return Quantization(method, 4, fp4)
     if not isinstance(bits, int) or isinstance(bits, bool) or bits not in (2, 3, 4, 8, 16):
         return Quantization(method, 0, None)
     if bits == 8 and act_bits == 8:

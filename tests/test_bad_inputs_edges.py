@@ -227,6 +227,9 @@ QUANT_CASES = [
      ("compressed-tensors", 8, "fp8")),
     ("ct-w4a16", {"quant_method": "compressed-tensors", "config_groups": {"g": {
         "weights": {"num_bits": 4, "type": "int"}}}}, ("compressed-tensors", 4, "w4a16")),
+    ("mxfp4", {"quant_method": "mxfp4"}, ("mxfp4", 4, "mxfp4")),
+    ("modelopt-nvfp4", {"quant_method": "modelopt", "quant_algo": "NVFP4"}, ("modelopt nvfp4", 4, "nvfp4")),
+    ("modelopt-fp8", {"quant_method": "modelopt", "quant_algo": "FP8"}, ("modelopt fp8", 8, "fp8")),
     ("unknown", {"quant_method": "hqq"}, ("hqq", 0, None)),
 ]
 
