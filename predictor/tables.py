@@ -192,20 +192,25 @@ class IterationTables:
                "decode_log_ms", "prefill_log_ms", "tokens_work", "samples_work", "attention_coefficients")
 
     def save(self, path: Path) -> None:
+        """Write the arrays and their SHA-256 (checked by :meth:`load`) atomically."""
         from predictor.atomic import atomic_path
 
+        arrays = {"num_layers": np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS}}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, num_layers=np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS})
+                np.savez(fh, sha256=np.array(_arrays_digest(arrays)), **arrays)
 
     @classmethod
     def load(cls, path: Path) -> IterationTables | None:
-        """A cached table, or None when the file is missing or unreadable."""
+        """A cached table, or None when the file is missing, unreadable or fails its checksum (then rebuilt)."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(**{k: data[k] for k in cls._ARRAYS}, num_layers=int(data["num_layers"]))
-        except (OSError, ValueError, KeyError):
+                arrays = {k: data[k] for k in ("num_layers", *cls._ARRAYS)}
+                if str(data["sha256"]) != _arrays_digest(arrays):
+                    return None
+        except (OSError, ValueError, KeyError, EOFError):
             return None
+        return cls(**{k: arrays[k] for k in cls._ARRAYS}, num_layers=int(arrays["num_layers"]))
 
     # --- vectorised lookup -------------------------------------------------------------------------
     @staticmethod
@@ -464,6 +469,16 @@ def _bilinear(table: np.ndarray, gx: list[float], gy: list[float], x: float, y: 
          + (1 - wi) * wj * table[i][j + 1] + wi * wj * table[i + 1][j + 1])
     return math.exp(v) * max(x / xmax, 1.0) * max(y / ymax, 1.0)
 
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays`` (the table cache's checksum)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def architecture(model: ModelSpec) -> ModelSpec:
