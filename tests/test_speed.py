@@ -234,3 +234,25 @@ def test_same_seed_same_simulation(hybrid):
         wl = build_workload("trace", 300, trace="splitwise_conv", seed=5)
         runs.append(sim.run(wl, record_iterations=False).requests)
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+
+
+def test_result_columns_derive_latencies_from_the_engine_arrays(hybrid, tmp_path):
+    from scheduler.engine import EngineConfig, Simulator
+    from scheduler.metrics import COLUMN_ORDER
+    from scheduler.workload import build_workload
+
+    sim = Simulator(hybrid, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig())
+    out = tmp_path / "requests.parquet"
+    result = sim.run(build_workload("trace", 200, trace="splitwise_conv", seed=2), record_iterations=False,
+                     stream_requests_to=out)
+    c = result.columns
+    assert list(c) == list(COLUMN_ORDER) and len(c) == len(COLUMN_ORDER)
+    np.testing.assert_array_equal(c["ttft_s"], c["first_token_s"] - c["arrival_s"])
+    np.testing.assert_array_equal(c["e2e_s"], c["finish_s"] - c["arrival_s"])
+    with pytest.raises(KeyError):
+        c["no_such_column"]
+    # the streamed Parquet rows (built eagerly, per batch of ids) equal the result's table
+    streamed = pd.read_parquet(out).sort_values("request_id").reset_index(drop=True)
+    frame = result.requests
+    pd.testing.assert_frame_equal(streamed[frame.columns.drop("status")], frame.drop(columns="status"),
+                                  check_exact=True)
