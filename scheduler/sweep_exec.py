@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 
 from predictor.errors import InputError
@@ -66,11 +65,16 @@ def _parallel(n_jobs: int, dask) -> Iterator[tuple[dict, str]]:
     """joblib settings for the chosen backend: (Parallel kwargs, a description)."""
     import joblib
 
+    from predictor.cpus import capped_workers
+
+    if dask is None or (isinstance(dask, str) and dask == "local"):
+        n_jobs, warning = capped_workers(n_jobs, "n_jobs")
+        if warning:
+            import warnings
+
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if dask is None:
-        cores = os.cpu_count() or 1
-        used = cores if n_jobs == -1 else min(n_jobs, cores)  # more processes than cores only adds start-up time
-        note = f", capped from {n_jobs} at the {cores} CPU cores" if n_jobs not in (-1, used) else ""
-        yield {"n_jobs": used}, f"joblib (n_jobs={used}{note})"
+        yield {"n_jobs": n_jobs}, f"joblib (n_jobs={n_jobs})"
         return
     import logging
 

@@ -1,5 +1,5 @@
 """Edges of the command line: progress lines off a terminal, where `report` writes, `data build` without its
-sources, capped local worker counts, and `pytest` kept out of the runtime dependencies."""
+sources, and `pytest` kept out of the runtime dependencies."""
 
 from __future__ import annotations
 
@@ -49,16 +49,6 @@ def test_data_build_without_its_sources_is_one_line_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --shared: folder ") and "does not exist" in err
     assert not (tmp_path / "d").exists()
-
-
-def test_local_worker_count_is_capped_at_the_cpu_cores(monkeypatch):
-    import scheduler.sweep_exec as sx
-
-    monkeypatch.setattr(sx.os, "cpu_count", lambda: 4)
-    with sx._parallel(100_000, None) as (kwargs, label):
-        assert kwargs == {"n_jobs": 4} and label == "joblib (n_jobs=4, capped from 100000 at the 4 CPU cores)"
-    with sx._parallel(2, None) as (kwargs, label):
-        assert kwargs == {"n_jobs": 2} and label == "joblib (n_jobs=2)"
 
 
 def test_pytest_is_only_a_test_dependency():
