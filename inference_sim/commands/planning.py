@@ -49,7 +49,6 @@ def plan(
             lines.heartbeat(f"still searching ({planner.strategy}, time budget {planner.time_budget_s:g} s) or "
                             f"evaluating against baselines"):
         result = planner.run()
-    lines.say(f"done: {result.evaluations} plan evaluations, {result.simulations} engine simulations")
     if gantt is not None:
         from scheduler.gantt import gantt_chart
 
