@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import InputError
-from scheduler.sweep_exec import _execute, check_execution
+from scheduler.sweep_exec import _execute, _parallel, check_execution  # noqa: F401 (_parallel: re-exported)
 from scheduler.sweep_result import SweepResult, cheapest_meeting_slo, pareto_front
 from scheduler.sweep_spec import (DEFAULT_PRICES, MAX_POINTS, PARETO_METRICS, EngineSpec, GridSpec, SearchSpec,  # noqa: F401
                                   SLOSpec, Sweep, SweepSpec, WorkloadSpec, load_prices, load_sweep, sweep_from_dict)
