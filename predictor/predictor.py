@@ -34,6 +34,8 @@ from predictor.ops import build_ops
 from predictor.overhead import NO_OVERHEAD, OverheadModel
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision, parse_dtype
+from predictor.validate import (check_artifact_path, check_iteration_bounds, check_iteration_context,
+                                check_iteration_keys, check_static_batch)
 
 MIN_RATIO_TO_ROOFLINE = 0.5
 PARALLEL_PREDICT_ROWS = 10_000  # LightGBM predicts on every available CPU from this many rows (table building)
@@ -220,6 +222,7 @@ class Predictor:
         """
         from features.builder import MODEL_FEATURES
 
+        check_artifact_path(path)
         text = str(path) if path is not None else ""
         if text.startswith(("models:/", "runs:/")):
             return cls(load_artifact(_download_mlflow_artifact(text), MODEL_FEATURES))
@@ -330,6 +333,7 @@ class Predictor:
 
     def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, ParallelConfig, Precision]:
         spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
+        precision.check_native(gpu_spec)  # fp4 compute needs fp4 tensor cores
         if not isinstance(tp, ParallelConfig) and (isinstance(tp, bool) or not isinstance(tp, int | np.integer)
                                                    or tp < 1):
             raise InputError(f"tp: must be a positive integer, got {tp!r}")
@@ -387,6 +391,7 @@ class Predictor:
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
+        check_iteration_context(spec, chunks, contexts)
         q_mean = new_sum / n_chunks if n_chunks else 0.0
         kernel = kernel_ms_scalar(
             table, tp, tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
@@ -454,6 +459,7 @@ class Predictor:
         missing = [c for c in ITERATION_KEYS if c not in iterations.columns]
         if missing:
             raise InputError(f"iterations: missing column(s) {missing}; required: {list(ITERATION_KEYS)}")
+        check_iteration_keys(iterations)
         kernel = np.zeros(len(iterations))
         overhead = np.zeros(len(iterations))
         for key, idx in _configuration_groups(iterations).items():
@@ -463,6 +469,7 @@ class Predictor:
             except ValueError:
                 raise InputError(f"iterations: column 'tp' must hold integers, got {tp!r}") from None
             batch = from_frame(iterations if len(idx) == len(iterations) else iterations.iloc[idx])
+            check_iteration_bounds(batch, get_model(model).max_position_embeddings, iterations.index[idx])
             k, o = self.predict_batch(model, gpu, tp_int, dtype, batch)
             kernel[idx], overhead[idx] = k, o
         return pd.DataFrame({"total_ms": kernel + overhead, "kernel_ms": kernel, "overhead_ms": overhead},
@@ -491,6 +498,7 @@ class Predictor:
                                                    or not isinstance(max_num_batched_tokens, int | np.integer)
                                                    or max_num_batched_tokens < 1):
             raise InputError(f"max_num_batched_tokens: must be a positive integer, got {max_num_batched_tokens!r}")
+        check_static_batch(*self._resolve(model, gpu, tp, dtype), batch_size, input_len, output_len)
         prefill = static_prefill_batch(batch_size, input_len, max_num_batched_tokens)
         steps = output_len - 1
         contexts = input_len + np.arange(steps, dtype=float)
