@@ -19,7 +19,9 @@ def simulate(
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
     tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
     dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
-    workload: Annotated[str, typer.Option(help="offline, poisson, gamma or trace.")] = "poisson",
+    workload: Annotated[str, typer.Option(help="offline, poisson, gamma, trace or concurrency (closed loop).")] = "poisson",
+    concurrency: Annotated[int | None, typer.Option(help="Clients of a closed loop (--workload concurrency): each sends "
+                                                         "its next request when its last one completes.")] = None,
     rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
     cv: Annotated[float, typer.Option(help="Coefficient of variation of gamma inter-arrival gaps.")] = 1.0,
     trace: Annotated[str | None, typer.Option(help="Trace for lengths/arrivals: splitwise_conv, splitwise_code, "
@@ -70,7 +72,7 @@ def simulate(
     if num_requests is None and workload != "trace":
         num_requests = 1000
     wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
-                        output_len=output_len, output_dist=output_dist, seed=seed)
+                        output_len=output_len, output_dist=output_dist, seed=seed, concurrency=concurrency)
     config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
                           chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
@@ -84,6 +86,10 @@ def simulate(
                          progress=lambda done, total: bar.update(task, completed=done),
                          stream_requests_to=out / "requests.parquet" if out is not None else None)
     summary = result.summary(slo_ttft_ms, slo_tpot_ms)
+    if wl.concurrency is not None:
+        from scheduler.serving_eval import closed_loop_summary
+
+        summary["measurement_window"] = closed_loop_summary(result, wl.concurrency)
     if out is not None:
         if iteration_log:
             result.chrome_trace(out / "trace.json")
