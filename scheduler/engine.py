@@ -257,8 +257,9 @@ class ClosedLoop:
     rejected, and a client sends its next request at the moment its previous one completes.
     """
 
-    def __init__(self, concurrency: int):
+    def __init__(self, concurrency: int, delay_s: float = 0.0):
         self.concurrency = int(concurrency)
+        self.delay_s = float(delay_s)  # send → engine queue (API server, tokenisation); TTFT still counts from the send
         self.sent = 0   # requests sent so far (ids 0..sent-1)
         self.ended = 0  # sent requests that finished or were rejected
 
@@ -267,7 +268,7 @@ class ClosedLoop:
         n = len(state.arrival)
         while self.sent < n and self.sent - self.ended < self.concurrency:
             r = self.sent
-            state.arrival[r] = now
+            state.arrival[r] = now + self.delay_s
             self.sent += 1
             if state.status[r] == REJECTED:
                 self.ended += 1
@@ -338,6 +339,9 @@ class Simulator:
     tp : int
     dtype : str
     config : EngineConfig
+    profile : scheduler.engine_profiles.EngineProfile, optional
+        Time steps with a serving framework's per-step costs (kernel scale, CUDA-graph padding, overheads)
+        instead of the predictor's own overhead model.
 
     Attributes
     ----------
@@ -352,12 +356,16 @@ class Simulator:
         Evictions (preemptions by recompute) so far.
     """
 
-    def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None):
+    def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None,
+                 profile=None):
         from predictor.memory import plan_memory
 
         self.config = config or EngineConfig()
         self.config.validate()
         self.bound = predictor.bind(model, gpu, tp, dtype)
+        self.profile = profile
+        if profile is not None:
+            self.bound = profile.apply(self.bound)
         self.predictor_name = predictor.name
         spec = self.bound.model
         self.max_model_len = (spec.max_position_embeddings if self.config.max_model_len is None
@@ -630,10 +638,13 @@ class Simulator:
         from scheduler.metrics import RequestStream, SimResult
 
         state = _State(workload)
+        self.state = state  # the run's per-request arrays, readable by ``stop`` and ``progress`` callbacks
         state.peaks = self.peaks
         self._reject_impossible(state)
         self.start()
         if state.closed is not None:
+            if self.profile is not None:
+                state.closed.delay_s = self.profile.admission_ms(state.closed.concurrency) / 1e3
             state.closed.release(state, 0.0)
         self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
         log = IterationLog()
@@ -646,7 +657,10 @@ class Simulator:
             progress(int(((state.status == DONE) | (state.status == REJECTED)).sum()), n)
         if self._stream is not None:
             self._stream.close(state, partial)
-        return SimResult.from_state(state, log, self, workload, partial=partial)
+        result = SimResult.from_state(state, log, self, workload, partial=partial)
+        if state.closed is not None:
+            result.meta["client_delay_ms"] = state.closed.delay_s * 1e3  # add to TTFT/E2E for times from the send
+        return result
 
     def _loop(self, state: _State, log: IterationLog, n: int, record_iterations: bool, progress, stop):
         next_arrival = 0

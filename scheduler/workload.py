@@ -166,6 +166,7 @@ def build_workload(
     output_dist: str | None = None,
     seed: int = 0,
     concurrency: int | None = None,
+    stagger: bool = True,
 ) -> Workload:
     """Assemble a workload from an arrival process and length sources.
 
@@ -173,6 +174,10 @@ def build_workload(
     ``splitwise_conv``); ``output_dist`` (a model name) samples output lengths from its measured
     distribution instead. ``kind="trace"`` replays the trace's own arrival times. ``kind="concurrency"``
     is a closed loop of ``concurrency`` clients (send times set by the engine; see :class:`Workload`).
+    With ``stagger`` (default) the clients' first requests — warm-up, outside the measurement window —
+    generate 1/C, 2/C, …, C/C of their output length, so that the clients' phases are spread over a
+    request's lifetime as in a benchmark's steady state instead of marching in lock-step (identical
+    requests sent together would otherwise prefill together and finish together forever).
     """
     if kind not in ARRIVALS:
         raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
@@ -225,6 +230,10 @@ def build_workload(
         outputs = np.full(n, _check_count("--output-len", output_len, 10_000_000), dtype=np.int64)
     else:
         outputs = table["output_tokens"].to_numpy(np.int64)
+    if kind == "concurrency" and stagger:
+        first = min(concurrency, n)
+        outputs = outputs.copy()
+        outputs[:first] = np.maximum(1, np.ceil(outputs[:first] * np.arange(1, first + 1) / concurrency)).astype(np.int64)
     order = np.argsort(arrival, kind="stable")
     name = kind if kind != "trace" else f"trace:{trace or 'splitwise_conv'}"
     if kind == "concurrency":
