@@ -17,7 +17,11 @@ from inference_sim.common import app
 def simulate(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
     dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
     workload: Annotated[str, typer.Option(help="offline, poisson, gamma, trace or concurrency (closed loop).")] = "poisson",
     concurrency: Annotated[int | None, typer.Option(help="Clients of a closed loop (--workload concurrency): each sends "
@@ -90,7 +94,8 @@ def simulate(
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
     timed_by = None if roofline_only or profile.framework == "legacy" else profile
-    sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), tp, dtype, config, profile=timed_by)
+    sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp),
+                    dtype, config, profile=timed_by)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("sim", total=len(wl))
@@ -128,6 +133,12 @@ def simulate(
         if kv_allocation != "paged" or kv_budget_tokens is not None:
             typer.echo(f"  KV waste (reserved slots holding no token) {summary['kv_waste']['mean']:.1%} time-weighted, "
                        f"{summary['kv_waste']['at_peak']:.1%} at peak reservation")
+    mem = summary.get("meta", {}).get("memory")
+    if mem:
+        typer.echo(f"  Memory per GPU ({summary['meta']['gpus']} GPUs): weights {common._fmt_bytes(mem['weights_bytes'])}, "
+                   f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
+                   f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
+                   f"instance capacity {mem['max_tokens']:,} tokens")
     if summary.get("efficiency"):
         typer.echo("  Efficiency per GPU (simulated iterations):")
         for line in common._efficiency_lines(summary["efficiency"], indent="    "):
