@@ -117,7 +117,9 @@ class EngineProfile:
         """Wrap a :class:`predictor.predictor.BoundPredictor` so that it times steps with this profile."""
         ideal = None
         if self.roofline_scale > 0:
-            ideal = _roofline().bind(bound.model, bound.gpu, bound.tp, bound.precision)
+            layout = getattr(bound, "parallel", None)
+            ideal = _roofline().bind(bound.model, bound.gpu, layout if layout is not None else bound.tp,
+                                     bound.precision)
         return ProfiledBound(replace(bound, overhead=NO_OVERHEAD), self, ideal)
 
     def to_dict(self) -> dict:
@@ -143,7 +145,8 @@ class ProfiledBound:
         self._base = base
         self._ideal = ideal  # the roofline-only bound predictor (when the profile has a roofline term)
         self.profile = profile
-        self._multi = base.tp > 1 if isinstance(base.tp, int) else getattr(base.tp, "gpus", 1) > 1
+        layout = getattr(base, "parallel", None)
+        self._multi = (layout.gpus if layout is not None else base.tp) > 1
 
     def __getattr__(self, name):
         return getattr(self._base, name)

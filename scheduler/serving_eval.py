@@ -62,7 +62,8 @@ QUANT_DTYPES = {"bf16": "bf16", "fp16": "fp16", "float16": "fp16", "bfloat16": "
                 "int4_wo": "w4a16", "w4a16": "w4a16", "awq": "w4a16", "gptq": "w4a16",
                 "w4a16_mxfp4": "w4a16", "mxfp4": "w4a16", "int8": "int8"}
 REASONS = ("unknown_model", "unknown_gpu", "unsupported_dtype", "unsupported_parallelism", "does_not_fit",
-           "disagg_unsupported", "no_measurement")
+           "concurrency_over_limit", "no_measurement")
+MAX_CONCURRENCY = 4096  # clients simulated at most (a run simulates about 2 × concurrency + window requests)
 MIN_WINDOW = 8     # requests in the measurement window at least
 MAX_WINDOW = 256   # ... and at most (a steady state needs no more)
 
@@ -162,6 +163,8 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
         raise Skip("unknown_gpu", str(err)) from None
     dtype = row_dtype(row)
     c = int(row["concurrency"])
+    if c > MAX_CONCURRENCY:
+        raise Skip("concurrency_over_limit", f"{c} clients; at most {MAX_CONCURRENCY} are simulated")
     wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
                         concurrency=c)
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))

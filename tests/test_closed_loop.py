@@ -129,3 +129,11 @@ def test_sweep_concurrency_must_come_with_its_kind():
            "slo": {"ttft_ms": 1000}, "grid": {"gpu": ["a100-80gb"]}}
     with pytest.raises(InputError, match="concurrency"):
         sweep_from_dict(raw)
+
+
+def test_warm_up_requests_are_staggered_so_clients_do_not_march_in_lock_step():
+    wl = build_workload("concurrency", 12, prompt_len=100, output_len=40, concurrency=4)
+    # the 4 warm-up requests generate 1/4 .. 4/4 of the 40 tokens; every later request the full 40
+    assert list(wl.output_tokens) == [10, 20, 30, 40] + [40] * 8
+    plain = build_workload("concurrency", 12, prompt_len=100, output_len=40, concurrency=4, stagger=False)
+    assert list(plain.output_tokens) == [40] * 12
