@@ -184,6 +184,7 @@ def plan_memory(
     par = as_parallel(tp)
     model.check_parallel(par)
     dp = par.dp_attention
+    precision.check_native(gpu)  # fp4 compute needs fp4 tensor cores
     usable = gpu.memory_bytes * gpu_memory_utilization
     weights = weights_bytes_per_gpu(model, par, precision)
     workspace = activation_workspace_bytes(model, par, math.ceil(max_num_batched_tokens / dp),

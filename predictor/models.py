@@ -44,6 +44,7 @@ import yaml
 
 from predictor.errors import InputError, unknown_name
 from predictor.model_parts import LinearAttentionSpec, MLASpec, SparseIndexSpec
+from predictor.validate import read_json_file, record_quantization
 
 SUPPORTED_FAMILIES = (  # classic families parsed here; today's in predictor.model_families (supported_families())
     "llama", "mistral", "mixtral", "qwen2", "qwen", "gemma", "phi", "phi3", "internlm", "gpt_neox", "mpt", "chatglm",
@@ -615,17 +616,8 @@ def read_config_file(path: str | Path, name: str | None = None) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    if not path.exists():
-        raise InputError(f"--model: file {str(path)!r} does not exist")
-    if path.stat().st_size > 10_000_000:
-        raise InputError(f"--model: {str(path)!r} is larger than 10 MB; not a config.json")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"--model: {str(path)!r} is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"--model: {str(path)!r} is not valid JSON (line {err.lineno}: {err.msg})") from None
-    return parse_hf_config(cfg, name=name or str(path), source=str(path))
+    cfg = read_json_file(path, "--model")  # a regular file, size, encoding and nesting checked
+    return record_quantization(cfg, parse_hf_config(cfg, name=name or str(path), source=str(path)))
 
 
 @functools.lru_cache(maxsize=1)

@@ -770,6 +770,14 @@ def _parallel(n_jobs: int, dask) -> Iterator[tuple[dict, str]]:
     """joblib settings for the chosen backend: (Parallel kwargs, a description)."""
     import joblib
 
+    from predictor.cpus import capped_workers
+
+    if dask is None or (isinstance(dask, str) and dask == "local"):
+        n_jobs, warning = capped_workers(n_jobs, "n_jobs")
+        if warning:
+            import warnings
+
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if dask is None:
         yield {"n_jobs": n_jobs}, f"joblib (n_jobs={n_jobs})"
         return
