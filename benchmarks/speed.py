@@ -164,9 +164,9 @@ def simulation(repeats: int) -> list[tuple[str, str, str]]:
              f"--roofline {rate(roof)}; engine loop alone, in process: {SIM_REQUESTS / engine:,.0f} per wall s")]
 
 
-def plans() -> list[tuple[str, str, str]]:
+def plans(examples: tuple[str, ...] = EXAMPLES) -> list[tuple[str, str, str]]:
     rows = []
-    for name in EXAMPLES:
+    for name in examples:
         argv = _cli("plan", f"examples/{name}.yaml", "--json")
         Timed(_python(f"from predictor import Predictor; from scheduler.app import load_application; from "
                       f"scheduler.planner import Planner; Planner(load_application('examples/{name}.yaml'), "
@@ -200,22 +200,28 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per whole-command figure (median)")
     parser.add_argument("--plans", action="store_true", help="also plan every shipped example (quiet and loaded)")
+    parser.add_argument("--examples", default=",".join(EXAMPLES), help="comma-separated examples for --plans")
     parser.add_argument("--memory", action="store_true", help="also the 100k vs 1M-request peak memory")
     args = parser.parse_args(argv)
     from predictor.cpus import available_cpus
 
-    print(f"python -m benchmarks.speed{' --plans' if args.plans else ''}{' --memory' if args.memory else ''}: "
-          f"{available_cpus()} CPUs available, load average {os.getloadavg()[0]:.1f}")
-    sections = [startup(args.repeats), loading(args.repeats), tables(), prediction(), simulation(args.repeats)]
+    examples = tuple(e for e in args.examples.split(",") if e)
+    shown = (f"{' --plans' if args.plans else ''}"
+             f"{' --examples ' + args.examples if args.plans and examples != EXAMPLES else ''}"
+             f"{' --memory' if args.memory else ''}")
+    print(f"python -m benchmarks.speed{shown}: {available_cpus()} CPUs available, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print("| figure | value | reference (same run) |\n|---|---|---|", flush=True)
+    sections = [lambda: startup(args.repeats), lambda: loading(args.repeats), tables, prediction,
+                lambda: simulation(args.repeats)]
     if args.plans:
-        sections.append(plans())
+        sections.append(lambda: plans(examples))
     if args.memory:
-        sections.append(memory())
-    rows = [row for section in sections for row in section]
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'figure':{width}s} | value | reference (same run) |\n|{'-' * (width + 2)}|---|---|")
-    for label, value, ref in rows:
-        print(f"| {label:{width}s} | {value} | {ref} |")
+        sections.append(memory)
+    for section in sections:  # rows printed as they come: a long run shows what it has measured so far
+        for label, value, ref in section():
+            print(f"| {label} | {value} | {ref} |", flush=True)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

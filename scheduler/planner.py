@@ -157,7 +157,7 @@ class Planner:
                 from predictor.errors import InputError
 
                 raise InputError(f"app: model {name} ({llm.spec.name}) does not fit on {app.num_gpus}× {app.gpu.name} "
-                                 f"in any TP configuration")
+                                 f"in any TP, EP or PP configuration")
             self.configs[name] = configs
         self.rates = {name: self._rates(name) for name in app.names}
         self.best_for_gpus = {}
@@ -181,7 +181,9 @@ class Planner:
         out = {}
         for i, a in enumerate(roots):
             for b in roots[i + 1:]:
-                tps = sorted({c.tp for c in self.configs[a]} & {c.tp for c in self.configs[b]})
+                # co-location shares plain-TP replicas only
+                tps = sorted({c.tp for c in self.configs[a] if c.layout == c.tp}
+                             & {c.tp for c in self.configs[b] if c.layout == c.tp})
                 rates = {}
                 for tp in tps:
                     try:
@@ -201,7 +203,7 @@ class Planner:
                     tls = self.executor.simulate_group([a, b], Config(tp, 1), self.planning, rem, 0.0, zeros)
                     per = tuple(rem[n].ids.size / max(tls[n].completion_s, 1e-9) for n in (a, b))
                     for c in self.configs[a]:
-                        if c.tp == tp:
+                        if c.replica == Config(tp, 1):
                             rates[c] = (per[0] * c.dp, per[1] * c.dp)
                 if rates:
                     out[(a, b)] = rates
@@ -214,11 +216,11 @@ class Planner:
         n = len(self.planning.prompts[name])
         ids = np.arange(min(n, RATE_SAMPLE_REQUESTS))
         rem = Remaining(ids, np.zeros(ids.size, np.int64), self.planning.outputs[name][ids].copy())
-        per_tp = {}
-        for tp in sorted({c.tp for c in self.configs[name]}):
-            tl = self.executor.simulate(name, Config(tp, 1), self.planning, rem, 0.0, np.zeros(ids.size))
-            per_tp[tp] = ids.size / max(tl.completion_s, 1e-9)
-        return {c: per_tp[c.tp] * c.dp for c in self.configs[name]}
+        per_replica = {}
+        for replica in sorted({c.replica for c in self.configs[name]}):
+            tl = self.executor.simulate(name, replica, self.planning, rem, 0.0, np.zeros(ids.size))
+            per_replica[replica] = ids.size / max(tl.completion_s, 1e-9)
+        return {c: per_replica[c.replica] * c.dp for c in self.configs[name]}
 
     def fastest_config(self, name: str) -> Config:
         """The LLM's fastest configuration using at most all GPUs."""
@@ -359,7 +361,7 @@ class Planner:
                     placements += [q for q in running.values() if q.group == opt.group and q.gpus == opt.gpus
                                    and q.llm != name and q.llm not in done]
         fresh = [x for x in chosen if not isinstance(x[1], Placement)]
-        for name, opt in sorted(fresh, key=lambda x: -x[1].config.tp if isinstance(x[1], PairOption) else -x[1].tp):
+        for name, opt in sorted(fresh, key=lambda x: -(x[1].config if isinstance(x[1], PairOption) else x[1]).replica_gpus):
             config = opt.config if isinstance(opt, PairOption) else opt
             gpus = allocate(config, free, self.app.nvlink_groups)
             if gpus is None:
@@ -420,7 +422,7 @@ class Planner:
                     up = self.app.by_name[name].upstream
                     if name in included or (up is not None and up not in included):
                         continue
-                    smallest = min((c for c in self.configs[name] if c.dp == 1), key=lambda c: c.tp)
+                    smallest = min((c for c in self.configs[name] if c.dp == 1), key=lambda c: (c.replica_gpus, c))
                     gpus = allocate(smallest, free, self.app.nvlink_groups)
                     if gpus is not None:
                         placements.append(Placement(name, smallest, gpus))

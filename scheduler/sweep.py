@@ -105,11 +105,12 @@ def _predictor(kind: str, artifacts: str | None):
 
 @functools.lru_cache(maxsize=256)
 def _workload(kind: str, num_requests: int, rate: float | None, cv: float, trace: str | None, prompt_len: int | None,
-              output_len: int | None, output_dist: str | None, seed: int):
+              output_len: int | None, output_dist: str | None, seed: int, concurrency: int | None = None):
     from scheduler.workload import build_workload
 
     return build_workload(kind, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
-                          output_len=output_len, output_dist=output_dist, seed=seed)
+                          output_len=output_len, output_dist=output_dist, seed=seed,
+                          concurrency=concurrency if kind == "concurrency" else None)
 
 
 def _engine_config(ctx: Context, point: dict):
@@ -165,9 +166,10 @@ def simulate_point(ctx: Context, point: dict, rate: float | None = None, kind: s
     wl = dict(ctx.workload)
     wl["kind"] = kind or wl["kind"]
     r = point["rate"] if rate is None else rate
-    r = None if r is None or (isinstance(r, float) and math.isnan(r)) or wl["kind"] in ("offline", "trace") else float(r)
+    r = (None if r is None or (isinstance(r, float) and math.isnan(r)) or wl["kind"] in ("offline", "trace", "concurrency")
+         else float(r))
     workload = _workload(wl["kind"], wl["num_requests"], r, wl["cv"], wl["trace"], wl["prompt_len"], wl["output_len"],
-                         wl["output_dist"], wl["seed"])
+                         wl["output_dist"], wl["seed"], wl.get("concurrency"))
     sim = Simulator(_predictor(ctx.predictor, ctx.artifacts), ctx.model, ctx.gpus[point["gpu"]], point["tp"],
                     point["dtype"], _engine_config(ctx, point))
     result = sim.run(workload, record_iterations=False)

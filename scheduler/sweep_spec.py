@@ -28,13 +28,15 @@ class WorkloadSpec(BaseModel):
     """Requests of every point (seeded, so every point sees the same lengths; arrivals scale with the rate).
 
     ``kind``: ``poisson`` or ``gamma`` arrivals at the grid's rates (requests/s), ``offline`` (all at
-    t = 0) or ``trace`` (the trace's own timestamps). Lengths: ``prompt_len`` / ``output_len`` (tokens)
+    t = 0), ``trace`` (the trace's own timestamps) or ``concurrency`` (a closed loop of ``concurrency``
+    clients). Lengths: ``prompt_len`` / ``output_len`` (tokens)
     fix them, else they come from ``trace`` (a shipped trace name or a Vidur/Azure CSV; default
     ``splitwise_conv``); ``output_dist`` samples output lengths from a model's measured distribution.
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["poisson", "gamma", "offline", "trace"] = "poisson"
+    kind: Literal["poisson", "gamma", "offline", "trace", "concurrency"] = "poisson"
+    concurrency: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
     num_requests: int = Field(default=300, strict=True, ge=1, le=1_000_000)
     trace: str | None = Field(default=None, min_length=1)
     prompt_len: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
@@ -133,6 +135,8 @@ class SweepSpec(BaseModel):
         timed = self.workload.kind in ("poisson", "gamma")
         if not timed and self.grid.rate is not None:
             raise ValueError(f"grid.rate: only for poisson or gamma workloads, not {self.workload.kind!r}")
+        if (self.workload.kind == "concurrency") != (self.workload.concurrency is not None):
+            raise ValueError("workload.concurrency: give it (clients, >= 1) exactly when kind is concurrency")
         return self
 
 
