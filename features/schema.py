@@ -50,6 +50,9 @@ REQUIRED_SHAPES = {
     oc.EMBEDDING: ("m", "n"),
     oc.ALLREDUCE: ("msg_bytes",),
     oc.ALLGATHER: ("msg_bytes",),
+    oc.ALLTOALL: ("msg_bytes",),
+    oc.P2P: ("msg_bytes",),
+    oc.LINEAR_ATTN: ("batch", "q_tokens", "heads", "head_dim"),
     **{kind: ("m", "n") for kind in oc.ELEMENTWISE_KINDS},
 }
 

@@ -72,6 +72,7 @@ class TrainConfig:
     search: bool = True
     lomo_models: list[str] | None = None
     logo_gpus: list[str] | None = None
+    family_groups: list[str] | None = None
     random_split: bool = True
     sample_rows_per_split: int = 10_000
     quick_mode: bool = False
@@ -161,6 +162,9 @@ def _sample_predictions(pooled: pd.DataFrame, n: int, seed: int) -> pd.DataFrame
 def _folds(data: TrainingData, config: TrainConfig) -> dict[str, list[sp.Fold]]:
     folds = {"leave_one_model_out": sp.leave_one_model_out(data.table, config.lomo_models),
              "leave_one_gpu_out": sp.leave_one_gpu_out(data.table, config.logo_gpus)}
+    family_folds = sp.leave_family_out(data.table, 0.5, config.seed, config.family_groups)
+    if family_folds:
+        folds["leave_family_out"] = family_folds
     if config.random_split:
         folds["random"] = sp.random_split(data.table, 0.2, config.seed)
     return folds
