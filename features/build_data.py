@@ -2,7 +2,7 @@
 
 Run ``python -m features.build_data [--shared ../shared/data]``. Writes
 ``data/vidur/kernels.parquet``, ``data/aiconfigurator/kernels.parquet`` and
-``data/ingest_report.json`` (rows kept and rejected per reason). The published files are only read.
+``data/ingest_report.json`` (rows kept and rejected per reason) and ``data/aiconfigurator/COUNTS.md``. The published files are only read.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def build_kernel_data(shared_dir: str | Path = "../shared/data", out_dir: str | 
     for source in ("vidur", "aiconfigurator"):
         shutil.copyfile(shared_dir / source / "LICENSE", out_dir / source / "LICENSE")
     write_report(reports, out_dir)
+    from features.aic_counts import write_counts
+
+    write_counts(out_dir)
     return {k: v.to_dict() for k, v in reports.items()}
 
 
