@@ -90,7 +90,7 @@ class TrainConfig:
     def quick(cls, seed: int = 0) -> TrainConfig:
         return cls(seed=seed, max_train_rows=15_000, final_max_rows=30_000,
                    candidates=[dict(c) for c in QUICK_CANDIDATES], lomo_models=["llama-2-7b", "qwen-72b"],
-                   logo_gpus=["a40", "l40s"], family_groups=["moe"], sample_rows_per_split=3_000, quick_mode=True)
+                   logo_gpus=["a40"], family_groups=["linear_attn"], sample_rows_per_split=3_000, quick_mode=True)
 
 
 @dataclass

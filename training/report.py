@@ -154,6 +154,8 @@ def write_report(evaluation: dict, sample: pd.DataFrame, out_dir: str | Path, me
         "one architecture's expert FFN, each gated delta-net family one Qwen3.5 shard, each MLA family one",
         "head count of the DeepSeek-V3 MLA kernels (the only MLA architecture measured, so its held-out 'models'",
         "are its tensor-parallel shards) — the model-level test for kernel sweeps that carry no model name.",
+        "Framework is not a feature (a prediction does not know the serving runtime), so the spread between",
+        "the vLLM, SGLang and TRT-LLM kernels measured for one shape is error no feature can remove.",
         "Tables by op tell MLA (`mla_prefill`, `mla_decode`) and gated delta-net (`gdn`) apart from other",
         "attention. Hyperparameters were chosen once on a validation of 20% of shape groups (not per fold),",
         "so the held-out figures carry the small optimism of shared hyperparameters.",
@@ -195,7 +197,13 @@ def write_report(evaluation: dict, sample: pd.DataFrame, out_dir: str | Path, me
                              f"{r.roofline_ms:.4g} | {r.hybrid:.4g} | {_pct(r.hybrid_ape)} |")
             lines.append("")
     chosen = evaluation.get("chosen", {})
-    lines += ["## Training run", "", f"Chosen hyperparameters: `{json.dumps(chosen)}`.", "",
+    config = evaluation.get("config", {})
+    rows_note = (f"Each fold's methods were fit on at most {config['max_train_rows']:,} rows sampled evenly over "
+                 f"(source, GPU, op kind); the final model on "
+                 f"{'all rows' if config.get('final_max_rows') is None else format(config['final_max_rows'], ',') + ' such rows'}"
+                 f"; hyperparameter search: {'yes' if config.get('search', True) else 'no (fixed candidate)'}."
+                 if "max_train_rows" in config else "")
+    lines += ["## Training run", "", f"Chosen hyperparameters: `{json.dumps(chosen)}`. {rows_note}".rstrip(), "",
               "| candidate | rounds | validation MdAPE | p90 |", "|---|---:|---:|---:|"]
     for s in evaluation.get("search", []):
         lines.append(f"| leaves {s.get('num_leaves')}, lr {s.get('learning_rate')}, min leaf {s.get('min_data_in_leaf')} "
