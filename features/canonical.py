@@ -42,11 +42,9 @@ def read_table(path: str | Path, *, validate: bool = False, field: str = "--prof
     InputError
         Missing file, a directory, an unreadable file, or missing/ill-typed columns (named).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{field}: file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"{field}: {str(path)!r} is a directory, expected a .parquet or .csv file")
+    from predictor.validate import check_regular_file
+
+    path = check_regular_file(path, field, "a .parquet or .csv file")  # a FIFO would block the reader
     try:
         if path.suffix.lower() == ".csv":
             df = pd.read_csv(path)

@@ -146,3 +146,27 @@ def _default_tracking_uri() -> str:
     from training.tracking import default_tracking_uri
 
     return default_tracking_uri()
+
+
+# --- parallel layout options (shared by every command that takes --tp) ------------------------------
+PipelineOption = Annotated[int, typer.Option("--pp", min=1, max=1024, help="Pipeline-parallel stages.")]
+ExpertOption = Annotated[int, typer.Option("--ep", min=1, max=1024, help="Expert-parallel degree (MoE models).")]
+DPAttentionOption = Annotated[int, typer.Option(
+    "--dp-attention", min=1, max=1024, help="Attention data-parallel replicas (SGLang/TRT-LLM style; GPUs per "
+                                            "stage = tp × dp-attention).")]
+MoETPOption = Annotated[int, typer.Option(
+    "--moe-tp", min=0, max=1024, help="Tensor-parallel split of each expert (0: tp × dp-attention / ep).")]
+
+
+def parallel_layout(tp: int, pp: int = 1, ep: int = 1, dp_attention: int = 1, moe_tp: int = 0):
+    """``tp`` itself for plain tensor parallelism, else a :class:`~predictor.parallel.ParallelConfig`."""
+    if pp == 1 and ep == 1 and dp_attention == 1 and moe_tp in (0, tp):
+        return tp
+    from predictor.parallel import ParallelConfig
+
+    return ParallelConfig(tp=tp, pp=pp, ep=ep, dp_attention=dp_attention, moe_tp=moe_tp)
+
+
+def layout_text(layout) -> str:
+    """``tp=8`` for an int, else the parallel config's label."""
+    return f"tp={layout}" if isinstance(layout, int) else layout.label

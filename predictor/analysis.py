@@ -20,6 +20,7 @@ from predictor.gpus import GPUSpec, get_gpu
 from predictor.memory import plan_memory
 from predictor.models import ModelSpec, get_model
 from predictor.ops import build_ops
+from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision, parse_dtype
 from predictor.roofline import iteration_totals, roofline
 
@@ -45,7 +46,7 @@ def batch_roofline(
     gpu: GPUSpec | str,
     batch: BatchShape,
     *,
-    tp: int = 1,
+    tp: int | ParallelConfig = 1,
     dtype: str | Precision = "fp16",
     attention: str = "flash",
 ) -> pd.DataFrame:
@@ -61,7 +62,7 @@ def iteration_roofline(
     model: ModelSpec | str,
     gpu: GPUSpec | str,
     *,
-    tp: int = 1,
+    tp: int | ParallelConfig = 1,
     dtype: str | Precision = "fp16",
     prefill: Iterable[tuple[int, int]] = (),
     decode: Iterable[int] = (),
@@ -103,7 +104,7 @@ def roofline_grid(
     gpus: Iterable[str | GPUSpec],
     batch: BatchShape,
     *,
-    tp: int = 1,
+    tp: int | ParallelConfig = 1,
     dtype: str | Precision = "fp16",
 ) -> pd.DataFrame:
     """Ideal iteration times for every model × GPU × iteration of ``batch`` in one vectorised pass.
@@ -155,7 +156,7 @@ def roofline_report(
     model: str | ModelSpec,
     gpu: str | GPUSpec,
     *,
-    tp: int = 1,
+    tp: int | ParallelConfig = 1,
     dtype: str = "fp16",
     batch_size: int = 1,
     input_len: int = 512,
@@ -169,6 +170,9 @@ def roofline_report(
 
     The prefill iteration processes ``batch_size`` prompts of ``input_len`` tokens; the decode step
     has ``batch_size`` sequences with ``decode_context`` cached tokens each (default ``input_len``).
+    ``tp`` is the TP degree or a :class:`~predictor.parallel.ParallelConfig`; op times are one GPU's (with
+    ``pp`` > 1: one stage's layers over the whole batch, without micro-batching).
+    The report's ``model_spec`` gives total and active (per token) parameter counts and the layer kinds.
 
     Raises
     ------
@@ -184,14 +188,17 @@ def roofline_report(
     model = get_model(model)
     gpu = get_gpu(gpu, gpu_file)
     precision = parse_dtype(dtype, kv_bits)
-    model.check_tp(tp)
-    memory = plan_memory(model, gpu, tp, precision, gpu_memory_utilization=gpu_memory_utilization)
+    par = as_parallel(tp)
+    model.check_parallel(par)
+    memory = plan_memory(model, gpu, par, precision, gpu_memory_utilization=gpu_memory_utilization)
     batch = BatchShape.concat([prefill_batch(batch_size, input_len), decode_batch(batch_size, decode_context)])
-    ops = batch_roofline(model, gpu, batch, tp=tp, dtype=precision, attention=attention)
+    ops = batch_roofline(model, gpu, batch, tp=par, dtype=precision, attention=attention)
     totals = iteration_totals(ops, 2)
     needed_tokens = batch_size * (max(input_len, decode_context) + 1)
     report = {
-        "model": model.name, "gpu": gpu.name, "tp": tp, "dtype": precision.label, "attention": attention,
+        "model": model.name, "gpu": gpu.name, "tp": par.tp, "parallel": par.to_dict(), "gpus": par.gpus,
+        "dtype": precision.label, "attention": attention,
+        "model_spec": model_summary(model),
         "batch_size": batch_size, "input_len": input_len, "decode_context": decode_context,
         "prefill": {"total_ms": float(totals[0]), "ops": ops_records(ops[ops["iteration"] == 0])},
         "decode": {"total_ms": float(totals[1]), "ops": ops_records(ops[ops["iteration"] == 1])},
@@ -203,6 +210,8 @@ def roofline_report(
             "activation_bytes": memory.activation_bytes,
             "overhead_bytes": memory.overhead_bytes,
             "usable_bytes": memory.usable_bytes,
+            "per_sequence_bytes": memory.per_sequence_bytes,
+            "replicas": memory.replicas,
             "max_sequences_at_context": memory.max_sequences(max(input_len, decode_context) + 1),
             "batch_fits": bool(needed_tokens <= memory.max_tokens),
         },
@@ -216,6 +225,18 @@ def roofline_report(
     for phase in ("prefill", "decode"):
         report[phase]["efficiency"] = ideal_efficiency(report[phase]["ops"], peak, bw)
     return report
+
+
+def model_summary(model: ModelSpec) -> dict:
+    """Parameter counts (total, and active per token) and the architecture's kinds of layers."""
+    out = {"family": model.family, "params_total": model.param_count(), "params_active": model.active_param_count(),
+           "num_layers": model.num_layers, "attention_layers": model.attention_layer_counts(),
+           "moe_layers": model.moe_layer_count, "max_position_embeddings": model.max_position_embeddings}
+    if model.is_moe:
+        out["experts"] = {"routed": model.num_experts, "per_token": model.experts_per_token,
+                          "expert_width": model.expert_intermediate_size,
+                          "shared_width": model.shared_expert_intermediate_size}
+    return out
 
 
 def ideal_efficiency(records: list[dict], peak_flops: float, hbm_bytes_per_s: float) -> dict:

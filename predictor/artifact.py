@@ -158,7 +158,7 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
                              f"or partly written")
     try:
         metadata = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InputError(f"artifact: {METADATA_FILE} in {str(directory)!r} is not valid JSON") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("feature_names"), list):
         raise InputError(f"artifact: {METADATA_FILE} has no 'feature_names' list")

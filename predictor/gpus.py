@@ -16,17 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from predictor.errors import InputError, unknown_name
 
-COMPUTE_DTYPES = ("fp16", "bf16", "fp8", "int8")
+# Order matters: the position is a categorical code elsewhere (feature tables); append, never reorder.
+COMPUTE_DTYPES = ("fp16", "bf16", "fp8", "int8", "fp4")
 
 
 class PeakTflops(BaseModel):
-    """Dense tensor-core peaks in TFLOP/s (TOPS for int8); ``None`` where unsupported."""
+    """Dense tensor-core peaks in TFLOP/s (TOPS for int8); ``None`` where unsupported.
+
+    ``fp4`` is the dense peak of fp4 (E2M1 elements with block scales: NVFP4, MXFP4) matrix
+    multiplies, which Blackwell-class tensor cores run and earlier GPUs do not.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     fp16: float = Field(gt=0, lt=1e6)
     bf16: float | None = Field(default=None, gt=0, lt=1e6)
     fp8: float | None = Field(default=None, gt=0, lt=1e6)
     int8: float | None = Field(default=None, gt=0, lt=1e6)
+    fp4: float | None = Field(default=None, gt=0, lt=1e6)
 
 
 class GPUSpec(BaseModel):
@@ -91,7 +97,9 @@ class GPUSpec(BaseModel):
 
         Falls back to the fp16 peak when the GPU lacks the type (bf16 → fp16; fp8 or int8 on a
         GPU without those tensor cores runs as weight-only quantisation on the fp16 path, as
-        vLLM's Marlin kernels do on Ampere).
+        vLLM's Marlin kernels do on Ampere). fp4 falls back the same way here, for row-level
+        callers; a user's dtype with fp4 compute on a GPU without an fp4 peak is rejected earlier
+        by :func:`predictor.precision.check_native`.
         """
         if compute_dtype not in COMPUTE_DTYPES:
             raise InputError(f"compute dtype: unknown value {compute_dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")

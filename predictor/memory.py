@@ -17,12 +17,15 @@ What is left is the KV cache, in blocks of ``block_size`` tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
 
 from predictor.errors import InputError, ModelDoesNotFitError
 from predictor.gpus import GPUSpec
 from predictor.models import ModelSpec
-from predictor.ops import linear_shapes
+from predictor.ops import ITERATION_OPS, linear_shapes
+from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
 
 GIB = 2**30
@@ -32,8 +35,38 @@ DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 DEFAULT_MAX_NUM_SEQS = 256
 
 
-def weights_bytes_per_gpu(model: ModelSpec, tp: int, precision: Precision) -> float:
-    """Bytes of model weights resident on one GPU (see module docstring for what is sharded)."""
+def _is_classic(model: ModelSpec, par: ParallelConfig) -> bool:
+    """A GQA model with one MLP kind under plain TP: the closed-form paths below apply."""
+    return (par.is_plain_tp and model.mla is None and model.linear_attention is None and not model.layer_types
+            and not model.shared_expert_intermediate_size and model.dense_layer_count in (0, model.num_layers)
+            and not (model.qk_norm or model.attn_output_gate or model.attention_sinks))
+
+
+def _probe_ops(model: ModelSpec, par: ParallelConfig, precision: Precision):
+    from predictor.batch import BatchShape
+    from predictor.ops import build_ops
+
+    probe = BatchShape(*(np.ones(1) for _ in fields(BatchShape)))
+    return build_ops(model, par, precision, probe)
+
+
+def _stage_layer_fraction(model: ModelSpec, par: ParallelConfig) -> float:
+    """Share of the layers on the largest pipeline stage: ceil(L/pp)/L."""
+    return math.ceil(model.num_layers / par.pp) / model.num_layers
+
+
+def weights_bytes_per_gpu(model: ModelSpec, tp: int | ParallelConfig, precision: Precision) -> float:
+    """Bytes of model weights resident on one GPU (see module docstring for what is sharded).
+
+    Classic models use the closed form over :func:`predictor.ops.linear_shapes`. Others sum the per-GPU
+    weight matrices of their op rows (one place for every shape): each GEMM's k·n (the MLA absorbed
+    query/value maps are counted as the separate 16-bit copies engines keep), each MoE row's local
+    experts × (n_in + 1)·k·n, on the largest pipeline stage; norm weights whole at 16 bits.
+    """
+    par = as_parallel(tp)
+    if not _is_classic(model, par):
+        return _weights_from_ops(model, par, precision)
+    tp = par.tp
     shapes = linear_shapes(model, tp)
     L, H = model.num_layers, model.hidden_size
     attn = sum(n * k for op, (n, k) in shapes.items() if op in ("qkv_proj", "o_proj"))
@@ -49,10 +82,40 @@ def weights_bytes_per_gpu(model: ModelSpec, tp: int, precision: Precision) -> fl
     return float(linear + embeddings + small * 2)
 
 
-def activation_workspace_bytes(model: ModelSpec, tp: int, max_num_batched_tokens: int, max_num_seqs: int) -> float:
+def _weights_from_ops(model: ModelSpec, par: ParallelConfig, precision: Precision) -> float:
+    ops = _probe_ops(model, par, precision)
+    layer_scale = _stage_layer_fraction(model, par) * par.pp  # per-stage counts → the largest stage's
+    once = ops["op"].isin(ITERATION_OPS).to_numpy()
+    count = np.where(once, 1.0, ops["count"].to_numpy(float) * layer_scale)
+    n, k = ops["n"].to_numpy(float), ops["k"].to_numpy(float)
+    wbytes = ops["weight_bits"].to_numpy(float) / 8
+    kind = ops["op_kind"].to_numpy(object)
+    n_in = np.where(ops["gated"].to_numpy(float) > 0, 2.0, 1.0)
+    per_row = np.select([kind == "gemm", kind == "moe"],
+                        [n * k, ops["experts_local"].to_numpy(float) * (n_in + 1.0) * k * n], 0.0)
+    lm_head = (ops["op"] == "lm_head").to_numpy()
+    if model.tie_word_embeddings:  # the embedding table serves as lm_head: counted once, below
+        per_row = np.where(lm_head, 0.0, per_row)
+    linear = float((count * per_row * wbytes).sum())
+    embedding = math.ceil(model.vocab_size / par.tp) * model.hidden_size * 2
+    norms = (model.num_layers * model.norms_per_layer + 1) * model.norm_params_per_norm() * 2
+    return linear + embedding + norms
+
+
+def activation_workspace_bytes(model: ModelSpec, tp: int | ParallelConfig, max_num_batched_tokens: int,
+                               max_num_seqs: int) -> float:
     """Peak activation memory of one forward pass (bytes; 16-bit activations, fp32 logits)."""
-    shapes = linear_shapes(model, tp)
-    widest = max(shapes["qkv_proj"][0], shapes["gate_up_proj"][0] + model.intermediate_size // tp)
+    par = as_parallel(tp)
+    if _is_classic(model, par):
+        shapes = linear_shapes(model, par.tp)
+        widest = max(shapes["qkv_proj"][0], shapes["gate_up_proj"][0] + model.intermediate_size // par.tp)
+    else:  # the widest token GEMM output, or the routed experts' gate/up + activation per token
+        ops = _probe_ops(model, par, Precision())
+        gemm = ops[(ops["op_kind"] == "gemm") & ~ops["op"].isin(["lm_head"])]
+        widest = float(gemm["n"].max()) if len(gemm) else 0.0
+        if model.is_moe:
+            width = model.expert_intermediate_size // par.moe_tp
+            widest = max(widest, model.experts_per_token * width * (3 if model.gated_mlp else 2) / par.ep)
     per_token = (2 * model.hidden_size + widest) * 2
     logits = max_num_seqs * model.vocab_size * 4 * 2
     return float(max_num_batched_tokens * per_token + logits)
@@ -60,9 +123,12 @@ def activation_workspace_bytes(model: ModelSpec, tp: int, max_num_batched_tokens
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Memory of one GPU of a ``tp``-way model instance (all sizes in bytes).
+    """Memory of one GPU of a model instance (sizes in bytes), and the instance's KV capacity.
 
-    ``max_tokens`` is the KV-cache capacity in tokens (a whole number of blocks).
+    ``num_blocks`` and ``max_tokens`` are the KV-cache capacity of the whole instance, in blocks and tokens:
+    one GPU's blocks × ``replicas`` (attention data-parallel replicas each cache their own sequences).
+    ``per_sequence_bytes`` is what every running sequence holds whatever its length (sliding windows,
+    linear-attention states), reserved for ``max_num_seqs`` sequences.
     """
 
     gpu_memory_bytes: float
@@ -76,6 +142,8 @@ class MemoryPlan:
     block_size: int
     num_blocks: int
     max_tokens: int
+    replicas: int = 1
+    per_sequence_bytes: float = 0.0
 
     def max_sequences(self, seq_len: int) -> int:
         """Sequences of ``seq_len`` tokens that fit in the KV cache at once (paged, whole blocks each)."""
@@ -90,7 +158,7 @@ class MemoryPlan:
 def plan_memory(
     model: ModelSpec,
     gpu: GPUSpec,
-    tp: int,
+    tp: int | ParallelConfig,
     precision: Precision,
     *,
     gpu_memory_utilization: float = 0.9,
@@ -98,7 +166,11 @@ def plan_memory(
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
     block_size: int = 16,
 ) -> MemoryPlan:
-    """Split one GPU's memory into weights, workspace, overhead and KV cache.
+    """Split one GPU's memory into weights, workspace, overhead, per-sequence state and KV cache.
+
+    ``tp`` is the TP degree or a :class:`~predictor.parallel.ParallelConfig`: weights shard over TP, EP,
+    MoE-TP and pipeline stages; each attention-DP replica holds ``1/dp_attention`` of the running
+    sequences and its workspace covers its share of the token budget.
 
     Raises
     ------
@@ -109,24 +181,32 @@ def plan_memory(
         raise InputError(f"--gpu-memory-utilization: must be in (0, 1], got {gpu_memory_utilization}")
     if block_size <= 0:
         raise InputError(f"--block-size: must be > 0, got {block_size}")
-    model.check_tp(tp)
+    par = as_parallel(tp)
+    model.check_parallel(par)
+    dp = par.dp_attention
+    precision.check_native(gpu)  # fp4 compute needs fp4 tensor cores
     usable = gpu.memory_bytes * gpu_memory_utilization
-    weights = weights_bytes_per_gpu(model, tp, precision)
-    workspace = activation_workspace_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
-    overhead = RUNTIME_OVERHEAD_BYTES + (NCCL_OVERHEAD_BYTES if tp > 1 else 0.0)
-    kv_per_token = model.kv_cache_bytes_per_token(precision.kv_bits, tp)
-    free = usable - weights - workspace - overhead
-    num_blocks = int(free // (kv_per_token * block_size)) if free > 0 else 0
-    if num_blocks < 1:
-        need = (weights + workspace + overhead) / GIB
-        suggestion = next((t for t in (2, 4, 8, 16) if t > tp and model.num_heads % t == 0
-                           and weights_bytes_per_gpu(model, t, precision) + workspace + overhead < usable * 0.9), None)
-        hint = f"; try --tp {suggestion}" if suggestion else "; try a larger tp, a bigger GPU or fewer weight bits"
+    weights = weights_bytes_per_gpu(model, par, precision)
+    workspace = activation_workspace_bytes(model, par, math.ceil(max_num_batched_tokens / dp),
+                                           math.ceil(max_num_seqs / dp))
+    overhead = RUNTIME_OVERHEAD_BYTES + (NCCL_OVERHEAD_BYTES if par.gpus > 1 else 0.0)
+    stage = _stage_layer_fraction(model, par)
+    kv_per_token = model.kv_cache_bytes_per_token(precision.kv_bits, par.tp) * stage
+    per_seq = model.per_sequence_cache_bytes(precision.kv_bits, par.tp) * stage
+    reserved = per_seq * math.ceil(max_num_seqs / dp)
+    free = usable - weights - workspace - overhead - reserved
+    blocks_per_gpu = int(free // (kv_per_token * block_size)) if free > 0 and kv_per_token > 0 else 0
+    if kv_per_token <= 0 and free > 0:  # no per-token cache at all (every layer windowed or linear)
+        blocks_per_gpu = (1 << 30) // block_size
+    if blocks_per_gpu < 1:
+        need = (weights + workspace + overhead + reserved) / GIB
+        hint = _fit_hint(model, gpu, par, precision, usable, workspace + overhead)
         raise ModelDoesNotFitError(
-            f"--model: {model.name} does not fit on {gpu.name} at tp={tp}: weights {weights / GIB:.1f} GiB + workspace "
-            f"{(workspace + overhead) / GIB:.1f} GiB per GPU = {need:.1f} GiB > usable {usable / GIB:.1f} GiB "
-            f"(gpu_memory_utilization={gpu_memory_utilization}){hint}"
+            f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB + "
+            f"workspace {(workspace + overhead + reserved) / GIB:.1f} GiB per GPU = {need:.1f} GiB > usable "
+            f"{usable / GIB:.1f} GiB (gpu_memory_utilization={gpu_memory_utilization}){hint}"
         )
+    num_blocks = blocks_per_gpu * dp
     return MemoryPlan(
         gpu_memory_bytes=gpu.memory_bytes,
         gpu_memory_utilization=gpu_memory_utilization,
@@ -134,9 +214,28 @@ def plan_memory(
         weights_bytes=weights,
         activation_bytes=workspace,
         overhead_bytes=overhead,
-        kv_cache_bytes=num_blocks * block_size * kv_per_token,
+        kv_cache_bytes=blocks_per_gpu * block_size * kv_per_token,
         kv_bytes_per_token=kv_per_token,
         block_size=block_size,
         num_blocks=num_blocks,
         max_tokens=num_blocks * block_size,
+        replicas=dp,
+        per_sequence_bytes=per_seq,
     )
+
+
+def _fit_hint(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, precision: Precision, usable: float,
+              fixed: float) -> str:
+    """A larger TP (plain models) or expert-parallel degree (MoE) that would fit, if any."""
+    from dataclasses import replace
+
+    for t in (2, 4, 8, 16):
+        if t <= par.tp or model.num_heads % t:
+            continue
+        trial = replace(par, tp=t, moe_tp=0)
+        try:
+            if weights_bytes_per_gpu(model, trial, precision) + fixed < usable * 0.9:
+                return f"; try --tp {t}" + (f" --ep {trial.ep}" if trial.ep > 1 else "")
+        except InputError:
+            continue
+    return "; try a larger tp/ep, more pipeline stages (--pp), a bigger GPU or fewer weight bits"

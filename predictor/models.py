@@ -2,7 +2,9 @@
 
 A :class:`ModelSpec` is the small set of numbers the roofline needs. Supported ``model_type``
 families: llama, mistral, mixtral (MoE), qwen2, qwen (v1), gemma, phi (phi-2), phi3, internlm,
-gpt_neox, mpt, chatglm. Any other ``model_type`` is an :class:`~predictor.errors.InputError` naming it.
+gpt_neox, mpt, chatglm here, and today's families (DeepSeek/Kimi MLA + MoE, GLM, Qwen3/3.5, gpt-oss,
+MiniMax, Llama-4) in :mod:`predictor.model_families`. Any other ``model_type`` is an
+:class:`~predictor.errors.InputError` naming it.
 
 Family notes for the less common configs:
 
@@ -26,7 +28,8 @@ Assumptions (stated once, used everywhere):
 * Linear layers store ``weight_bits`` per parameter (quantisation applies to them only);
   embeddings, lm_head, norms and biases stay 16-bit.
 * Parameter counts include every weight and bias, and count tied embeddings once.
-* Sliding-window attention is treated as full attention (only Mistral-7B-v0.1 declares one).
+* Mistral-7B-v0.1's sliding window (4,096, equal to its context) is treated as full attention;
+  today's families declare their sliding, chunked and linear-attention layers (``layer_types``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from pathlib import Path
 import yaml
 
 from predictor.errors import InputError, unknown_name
+from predictor.model_parts import LinearAttentionSpec, MLASpec, SparseIndexSpec
+from predictor.validate import read_json_file, record_quantization
 
-SUPPORTED_FAMILIES = (
+SUPPORTED_FAMILIES = (  # classic families parsed here; today's in predictor.model_families (supported_families())
     "llama", "mistral", "mixtral", "qwen2", "qwen", "gemma", "phi", "phi3", "internlm", "gpt_neox", "mpt", "chatglm",
 )
 
@@ -85,6 +90,27 @@ class ModelSpec:
         MoE experts per layer and top-k; 0 and 0 for dense models.
     rotary_fraction : float
         Fraction of each head's dims that get RoPE.
+    moe_intermediate_size : int
+        Width of one routed expert (0: ``intermediate_size``, as Mixtral declares it); ``intermediate_size``
+        is then the width of the dense layers' MLP.
+    num_moe_layers : int
+        Layers with an MoE block (-1: every layer of an MoE model); the others have a dense MLP
+        (DeepSeek's ``first_k_dense_replace``, Llama-4 Maverick's interleaving).
+    shared_expert_intermediate_size : int
+        Total width of the always-active shared experts of an MoE layer (0: none).
+    shared_expert_gate, router_bias : bool
+        Qwen's sigmoid gate on the shared expert (hidden parameters); a per-expert router bias
+        (gpt-oss, DeepSeek's score-correction bias).
+    layer_types : tuple of str
+        Attention kind of each layer (:data:`predictor.model_parts.ATTENTION_KINDS`); empty: every layer
+        ``full`` (``mla`` for MLA models).
+    sliding_window : int
+        Window of ``sliding`` layers, or the chunk of ``chunked`` ones (Llama-4), in tokens.
+    qk_norm, attn_output_gate, attention_sinks : bool
+        RMSNorm on each query and key head (Qwen3, MiniMax); a sigmoid output gate doubling the query
+        projection (Qwen3.5); a learned sink logit per head (gpt-oss; one extra score per query, not costed).
+    mla, sparse_index, linear_attention : optional parts
+        See :mod:`predictor.model_parts`.
     """
 
     name: str
@@ -111,6 +137,19 @@ class ModelSpec:
     rotary_fraction: float = 1.0
     norm_bias: bool = True
     norms_per_layer: int = 0
+    moe_intermediate_size: int = 0
+    num_moe_layers: int = -1
+    shared_expert_intermediate_size: int = 0
+    shared_expert_gate: bool = False
+    router_bias: bool = False
+    layer_types: tuple[str, ...] = ()
+    sliding_window: int = 0
+    qk_norm: bool = False
+    attn_output_gate: bool = False
+    attention_sinks: bool = False
+    mla: MLASpec | None = None
+    sparse_index: SparseIndexSpec | None = None
+    linear_attention: LinearAttentionSpec | None = None
 
     def __post_init__(self) -> None:
         if self.norms_per_layer == 0:
@@ -133,48 +172,112 @@ class ModelSpec:
         """Key (or value) projection width, kv_heads × head_dim."""
         return self.num_kv_heads * self.head_dim
 
-    def attention_params(self) -> int:
-        """Weights and biases of one layer's attention block (Q, K, V, O)."""
+    @property
+    def expert_intermediate_size(self) -> int:
+        """Width of one routed expert's MLP."""
+        return self.moe_intermediate_size or self.intermediate_size
+
+    @property
+    def moe_layer_count(self) -> int:
+        """Layers with an MoE block."""
+        if not self.is_moe:
+            return 0
+        return self.num_layers if self.num_moe_layers < 0 else self.num_moe_layers
+
+    @property
+    def dense_layer_count(self) -> int:
+        """Layers with a dense MLP."""
+        return self.num_layers - self.moe_layer_count
+
+    def attention_layer_counts(self) -> dict[str, int]:
+        """Layers per attention kind, e.g. ``{"sliding": 18, "full": 18}`` for gpt-oss."""
+        base = "mla" if self.mla is not None else "full"
+        if not self.layer_types:
+            return {base: self.num_layers}
+        counts: dict[str, int] = {}
+        for kind in self.layer_types:
+            kind = base if kind == "full" else kind
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def _gqa_attention_params(self) -> int:
         h = self.hidden_size
         params = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         if self.qkv_bias:
             params += self.q_size + 2 * self.kv_size
         if self.o_bias:
             params += h
+        if self.attn_output_gate:
+            params += h * self.q_size  # the gate half of the doubled query projection
+        if self.qk_norm:
+            params += 2 * self.head_dim
+        if self.attention_sinks:
+            params += self.num_heads
         return params
 
-    def mlp_params(self) -> int:
-        """Weights and biases of one layer's MLP (all experts and the router for MoE)."""
-        h, f = self.hidden_size, self.intermediate_size
+    def attention_params(self, kind: str | None = None) -> int:
+        """Weights and biases of one layer's attention block of ``kind`` (default: the model's main kind)."""
+        kind = kind or ("mla" if self.mla is not None else "full")
+        h = self.hidden_size
+        if kind == "mla":
+            params = self.mla.linear_params(h, self.num_heads) + self.mla.norm_params()
+            if self.sparse_index is not None:
+                params += self.sparse_index.linear_params(h, self.mla.q_lora_rank) + self.sparse_index.norm_params()
+            return params
+        if kind == "linear":
+            return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
+        return self._gqa_attention_params()
+
+    def dense_mlp_params(self, width: int | None = None) -> int:
+        """Weights and biases of a dense MLP of ``width`` (default ``intermediate_size``)."""
+        h, f = self.hidden_size, width if width is not None else self.intermediate_size
         n_in = 2 if self.gated_mlp else 1
-        per_expert = n_in * h * f + f * h
+        params = n_in * h * f + f * h
         if self.mlp_bias:
-            per_expert += n_in * f + h
+            params += n_in * f + h
+        return params
+
+    def expert_params(self) -> int:
+        """One routed expert (weights and biases)."""
+        return self.dense_mlp_params(self.expert_intermediate_size)
+
+    def shared_expert_params(self) -> int:
+        """The shared experts of one MoE layer, with Qwen's gate."""
+        if not self.shared_expert_intermediate_size:
+            return 0
+        params = self.dense_mlp_params(self.shared_expert_intermediate_size)
+        return params + (self.hidden_size if self.shared_expert_gate else 0)
+
+    def mlp_params(self) -> int:
+        """Weights and biases of one MoE layer's MLP block (all experts, shared experts and the router) for an
+        MoE model, else of the dense MLP."""
         if self.is_moe:
-            return self.num_experts * per_expert + h * self.num_experts
-        return per_expert
+            return self.num_experts * self.expert_params() + self.router_params() + self.shared_expert_params()
+        return self.dense_mlp_params()
 
     def norm_params_per_norm(self) -> int:
         return self.hidden_size * (2 if self.norm == "layer" and self.norm_bias else 1)
 
     def layer_params(self) -> int:
-        """All parameters of one decoder layer."""
+        """All parameters of one decoder layer of the main kind (classic models: every layer)."""
         return self.attention_params() + self.mlp_params() + self.norms_per_layer * self.norm_params_per_norm()
 
     def linear_params_per_layer(self) -> int:
-        """Parameters of the quantisable linear weights of one layer (no biases, no norms)."""
-        h, f = self.hidden_size, self.intermediate_size
+        """Parameters of the quantisable linear weights of one classic layer (no biases, no norms)."""
+        h, f = self.hidden_size, self.expert_intermediate_size
         attn = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         n_in = 2 if self.gated_mlp else 1
         mlp = (n_in * h * f + f * h) * max(self.num_experts, 1)
         return attn + mlp
 
     def router_params(self) -> int:
-        """MoE router weights of one layer (0 for dense models)."""
-        return self.hidden_size * self.num_experts if self.is_moe else 0
+        """MoE router weights (and bias) of one MoE layer (0 for dense models)."""
+        if not self.is_moe:
+            return 0
+        return self.hidden_size * self.num_experts + (self.num_experts if self.router_bias else 0)
 
     def small_params_per_layer(self) -> int:
-        """Biases and norm weights of one layer (everything but linear weights and the router)."""
+        """Biases and norm weights of one classic layer (everything but linear weights and the router)."""
         return self.layer_params() - self.linear_params_per_layer() - self.router_params()
 
     def embedding_params(self) -> int:
@@ -186,29 +289,49 @@ class ModelSpec:
         return params + (self.vocab_size if self.lm_head_bias else 0)
 
     def param_count(self) -> int:
-        """Total parameters (tied embeddings counted once)."""
+        """Total parameters (tied embeddings counted once; multi-token-prediction heads not counted)."""
+        attention = sum(n * self.attention_params(kind) for kind, n in self.attention_layer_counts().items())
+        mlp = self.dense_layer_count * self.dense_mlp_params() + self.moe_layer_count * self.mlp_params()
+        norms = self.num_layers * self.norms_per_layer * self.norm_params_per_norm()
         return (
-            self.embedding_params()
-            + self.num_layers * self.layer_params()
+            self.embedding_params() + attention + mlp + norms
             + self.norm_params_per_norm()  # final norm
             + self.lm_head_params()
         )
 
     def active_param_count(self) -> int:
-        """Parameters touched per token (MoE: only top-k experts)."""
-        if not self.is_moe:
-            return self.param_count()
-        h, f = self.hidden_size, self.intermediate_size
-        idle = (self.num_experts - self.experts_per_token) * ((2 if self.gated_mlp else 1) * h * f + f * h)
-        return self.param_count() - self.num_layers * idle
+        """Parameters touched per token (MoE: only the top-k routed experts, plus the shared ones)."""
+        idle = (self.num_experts - self.experts_per_token) * self.expert_params() if self.is_moe else 0
+        return self.param_count() - self.moe_layer_count * idle
 
     def kv_heads_per_gpu(self, tp: int) -> int:
         """KV heads held by one GPU at tensor parallelism ``tp`` (replicated when kv_heads < tp)."""
         return max(1, self.num_kv_heads // tp)
 
     def kv_cache_bytes_per_token(self, kv_bits: int = 16, tp: int = 1) -> float:
-        """KV-cache bytes per token on one GPU: 2 (K and V) × layers × kv_heads/tp × head_dim × bytes."""
-        return 2 * self.num_layers * self.kv_heads_per_gpu(tp) * self.head_dim * kv_bits / 8
+        """KV-cache bytes per token on one GPU, over the layers that cache every token.
+
+        GQA layers: 2 (K and V) × kv_heads/tp × head_dim; MLA layers: the latent (kv_lora_rank + rope dims),
+        the same on every TP rank (it is not split by heads), plus the sparse indexer's key (DSA);
+        sliding/chunked and linear-attention layers cache per sequence instead
+        (:meth:`per_sequence_cache_bytes`). Times the KV element bytes.
+        """
+        counts = self.attention_layer_counts()
+        elems = counts.get("full", 0) * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        if self.mla is not None:
+            per_layer = self.mla.latent_dim + (self.sparse_index.head_dim if self.sparse_index is not None else 0)
+            elems += counts.get("mla", 0) * per_layer
+        return elems * kv_bits / 8
+
+    def per_sequence_cache_bytes(self, kv_bits: int = 16, tp: int = 1) -> float:
+        """Cache bytes one running sequence holds on one GPU whatever its length (upper bound): the full
+        window of every sliding/chunked layer, and the recurrent state of every linear-attention layer."""
+        counts = self.attention_layer_counts()
+        windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
+        out = windowed * self.sliding_window * 2 * self.kv_heads_per_gpu(tp) * self.head_dim * kv_bits / 8
+        if self.linear_attention is not None:
+            out += counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
+        return out
 
     def check_tp(self, tp: int) -> None:
         """Raise :class:`InputError` unless ``tp`` shards this model evenly."""
@@ -226,6 +349,28 @@ class ModelSpec:
                 f"allowed: {ok}"
             )
 
+    def check_parallel(self, parallel) -> None:
+        """Raise :class:`InputError` unless ``parallel`` (a :class:`~predictor.parallel.ParallelConfig` or an
+        int TP degree) fits this model: TP divides the heads, EP the routed experts, MoE-TP the expert
+        width, and PP is at most the layer count."""
+        from predictor.parallel import as_parallel
+
+        par = as_parallel(parallel)
+        self.check_tp(par.tp)
+        if par.pp > self.num_layers:
+            raise InputError(f"--pp: {par.pp} exceeds {self.name}'s {self.num_layers} layers; allowed: 1..{self.num_layers}")
+        if not self.is_moe:
+            if par.ep > 1:
+                raise InputError(f"--ep: {self.name} has no experts (a dense model); allowed: 1")
+            return
+        if self.num_experts % par.ep:
+            ok = [e for e in range(1, self.num_experts + 1) if self.num_experts % e == 0 and e <= 1024]
+            raise InputError(f"--ep: {par.ep} does not divide {self.name}'s {self.num_experts} experts; allowed: {ok}")
+        width = self.expert_intermediate_size
+        if width % par.moe_tp:
+            raise InputError(f"--moe-tp: {par.moe_tp} does not divide {self.name}'s expert width {width}; use a larger "
+                             f"--ep (allowed moe_tp: {[t for t in (1, 2, 4, 8, 16, 32, 64) if width % t == 0]})")
+
     def _kv_ok(self, tp: int) -> bool:
         kv = self.num_kv_heads
         return kv % tp == 0 or tp % kv == 0
@@ -235,7 +380,11 @@ class ModelSpec:
 
 
 # --- parsing ----------------------------------------------------------------------------------
-def _get(cfg: dict, key: str, source: str, *, default=None, required: bool = True, kind=int):
+MAX_CONTEXT_TOKENS = 1 << 24  # declared context limits up to 16M tokens (Llama-4 Scout declares 10.5M)
+
+
+def _get(cfg: dict, key: str, source: str, *, default=None, required: bool = True, kind=int,
+         limit: int = 10_000_000):
     value = cfg.get(key, default)
     if value is None:
         if required:
@@ -244,8 +393,8 @@ def _get(cfg: dict, key: str, source: str, *, default=None, required: bool = Tru
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InputError(f"{source}: key {key!r} must be a positive integer, got {value!r}")
-        if value > 10_000_000:
-            raise InputError(f"{source}: key {key!r} is implausibly large ({value})")
+        if value > limit:
+            raise InputError(f"{source}: key {key!r} is implausibly large ({value}; at most {limit:,})")
     elif kind is bool and not isinstance(value, bool):
         raise InputError(f"{source}: key {key!r} must be true or false, got {value!r}")
     elif kind is float:
@@ -273,7 +422,8 @@ def _common(cfg: dict, name: str, source: str, **overrides) -> ModelSpec:
         num_kv_heads=kv,
         head_dim=head_dim,
         vocab_size=_get(cfg, "vocab_size", source),
-        max_position_embeddings=_get(cfg, "max_position_embeddings", source, default=4096, required=False) or 4096,
+        max_position_embeddings=_get(cfg, "max_position_embeddings", source, default=4096, required=False,
+                                     limit=MAX_CONTEXT_TOKENS) or 4096,
         activation=str(cfg.get("hidden_act", "silu")),
         tie_word_embeddings=_get(cfg, "tie_word_embeddings", source, default=False, required=False, kind=bool) or False,
     )
@@ -423,8 +573,22 @@ _PARSERS = {
 }
 
 
+def _registry() -> dict:
+    from predictor.model_families import PARSERS
+
+    return {**_PARSERS, **PARSERS}
+
+
+def supported_families() -> tuple[str, ...]:
+    """Every ``model_type`` a config may declare (classic and today's families)."""
+    return tuple(_registry())
+
+
 def parse_hf_config(cfg: object, name: str = "custom", source: str = "config.json") -> ModelSpec:
     """Build a :class:`ModelSpec` from a parsed HF ``config.json`` mapping.
+
+    A multimodal wrapper (a config with a ``text_config`` object holding its own ``model_type``, as
+    Kimi-K2.5, Llama-4 and Qwen3.5 ship) is parsed through its language model.
 
     Raises
     ------
@@ -433,14 +597,18 @@ def parse_hf_config(cfg: object, name: str = "custom", source: str = "config.jso
     """
     if not isinstance(cfg, dict):
         raise InputError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+    text = cfg.get("text_config")
+    if isinstance(text, dict) and text.get("model_type") is not None and cfg.get("model_type") not in _PARSERS:
+        cfg, source = text, f"{source} text_config"
     model_type = cfg.get("model_type")
     if model_type is None:
         raise InputError(f"{source}: missing required key 'model_type'")
-    if model_type not in _PARSERS:
+    parsers = _registry()
+    if model_type not in parsers:
         raise InputError(
-            f"{source}: unsupported model_type {model_type!r}; allowed: {', '.join(SUPPORTED_FAMILIES)}"
+            f"{source}: unsupported model_type {model_type!r}; allowed: {', '.join(parsers)}"
         )
-    return _PARSERS[model_type](cfg, name, source)
+    return parsers[model_type](cfg, name, source)
 
 
 def read_config_file(path: str | Path, name: str | None = None) -> ModelSpec:
@@ -448,17 +616,8 @@ def read_config_file(path: str | Path, name: str | None = None) -> ModelSpec:
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    if not path.exists():
-        raise InputError(f"--model: file {str(path)!r} does not exist")
-    if path.stat().st_size > 10_000_000:
-        raise InputError(f"--model: {str(path)!r} is larger than 10 MB; not a config.json")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"--model: {str(path)!r} is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"--model: {str(path)!r} is not valid JSON (line {err.lineno}: {err.msg})") from None
-    return parse_hf_config(cfg, name=name or str(path), source=str(path))
+    cfg = read_json_file(path, "--model")  # a regular file, size, encoding and nesting checked
+    return record_quantization(cfg, parse_hf_config(cfg, name=name or str(path), source=str(path)))
 
 
 @functools.lru_cache(maxsize=1)

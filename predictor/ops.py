@@ -16,6 +16,10 @@ models with two norms per layer (GPT-NeoX's ``use_parallel_residual``) list both
 ``post_attn_norm`` (each reading the layer input) and one residual add. Models without RoPE
 (``rotary_fraction`` 0: MPT's ALiBi) have no ``rope`` op.
 
+Today's models add per-kind blocks (:mod:`predictor.op_blocks`): sliding/chunked attention rows whose
+window bounds the keys, MLA's latent projections and absorbed decode, gated delta-net layers, shared
+experts, MoE all-to-alls under attention data parallelism, and a pipeline ``pp_send``.
+
 Assumptions: linear weights use the precision's weight bits; embedding, lm_head and the MoE router
 stay 16-bit and run on the 16-bit tensor-core path, as does attention (an fp8 KV cache is read at
 8 bits and dequantised in the kernel). The precision's activation bits apply to the inputs and
@@ -25,14 +29,20 @@ are replicated (each GPU holds one).
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pandas as pd
 
+from predictor import op_blocks as blocks
 from predictor import opcost as oc
 from predictor.batch import BatchShape
 from predictor.models import ModelSpec
+from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
 
+# Ops that run once per iteration (not per layer); every other op's count is its layers on one stage.
+ITERATION_OPS = ("embedding", "embedding_allreduce", "final_norm", "lm_head", "logits_gather", "sampling", "pp_send")
 LAYER_OPS_DENSE = (
     "input_norm", "qkv_proj", "rope", "attn_prefill", "attn_decode", "o_proj", "attn_allreduce",
     "attn_residual_add", "post_attn_norm", "gate_up_proj", "act", "down_proj", "mlp_allreduce", "mlp_residual_add",
@@ -106,25 +116,33 @@ class _Rows:
         return df
 
 
+def _replica_share(batch: BatchShape, dp: int) -> BatchShape:
+    """One attention-DP replica's share of a stage's iterations (every aggregate divided by ``dp``)."""
+    if dp == 1:
+        return batch
+    return BatchShape(**{f.name: getattr(batch, f.name) / dp for f in fields(BatchShape)})
+
+
 def build_ops(
     model: ModelSpec,
-    tp: int,
+    tp: int | ParallelConfig,
     precision: Precision,
     batch: BatchShape,
     *,
     attention: str = "flash",
     only: set[str] | frozenset[str] | None = None,
 ) -> pd.DataFrame:
-    """Every kernel call of each iteration in ``batch`` as canonical op rows.
+    """Every kernel call of each iteration in ``batch`` as canonical op rows, on one GPU.
 
     Parameters
     ----------
     model : ModelSpec
-    tp : int
-        Tensor-parallel degree (shapes are per GPU).
+    tp : int or ParallelConfig
+        Tensor-parallel degree, or the full parallel layout (shapes are per GPU; see
+        :mod:`predictor.op_blocks` for how pipeline, expert and attention-data parallelism enter).
     precision : Precision
     batch : BatchShape
-        ``n`` iterations.
+        ``n`` iterations of the whole model instance (one pipeline micro-batch when ``pp`` > 1).
     attention : {"flash", "naive"}
         Flash-style attention (no N² score traffic, default) or naive (materialised scores).
     only : set of str, optional
@@ -136,82 +154,47 @@ def build_ops(
         One row per (iteration, op) with ``iteration``, ``op``, ``op_kind``, ``count``, ``compute_dtype``
         and the shape/precision columns of :data:`predictor.opcost.SHAPE_DEFAULTS`.
     """
-    model.check_tp(tp)
-    n_iter = len(batch)
-    rows = _Rows(n_iter, frozenset(only) if only is not None else None)
-    T = batch.tokens
-    S = batch.sample_tokens
-    L = model.num_layers
-    H = model.hidden_size
-    hd = model.head_dim
-    heads_local = model.num_heads // tp
-    kv_local = model.kv_heads_per_gpu(tp)
-    half = _half_dtype(precision)
-    shapes = linear_shapes(model, tp)
+    par = as_parallel(tp)
+    model.check_parallel(par)
+    rows = _Rows(len(batch), frozenset(only) if only is not None else None)
+    local = _replica_share(batch, par.dp_attention)
+    ctx = blocks.OpContext(model=model, par=par, precision=precision, batch=batch, local=local, rows=rows,
+                           naive=1.0 if attention == "naive" else 0.0, half=_half_dtype(precision))
+    T, S = local.tokens, local.sample_tokens
+    L, H = model.num_layers, model.hidden_size
     has_tokens = T > 0
-    half_bits = {"weight_bits": 16.0, "act_bits": 16.0, "kv_bits": precision.kv_bits}
-    quant_bits = {"weight_bits": precision.weight_bits, "act_bits": precision.act_bits, "kv_bits": precision.kv_bits}
-    naive = 1.0 if attention == "naive" else 0.0
-    tp_f = float(tp)
+    stage_layers = ctx.per_stage(L)
 
-    def linear(op: str, m):
-        n, k = shapes[op]
-        rows.add(op, oc.GEMM, L, has_tokens & (m > 0), precision.compute, m=m, n=n, k=k, **quant_bits)
-
-    def allreduce(op: str, count: float):
-        if tp > 1:
-            rows.add(op, oc.ALLREDUCE, count, has_tokens, half, msg_bytes=T * H * 2.0, world_size=tp_f, **half_bits)
-
-    def norm(op: str, count: float):
-        rows.add(op, oc.NORM, count, has_tokens, half, m=T, n=H, **half_bits)
-
-    rows.add("embedding", oc.EMBEDDING, 1, has_tokens, half, m=T, n=H, **half_bits)
-    allreduce("embedding_allreduce", 1)
-    norm("input_norm", L)
-    linear("qkv_proj", T)
-    if model.rotary_fraction > 0:
-        rows.add("rope", oc.ROPE, L, has_tokens, half, m=T, n=rope_width(model, tp), **half_bits)
-
-    pseqs = np.maximum(batch.prefill_seqs, 1.0)
-    rows.add(
-        "attn_prefill", oc.ATTN_PREFILL, L, batch.prefill_tokens > 0, half,
-        batch=batch.prefill_seqs, q_tokens=batch.prefill_tokens / pseqs, kv_len=batch.prefill_kv_tokens / pseqs,
-        attn_pairs=batch.prefill_attention_pairs, score_elements=batch.prefill_score_elements,
-        heads=heads_local, kv_heads=kv_local, head_dim=hd, naive_attention=naive, **half_bits,
-    )
-    dseqs = np.maximum(batch.decode_seqs, 1.0)
-    rows.add(
-        "attn_decode", oc.ATTN_DECODE, L, batch.decode_seqs > 0, half,
-        batch=batch.decode_seqs, q_tokens=1.0, kv_len=batch.decode_kv_tokens / dseqs,
-        attn_pairs=batch.decode_kv_tokens, score_elements=batch.decode_kv_tokens,
-        heads=heads_local, kv_heads=kv_local, head_dim=hd, naive_attention=naive, **half_bits,
-    )
-    linear("o_proj", T)
-    allreduce("attn_allreduce", L)
+    rows.add("embedding", oc.EMBEDDING, 1, has_tokens, ctx.half, m=T, n=H, **ctx.half_bits)
+    ctx.allreduce("embedding_allreduce", 1, T, par.tp)
+    ctx.elementwise("input_norm", oc.NORM, L, T, H)
+    counts = model.attention_layer_counts()
+    gqa = {k: n for k, n in counts.items() if k in ("full", "sliding", "chunked")}
+    if gqa:
+        blocks.gqa_attention(ctx, gqa)
+    if counts.get("mla"):
+        blocks.mla_attention(ctx, counts["mla"])
+    if counts.get("linear"):
+        blocks.linear_attention(ctx, counts["linear"])
+    ctx.allreduce("attn_allreduce", stage_layers, T, par.tp)
     if not model.parallel_attn_mlp:
-        rows.add("attn_residual_add", oc.ADD, L, has_tokens, half, m=T, n=H, **half_bits)
+        ctx.elementwise("attn_residual_add", oc.ADD, L, T, H)
     if not model.parallel_attn_mlp or model.norms_per_layer == 2:
-        norm("post_attn_norm", L)  # parallel two-norm models: the MLP's own norm of the layer input
-    if model.is_moe:
-        rows.add("moe_router", oc.GEMM, L, has_tokens, half, m=T, n=model.num_experts, k=H, **half_bits)
-        rows.add(
-            "moe_experts", oc.MOE, L, has_tokens, precision.compute,
-            m=T, k=H, n=model.intermediate_size // tp, experts=model.num_experts, experts_local=model.num_experts,
-            topk=model.experts_per_token, gated=float(model.gated_mlp), **quant_bits,
-        )
-    else:
-        linear("gate_up_proj", T)
-        rows.add("act", oc.ACT, L, has_tokens, half, m=T, n=model.intermediate_size // tp,
-                 gated=float(model.gated_mlp), **half_bits)
-        linear("down_proj", T)
-    allreduce("mlp_allreduce", L)
-    rows.add("mlp_residual_add", oc.ADD, L, has_tokens, half, m=T, n=H, **half_bits)
-    norm("final_norm", 1)
-    n_vocab, k_vocab = shapes["lm_head"]
+        ctx.elementwise("post_attn_norm", oc.NORM, L, T, H)  # parallel two-norm models: the MLP's own norm
+    if model.moe_layer_count:
+        blocks.moe_mlp(ctx, model.moe_layer_count)
+    if model.dense_layer_count:
+        blocks.dense_mlp(ctx, model.dense_layer_count, model.intermediate_size)
+    blocks.mlp_allreduces(ctx)
+    ctx.elementwise("mlp_residual_add", oc.ADD, L, T, H)
+    if par.pp > 1:
+        rows.add("pp_send", oc.P2P, 1, has_tokens, ctx.half, msg_bytes=T * H * 2.0, world_size=2.0, **ctx.half_bits)
+    rows.add("final_norm", oc.NORM, 1, has_tokens, ctx.half, m=T, n=H, **ctx.half_bits)
     samples = S > 0
-    rows.add("lm_head", oc.GEMM, 1, samples, half, m=S, n=n_vocab, k=k_vocab, **half_bits)
-    if tp > 1:
-        rows.add("logits_gather", oc.ALLGATHER, 1, samples, half, msg_bytes=S * model.vocab_size * 2.0,
-                 world_size=tp_f, **half_bits)
-    rows.add("sampling", oc.SAMPLING, 1, samples, half, m=S, n=model.vocab_size, **half_bits)
+    rows.add("lm_head", oc.GEMM, 1, samples, ctx.half, m=S, n=int(np.ceil(model.vocab_size / par.tp)), k=H,
+             **ctx.half_bits)
+    if par.tp > 1:
+        rows.add("logits_gather", oc.ALLGATHER, 1, samples, ctx.half, msg_bytes=S * model.vocab_size * 2.0,
+                 world_size=float(par.tp), **ctx.half_bits)
+    rows.add("sampling", oc.SAMPLING, 1, samples, ctx.half, m=S, n=model.vocab_size, **ctx.half_bits)
     return rows.frame()

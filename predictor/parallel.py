@@ -8,7 +8,9 @@ The fields follow the serving frameworks and aiconfigurator's measured runs (``t
   share of the batch (SGLang / TRT-LLM's attention data parallelism for DeepSeek-style models);
 * ``ep`` and ``moe_tp`` — the routed experts are spread over ``ep`` ranks, each expert's FFN split
   ``moe_tp`` ways; the MoE group covers the same GPUs as attention: ``moe_tp × ep = tp × dp_attention``;
-* ``pp`` — the layers are cut into ``pp`` consecutive stages, each on its own ``tp × dp_attention`` GPUs.
+* ``pp`` — the layers are cut into ``pp`` consecutive stages, each on its own ``tp × dp_attention`` GPUs;
+  an iteration's batch flows through them as ``micro_batches`` micro-batches (default ``pp``), costing
+  (micro_batches + pp − 1) stage times of one micro-batch (:attr:`ParallelConfig.pipeline_factor`).
 
 A plain ``int`` wherever a parallel config is accepted means ``ParallelConfig(tp=int)``: tensor
 parallelism alone, as before. GPUs per instance = ``tp × dp_attention × pp``.
@@ -41,10 +43,15 @@ class ParallelConfig:
     ep: int = 1
     dp_attention: int = 1
     moe_tp: int = 0
+    micro_batches: int = 0  # pipeline micro-batches per iteration (0: pp)
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "ep", "dp_attention"):
             object.__setattr__(self, name, _check_degree(f"--{name.replace('_', '-')}", getattr(self, name)))
+        if self.micro_batches:
+            _check_degree("--micro-batches", self.micro_batches)
+        else:
+            object.__setattr__(self, "micro_batches", self.pp)
         group = self.tp * self.dp_attention
         if self.moe_tp == 0:
             if group % self.ep:
@@ -74,20 +81,26 @@ class ParallelConfig:
 
     @property
     def label(self) -> str:
-        """Short text, e.g. ``tp8`` or ``tp1·dp8·ep8``."""
-        parts = [f"tp{self.tp}"]
+        """Short text: ``tp=8`` for plain TP, else e.g. ``tp=1 dp_attention=8 ep=8``."""
+        parts = [f"tp={self.tp}"]
         if self.dp_attention > 1:
-            parts.append(f"dp{self.dp_attention}")
+            parts.append(f"dp_attention={self.dp_attention}")
         if self.ep > 1:
-            parts.append(f"ep{self.ep}")
-        if self.moe_tp not in (self.tp, self.stage_gpus // self.ep):
-            parts.append(f"moetp{self.moe_tp}")
+            parts.append(f"ep={self.ep}")
         if self.pp > 1:
-            parts.append(f"pp{self.pp}")
-        return "·".join(parts)
+            parts.append(f"pp={self.pp}")
+        return " ".join(parts)
+
+    @property
+    def pipeline_factor(self) -> float:
+        """Stage-times per iteration: an iteration's batch runs as ``micro_batches`` micro-batches through
+        ``pp`` stages, taking (micro_batches + pp − 1) times one micro-batch's stage time (the fill-and-drain
+        bubble of a synchronous pipeline); 1 without PP."""
+        return float(self.micro_batches + self.pp - 1) if self.pp > 1 else 1.0
 
     def to_dict(self) -> dict:
-        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "dp_attention": self.dp_attention, "moe_tp": self.moe_tp}
+        return {"tp": self.tp, "pp": self.pp, "ep": self.ep, "dp_attention": self.dp_attention, "moe_tp": self.moe_tp,
+                "micro_batches": self.micro_batches}
 
     def __int__(self) -> int:
         return self.tp

@@ -31,7 +31,10 @@ from predictor.gpus import GPUSpec, get_gpu
 from predictor.models import ModelSpec, get_model
 from predictor.ops import build_ops
 from predictor.overhead import NO_OVERHEAD, OverheadModel
+from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision, parse_dtype
+from predictor.validate import (check_artifact_path, check_iteration_bounds, check_iteration_context,
+                                check_iteration_keys, check_static_batch)
 
 MIN_RATIO_TO_ROOFLINE = 0.5
 MAX_TOKENS = 10_000_000  # same limit as predictor.batch
@@ -84,6 +87,7 @@ class BoundPredictor:
     model: ModelSpec
     gpu: GPUSpec
     precision: Precision
+    parallel: ParallelConfig = ParallelConfig()
 
     def iteration_ms(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
                      prefill_samples: int, decode_seqs: int, decode_context_tokens: int) -> float:
@@ -102,22 +106,25 @@ class BoundPredictor:
         if tokens <= 0:
             return 0.0
         q_mean = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
-        kernel = self.table.kernel_ms_scalar(
-            tokens, prefill_samples + decode_seqs, decode_seqs,
+        kernel = kernel_ms_scalar(
+            self.table, self.parallel, tokens, prefill_samples + decode_seqs, decode_seqs,
             (decode_context_tokens + decode_seqs) / decode_seqs if decode_seqs else 0.0,
             prefill_chunks, q_mean, (prefill_kv_tokens / prefill_chunks - q_mean) if prefill_chunks else 0.0)
         seqs = prefill_chunks + decode_seqs
-        return kernel + (self.overhead.iteration_ms(seqs, self.tp) if self.overhead is not NO_OVERHEAD else 0.0)
+        return kernel + (self.overhead.iteration_ms(seqs, self.parallel.gpus) if self.overhead is not NO_OVERHEAD
+                         else 0.0)
 
     def decode_steps_ms(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Times (ms) of ``steps`` consecutive decode-only iterations of ``decode_seqs`` sequences whose summed
         cached context starts at ``context_tokens`` and grows by ``decode_seqs`` per step (vectorised twin of
         calling :meth:`iteration_ms` once per step)."""
         b = float(decode_seqs)
-        t = self.table
+        t, par = self.table, self.parallel
         kv = (context_tokens + b * np.arange(steps, dtype=float) + b) / b
-        attention = t.decode_ms(np.full(steps, b), kv)
-        fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - t.decode_ms_scalar(b, float(kv[0]))
+        b_micro, factor = b / par.micro_batches if par.pp > 1 else b, par.pipeline_factor
+        attention = factor * t.decode_ms(np.full(steps, b_micro), kv)
+        fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - factor * t.decode_ms_scalar(
+            b_micro, float(kv[0]))
         return fixed + attention
 
     def work_scalar(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
@@ -150,7 +157,7 @@ class BoundPredictor:
         batch = aggregate_batch(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
                                 decode_context_tokens)
         seqs = batch.prefill_seqs + batch.decode_seqs
-        overhead = (self.overhead.iteration_ms(seqs, self.tp) if self.overhead is not NO_OVERHEAD
+        overhead = (self.overhead.iteration_ms(seqs, self.parallel.gpus) if self.overhead is not NO_OVERHEAD
                     else np.zeros(len(batch)))
         overhead = np.where(batch.tokens > 0, overhead, 0.0)
         return phase_work(self.table.work(batch), batch, overhead, self.peak_flops,
@@ -216,6 +223,7 @@ class Predictor:
         """
         from features.builder import MODEL_FEATURES
 
+        check_artifact_path(path)
         text = str(path) if path is not None else ""
         if text.startswith(("models:/", "runs:/")):
             return cls(load_artifact(_download_mlflow_artifact(text), MODEL_FEATURES))
@@ -268,7 +276,7 @@ class Predictor:
                               else hashlib.sha256(self.artifact.model_text.encode()).hexdigest()[:32])
         return self._identity
 
-    def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision):
+    def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig, precision: Precision):
         """The :class:`~predictor.tables.IterationTables` of one configuration.
 
         Built on first use (about a second), kept in memory, and cached on disk (see
@@ -278,10 +286,11 @@ class Predictor:
         from predictor import tables as tb
 
         arch = tb.architecture(model)
+        tp = as_parallel(tp)
         key = (arch, gpu, tp, precision)
         table = self._tables.get(key)
         if table is None:
-            model.check_tp(tp)
+            model.check_parallel(tp)
             folder = tb.cache_dir()
             path = folder / f"{tb.cache_key(self.identity, model, gpu, tp, precision)}.npz" if folder else None
             table = tb.IterationTables.load(path) if path is not None and path.exists() else None
@@ -295,11 +304,15 @@ class Predictor:
             self._tables[key] = table
         return table
 
-    def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, int, Precision]:
+    def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, ParallelConfig, Precision]:
         spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
-        if isinstance(tp, bool) or not isinstance(tp, int | np.integer) or tp < 1:
+        precision.check_native(gpu_spec)  # fp4 compute needs fp4 tensor cores
+        if not isinstance(tp, ParallelConfig) and (isinstance(tp, bool) or not isinstance(tp, int | np.integer)
+                                                   or tp < 1):
             raise InputError(f"tp: must be a positive integer, got {tp!r}")
-        return spec, gpu_spec, int(tp), precision
+        par = as_parallel(tp)
+        spec.check_parallel(par)
+        return spec, gpu_spec, par, precision
 
     # --- per iteration --------------------------------------------------------------------------
     def predict_iteration(
@@ -316,8 +329,8 @@ class Predictor:
         Parameters
         ----------
         model, gpu : name or spec
-        tp : int
-            Tensor-parallel degree.
+        tp : int or ParallelConfig
+            Tensor-parallel degree, or the full layout (pipeline, expert, attention-data parallelism).
         dtype : str
             Precision preset or ``w<bits>a<bits>[kv<bits>]``.
         prefill : iterable of (new_tokens, context_len)
@@ -353,11 +366,13 @@ class Predictor:
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
+        check_iteration_context(spec, chunks, contexts)
         q_mean = new_sum / n_chunks if n_chunks else 0.0
-        kernel = table.kernel_ms_scalar(
-            tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
+        kernel = kernel_ms_scalar(
+            table, tp, tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
             n_chunks, q_mean, (kv_sum / n_chunks - q_mean) if n_chunks else 0.0)
-        overhead = self.overhead.iteration_ms(n_chunks + n_dec, tp) if self.overhead is not NO_OVERHEAD else 0.0
+        overhead = (self.overhead.iteration_ms(n_chunks + n_dec, tp.gpus) if self.overhead is not NO_OVERHEAD
+                    else 0.0)
         return IterationPrediction(
             total_ms=kernel + overhead, kernel_ms=kernel, overhead_ms=overhead,
             _breakdown=lambda: self._breakdown(spec, gpu_spec, tp, precision, from_lists(chunks, contexts)),
@@ -365,13 +380,19 @@ class Predictor:
 
     def bind(self, model, gpu, tp: int = 1, dtype="fp16") -> BoundPredictor:
         """A predictor fixed to one configuration, taking iteration aggregates (the simulator's hot path)."""
-        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
-        return BoundPredictor(self.tables(spec, gpu_spec, tp, precision), self.overhead, tp, spec, gpu_spec, precision)
+        spec, gpu_spec, par, precision = self._resolve(model, gpu, tp, dtype)
+        return BoundPredictor(self.tables(spec, gpu_spec, par, precision), self.overhead, par.tp, spec, gpu_spec,
+                              precision, par)
 
-    def _breakdown(self, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision, batch: BatchShape) -> pd.DataFrame:
+    def _breakdown(self, model: ModelSpec, gpu: GPUSpec, tp: ParallelConfig, precision: Precision,
+                   batch: BatchShape) -> pd.DataFrame:
         from predictor.roofline import roofline
 
+        if tp.pp > 1:  # one micro-batch's ops, each run pipeline_factor times (see kernel_ms_scalar)
+            batch = BatchShape(**{f: getattr(batch, f) / tp.micro_batches for f in batch.__dataclass_fields__})
         ops = build_ops(model, tp, precision, batch)
+        if tp.pp > 1:
+            ops["count"] = ops["count"] * tp.pipeline_factor
         pred = self.predict_ops(ops, gpu)
         table = pd.DataFrame({
             "op": ops["op"].to_numpy(), "op_kind": ops["op_kind"].to_numpy(), "count": ops["count"].to_numpy(),
@@ -383,10 +404,16 @@ class Predictor:
 
     def predict_batch(self, model, gpu, tp: int, dtype, batch: BatchShape) -> tuple[np.ndarray, np.ndarray]:
         """Kernel and overhead time (ms arrays) of every iteration in ``batch`` for one configuration."""
-        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
-        kernel = self.tables(spec, gpu_spec, tp, precision).kernel_ms(batch)
+        spec, gpu_spec, par, precision = self._resolve(model, gpu, tp, dtype)
+        table = self.tables(spec, gpu_spec, par, precision)
+        if par.pp > 1:  # the batch as micro-batches through the pipeline
+            micro = BatchShape(**{f: getattr(batch, f) / par.micro_batches for f in batch.__dataclass_fields__})
+            kernel = par.pipeline_factor * table.kernel_ms(micro)
+        else:
+            kernel = table.kernel_ms(batch)
         seqs = batch.prefill_seqs + batch.decode_seqs
-        overhead = self.overhead.iteration_ms(seqs, tp) if self.overhead is not NO_OVERHEAD else np.zeros(len(batch))
+        overhead = (self.overhead.iteration_ms(seqs, par.gpus) if self.overhead is not NO_OVERHEAD
+                    else np.zeros(len(batch)))
         return kernel, np.asarray(overhead, dtype=float) * np.ones(len(batch))
 
     def predict_iterations(self, iterations: pd.DataFrame) -> pd.DataFrame:
@@ -407,6 +434,7 @@ class Predictor:
         missing = [c for c in ITERATION_KEYS if c not in iterations.columns]
         if missing:
             raise InputError(f"iterations: missing column(s) {missing}; required: {list(ITERATION_KEYS)}")
+        check_iteration_keys(iterations)
         kernel = np.zeros(len(iterations))
         overhead = np.zeros(len(iterations))
         keys = iterations[list(ITERATION_KEYS)].astype(str)
@@ -417,6 +445,7 @@ class Predictor:
             except ValueError:
                 raise InputError(f"iterations: column 'tp' must hold integers, got {tp!r}") from None
             batch = from_frame(iterations.iloc[idx])
+            check_iteration_bounds(batch, get_model(model).max_position_embeddings, iterations.index[idx])
             k, o = self.predict_batch(model, gpu, tp_int, dtype, batch)
             kernel[idx], overhead[idx] = k, o
         return pd.DataFrame({"total_ms": kernel + overhead, "kernel_ms": kernel, "overhead_ms": overhead},
@@ -445,6 +474,7 @@ class Predictor:
                                                    or not isinstance(max_num_batched_tokens, int | np.integer)
                                                    or max_num_batched_tokens < 1):
             raise InputError(f"max_num_batched_tokens: must be a positive integer, got {max_num_batched_tokens!r}")
+        check_static_batch(*self._resolve(model, gpu, tp, dtype), batch_size, input_len, output_len)
         prefill = static_prefill_batch(batch_size, input_len, max_num_batched_tokens)
         steps = output_len - 1
         contexts = input_len + np.arange(steps, dtype=float)
@@ -462,6 +492,18 @@ class Predictor:
         e2e = ttft + float(decode_ms.sum())
         return StaticEstimate(ttft_ms=ttft, tpot_ms=tpot, e2e_ms=e2e,
                               output_tokens_per_s=batch_size * output_len / (e2e / 1e3) if e2e > 0 else math.inf)
+
+
+def kernel_ms_scalar(table, parallel: ParallelConfig, tokens, samples, decode_seqs, decode_kv_mean, prefill_chunks,
+                     prefill_q_mean, prefill_ctx_mean) -> float:
+    """Kernel time (ms) of one iteration from its aggregates; with pipeline parallelism, its batch as
+    ``micro_batches`` micro-batches (counts divided, mean shapes kept) times the pipeline factor."""
+    if parallel.pp == 1:
+        return table.kernel_ms_scalar(tokens, samples, decode_seqs, decode_kv_mean, prefill_chunks, prefill_q_mean,
+                                      prefill_ctx_mean)
+    m = parallel.micro_batches
+    return parallel.pipeline_factor * table.kernel_ms_scalar(
+        tokens / m, samples / m, decode_seqs / m, decode_kv_mean, prefill_chunks / m, prefill_q_mean, prefill_ctx_mean)
 
 
 def _overhead_from_metadata(fitted: object, path: Path) -> OverheadModel:

@@ -55,11 +55,9 @@ def load_yaml_text(text: str, field: str, path: Path | str = "<text>"):
 
 def load_yaml_file(path: str | Path, field: str, what: str = "a YAML file"):
     """Read and parse a user's YAML file; ``field`` names the option or spec key in messages."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{field}: file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise InputError(f"{field}: {str(path)!r} is a directory, expected {what}")
+    from predictor.validate import check_regular_file
+
+    path = check_regular_file(path, field, what)  # exists, not a folder, FIFO or device (those block)
     size = path.stat().st_size
     if size > MAX_YAML_BYTES:
         raise InputError(f"{field}: {str(path)!r} is {size / 2**20:.0f} MiB, over the {MAX_YAML_BYTES // 2**20} MiB "

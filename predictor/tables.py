@@ -38,21 +38,33 @@ from predictor.batch import BatchShape
 from predictor.gpus import GPUSpec
 from predictor.models import ModelSpec
 from predictor.ops import build_ops
+from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
 
-TABLE_FORMAT = 4
+TABLE_FORMAT = 5
 # Coarse op groups for efficiency reporting (work tables); attention is handled analytically at lookup.
 WORK_GROUPS = ("gemm", "moe", "elementwise", "embedding", "collective", "sampling")
 _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elementwise", "add": "elementwise",
              "rope": "elementwise", "embedding": "embedding", "allreduce": "collective", "allgather": "collective",
+             "alltoall": "collective", "p2p": "collective",
              "sampling": "sampling"}
 WORK_FIELDS = ("predicted_ms", "roofline_ms", "flops", "bytes")  # bump when grids or table contents change: old cache files are then ignored
 DENSE_TOKENS = 4096
 MAX_TOKENS = 1 << 21
 DENSE_SAMPLES = 2048
 MAX_SAMPLES = 1 << 16
-ATTENTION_OPS = ("attn_prefill", "attn_decode")
 SAMPLE_OPS = ("lm_head", "logits_gather", "sampling")
+ATTENTION_OPS = ("attn_prefill", "attn_decode")  # the classic attention ops (other phase ops: by suffix)
+
+
+def _is_prefill(op) -> np.ndarray:
+    """Ops tabulated over prefill chunk shapes: names ending in ``_prefill`` (see :mod:`predictor.op_blocks`)."""
+    return np.char.endswith(np.asarray(op, dtype=str), "_prefill")
+
+
+def _is_decode(op) -> np.ndarray:
+    """Ops tabulated over decode batch and context: names ending in ``_decode``."""
+    return np.char.endswith(np.asarray(op, dtype=str), "_decode")
 
 
 def _grid(dense: int, maximum: int, ratio: float) -> np.ndarray:
@@ -75,7 +87,7 @@ PREFILL_TOKENS = _geom(1, 1 << 17, 1.25, ints_to=16)
 PREFILL_CONTEXT = np.concatenate([[0.0], _geom(1, 1 << 20, 1.35)])
 
 
-def _op_names(model: ModelSpec, tp: int, precision: Precision) -> set[str]:
+def _op_names(model: ModelSpec, tp: int | ParallelConfig, precision: Precision) -> set[str]:
     """Names of every op an iteration of this configuration can have."""
     probe = BatchShape(*(np.ones(1) for _ in range(8)))
     return set(build_ops(model, tp, precision, probe)["op"])
@@ -115,7 +127,8 @@ class IterationTables:
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod
-    def build(cls, predict_ops, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision) -> IterationTables:
+    def build(cls, predict_ops, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig,
+              precision: Precision) -> IterationTables:
         """Tabulate ``predict_ops`` (a callable ``(ops, gpu) -> DataFrame`` with ``predicted_ms``)."""
 
         from predictor.roofline import roofline_arrays
@@ -143,7 +156,8 @@ class IterationTables:
         token_batch = BatchShape(prefill_seqs=np.ones_like(tokens), prefill_tokens=tokens, prefill_kv_tokens=tokens,
                                  prefill_attention_pairs=tokens, prefill_score_elements=tokens,
                                  decode_seqs=zeros, decode_context_tokens=zeros, sample_tokens=zeros)
-        token_ms = summed(token_batch, lambda op: ~np.isin(op, ATTENTION_OPS + SAMPLE_OPS), "tokens")
+        token_ms = summed(token_batch, lambda op: ~(_is_prefill(op) | _is_decode(op) | np.isin(op, SAMPLE_OPS)),
+                          "tokens")
 
         samples = _grid(DENSE_SAMPLES, MAX_SAMPLES, 1.05)
         zeros = _zeros(len(samples))
@@ -158,7 +172,7 @@ class IterationTables:
         decode_batch = BatchShape(prefill_seqs=zeros, prefill_tokens=zeros, prefill_kv_tokens=zeros,
                                   prefill_attention_pairs=zeros, prefill_score_elements=zeros,
                                   decode_seqs=b, decode_context_tokens=b * (kv - 1.0), sample_tokens=zeros)
-        decode_ms = summed(decode_batch, lambda op: op == "attn_decode").reshape(len(DECODE_SEQS), len(DECODE_KV))
+        decode_ms = summed(decode_batch, _is_decode).reshape(len(DECODE_SEQS), len(DECODE_KV))
 
         n, q, c = np.meshgrid(PREFILL_CHUNKS, PREFILL_TOKENS, PREFILL_CONTEXT, indexing="ij")
         n, q, c = n.ravel(), q.ravel(), c.ravel()
@@ -167,13 +181,15 @@ class IterationTables:
                                    prefill_attention_pairs=n * q * (c + q / 2.0),
                                    prefill_score_elements=n * q * (c + q),
                                    decode_seqs=zeros, decode_context_tokens=zeros, sample_tokens=zeros)
-        prefill_ms = summed(prefill_batch, lambda op: op == "attn_prefill").reshape(
+        prefill_ms = summed(prefill_batch, _is_prefill).reshape(
             len(PREFILL_CHUNKS), len(PREFILL_TOKENS), len(PREFILL_CONTEXT))
 
         token_ms, sample_ms = _running_max(token_ms), _running_max(sample_ms)
         decode_ms, prefill_ms = _running_max(decode_ms), _running_max(prefill_ms)
         tiny = 1e-9
-        heads, kv_heads, d, L = model.num_heads // tp, model.kv_heads_per_gpu(tp), model.head_dim, model.num_layers
+        par = as_parallel(tp)
+        heads, kv_heads, d = model.num_heads // par.tp, model.kv_heads_per_gpu(par.tp), model.head_dim
+        L = model.num_layers / par.pp / par.dp_attention  # attention work per GPU (approximate for non-GQA kinds)
         half = "bf16" if precision.compute == "bf16" else "fp16"
         coefficients = np.array([L * 4.0 * heads * d,                                  # FLOPs per pair
                                  L * (4.0 * heads * d + 2.0 * kv_heads * d * precision.kv_bytes),  # bytes / new token
@@ -398,10 +414,10 @@ class IterationTables:
                          prefill_chunks: int, prefill_q_mean: float, prefill_ctx_mean: float) -> float:
         total = 0.0
         if tokens > 0:
-            total += self.tokens_ms[tokens - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
+            total += self.tokens_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
                 self._interp_1d(np.array([tokens]), self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)[0])
         if samples > 0:
-            total += self.samples_ms[samples - 1] if samples <= DENSE_SAMPLES else float(
+            total += self.samples_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
                 self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
                                 self.samples_log_ms)[0])
         if decode_seqs > 0:
@@ -470,9 +486,10 @@ def cache_dir() -> Path | None:
     return Path(root) if root else Path.home() / ".cache" / "inference-sim" / "tables"
 
 
-def cache_key(predictor_id: str, model: ModelSpec, gpu: GPUSpec, tp: int, precision: Precision) -> str:
+def cache_key(predictor_id: str, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig, precision: Precision) -> str:
     """A digest of everything a table depends on (predictor, architecture, GPU numbers, TP, precision, format)."""
     payload = {"format": TABLE_FORMAT, "predictor": predictor_id, "arch": dataclasses.asdict(architecture(model)),
-               "gpu": gpu.model_dump(mode="json", exclude={"name", "description", "aliases", "source"}), "tp": tp,
+               "gpu": gpu.model_dump(mode="json", exclude={"name", "description", "aliases", "source"}),
+               "parallel": as_parallel(tp).to_dict(),
                "precision": dataclasses.asdict(precision)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

@@ -103,7 +103,9 @@ class Scenario:
 
     @property
     def gpus(self) -> int:
-        return self.tp * (2 if self.disaggregated else self.replicas)
+        from predictor.parallel import as_parallel
+
+        return as_parallel(self.tp).gpus * (2 if self.disaggregated else self.replicas)
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,40 @@ def _engine_candidates(base: Scenario, workload: Workload) -> tuple[list[Candida
     return out, skipped
 
 
+def _layout_candidates(base: Scenario) -> list[Candidate]:
+    """MoE models: expert parallelism, and attention data parallelism with EP, on the same GPUs."""
+    from predictor.models import get_model
+    from predictor.parallel import ParallelConfig, as_parallel
+
+    par = as_parallel(base.tp)
+    model = get_model(base.model)
+    if not model.is_moe or par.stage_gpus < 2:
+        return []
+    out = []
+    gpus = par.stage_gpus
+    for name, layout, change in (
+            ("ep", ParallelConfig(tp=par.tp, pp=par.pp, dp_attention=par.dp_attention, ep=gpus),
+             f"experts spread over the {gpus} GPUs (EP {gpus}) instead of split within each expert"),
+            ("dp-attention + ep", ParallelConfig(tp=1, pp=par.pp, dp_attention=gpus, ep=gpus),
+             f"attention data-parallel over {gpus} replicas, experts over EP {gpus} (all-to-all dispatch)")):
+        if layout == par:
+            continue
+        try:
+            model.check_parallel(layout)
+        except InputError:
+            continue
+        out.append(Candidate(name, change, dataclasses.replace(base, tp=layout),
+                             ("balanced expert routing assumed (a hot expert slows its rank)",
+                              "all-to-all cost from link bandwidth; attention-DP replicas share requests evenly")))
+    return out
+
+
 def _scale_candidates(base: Scenario) -> list[Candidate]:
+    if not isinstance(base.tp, int):
+        return _layout_candidates(base) + [
+            Candidate("2 replicas", "2 instances of this layout, requests dealt round-robin",
+                      dataclasses.replace(base, replicas=2 * base.replicas),
+                      (f"cost ×2 ({2 * base.gpus} GPUs)", "a perfect router: each replica gets every other request"))]
     fewer = []
     if base.tp % 2 == 0:
         half = dataclasses.replace(base, tp=base.tp // 2)
@@ -284,7 +319,7 @@ def _scale_candidates(base: Scenario) -> list[Candidate]:
                            dataclasses.replace(half, replicas=2 * base.replicas),
                            ("a perfect router: each replica gets every other request (half the arrival rate)",
                             "each request runs on fewer GPUs: higher per-request latency when compute-bound"))]
-    return fewer + [
+    return fewer + _layout_candidates(base) + [
         Candidate("tp×2", f"tensor parallelism {base.tp} → {2 * base.tp}", dataclasses.replace(base, tp=2 * base.tp),
                   (f"cost ×2 ({2 * base.gpus} GPUs); assumes the GPUs share a fast intra-node link",)),
         Candidate("2 replicas", f"2 instances at TP {base.tp}, requests dealt round-robin",
@@ -367,9 +402,14 @@ def _row(candidate: Candidate, metrics: dict, base: dict, base_gpus: int, object
             "metrics": metrics, "relative": relative,
             "gain": gain(objective, metrics, candidate.scenario.gpus, base, base_gpus),
             "risks": list(candidate.risks) + notes,
-            "scenario": {"tp": candidate.scenario.tp, "dtype": str(_dtype_label(candidate.scenario.dtype)),
+            "scenario": {"tp": _layout_json(candidate.scenario.tp), "dtype": str(_dtype_label(candidate.scenario.dtype)),
                          "replicas": candidate.scenario.replicas, "disaggregated": candidate.scenario.disaggregated,
                          "config": candidate.scenario.config.to_dict()}}
+
+
+def _layout_json(tp):
+    """An int TP degree as is; a parallel config as its fields."""
+    return tp if isinstance(tp, int) else tp.to_dict()
 
 
 def _dtype_label(dtype) -> str:
@@ -440,7 +480,7 @@ def advise(predictor, base: Scenario, workload_spec: WorkloadSpec, objective: st
     span_s = float(workload.arrival_s.max() - workload.arrival_s.min())
     offered = float(workload.output_tokens.sum()) / span_s if span_s > 0 else math.inf
     return {
-        "setup": {"model": base.model, "gpu": gpu_name, "tp": base.tp, "dtype": _dtype_label(base.dtype),
+        "setup": {"model": base.model, "gpu": gpu_name, "tp": _layout_json(base.tp), "dtype": _dtype_label(base.dtype),
                   "gpus": base.gpus, "config": base.config.to_dict()},
         "workload": dataclasses.asdict(workload_spec) | {"requests": len(workload)},
         "objective": objective,

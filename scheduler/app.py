@@ -15,7 +15,7 @@ set of lengths (seeded); the planner draws K of them (sampling then simulation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -191,6 +191,8 @@ class AppSample:
     outputs: dict[str, np.ndarray]
     upstream_index: dict[str, np.ndarray | None]
     seed: int
+    # per LLM: prompts cut to max_model_len − 1 and outputs capped to fit the context, in this draw
+    cut: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class Application:
@@ -306,8 +308,10 @@ class Application:
 
         With ``mean_lengths`` every output length is the distribution's mean instead of a draw (the
         "plug in the mean" alternative to sampling). Output lengths are capped so prompt + output fits the
-        model's context; prompts longer than the context are cut to leave room for one output token.
+        model's context; prompts longer than the context are cut to leave room for one output token. Both
+        are counted per LLM in ``AppSample.cut`` (see :meth:`length_warning`).
         """
+        cut: dict[str, dict[str, int]] = {}
         rng = np.random.default_rng(seed)
         base_prompts = self._draw(self.spec.prompts, self.spec.prompts.count, rng, None)
         n = len(base_prompts)
@@ -326,13 +330,30 @@ class Application:
             else:
                 p = outputs[llm.upstream] + llm.template_tokens
                 upstream[name] = np.arange(len(p))
+            prompts_cut = int((p > llm.max_model_len - 1).sum())
             p = np.minimum(p, llm.max_model_len - 1)
             cap = llm.max_model_len - p
             if mean_lengths:
                 draws = self._draw(llm.output_lengths, 20_000, np.random.default_rng(seed + 7), None)
-                o = np.minimum(np.full(len(p), int(round(draws.mean()))), cap)
-                o = np.maximum(o, 1)
+                o = np.full(len(p), max(int(round(draws.mean())), 1))
             else:
-                o = self._draw(llm.output_lengths, len(p), rng, cap)
+                o = self._draw(llm.output_lengths, len(p), rng, None)
+            cut[name] = {"prompts_cut": prompts_cut, "outputs_capped": int((o > cap).sum()), "requests": len(p)}
+            o = np.maximum(np.minimum(o, cap), 1)
             prompts[name], outputs[name] = p.astype(np.int64), o.astype(np.int64)
-        return AppSample(prompts, outputs, upstream, seed)
+        return AppSample(prompts, outputs, upstream, seed, cut)
+
+    def length_warning(self, samples: list[AppSample]) -> str | None:
+        """One line counting, per LLM, the prompts cut and outputs capped to fit its context over ``samples``
+        (None when nothing was cut): the planner plans the cut lengths, so the user is told."""
+        parts = []
+        for llm in self.llms:
+            cut = sum(s.cut.get(llm.name, {}).get("prompts_cut", 0) for s in samples)
+            capped = sum(s.cut.get(llm.name, {}).get("outputs_capped", 0) for s in samples)
+            total = sum(s.cut.get(llm.name, {}).get("requests", 0) for s in samples)
+            if cut or capped:
+                parts.append(f"{llm.name} (context {llm.max_model_len:,}): {cut:,} of {total:,} prompts cut to "
+                             f"{llm.max_model_len - 1:,} tokens, {capped:,} outputs capped")
+        if not parts:
+            return None
+        return f"lengths cut to fit the context over {len(samples)} samples: " + "; ".join(parts)

@@ -170,7 +170,9 @@ class SimResult:
         })
         meta = {"workload": workload.name, "predictor": engine.predictor_name, "model": engine.bound.model.name,
                 "gpu": engine.bound.gpu.name, "tp": engine.bound.tp, "dtype": engine.bound.precision.label,
-                "max_model_len": engine.max_model_len}
+                "parallel": engine.bound.parallel.to_dict(), "gpus": engine.bound.parallel.gpus,
+                "max_model_len": engine.max_model_len,
+                "memory": engine.memory.to_dict() if engine.memory is not None else None}
         return cls(request_columns(state), iterations, engine.config.to_dict(), engine.num_blocks, partial, meta,
                    state.tbt_counts.copy(), engine.stats, engine.efficiency.report())
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import InputError
+from predictor.validate import check_arrivals, check_rate
 
 ARRIVALS = ("offline", "poisson", "gamma", "trace")
 SHIPPED_TRACES = ("splitwise_conv", "splitwise_code", "arxiv_summarization")
@@ -88,8 +89,8 @@ def arrivals(kind: str, n: int, *, rate: float | None = None, cv: float = 1.0, s
 def read_trace(source: str | Path) -> pd.DataFrame:
     """A request trace: a shipped name (``splitwise_conv``, ``splitwise_code``, ``arxiv_summarization``) or a
     Vidur/Azure CSV with ``num_prefill_tokens``, ``num_decode_tokens`` and optionally ``arrived_at`` (s)."""
-    from features.e2e import load_trace
     from features.reference_data import read_trace as read_shipped
+    from scheduler.trace_file import read_trace_file
 
     text = str(source)
     if text in SHIPPED_TRACES:
@@ -99,7 +100,7 @@ def read_trace(source: str | Path) -> pd.DataFrame:
         raise InputError(f"--trace: {text!r} is neither a shipped trace ({', '.join(SHIPPED_TRACES)}) nor an existing file")
     if path.is_dir():
         raise InputError(f"--trace: {text!r} is a directory, expected a CSV file")
-    return load_trace(path)
+    return read_trace_file(path)  # strict: a bad row is an error naming its line
 
 
 def output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +179,9 @@ def build_workload(
         laps = np.arange(n) // max(len(set(rows)), 1)
         arrival = (t - t.min()) + laps * (span + 1.0)
     else:
+        check_rate(rate if kind in ("poisson", "gamma") else None)
         arrival = arrivals(kind, n, rate=rate, cv=cv, seed=rng_seed)
+    check_arrivals(arrival, "--trace" if kind == "trace" else "--rate")
     if prompt_len is not None:
         prompts = np.full(n, _check_count("--prompt-len", prompt_len, 10_000_000), dtype=np.int64)
     else:

@@ -349,7 +349,9 @@ def test_cli_estimate_json(capsys, shared_cli, hybrid):
                          "--input-len", "128", "--output-len", "4", "--json")
     assert code == 0, err
     payload = json.loads(out)
-    assert set(payload) == ESTIMATE_KEYS | {"roofline"}
+    assert set(payload) == ESTIMATE_KEYS | {"roofline", "inputs"}
+    assert payload["inputs"] == {"model": "llama-2-7b", "gpu": "a100-80gb", "tp": 1, "dtype": "fp16", "batch_size": 2,
+                                 "input_len": 128, "output_len": 4, "max_num_batched_tokens": None, "artifacts": None}
     assert set(payload["roofline"]) == ESTIMATE_KEYS
     expected = hybrid.estimate(*SMALL, "fp16", batch_size=2, input_len=128, output_len=4)
     for key in ESTIMATE_KEYS:

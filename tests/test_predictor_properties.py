@@ -62,8 +62,20 @@ def batches(draw, min_chunks: int = 0, min_decode: int = 0):
     return prefill, decode
 
 
+def within_context(model: str, prefill, decode):
+    """The drawn lengths mapped into ``model``'s context (beyond it a prediction is an error): new tokens up to
+    16,384 and contexts up to 32,768 (the largest draw plus the largest growth) scale into half the context
+    each, decode contexts up to 65,536 into ``max_position_embeddings − 1``. The map is monotone, so every
+    property below (growing a length, adding a sequence at the maximum context) still holds after it."""
+    limit = get_model(model).max_position_embeddings
+    half = limit // 2
+    return ([(max(1, n * half // 16384), c * half // 32768) for n, c in prefill],
+            [c * (limit - 1) // 65536 for c in decode])
+
+
 def predict(predictors, case, prefill, decode):
     kind, config = case
+    prefill, decode = within_context(config[0], prefill, decode)
     return predictors[kind].predict_iteration(*config, "fp16", prefill=prefill, decode=decode)
 
 

@@ -54,7 +54,11 @@ def _candidates_table(report: dict, top: int):
 def advise(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
     dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
     workload: Annotated[str, typer.Option(help="offline (a static batch), poisson, gamma or trace.")] = "poisson",
     rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
@@ -91,7 +95,7 @@ def advise(
         raise InputError(f"--objective: unknown value {objective!r}; allowed: {', '.join(OBJECTIVES)}")
     spec = WorkloadSpec(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                         output_len=output_len, output_dist=output_dist, seed=seed)
-    base = Scenario(model, get_gpu(gpu, gpu_file), tp, dtype,
+    base = Scenario(model, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,
                     EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens))
     predictor = common._load_predictor(artifacts)
     with Progress(TextColumn("simulating candidates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -106,7 +110,9 @@ def advise(
     if not console.is_terminal:  # piped or captured: wide enough for the candidates table
         console = Console(width=120)
     s = report["setup"]
-    typer.echo(f"{s['model']} on {s['gpus']}× {s['gpu']} (TP {s['tp']}, {s['dtype']}); {report['workload']['requests']} "
+    layout = f"TP {s['tp']}" if isinstance(s["tp"], int) else " ".join(
+        f"{k}={v}" for k, v in s["tp"].items() if k == "tp" or v not in (0, 1) and k not in ("moe_tp", "micro_batches"))
+    typer.echo(f"{s['model']} on {s['gpus']}× {s['gpu']} ({layout}, {s['dtype']}); {report['workload']['requests']} "
                f"{workload} requests, seed {seed}")
     console.print(_bottleneck_table(report))
     for phase, b in report["bottlenecks"].items():

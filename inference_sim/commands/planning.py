@@ -42,10 +42,13 @@ def plan(
         gantt_chart(result.execution, application.num_gpus, gantt,
                     f"{application.spec.name}: {result.strategy} plan, makespan {result.chosen.mean_s:.0f} s "
                     f"(sample 1)")
+    note = application.length_warning(planner.samples)
+    if note:
+        typer.echo(f"warning: {note}", err=True)
     payload = result.to_dict()
     payload["application"] = {"name": application.spec.name, "topology": application.spec.topology,
                               "llms": application.names, "gpus": application.num_gpus, "gpu": application.gpu.name,
-                              "samples": planner.samples_k}
+                              "samples": planner.samples_k, "length_warning": note}
     if as_json:
         common._print_json(payload)
         return

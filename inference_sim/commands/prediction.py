@@ -11,12 +11,35 @@ from inference_sim import common
 from inference_sim.common import app
 
 
+def model_and_dtype(model: str, dtype: str | None):
+    """(model spec, dtype to cost) for a command's ``--model`` and ``--dtype``: a config.json's
+    ``quantization_config`` gives the dtype when ``--dtype`` is not given; a contradiction is one
+    ``warning:`` line on stderr (see :func:`predictor.validate.resolve_dtype`)."""
+    import warnings
+
+    from predictor.models import get_model
+    from predictor.validate import QuantizationWarning, resolve_dtype
+
+    with warnings.catch_warnings():  # the CLI says it in its own words below
+        warnings.simplefilter("ignore", QuantizationWarning)
+        spec = get_model(model)
+    dtype, note = resolve_dtype(spec, dtype)
+    if note:
+        typer.echo(f"warning: {note}", err=True)
+    return spec, dtype
+
+
 @app.command()
 def estimate(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
-    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
+    dtype: Annotated[str | None, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>] "
+                                                   "(default: a config.json's quantization_config, else fp16).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Requests in the static batch.")] = 1,
     input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per request.")] = 128,
     output_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Generated tokens per request.")] = 128,
@@ -29,16 +52,22 @@ def estimate(
     """Latency and throughput of a static batch: TTFT, TPOT, end-to-end, tokens/s (hybrid and roofline)."""
     from predictor import Predictor
 
-    spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
+    tp = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
+    spec, dtype = model_and_dtype(model, dtype)
+    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype)
     args = dict(tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, output_len=output_len,
                 max_num_batched_tokens=max_num_batched_tokens)
     hybrid = common._load_predictor(artifacts).estimate(spec, gpu_spec, **args)
     roofline = Predictor.roofline_only().estimate(spec, gpu_spec, **args)
-    payload = {**hybrid.to_dict(), "roofline": roofline.to_dict()}
+    from dataclasses import asdict
+
+    inputs = {"model": spec.name, "gpu": gpu_spec.name, **args, "artifacts": artifacts,
+              "tp": tp if isinstance(tp, int) else asdict(tp)}
+    payload = {"inputs": inputs, **hybrid.to_dict(), "roofline": roofline.to_dict()}
     if as_json:
         common._print_json(payload)
         return
-    typer.echo(f"{spec.name} on {gpu_spec.name} (tp={tp}, {dtype}), batch {batch_size} × {input_len} in / {output_len} out")
+    typer.echo(f"{spec.name} on {gpu_spec.name} ({common.layout_text(tp)}, {dtype}), batch {batch_size} × {input_len} in / {output_len} out")
     for label, e in (("hybrid", hybrid), ("roofline", roofline)):
         typer.echo(f"  {label:9s} TTFT {e.ttft_ms:10.2f} ms   TPOT {e.tpot_ms:8.3f} ms   E2E {e.e2e_ms:11.2f} ms   "
                    f"{e.output_tokens_per_s:10.1f} output tokens/s")
@@ -48,8 +77,13 @@ def estimate(
 def predict(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
-    dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
+    dtype: Annotated[str | None, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>] (default: a "
+                                                   "config.json's quantization_config, else fp16).")] = None,
     prefill: Annotated[str, typer.Option(help="Prefill chunks NEW[:CONTEXT], comma-separated (e.g. 512:0,128:1024).")] = "",
     decode: Annotated[str, typer.Option(help="Cached context of each decoding sequence, comma-separated.")] = "",
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
@@ -60,10 +94,12 @@ def predict(
     from predictor.batch import from_lists
     from predictor.errors import InputError
 
+    tp = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
     chunks, contexts = common._parse_prefill(prefill), common._parse_decode(decode)
     if from_lists(chunks, contexts).tokens[0] == 0:  # checks every chunk and context before any work
         raise InputError("batch: empty iteration; give at least one --prefill chunk or --decode sequence")
-    spec, gpu_spec = common._fitting_config(model, gpu, gpu_file, tp, dtype)
+    spec, dtype = model_and_dtype(model, dtype)
+    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype)
     predictor = common._load_predictor(artifacts)
     result = predictor.predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
     ops = result.ops
@@ -72,7 +108,7 @@ def predict(
         sum(contexts))
     payload = {"total_ms": result.total_ms, "kernel_ms": result.kernel_ms, "overhead_ms": result.overhead_ms,
                "roofline_ms": result.roofline_ms, "efficiency": efficiency,
-               "ops": [{"op": r.op, "op_kind": r.op_kind, "count": int(r.count), "bound": r.bound,
+               "ops": [{"op": r.op, "op_kind": r.op_kind, "count": int(r.count) if r.count == int(r.count) else float(r.count), "bound": r.bound,
                         "roofline_ms": float(r.roofline_ms), "predicted_ms": float(r.predicted_ms),
                         "total_ms": float(r.total_ms)} for r in ops.itertuples()]}
     if as_json:

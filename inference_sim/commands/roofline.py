@@ -15,7 +15,11 @@ from inference_sim.common import app
 def roofline(
     model: Annotated[str, typer.Option(help="Catalogue model name, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU name (e.g. a100-80gb) or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
     dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>].")] = "fp16",
     kv_bits: Annotated[int | None, typer.Option(help="KV-cache bits (4, 8, 16); default from --dtype.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sequences in the batch.")] = 1,
@@ -31,8 +35,9 @@ def roofline(
     """Ideal (roofline) time of one prefill iteration and one decode step, op by op, with memory use."""
     from predictor.analysis import roofline_report
 
+    layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
     report = roofline_report(
-        model, gpu, tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, decode_context=decode_context,
+        model, gpu, tp=layout, dtype=dtype, batch_size=batch_size, input_len=input_len, decode_context=decode_context,
         attention=attention, gpu_memory_utilization=gpu_memory_utilization, kv_bits=kv_bits, gpu_file=gpu_file,
     )
     if plot is not None:
@@ -49,7 +54,12 @@ def roofline(
     from rich.console import Console
 
     console = Console(width=max(Console().width, 120))
-    console.print(f"[bold]{report['model']}[/] on [bold]{report['gpu']}[/] · tp={tp} · {report['dtype']} · "
+    spec = report["model_spec"]
+    layout_text = " ".join(f"{k}={v}" for k, v in report["parallel"].items() if k == "tp" or v not in (1, 0)
+                           and k not in ("moe_tp", "micro_batches"))
+    console.print(f"[bold]{report['model']}[/] ({spec['params_total'] / 1e9:.1f}B params, "
+                  f"{spec['params_active'] / 1e9:.1f}B active) on [bold]{report['gpus']}× {report['gpu']}[/] · "
+                  f"{layout_text} · {report['dtype']} · "
                   f"{report['attention']} attention · peak {report['gpu_spec']['peak_tflops']:.0f} TFLOP/s · "
                   f"{report['gpu_spec']['hbm_bandwidth_gbps']:.0f} GB/s · ridge "
                   f"{report['gpu_spec']['ridge_flops_per_byte']:.0f} FLOP/B")

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from inference_sim import common
+from inference_sim.commands.prediction import model_and_dtype
 from inference_sim.common import app
 
 
@@ -17,8 +18,13 @@ from inference_sim.common import app
 def simulate(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
     gpu: Annotated[str, typer.Option(help="Catalogue GPU or a name in --gpu-file.")],
-    tp: Annotated[int, typer.Option(min=1, max=64, help="Tensor-parallel degree.")] = 1,
-    dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    tp: Annotated[int, typer.Option(min=1, max=1024, help="Tensor-parallel degree.")] = 1,
+    pp: common.PipelineOption = 1,
+    ep: common.ExpertOption = 1,
+    dp_attention: common.DPAttentionOption = 1,
+    moe_tp: common.MoETPOption = 0,
+    dtype: Annotated[str | None, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>] (default: a "
+                                                   "config.json's quantization_config, else fp16).")] = None,
     workload: Annotated[str, typer.Option(help="offline, poisson, gamma or trace.")] = "poisson",
     rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
     cv: Annotated[float, typer.Option(help="Coefficient of variation of gamma inter-arrival gaps.")] = 1.0,
@@ -54,7 +60,14 @@ def simulate(
                                                      "(turn off for very long runs).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Simulate a vLLM-like engine serving a workload: TTFT/TPOT/E2E distributions, throughput, goodput."""
+    """Simulate a vLLM-like engine serving a workload: TTFT/TPOT/E2E distributions, throughput, goodput.
+
+    Requests the engine can never serve (prompt + output beyond the model's context, or more KV than the
+    GPU holds) are rejected and counted by reason (``rejected_reasons``). When every request is rejected
+    the summary is still printed and written, then the command exits with code 2 and an ``error:`` line.
+    Metrics that cannot be computed (no finished request, no decode step) are ``null`` in JSON, each
+    with its reason under ``null_reasons``.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from predictor import Predictor, get_gpu
@@ -76,31 +89,43 @@ def simulate(
                           chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
                           kv_budget_tokens=kv_budget_tokens)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
-    sim = Simulator(predictor, model, get_gpu(gpu, gpu_file), tp, dtype, config)
+    spec, dtype = model_and_dtype(model, dtype)
+    sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp),
+                    dtype, config)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("sim", total=len(wl))
         result = sim.run(wl, record_iterations=out is not None and iteration_log,
                          progress=lambda done, total: bar.update(task, completed=done),
                          stream_requests_to=out / "requests.parquet" if out is not None else None)
-    summary = result.summary(slo_ttft_ms, slo_tpot_ms)
+    summary = explained_summary(result, result.summary(slo_ttft_ms, slo_tpot_ms))
     if out is not None:
         if iteration_log:
             result.chrome_trace(out / "trace.json")
         result.plots(out)
-        atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+        atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=float, allow_nan=False) + "\n")
     if result.partial:
         typer.echo(f"interrupted: {summary['finished']:,} of {summary['requests']:,} requests finished; "
                    f"partial results{' written to ' + str(out) if out is not None else ''} (marked partial)", err=True)
     if as_json:
-        common._print_json(summary)
+        typer.echo(json.dumps(summary, indent=2, default=float, allow_nan=False))
+        _exit_if_all_rejected(summary)
+        return
+    if summary["finished"] == 0:
+        typer.echo(f"0 of {summary['requests']:,} requests finished ({summary['rejected']:,} rejected)")
+        _print_rejections(summary)
+        _exit_if_all_rejected(summary)
+        if result.partial:
+            raise typer.Exit(130)
         return
     typer.echo(f"{summary['finished']:,} of {summary['requests']:,} requests finished ({summary['rejected']} rejected) "
-               f"in {summary['makespan_s']:.1f} s simulated; {summary['output_tokens_per_s']:.0f} output tokens/s, "
-               f"{summary['requests_per_s']:.2f} requests/s")
+               f"in {summary['makespan_s']:.1f} s simulated; {_fmt(summary['output_tokens_per_s'], '.0f')} output tokens/s, "
+               f"{_fmt(summary['requests_per_s'], '.2f')} requests/s")
+    _print_rejections(summary)
     for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
         v = summary[key]
-        typer.echo(f"  {key[:-3].upper():5s} p50 {v['p50']:10.1f} ms   p90 {v['p90']:10.1f} ms   p99 {v['p99']:10.1f} ms")
+        typer.echo(f"  {key[:-3].upper():5s} p50 {_fmt(v['p50'], '10.1f')} ms   p90 {_fmt(v['p90'], '10.1f')} ms   "
+                   f"p99 {_fmt(v['p99'], '10.1f')} ms")
     if "kv_utilization" in summary:
         typer.echo(f"  KV cache {summary['kv_utilization']['mean']:.0%} mean / {summary['kv_utilization']['max']:.0%} max of "
                    f"{summary['kv_blocks']:,} blocks; batch {summary['batch_size']['mean']:.1f} mean, "
@@ -108,15 +133,55 @@ def simulate(
         if kv_allocation != "paged" or kv_budget_tokens is not None:
             typer.echo(f"  KV waste (reserved slots holding no token) {summary['kv_waste']['mean']:.1%} time-weighted, "
                        f"{summary['kv_waste']['at_peak']:.1%} at peak reservation")
+    mem = summary.get("meta", {}).get("memory")
+    if mem:
+        typer.echo(f"  Memory per GPU ({summary['meta']['gpus']} GPUs): weights {common._fmt_bytes(mem['weights_bytes'])}, "
+                   f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
+                   f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
+                   f"instance capacity {mem['max_tokens']:,} tokens")
     if summary.get("efficiency"):
         typer.echo("  Efficiency per GPU (simulated iterations):")
         for line in common._efficiency_lines(summary["efficiency"], indent="    "):
             typer.echo(line)
     if slo_ttft_ms is not None or slo_tpot_ms is not None:
-        typer.echo(f"  SLO attainment {summary['slo']['attainment']:.1%}, goodput "
-                   f"{summary['slo']['goodput_requests_per_s']:.2f} requests/s")
+        typer.echo(f"  SLO attainment {_fmt(summary['slo']['attainment'], '.1%')}, goodput "
+                   f"{_fmt(summary['slo']['goodput_requests_per_s'], '.2f')} requests/s")
     if out is not None:
         typer.echo(f"  wrote {out}/requests.parquet, summary.json, latency_cdf.png"
                    f"{', trace.json, batch_kv_over_time.png' if iteration_log else ''}")
     if result.partial:
         raise typer.Exit(130)
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def explained_summary(result, summary: dict) -> dict:
+    """``summary`` made JSON-safe: ``rejected_reasons`` (reason → requests), NaN/inf → null, and
+    ``null_reasons`` (dotted key → why it has no value)."""
+    status = result.columns["status_code"]
+    reasons = [str(r) for r in result.columns["reject_reason"][status == 3]]
+    summary = {**summary, "rejected_reasons": {r: reasons.count(r) for r in sorted(set(reasons))}}
+    from predictor.validate import json_safe
+
+    nulls: list[str] = []
+    clean = json_safe(summary, nulls=nulls)
+    why = ("no request finished" if summary["finished"] == 0 else
+           "no finished request has a value here (e.g. TPOT of one-token outputs, rates over a zero makespan)")
+    clean["null_reasons"] = {path: why for path in nulls}
+    return clean
+
+
+def _print_rejections(summary: dict) -> None:
+    if summary["rejected_reasons"]:
+        typer.echo("  rejected: " + "; ".join(f"{n:,} {r}" for r, n in summary["rejected_reasons"].items()))
+
+
+def _exit_if_all_rejected(summary: dict) -> None:
+    """Exit 2 with an ``error:`` line when requests were given and every one was rejected."""
+    if summary["requests"] and summary["rejected"] == summary["requests"]:
+        reasons = "; ".join(f"{n:,} {r}" for r, n in summary["rejected_reasons"].items())
+        typer.echo(f"error: workload: all {summary['requests']:,} requests were rejected ({reasons}); shorten the "
+                   f"prompts/outputs or give the model more GPUs", err=True)
+        raise typer.Exit(2)

@@ -1,0 +1,233 @@
+"""Hugging Face ``config.json`` parsers of today's model families (each a small function of the config).
+
+Families: ``deepseek_v2``/``deepseek_v3``/``kimi_k2`` (MLA + fine-grained MoE with shared experts),
+``deepseek_v32``/``glm_moe_dsa`` (the same plus DeepSeek sparse attention: GLM-5), ``qwen3``,
+``qwen3_moe``, ``qwen3_next``/``qwen3_5*`` (gated delta-net linear attention interleaved with gated full
+attention), ``gpt_oss`` (alternating sliding-window and full attention with sinks, MoE with biases),
+``glm4_moe``, ``minimax_m2`` and ``llama4_text`` (chunked attention, interleaved MoE with a shared expert).
+Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
+``text_config``; only that part is modelled (vision towers are neither counted nor costed).
+
+Assumptions: multi-token-prediction layers (``num_nextn_predict_layers``, ``mtp_*``) are not part of
+the served model (they are not counted; speculative use is a separate what-if); Llama-4's NoPE layers
+(every ``4``-th, full attention) follow the published layout when the config does not list them.
+"""
+
+from __future__ import annotations
+
+from predictor.errors import InputError
+from predictor.model_parts import HF_LAYER_TYPES, LinearAttentionSpec, MLASpec, SparseIndexSpec
+
+WRAPPER_KEY = "text_config"
+
+
+def _models():
+    from predictor import models  # late: models imports this module's registry lazily too
+
+    return models
+
+
+def _int(cfg: dict, key: str, source: str, default=None, required: bool = True):
+    return _models()._get(cfg, key, source, default=default, required=required)
+
+
+def _flag(cfg: dict, key: str, source: str, default: bool = False) -> bool:
+    value = _models()._get(cfg, key, source, default=default, required=False, kind=bool)
+    return bool(value) if value is not None else default
+
+
+def _fraction(cfg: dict, key: str, source: str, default: float) -> float:
+    value = _models()._get(cfg, key, source, default=default, required=False, kind=float)
+    return float(value) if value is not None else default
+
+
+def _topk(cfg: dict, source: str, experts: int, *keys: str) -> int:
+    for key in keys:
+        if cfg.get(key) is not None:
+            topk = _int(cfg, key, source)
+            if topk > experts:
+                raise InputError(f"{source}: {key} ({topk}) exceeds the number of experts ({experts})")
+            return topk
+    raise InputError(f"{source}: missing required key {keys[0]!r}")
+
+
+def _layer_types(cfg: dict, source: str, layers: int, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    raw = cfg.get("layer_types")
+    if raw is None:
+        return default
+    if not isinstance(raw, list) or len(raw) != layers:
+        raise InputError(f"{source}: key 'layer_types' must list one type per layer ({layers}), got "
+                         f"{len(raw) if isinstance(raw, list) else type(raw).__name__}")
+    unknown = sorted({str(t) for t in raw if t not in HF_LAYER_TYPES})
+    if unknown:
+        raise InputError(f"{source}: key 'layer_types' has unknown value(s) {unknown}; allowed: "
+                         f"{', '.join(HF_LAYER_TYPES)}")
+    return tuple(HF_LAYER_TYPES[t] for t in raw)
+
+
+def _moe_layers(layers: int, step: int = 1, first_dense: int = 0, dense_list=()) -> int:
+    """MoE layers: index i ≥ ``first_dense``, not in ``dense_list``, with (i + 1) % ``step`` == 0 (HF's
+    ``decoder_sparse_step`` / ``interleave_moe_layer_step`` rule; DeepSeek's ``moe_layer_freq`` uses i % step)."""
+    dense = set(dense_list or ())
+    return sum(1 for i in range(layers) if i >= first_dense and i not in dense and (i + 1) % step == 0)
+
+
+# --- families ---------------------------------------------------------------------------------
+def qwen3(cfg: dict, name: str, source: str):
+    bias = _flag(cfg, "attention_bias", source)
+    return _models()._common(cfg, name, source, qkv_bias=bias, o_bias=bias, qk_norm=True)
+
+
+def qwen3_moe(cfg: dict, name: str, source: str):
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "num_experts", source)
+    step = _int(cfg, "decoder_sparse_step", source, default=1, required=False) or 1
+    dense_list = cfg.get("mlp_only_layers") or []
+    return _models()._common(
+        cfg, name, source, qk_norm=True, num_experts=experts,
+        experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=_int(cfg, "moe_intermediate_size", source),
+        num_moe_layers=_moe_layers(layers, step, dense_list=dense_list),
+    )
+
+
+def _mla(cfg: dict, source: str) -> MLASpec:
+    q_lora = cfg.get("q_lora_rank")
+    return MLASpec(
+        q_lora_rank=_int(cfg, "q_lora_rank", source) if q_lora is not None else 0,
+        kv_lora_rank=_int(cfg, "kv_lora_rank", source),
+        qk_nope_head_dim=_int(cfg, "qk_nope_head_dim", source),
+        qk_rope_head_dim=_int(cfg, "qk_rope_head_dim", source),
+        v_head_dim=_int(cfg, "v_head_dim", source),
+    )
+
+
+def deepseek(cfg: dict, name: str, source: str):
+    """DeepSeek-V2/V3/R1, Kimi-K2 and (with the indexer) DeepSeek-V3.2 and GLM-5."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    heads = _int(cfg, "num_attention_heads", source)
+    mla = _mla(cfg, source)
+    experts = _int(cfg, "n_routed_experts", source)
+    moe_inter = _int(cfg, "moe_intermediate_size", source)
+    shared = _int(cfg, "n_shared_experts", source, default=0, required=False) if cfg.get("n_shared_experts") else 0
+    first_dense = cfg.get("first_k_dense_replace") or 0
+    freq = _int(cfg, "moe_layer_freq", source, default=1, required=False) or 1
+    sparse = None
+    if cfg.get("index_topk") is not None:
+        sparse = SparseIndexSpec(heads=_int(cfg, "index_n_heads", source), head_dim=_int(cfg, "index_head_dim", source),
+                                 topk=_int(cfg, "index_topk", source))
+    spec = dict(cfg, num_key_value_heads=heads, head_dim=mla.qk_head_dim)
+    return _models()._common(
+        spec, name, source, mla=mla, sparse_index=sparse,
+        qkv_bias=_flag(cfg, "attention_bias", source),
+        rotary_fraction=mla.qk_rope_head_dim / mla.qk_head_dim,
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=moe_inter, shared_expert_intermediate_size=shared * moe_inter,
+        num_moe_layers=sum(1 for i in range(layers) if i >= first_dense and i % freq == 0),
+        router_bias=cfg.get("topk_method") == "noaux_tc",
+    )
+
+
+def glm4_moe(cfg: dict, name: str, source: str):
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "n_routed_experts", source)
+    moe_inter = _int(cfg, "moe_intermediate_size", source)
+    shared = cfg.get("n_shared_experts") or 0
+    bias = _flag(cfg, "attention_bias", source)
+    return _models()._common(
+        cfg, name, source, qkv_bias=bias, qk_norm=_flag(cfg, "use_qk_norm", source),
+        rotary_fraction=_fraction(cfg, "partial_rotary_factor", source, 0.5),
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=moe_inter, shared_expert_intermediate_size=int(shared) * moe_inter,
+        num_moe_layers=_moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0),
+        router_bias=True,
+    )
+
+
+def gpt_oss(cfg: dict, name: str, source: str):
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "num_local_experts", source)
+    window = _int(cfg, "sliding_window", source, default=128, required=False) or 128
+    bias = _flag(cfg, "attention_bias", source, default=True)
+    default = tuple("sliding" if i % 2 == 0 else "full" for i in range(layers))
+    return _models()._common(
+        cfg, name, source, qkv_bias=bias, o_bias=bias, mlp_bias=True, router_bias=True, attention_sinks=True,
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok", "experts_per_token"),
+        layer_types=_layer_types(cfg, source, layers, default), sliding_window=window,
+    )
+
+
+def minimax_m2(cfg: dict, name: str, source: str):
+    experts = _int(cfg, "num_local_experts", source)
+    head_dim = _int(cfg, "head_dim", source)
+    rotary = _int(cfg, "rotary_dim", source, default=head_dim, required=False) or head_dim
+    if rotary > head_dim:
+        raise InputError(f"{source}: rotary_dim ({rotary}) exceeds head_dim ({head_dim})")
+    shared = cfg.get("shared_intermediate_size") or 0
+    return _models()._common(
+        cfg, name, source, qk_norm=_flag(cfg, "use_qk_norm", source), rotary_fraction=rotary / head_dim,
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        shared_expert_intermediate_size=int(shared), router_bias=_flag(cfg, "use_routing_bias", source),
+    )
+
+
+def llama4(cfg: dict, name: str, source: str):
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "num_local_experts", source)
+    expert_width = _int(cfg, "intermediate_size", source)
+    dense_width = _int(cfg, "intermediate_size_mlp", source, default=expert_width, required=False) or expert_width
+    step = _int(cfg, "interleave_moe_layer_step", source, default=1, required=False) or 1
+    chunk = _int(cfg, "attention_chunk_size", source, default=8192, required=False) or 8192
+    nope = cfg.get("no_rope_layers")
+    if isinstance(nope, list) and len(nope) == layers:  # HF: 1 = this layer uses RoPE (chunked), 0 = NoPE (full)
+        types = tuple("chunked" if flag else "full" for flag in nope)
+    else:
+        types = tuple("full" if (i + 1) % 4 == 0 else "chunked" for i in range(layers))
+    spec = dict(cfg, intermediate_size=dense_width)
+    return _models()._common(
+        spec, name, source, num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=expert_width, shared_expert_intermediate_size=expert_width,
+        num_moe_layers=_moe_layers(layers, step), layer_types=types, sliding_window=chunk,
+        qk_norm=_flag(cfg, "use_qk_norm", source),
+    )
+
+
+def qwen3_next(cfg: dict, name: str, source: str):
+    """Qwen3-Next and Qwen3.5 (dense or MoE): gated delta-net layers with gated full attention every
+    ``full_attention_interval``-th layer."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    interval = _int(cfg, "full_attention_interval", source, default=4, required=False) or 4
+    default = tuple("full" if (i + 1) % interval == 0 else "linear" for i in range(layers))
+    linear = LinearAttentionSpec(
+        num_key_heads=_int(cfg, "linear_num_key_heads", source),
+        num_value_heads=_int(cfg, "linear_num_value_heads", source),
+        key_head_dim=_int(cfg, "linear_key_head_dim", source),
+        value_head_dim=_int(cfg, "linear_value_head_dim", source),
+        conv_kernel=_int(cfg, "linear_conv_kernel_dim", source, default=4, required=False) or 4,
+    )
+    moe, spec = {}, cfg
+    if cfg.get("num_experts"):
+        experts = _int(cfg, "num_experts", source)
+        step = _int(cfg, "decoder_sparse_step", source, default=1, required=False) or 1
+        moe = dict(num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+                   moe_intermediate_size=_int(cfg, "moe_intermediate_size", source),
+                   shared_expert_intermediate_size=cfg.get("shared_expert_intermediate_size") or 0,
+                   shared_expert_gate=bool(cfg.get("shared_expert_intermediate_size")),
+                   num_moe_layers=_moe_layers(layers, step, dense_list=cfg.get("mlp_only_layers") or []))
+        if cfg.get("intermediate_size") is None:  # every layer MoE: no dense width declared
+            spec = dict(cfg, intermediate_size=moe["moe_intermediate_size"])
+    rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else cfg
+    return _models()._common(
+        spec, name, source, qk_norm=True, attn_output_gate=_flag(cfg, "attn_output_gate", source, default=True),
+        rotary_fraction=_fraction(rope, "partial_rotary_factor", source, 0.25),
+        layer_types=_layer_types(cfg, source, layers, default), linear_attention=linear, **moe,
+    )
+
+
+PARSERS = {
+    "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v32": deepseek, "kimi_k2": deepseek,
+    "glm_moe_dsa": deepseek, "glm4_moe": glm4_moe, "qwen3": qwen3, "qwen3_moe": qwen3_moe,
+    "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
+    "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
+    "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4,
+}

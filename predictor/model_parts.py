@@ -1,0 +1,117 @@
+"""Architecture parts of today's models that a classic GQA decoder does not have.
+
+Each part is a small frozen dataclass holding the config's numbers, with its parameter count and
+cache/state footprint as methods (pure, in elements or bytes as named). :class:`~predictor.models.ModelSpec`
+holds at most one of each; the op builders in :mod:`predictor.op_blocks` read them.
+
+* :class:`MLASpec` — DeepSeek-V2/V3, Kimi-K2 and GLM-5 multi-head latent attention: queries through a
+  low-rank ``q_lora_rank`` bottleneck, keys and values compressed into one ``kv_lora_rank`` latent plus a
+  shared ``qk_rope_head_dim`` RoPE key per token — the only thing cached.
+* :class:`SparseIndexSpec` — DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): a light "indexer" scores
+  every cached token and each query attends to its ``topk`` best only.
+* :class:`LinearAttentionSpec` — gated delta-net layers (Qwen3.5 / Qwen3-Next): a fixed recurrent state
+  per sequence instead of a KV cache, plus a short causal convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Attention kinds a layer can have (``ModelSpec.attention_layer_counts`` keys).
+ATTENTION_KINDS = ("full", "sliding", "chunked", "linear", "mla")
+#: HF ``layer_types`` values → attention kind.
+HF_LAYER_TYPES = {
+    "full_attention": "full", "attention": "full", "sliding_attention": "sliding",
+    "chunked_attention": "chunked", "linear_attention": "linear",
+}
+STATE_BYTES = 4  # recurrent states are kept in fp32
+
+
+@dataclass(frozen=True)
+class MLASpec:
+    """Multi-head latent attention dimensions (HF keys of the same names)."""
+
+    q_lora_rank: int          # 0: queries projected directly from the hidden state (no bottleneck)
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Query/key width per head when decompressed: nope + rope dims."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def latent_dim(self) -> int:
+        """Elements cached per token and layer: the KV latent plus the shared RoPE key."""
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+    def linear_params(self, hidden: int, heads: int) -> int:
+        """Weights of the projections: q_a/q_b (or q), kv_a (latent + rope key), kv_b (per-head K-nope and V), o."""
+        q = (hidden * self.q_lora_rank + self.q_lora_rank * heads * self.qk_head_dim if self.q_lora_rank
+             else hidden * heads * self.qk_head_dim)
+        kv_a = hidden * self.latent_dim
+        kv_b = self.kv_lora_rank * heads * (self.qk_nope_head_dim + self.v_head_dim)
+        return q + kv_a + kv_b + heads * self.v_head_dim * hidden
+
+    def norm_params(self) -> int:
+        """The RMSNorms on the query and KV latents."""
+        return self.q_lora_rank + self.kv_lora_rank
+
+
+@dataclass(frozen=True)
+class SparseIndexSpec:
+    """DeepSeek-sparse-attention indexer: ``heads`` scoring heads of ``head_dim``; each query keeps ``topk`` keys."""
+
+    heads: int
+    head_dim: int
+    topk: int
+
+    def linear_params(self, hidden: int, q_lora_rank: int) -> int:
+        """wq_b (from the query latent), wk (one shared key head) and the per-head weights projection."""
+        return q_lora_rank * self.heads * self.head_dim + hidden * self.head_dim + hidden * self.heads
+
+    def norm_params(self) -> int:
+        """The LayerNorm (weight and bias) on the indexer key."""
+        return 2 * self.head_dim
+
+
+@dataclass(frozen=True)
+class LinearAttentionSpec:
+    """Gated delta-net dimensions (HF ``linear_*`` keys)."""
+
+    num_key_heads: int
+    num_value_heads: int
+    key_head_dim: int
+    value_head_dim: int
+    conv_kernel: int = 4
+
+    @property
+    def key_dim(self) -> int:
+        return self.num_key_heads * self.key_head_dim
+
+    @property
+    def value_dim(self) -> int:
+        return self.num_value_heads * self.value_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels through the causal convolution: q, k and v."""
+        return 2 * self.key_dim + self.value_dim
+
+    def linear_params(self, hidden: int) -> int:
+        """in_proj for q, k, v and the output gate z; in_proj for the β and α gates; out_proj."""
+        return hidden * (2 * self.key_dim + 2 * self.value_dim) + hidden * 2 * self.num_value_heads \
+            + self.value_dim * hidden
+
+    def small_params(self) -> int:
+        """Convolution weights, A_log and dt_bias per value head, the gated RMSNorm weight."""
+        return self.conv_dim * self.conv_kernel + 2 * self.num_value_heads + self.value_head_dim
+
+    def state_bytes_per_seq(self, tp: int = 1) -> float:
+        """Recurrent state of one sequence in one layer on one GPU: value heads/tp × dk × dv fp32 numbers,
+        plus the convolution's last ``conv_kernel − 1`` inputs (16-bit)."""
+        heads = max(self.num_value_heads // tp, 1)
+        conv = self.conv_dim / tp * (self.conv_kernel - 1) * 2
+        return heads * self.key_head_dim * self.value_head_dim * STATE_BYTES + conv
