@@ -78,7 +78,7 @@ SYSTEM_GPUS: dict[str, str] = {
     "b300_sxm": "b300",
     "gb200": "gb200",
     "gb300": "gb300",
-    "rtx_pro_6000_server": "rtx-pro-6000",
+    "rtx_pro_6000_server": "rtx-pro-6000-server",
     "b60": "arc-pro-b60",
 }
 RUNTIMES = ("vllm", "sglang", "trtllm")

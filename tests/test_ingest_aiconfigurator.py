@@ -88,8 +88,15 @@ def test_gemm_dtypes_map_to_bits_and_compute_path(tmp_path):
     assert set(df.gpu) == {"h100-sxm"} and set(df.source) == {"aiconfigurator"}
     assert set(df.framework) == {"vllm-0.24.0"} and set(df.model) == {""} and set(df.tp) == {1.0}
     assert set(df.shape_family) == {"gemm:n4096k4096"}
-    # nvfp4 maps to w4a4 fp4; the catalogue has no fp4 peak yet, so validation counts it (until it has one)
-    assert report.rejected == {"unknown_compute_dtype": 1, "block_scaled_fp8": 1} and report.kept == 2
+    # nvfp4 maps to w4a4 fp4, which the H100 cannot run natively: validation counts it
+    assert report.rejected == {"dtype_not_native": 1, "block_scaled_fp8": 1} and report.kept == 2
+
+
+def test_nvfp4_on_an_fp4_gpu_is_w4a4_fp4(tmp_path):
+    write_table(tmp_path, "b200_sxm", "gemm", "0.24.0", "gemm_perf", [gemm_row("nvfp4", m=1024)])
+    df, report = load_aiconfigurator(tmp_path)
+    row = one(df, m=1024.0)
+    assert (row.weight_bits, row.act_bits, row.compute_dtype) == (4, 4, "fp4") and report.rejected == {}
 
 
 def test_block_scaled_fp8_is_the_fp8_path_of_a_file_without_per_tensor_fp8(tmp_path):
@@ -224,8 +231,8 @@ def test_moe_shards_dtypes_and_routing(tmp_path):
     assert one(df, m=64.0, routing_skew=0.0).n == 14336 / 2
     w4a8 = one(df, m=512.0, compute_dtype="fp8")
     assert (w4a8.weight_bits, w4a8.act_bits) == (4, 8)
-    # nvfp4 is w4a4 fp4: counted by validation until the catalogue has fp4 peaks
-    assert report.rejected == {"unknown_compute_dtype": 1, "block_scaled_fp8": 1}
+    # nvfp4 is w4a4 fp4: not native on the H100, counted by validation
+    assert report.rejected == {"dtype_not_native": 1, "block_scaled_fp8": 1}
 
 
 def test_unsupported_tables_counted_and_reasons_summed(tmp_path):
@@ -238,7 +245,7 @@ def test_unsupported_tables_counted_and_reasons_summed(tmp_path):
     df, report = load_aiconfigurator(tmp_path)
     assert len(df) == 1
     assert report.to_dict() == {"kept": 1, "merged_duplicates": 0,
-                                "rejected": {"module_table": 3, "unknown_compute_dtype": 2,
+                                "rejected": {"dtype_not_native": 2, "module_table": 3,
                                              "unsupported_table": 1}}
 
 
@@ -254,7 +261,7 @@ def test_report_is_accumulated(tmp_path):
     write_table(tmp_path, "a100_sxm", "gemm", "0.14.0", "gemm_perf", [gemm_row(), gemm_row("nvfp4")])
     report = IngestReport(kept=5)
     _, out = load_aiconfigurator(tmp_path, report=report)
-    assert out is report and report.kept == 6 and report.rejected == {"unknown_compute_dtype": 1}
+    assert out is report and report.kept == 6 and report.rejected == {"dtype_not_native": 1}
 
 
 def test_root_may_be_systems_data_or_one_system(tmp_path):
