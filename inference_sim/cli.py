@@ -60,6 +60,25 @@ def _guard_commands(typer_app) -> None:
         _guard_commands(group.typer_instance)
 
 
+def _flags_without_type() -> None:
+    """Help shows a boolean flag as ``--json``, not ``--json <bool>``.
+
+    Typer's rich help prints every option's type, flags included (they take no value). Flags get no type
+    column here; every other option keeps Typer's own rendering.
+    """
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "__flags_hidden__", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.__flags_hidden__ = True
+    TyperOption.display_type_rich = display_type_rich
+
+
 @functools.lru_cache(maxsize=1)
 def _app():
     """The Typer app with every command module registered (imported on first use, inside main's guard, so a
@@ -70,11 +89,19 @@ def _app():
     for module in pkgutil.iter_modules(commands.__path__):
         importlib.import_module(f"{commands.__name__}.{module.name}")
     _guard_commands(app)
+    _flags_without_type()
     return app
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _is_validation_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is pydantic's ValidationError (checked without importing pydantic on the help path:
+    if pydantic was never imported, no command can have raised one)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(exc, pydantic.ValidationError)
 
 
 def _validation_message(exc) -> str:
@@ -99,14 +126,29 @@ def os_error_message(exc: OSError) -> tuple[str, int]:
     return f"file system error{where}: {reason}", EXIT_ENVIRONMENT
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning as one ``warning: …`` line on stderr (no file name, no source line)."""
+    print(f"warning: {_one_line(message)}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning bad input into one line on stderr and exit code 2."""
+    import warnings
+
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
         import typer
-        from pydantic import ValidationError
         from typer.exceptions import Abort, Exit, TyperException
 
         from predictor.errors import InputError
@@ -130,11 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if text:  # empty for "no arguments: show help", which click already printed
             typer.echo(f"error: {text}", err=True)
         return EXIT_BAD_INPUT
-    except (InputError, ValidationError) as exc:
+    except InputError as exc:
         if debug:
             raise
-        message = exc if isinstance(exc, InputError) else _validation_message(exc)
-        typer.echo(f"error: {_one_line(message)}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         typer.echo("error: interrupted", err=True)
@@ -159,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 — last resort: one line, traceback only with --debug
         if debug:
             raise
+        if _is_validation_error(exc):
+            typer.echo(f"error: {_one_line(_validation_message(exc))}", err=True)
+            return EXIT_BAD_INPUT
         typer.echo(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); rerun with --debug for details",
                    err=True)
         return EXIT_ENVIRONMENT

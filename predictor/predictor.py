@@ -26,6 +26,7 @@ import pandas as pd
 
 from predictor.artifact import Artifact, default_tracking_uri, load_artifact
 from predictor.batch import BatchShape, from_frame, from_lists
+from predictor.cpus import available_cpus
 from predictor.errors import InputError
 from predictor.gpus import GPUSpec, get_gpu
 from predictor.models import ModelSpec, get_model
@@ -37,6 +38,7 @@ from predictor.validate import (check_artifact_path, check_iteration_bounds, che
                                 check_iteration_keys, check_static_batch)
 
 MIN_RATIO_TO_ROOFLINE = 0.5
+PARALLEL_PREDICT_ROWS = 10_000  # LightGBM predicts on every available CPU from this many rows (table building)
 MAX_TOKENS = 10_000_000  # same limit as predictor.batch
 # Fitted by training.pipeline from Vidur's A100-host CPU-overhead profiles (see predictor.overhead);
 # used when an artifact carries no fit of its own.
@@ -195,15 +197,12 @@ class Predictor:
         self.artifact = artifact
         self._booster = None
         self._tables: dict = {}
+        self._configs: dict = {}
         self._identity: str | None = None
         if artifact is not None:
-            import lightgbm as lgb
-
-            try:
-                self._booster = lgb.Booster(model_str=artifact.model_text)
-            except lgb.basic.LightGBMError as err:
+            if not artifact.model_text.startswith("tree\n"):  # LightGBM's text format; parsed on first use
                 raise InputError(f"artifact: residual_model.txt in {str(artifact.path)!r} is not a LightGBM text model "
-                                 f"({' '.join(str(err).split())[:120]})") from None
+                                 f"(it does not start with a 'tree' header)")
             self._features = list(artifact.metadata["feature_names"])
             fitted = artifact.metadata.get("overhead")
             overhead = overhead or (_overhead_from_metadata(fitted, artifact.path) if fitted else DEFAULT_OVERHEAD)
@@ -236,7 +235,20 @@ class Predictor:
 
     @property
     def is_hybrid(self) -> bool:
-        return self._booster is not None
+        return self.artifact is not None
+
+    def _residual_booster(self):
+        """The LightGBM booster, parsed on first use: a simulation whose tables are cached never needs it
+        (importing LightGBM and parsing the model is most of the cost of :meth:`load`)."""
+        if self._booster is None:
+            import lightgbm as lgb
+
+            try:
+                self._booster = lgb.Booster(model_str=self.artifact.model_text)
+            except lgb.basic.LightGBMError as err:
+                raise InputError(f"artifact: residual_model.txt in {str(self.artifact.path)!r} is not a LightGBM text "
+                                 f"model ({' '.join(str(err).split())[:120]})") from None
+        return self._booster
 
     @property
     def name(self) -> str:
@@ -258,10 +270,12 @@ class Predictor:
         if len(ops) == 0:
             return pd.DataFrame({"roofline_ms": [], "predicted_ms": []}, index=ops.index)
         X, ideal = build_features(ops, gpu)
-        if self._booster is None:
+        if not self.is_hybrid:
             predicted = ideal
         else:
-            ratio = np.exp(self._booster.predict(X.loc[:, self._features], num_threads=1))
+            # rows are independent: threads change the speed, not the numbers (one thread for small calls)
+            threads = available_cpus() if len(X) >= PARALLEL_PREDICT_ROWS else 1
+            ratio = np.exp(self._residual_booster().predict(X.loc[:, self._features], num_threads=threads))
             predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
         return pd.DataFrame({"roofline_ms": ideal, "predicted_ms": predicted}, index=ops.index)
 
@@ -304,6 +318,19 @@ class Predictor:
             self._tables[key] = table
         return table
 
+    def _configured(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, ParallelConfig, Precision, object]:
+        """(model spec, GPU spec, parallel layout, precision, tables) of a configuration; remembered for plain
+        name/int arguments, so repeated per-iteration calls skip the catalogue look-ups."""
+        key = (model, gpu, tp, dtype) if (type(model) is str and type(gpu) is str and type(tp) is int
+                                          and type(dtype) is str) else None
+        found = self._configs.get(key) if key is not None else None
+        if found is None:
+            spec, gpu_spec, par, precision = self._resolve(model, gpu, tp, dtype)
+            found = (spec, gpu_spec, par, precision, self.tables(spec, gpu_spec, par, precision))
+            if key is not None:
+                self._configs[key] = found
+        return found
+
     def _resolve(self, model, gpu, tp, dtype) -> tuple[ModelSpec, GPUSpec, ParallelConfig, Precision]:
         spec, gpu_spec, precision = get_model(model), get_gpu(gpu), parse_dtype(dtype)
         precision.check_native(gpu_spec)  # fp4 compute needs fp4 tensor cores
@@ -338,8 +365,7 @@ class Predictor:
         decode : iterable of int
             Cached context length of each decoding sequence.
         """
-        spec, gpu_spec, tp, precision = self._resolve(model, gpu, tp, dtype)
-        table = self.tables(spec, gpu_spec, tp, precision)
+        spec, gpu_spec, tp, precision, table = self._configured(model, gpu, tp, dtype)
         chunks = list(prefill)
         contexts = list(decode)
         new_sum = kv_sum = 0
@@ -356,13 +382,12 @@ class Predictor:
         if batch is not None:  # recompute from the validated, converted chunks
             new_sum = int(batch.prefill_tokens[0])
             kv_sum = int(batch.prefill_kv_tokens[0])
-        dec_kv = 0
-        for ctx in contexts:
-            if not (type(ctx) is int and 0 <= ctx <= MAX_TOKENS):
-                dec_kv = int(from_lists(decode=contexts).decode_kv_tokens[0])
-                break
-            dec_kv += ctx + 1
         n_chunks, n_dec = len(chunks), len(contexts)
+        # plain ints in range: summed in C; anything else takes the validating path (same sum)
+        if not contexts or (set(map(type, contexts)) == {int} and min(contexts) >= 0 and max(contexts) <= MAX_TOKENS):
+            dec_kv = sum(contexts) + n_dec
+        else:
+            dec_kv = int(from_lists(decode=contexts).decode_kv_tokens[0])
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
@@ -437,14 +462,13 @@ class Predictor:
         check_iteration_keys(iterations)
         kernel = np.zeros(len(iterations))
         overhead = np.zeros(len(iterations))
-        keys = iterations[list(ITERATION_KEYS)].astype(str)
-        for key, idx in keys.groupby(list(ITERATION_KEYS), sort=False).indices.items():
+        for key, idx in _configuration_groups(iterations).items():
             model, gpu, tp, dtype = key
             try:
                 tp_int = int(tp)
             except ValueError:
                 raise InputError(f"iterations: column 'tp' must hold integers, got {tp!r}") from None
-            batch = from_frame(iterations.iloc[idx])
+            batch = from_frame(iterations if len(idx) == len(iterations) else iterations.iloc[idx])
             check_iteration_bounds(batch, get_model(model).max_position_embeddings, iterations.index[idx])
             k, o = self.predict_batch(model, gpu, tp_int, dtype, batch)
             kernel[idx], overhead[idx] = k, o
@@ -515,6 +539,15 @@ def _overhead_from_metadata(fitted: object, path: Path) -> OverheadModel:
         raise InputError(f"artifact: metadata.json field 'overhead' in {str(path)!r} must map {', '.join(allowed)} to "
                          f"finite numbers >= 0, got {fitted!r}")
     return OverheadModel(**{k: float(v) for k, v in fitted.items()})
+
+
+def _configuration_groups(iterations: pd.DataFrame) -> dict[tuple[str, ...], np.ndarray]:
+    """Row positions of each (model, gpu, tp, dtype), the values as text; one configuration skips the grouping."""
+    columns = [iterations[c] for c in ITERATION_KEYS]
+    if len(iterations) and all(bool((col == col.iloc[0]).all()) for col in columns):
+        return {tuple(str(col.iloc[0]) for col in columns): np.arange(len(iterations))}
+    keys = iterations[list(ITERATION_KEYS)].astype(str)
+    return keys.groupby(list(ITERATION_KEYS), sort=False).indices
 
 
 def _chunk_lists(chunks) -> tuple[list[int], list[int]]:

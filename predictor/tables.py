@@ -208,20 +208,25 @@ class IterationTables:
                "decode_log_ms", "prefill_log_ms", "tokens_work", "samples_work", "attention_coefficients")
 
     def save(self, path: Path) -> None:
+        """Write the arrays and their SHA-256 (checked by :meth:`load`) atomically."""
         from predictor.atomic import atomic_path
 
+        arrays = {"num_layers": np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS}}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, num_layers=np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS})
+                np.savez(fh, sha256=np.array(_arrays_digest(arrays)), **arrays)
 
     @classmethod
     def load(cls, path: Path) -> IterationTables | None:
-        """A cached table, or None when the file is missing or unreadable."""
+        """A cached table, or None when the file is missing, unreadable or fails its checksum (then rebuilt)."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(**{k: data[k] for k in cls._ARRAYS}, num_layers=int(data["num_layers"]))
-        except (OSError, ValueError, KeyError):
+                arrays = {k: data[k] for k in ("num_layers", *cls._ARRAYS)}
+                if str(data["sha256"]) != _arrays_digest(arrays):
+                    return None
+        except (OSError, ValueError, KeyError, EOFError):
             return None
+        return cls(**{k: arrays[k] for k in cls._ARRAYS}, num_layers=int(arrays["num_layers"]))
 
     # --- vectorised lookup -------------------------------------------------------------------------
     @staticmethod
@@ -410,14 +415,24 @@ class IterationTables:
         return flops, nbytes, roof
 
     # --- scalar lookup (one iteration, plain Python: the per-call hot path) -------------------------
+    def _lists(self) -> tuple[list, list, list, list]:
+        """The tables as nested Python lists (token, sample, decode, prefill): element reads from lists are several
+        times cheaper than from numpy arrays in scalar code, with the same float64 values."""
+        lists = self.__dict__.get("_as_lists")
+        if lists is None:
+            lists = self.__dict__["_as_lists"] = (self.tokens_ms.tolist(), self.samples_ms.tolist(),
+                                                  self.decode_log_ms.tolist(), self.prefill_log_ms.tolist())
+        return lists
+
     def kernel_ms_scalar(self, tokens: int, samples: int, decode_seqs: int, decode_kv_mean: float,
                          prefill_chunks: int, prefill_q_mean: float, prefill_ctx_mean: float) -> float:
         total = 0.0
+        token_ms, sample_ms, _, _ = self._lists()
         if tokens > 0:
-            total += self.tokens_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
+            total += token_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
                 self._interp_1d(np.array([tokens]), self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)[0])
         if samples > 0:
-            total += self.samples_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
+            total += sample_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
                 self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
                                 self.samples_log_ms)[0])
         if decode_seqs > 0:
@@ -428,7 +443,7 @@ class IterationTables:
 
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
-        return _bilinear(self.decode_log_ms, _DEC_SEQS_LOG, _DEC_KV_LOG, seqs, kv_mean, DECODE_SEQS[-1], DECODE_KV[-1])
+        return _bilinear(self._lists()[2], _DEC_SEQS_LOG, _DEC_KV_LOG, seqs, kv_mean, DECODE_SEQS[-1], DECODE_KV[-1])
 
     def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
         """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
@@ -439,11 +454,11 @@ class IterationTables:
         else:
             k, wk = _cell(_PRE_CONTEXT_LOG, ctx_mean)
             k += 1
-        t = self.prefill_log_ms
+        t = self._lists()[3]
         val = 0.0
         for di, a in ((0, 1 - wi), (1, wi)):
             for dj, b in ((0, 1 - wj), (1, wj)):
-                row = t[i + di, j + dj]
+                row = t[i + di][j + dj]
                 val += a * b * ((1 - wk) * row[k] + wk * row[k + 1])
         return (math.exp(val) * max(chunks / PREFILL_CHUNKS[-1], 1.0) * max(q_mean / PREFILL_TOKENS[-1], 1.0)
                 * max(ctx_mean / PREFILL_CONTEXT[-1], 1.0))
@@ -466,10 +481,20 @@ def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
 def _bilinear(table: np.ndarray, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
     i, wi = _cell(gx, x)
     j, wj = _cell(gy, y)
-    v = ((1 - wi) * (1 - wj) * table[i, j] + wi * (1 - wj) * table[i + 1, j]
-         + (1 - wi) * wj * table[i, j + 1] + wi * wj * table[i + 1, j + 1])
+    v = ((1 - wi) * (1 - wj) * table[i][j] + wi * (1 - wj) * table[i + 1][j]
+         + (1 - wi) * wj * table[i][j + 1] + wi * wj * table[i + 1][j + 1])
     return math.exp(v) * max(x / xmax, 1.0) * max(y / ymax, 1.0)
 
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays`` (the table cache's checksum)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def architecture(model: ModelSpec) -> ModelSpec:

@@ -217,8 +217,8 @@ def _precision_candidates(base: Scenario, gpu_spec) -> tuple[list[Candidate], li
     out, skipped = [], []
     for bits in (8, 4):
         name = f"w{bits}a16"
-        if prec.weight_bits <= bits:
-            skipped.append({"name": name, "reason": f"weights are already {prec.weight_bits}-bit"})
+        if prec.weight_element_bits <= bits:  # element bits: block scales (nvfp4's 4.5) do not count
+            skipped.append({"name": name, "reason": f"weights are already {prec.weight_element_bits}-bit"})
             continue
         out.append(Candidate(name, f"weight-only {bits}-bit quantisation (dtype w{bits}a16kv{kv})",
                              _with_dtype(base, Precision(bits, 16, kv, "fp16")),
@@ -240,7 +240,7 @@ def _precision_candidates(base: Scenario, gpu_spec) -> tuple[list[Candidate], li
         skipped.append({"name": "kv8", "reason": f"KV cache is already {kv}-bit"})
     else:
         out.append(Candidate("kv8", "8-bit KV cache (more sequences fit; fewer KV bytes per decode step)",
-                             _with_dtype(base, Precision(prec.weight_bits, prec.act_bits, 8, prec.compute)),
+                             _with_dtype(base, dataclasses.replace(prec, kv_bits=8)),
                              (f"{ACCURACY}: 8-bit KV (fp8/int8) is usually near-lossless, but check long-context tasks",)))
     return out, skipped
 

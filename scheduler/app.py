@@ -97,7 +97,8 @@ class SearchSpec(BaseModel):
     strategy: Literal["greedy", "beam"] = "beam"
     top_k: int = Field(default=4, ge=1, le=64)
     beam_width: int = Field(default=3, ge=1, le=32)
-    time_budget_s: float = Field(default=60.0, gt=0, le=86_400)
+    max_simulations: int = Field(default=400, ge=1, le=1_000_000)  # the search's budget (engine simulations)
+    time_budget_s: float = Field(default=600.0, gt=0, le=86_400)     # an upper bound only (see scheduler.planner)
     n_jobs: int = Field(default=1, ge=1, le=64)
     colocation: bool = False  # also consider two LLMs sharing the same GPUs (docs/colocation.md)
 

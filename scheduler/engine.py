@@ -238,6 +238,9 @@ class _State:
         self.running: list[int] = []
         self.waiting: deque[int] = deque()
         self.partial: dict[int, None] = {}  # running requests with prefill left, in admission order
+        self.closed = ClosedLoop(workload.concurrency) if workload.concurrency else None
+        if self.closed is not None:
+            self.arrival[:] = math.inf  # unsent; ClosedLoop.release stamps each send time
 
     def view(self) -> _State:
         """A state sharing every per-request array but with its own running list and queues (one per instance)."""
@@ -245,6 +248,35 @@ class _State:
         out.__dict__.update(self.__dict__)
         out.running, out.waiting, out.partial = [], deque(), {}
         return out
+
+
+class ClosedLoop:
+    """Closed-loop clients (see :class:`scheduler.workload.Workload`): ``concurrency`` requests outstanding.
+
+    Requests are sent in index order; a request counts as outstanding from its send until it finishes or is
+    rejected, and a client sends its next request at the moment its previous one completes.
+    """
+
+    def __init__(self, concurrency: int, delay_s: float = 0.0):
+        self.concurrency = int(concurrency)
+        self.delay_s = float(delay_s)  # send → engine queue (API server, tokenisation); TTFT still counts from the send
+        self.sent = 0   # requests sent so far (ids 0..sent-1)
+        self.ended = 0  # sent requests that finished or were rejected
+
+    def release(self, state: _State, now: float) -> None:
+        """Send requests while fewer than ``concurrency`` are outstanding (rejected ones complete at once)."""
+        n = len(state.arrival)
+        while self.sent < n and self.sent - self.ended < self.concurrency:
+            r = self.sent
+            state.arrival[r] = now + self.delay_s
+            self.sent += 1
+            if state.status[r] == REJECTED:
+                self.ended += 1
+
+    def complete(self, state: _State, now: float) -> None:
+        """One outstanding request ended at ``now``: its client sends the next one."""
+        self.ended += 1
+        self.release(state, now)
 
 
 class Policy:
@@ -307,6 +339,9 @@ class Simulator:
     tp : int
     dtype : str
     config : EngineConfig
+    profile : scheduler.engine_profiles.EngineProfile, optional
+        Time steps with a serving framework's per-step costs (kernel scale, CUDA-graph padding, overheads)
+        instead of the predictor's own overhead model.
 
     Attributes
     ----------
@@ -321,12 +356,16 @@ class Simulator:
         Evictions (preemptions by recompute) so far.
     """
 
-    def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None):
+    def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None,
+                 profile=None):
         from predictor.memory import plan_memory
 
         self.config = config or EngineConfig()
         self.config.validate()
         self.bound = predictor.bind(model, gpu, tp, dtype)
+        self.profile = profile
+        if profile is not None:
+            self.bound = profile.apply(self.bound)
         self.predictor_name = predictor.name
         spec = self.bound.model
         self.max_model_len = (spec.max_position_embeddings if self.config.max_model_len is None
@@ -599,9 +638,14 @@ class Simulator:
         from scheduler.metrics import RequestStream, SimResult
 
         state = _State(workload)
+        self.state = state  # the run's per-request arrays, readable by ``stop`` and ``progress`` callbacks
         state.peaks = self.peaks
         self._reject_impossible(state)
         self.start()
+        if state.closed is not None:
+            if self.profile is not None:
+                state.closed.delay_s = self.profile.admission_ms(state.closed.concurrency) / 1e3
+            state.closed.release(state, 0.0)
         self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
         log = IterationLog()
         n = len(workload)
@@ -613,7 +657,10 @@ class Simulator:
             progress(int(((state.status == DONE) | (state.status == REJECTED)).sum()), n)
         if self._stream is not None:
             self._stream.close(state, partial)
-        return SimResult.from_state(state, log, self, workload, partial=partial)
+        result = SimResult.from_state(state, log, self, workload, partial=partial)
+        if state.closed is not None:
+            result.meta["client_delay_ms"] = state.closed.delay_s * 1e3  # add to TTFT/E2E for times from the send
+        return result
 
     def _loop(self, state: _State, log: IterationLog, n: int, record_iterations: bool, progress, stop):
         next_arrival = 0
@@ -626,7 +673,7 @@ class Simulator:
                     state.waiting.append(next_arrival)
                 next_arrival += 1
             if not state.running and not state.waiting:
-                if next_arrival >= n:
+                if next_arrival >= n or math.isinf(state.arrival[next_arrival]):
                     break
                 self.now = float(state.arrival[next_arrival])
                 continue
@@ -636,7 +683,7 @@ class Simulator:
             if outcome == EVICTED:
                 continue
             if outcome == STUCK:
-                if next_arrival < n:
+                if next_arrival < n and not math.isinf(state.arrival[next_arrival]):
                     self.now = max(self.now, float(state.arrival[next_arrival]))
                     continue
                 # the head of the queue cannot fit even in an empty engine
@@ -655,6 +702,8 @@ class Simulator:
         r = state.waiting.popleft()
         state.status[r] = REJECTED
         state.reject_reason[r] = "does not fit in the KV cache"
+        if state.closed is not None:
+            state.closed.complete(state, self.now)
         return 1
 
     def advance(self, state: _State, log: IterationLog | None, limit: float, record: bool) -> tuple[str, int, int]:
@@ -885,6 +934,8 @@ class Simulator:
         self.free_blocks += int(state.blocks[r])
         self.tokens_held -= self.held(int(state.kv[r]))
         state.blocks[r] = 0
+        if state.closed is not None:
+            state.closed.complete(state, self.now)
         return 1
 
     def _handoff(self, state: _State, r: int) -> None:

@@ -53,7 +53,8 @@ class Plan:
     stages: tuple[Stage, ...]
 
     def describe(self) -> list[list[dict]]:
-        return [[{"llm": p.llm, "tp": p.config.tp, "dp": p.config.dp, "gpus": list(p.gpus),
+        return [[{"llm": p.llm, "tp": p.config.tp, "dp": p.config.dp, "ep": p.config.ep, "pp": p.config.pp,
+                  "gpus": list(p.gpus),
                   **({"colocated": list(p.group)} if p.group else {})} for p in s.placements]
                 for s in self.stages]
 
@@ -155,7 +156,7 @@ class Executor:
     def load_time(self, llm: str, config: Config) -> float:
         """Seconds to bring ``llm`` up on ``config`` (measured start-up time where known)."""
         spec = self.app.by_name[llm]
-        return load_time_s(spec.model_id, spec.spec, config.tp, self.app.precision)
+        return load_time_s(spec.model_id, spec.spec, config.layout, self.app.precision)
 
     def simulate(self, llm: str, config: Config, sample, remaining: Remaining, start_s: float,
                  available_s: np.ndarray) -> Timeline:
@@ -176,7 +177,7 @@ class Executor:
             tpot = np.zeros(n)
             order = np.flatnonzero(finite)
             order = order[np.argsort(offsets[order], kind="stable")]
-            sim = self._simulator(llm, config.tp)
+            sim = self._simulator(llm, config.layout)
             for replica in range(config.dp):
                 idx = order[replica::config.dp]
                 if idx.size == 0:

@@ -19,7 +19,10 @@
 4. **Search.** ``greedy`` (the paper's): at each stage keep the best of the top-k candidates. ``beam``:
    keep the ``beam_width`` best partial plans at each stage, each expanded with its top-k candidates; the
    result is never worse than greedy's (greedy's plan is among the rollouts it evaluates). Both stop
-   expanding when the time budget is spent and return the best complete plan found.
+   expanding when the search has run ``max_simulations`` engine simulations (cached ones are free) and
+   return the best complete plan found. The budget is a count, not seconds, so a plan is a function of the
+   application, its seed and the settings: the same on a loaded machine as on a quiet one. ``time_budget_s``
+   remains as an upper bound only (a run stopped by it says so: its plan depends on the machine's speed).
 
 Co-location (opt-in: ``search.colocation`` in the YAML or ``Planner(colocation=True)``): a candidate may
 also place two LLMs without an upstream on the *same* GPUs (each with a memory partition, iterations stretched
@@ -90,13 +93,16 @@ class PlanResult:
     execution: Execution  # the chosen plan on the first estimate draw (for the Gantt chart)
     budget_exhausted: bool = False
     notes: list[str] = field(default_factory=list)
+    stopped_by: str | None = None  # "simulations" (deterministic), "time" (machine-dependent) or None (finished)
+    search_simulations: int = 0
 
     def to_dict(self) -> dict:
         out = {"strategy": self.strategy, "chosen": self.chosen.to_dict(),
                "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
                "speedup": {k: v.mean_s / self.chosen.mean_s for k, v in self.baselines.items()},
                "search_time_s": self.search_time_s, "evaluations": self.evaluations, "simulations": self.simulations,
-               "budget_exhausted": self.budget_exhausted}
+               "search_simulations": self.search_simulations, "budget_exhausted": self.budget_exhausted,
+               "stopped_by": self.stopped_by}
         return out
 
 
@@ -107,14 +113,16 @@ class Planner:
     ----------
     app : Application
     predictor : predictor.Predictor
-    samples, seed, strategy, top_k, beam_width, time_budget_s, colocation : optional
-        Override the application's ``samples``, ``seed`` and ``search`` settings (``colocation``: also consider
-        pairs of LLMs sharing the same GPUs).
+    samples, seed, strategy, top_k, beam_width, max_simulations, time_budget_s, colocation : optional
+        Override the application's ``samples``, ``seed`` and ``search`` settings (``max_simulations``: the
+        search's budget in engine simulations; ``time_budget_s``: an upper bound in seconds; ``colocation``:
+        also consider pairs of LLMs sharing the same GPUs).
     """
 
     def __init__(self, app, predictor, *, samples: int | None = None, seed: int | None = None,
                  strategy: str | None = None, top_k: int | None = None, beam_width: int | None = None,
-                 time_budget_s: float | None = None, search_samples: int = 2, colocation: bool | None = None):
+                 time_budget_s: float | None = None, search_samples: int = 2, colocation: bool | None = None,
+                 max_simulations: int | None = None):
         search = app.spec.search
         self.app = app
         self.predictor = predictor
@@ -124,11 +132,14 @@ class Planner:
         self.top_k = top_k or search.top_k
         self.beam_width = beam_width or search.beam_width
         self.time_budget_s = time_budget_s or search.time_budget_s
+        self.max_simulations = max_simulations or search.max_simulations
         self.colocation = search.colocation if colocation is None else bool(colocation)
         self.executor = Executor(app, predictor, app.spec.engine)
         self.evaluations = 0
         self.search_samples = max(1, search_samples)
         self._states: dict = {}
+        self._bound: tuple[int, float] | None = None  # (simulation count, perf_counter deadline) of the search
+        self.stopped_by: str | None = None
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -146,7 +157,7 @@ class Planner:
                 from predictor.errors import InputError
 
                 raise InputError(f"app: model {name} ({llm.spec.name}) does not fit on {app.num_gpus}× {app.gpu.name} "
-                                 f"in any TP configuration")
+                                 f"in any TP, EP or PP configuration")
             self.configs[name] = configs
         self.rates = {name: self._rates(name) for name in app.names}
         self.best_for_gpus = {}
@@ -170,7 +181,9 @@ class Planner:
         out = {}
         for i, a in enumerate(roots):
             for b in roots[i + 1:]:
-                tps = sorted({c.tp for c in self.configs[a]} & {c.tp for c in self.configs[b]})
+                # co-location shares plain-TP replicas only
+                tps = sorted({c.tp for c in self.configs[a] if c.layout == c.tp}
+                             & {c.tp for c in self.configs[b] if c.layout == c.tp})
                 rates = {}
                 for tp in tps:
                     try:
@@ -190,7 +203,7 @@ class Planner:
                     tls = self.executor.simulate_group([a, b], Config(tp, 1), self.planning, rem, 0.0, zeros)
                     per = tuple(rem[n].ids.size / max(tls[n].completion_s, 1e-9) for n in (a, b))
                     for c in self.configs[a]:
-                        if c.tp == tp:
+                        if c.replica == Config(tp, 1):
                             rates[c] = (per[0] * c.dp, per[1] * c.dp)
                 if rates:
                     out[(a, b)] = rates
@@ -203,11 +216,11 @@ class Planner:
         n = len(self.planning.prompts[name])
         ids = np.arange(min(n, RATE_SAMPLE_REQUESTS))
         rem = Remaining(ids, np.zeros(ids.size, np.int64), self.planning.outputs[name][ids].copy())
-        per_tp = {}
-        for tp in sorted({c.tp for c in self.configs[name]}):
-            tl = self.executor.simulate(name, Config(tp, 1), self.planning, rem, 0.0, np.zeros(ids.size))
-            per_tp[tp] = ids.size / max(tl.completion_s, 1e-9)
-        return {c: per_tp[c.tp] * c.dp for c in self.configs[name]}
+        per_replica = {}
+        for replica in sorted({c.replica for c in self.configs[name]}):
+            tl = self.executor.simulate(name, replica, self.planning, rem, 0.0, np.zeros(ids.size))
+            per_replica[replica] = ids.size / max(tl.completion_s, 1e-9)
+        return {c: per_replica[c.replica] * c.dp for c in self.configs[name]}
 
     def fastest_config(self, name: str) -> Config:
         """The LLM's fastest configuration using at most all GPUs."""
@@ -348,7 +361,7 @@ class Planner:
                     placements += [q for q in running.values() if q.group == opt.group and q.gpus == opt.gpus
                                    and q.llm != name and q.llm not in done]
         fresh = [x for x in chosen if not isinstance(x[1], Placement)]
-        for name, opt in sorted(fresh, key=lambda x: -x[1].config.tp if isinstance(x[1], PairOption) else -x[1].tp):
+        for name, opt in sorted(fresh, key=lambda x: -(x[1].config if isinstance(x[1], PairOption) else x[1]).replica_gpus):
             config = opt.config if isinstance(opt, PairOption) else opt
             gpus = allocate(config, free, self.app.nvlink_groups)
             if gpus is None:
@@ -409,7 +422,7 @@ class Planner:
                     up = self.app.by_name[name].upstream
                     if name in included or (up is not None and up not in included):
                         continue
-                    smallest = min((c for c in self.configs[name] if c.dp == 1), key=lambda c: c.tp)
+                    smallest = min((c for c in self.configs[name] if c.dp == 1), key=lambda c: (c.replica_gpus, c))
                     gpus = allocate(smallest, free, self.app.nvlink_groups)
                     if gpus is not None:
                         placements.append(Placement(name, smallest, gpus))
@@ -421,7 +434,19 @@ class Planner:
             stages = stages + (Stage(tuple(placements)),)
         return self.evaluate(Plan(stages), full=True)
 
-    def greedy(self, deadline: float) -> tuple[PlanEstimate, bool]:
+    def _spent(self) -> bool:
+        """Whether the search's budget is spent (simulations first, then the seconds bound); records which."""
+        if self._bound is None:
+            return False
+        last, deadline = self._bound
+        if self.executor.simulations >= last:
+            self.stopped_by = "simulations"
+        elif time.perf_counter() > deadline:
+            self.stopped_by = "time"
+        return self.stopped_by is not None
+
+    def greedy(self) -> tuple[PlanEstimate, bool]:
+        """Greedy search (bounded by the budget while :meth:`run` searches, unbounded as a baseline)."""
         stages: tuple[Stage, ...] = ()
         best: PlanEstimate | None = None
         while True:
@@ -437,13 +462,14 @@ class Planner:
                 scored.append((est.mean_s, stage, est))
                 if best is None or est.mean_s < best.mean_s:
                     best = est
-                if time.perf_counter() > deadline:
+                if self._spent():
                     return best, True
             stages = stages + (min(scored, key=lambda x: x[0])[1],)
         final = self.evaluate(Plan(stages))
         return (final if best is None or final.mean_s <= best.mean_s else best), False
 
-    def beam(self, deadline: float) -> tuple[PlanEstimate, bool]:
+    def beam(self) -> tuple[PlanEstimate, bool]:
+        """Beam search within the budget."""
         beams: list[tuple[float, tuple[Stage, ...]]] = [(0.0, ())]
         best: PlanEstimate | None = None
         seen: set = set()
@@ -463,7 +489,7 @@ class Planner:
                     expanded.append((est.mean_s, prefix))
                     if best is None or est.mean_s < best.mean_s:
                         best = est
-                    if time.perf_counter() > deadline:
+                    if self._spent():
                         return best, True
             expanded.sort(key=lambda x: x[0])
             beams = expanded[: self.beam_width]
@@ -473,22 +499,25 @@ class Planner:
         """Search, evaluate the baselines, and return the chosen plan with its estimate."""
         t0 = time.perf_counter()
         self._prepare()
-        deadline = t0 + self.time_budget_s
-        if self.strategy == "greedy":
-            chosen, exhausted = self.greedy(deadline)
-        else:
-            chosen, exhausted = self.beam(deadline)
+        first = self.executor.simulations
+        self._bound, self.stopped_by = (first + self.max_simulations, t0 + self.time_budget_s), None
+        try:
+            chosen, exhausted = self.greedy() if self.strategy == "greedy" else self.beam()
+        finally:
+            self._bound = None
         search_time = time.perf_counter() - t0
+        search_simulations = self.executor.simulations - first
         chosen = self.evaluate(chosen.plan, full=True)
         result_baselines = {}
         if baselines:
             result_baselines["naive"] = self.naive()
             result_baselines["largest_first"] = self.largest_first()
             if self.strategy != "greedy":
-                greedy, _ = self.greedy(float("inf"))
+                greedy, _ = self.greedy()
                 result_baselines["greedy"] = self.evaluate(greedy.plan, full=True)
                 if result_baselines["greedy"].mean_s < chosen.mean_s:  # rescored on all K samples
                     chosen = result_baselines["greedy"]
         execution = self.executor.execute(chosen.plan, self.samples[0], fallback=self.fastest_config)
         return PlanResult(chosen, self.strategy, result_baselines, search_time, self.evaluations,
-                          self.executor.simulations, execution, exhausted)
+                          self.executor.simulations, execution, exhausted, stopped_by=self.stopped_by,
+                          search_simulations=search_simulations)

@@ -78,13 +78,15 @@ class WorkloadSpec(BaseModel):
     """Requests of every point (seeded, so every point sees the same lengths; arrivals scale with the rate).
 
     ``kind``: ``poisson`` or ``gamma`` arrivals at the grid's rates (requests/s), ``offline`` (all at
-    t = 0) or ``trace`` (the trace's own timestamps). Lengths: ``prompt_len`` / ``output_len`` (tokens)
+    t = 0), ``trace`` (the trace's own timestamps) or ``concurrency`` (a closed loop of ``concurrency``
+    clients). Lengths: ``prompt_len`` / ``output_len`` (tokens)
     fix them, else they come from ``trace`` (a shipped trace name or a Vidur/Azure CSV; default
     ``splitwise_conv``); ``output_dist`` samples output lengths from a model's measured distribution.
     """
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["poisson", "gamma", "offline", "trace"] = "poisson"
+    kind: Literal["poisson", "gamma", "offline", "trace", "concurrency"] = "poisson"
+    concurrency: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
     num_requests: int = Field(default=300, strict=True, ge=1, le=1_000_000)
     trace: str | None = Field(default=None, min_length=1)
     prompt_len: int | None = Field(default=None, strict=True, ge=1, le=1_000_000)
@@ -183,6 +185,8 @@ class SweepSpec(BaseModel):
         timed = self.workload.kind in ("poisson", "gamma")
         if not timed and self.grid.rate is not None:
             raise ValueError(f"grid.rate: only for poisson or gamma workloads, not {self.workload.kind!r}")
+        if (self.workload.kind == "concurrency") != (self.workload.concurrency is not None):
+            raise ValueError("workload.concurrency: give it (clients, >= 1) exactly when kind is concurrency")
         return self
 
 
@@ -423,11 +427,12 @@ def _predictor(kind: str, artifacts: str | None):
 
 @functools.lru_cache(maxsize=256)
 def _workload(kind: str, num_requests: int, rate: float | None, cv: float, trace: str | None, prompt_len: int | None,
-              output_len: int | None, output_dist: str | None, seed: int):
+              output_len: int | None, output_dist: str | None, seed: int, concurrency: int | None = None):
     from scheduler.workload import build_workload
 
     return build_workload(kind, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
-                          output_len=output_len, output_dist=output_dist, seed=seed)
+                          output_len=output_len, output_dist=output_dist, seed=seed,
+                          concurrency=concurrency if kind == "concurrency" else None)
 
 
 def _engine_config(ctx: Context, point: dict):
@@ -483,9 +488,10 @@ def simulate_point(ctx: Context, point: dict, rate: float | None = None, kind: s
     wl = dict(ctx.workload)
     wl["kind"] = kind or wl["kind"]
     r = point["rate"] if rate is None else rate
-    r = None if r is None or (isinstance(r, float) and math.isnan(r)) or wl["kind"] in ("offline", "trace") else float(r)
+    r = (None if r is None or (isinstance(r, float) and math.isnan(r)) or wl["kind"] in ("offline", "trace", "concurrency")
+         else float(r))
     workload = _workload(wl["kind"], wl["num_requests"], r, wl["cv"], wl["trace"], wl["prompt_len"], wl["output_len"],
-                         wl["output_dist"], wl["seed"])
+                         wl["output_dist"], wl["seed"], wl.get("concurrency"))
     sim = Simulator(_predictor(ctx.predictor, ctx.artifacts), ctx.model, ctx.gpus[point["gpu"]], point["tp"],
                     point["dtype"], _engine_config(ctx, point))
     result = sim.run(workload, record_iterations=False)
@@ -764,6 +770,14 @@ def _parallel(n_jobs: int, dask) -> Iterator[tuple[dict, str]]:
     """joblib settings for the chosen backend: (Parallel kwargs, a description)."""
     import joblib
 
+    from predictor.cpus import capped_workers
+
+    if dask is None or (isinstance(dask, str) and dask == "local"):
+        n_jobs, warning = capped_workers(n_jobs, "n_jobs")
+        if warning:
+            import warnings
+
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
     if dask is None:
         yield {"n_jobs": n_jobs}, f"joblib (n_jobs={n_jobs})"
         return

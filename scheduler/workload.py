@@ -2,7 +2,9 @@
 
 A :class:`Workload` is three aligned arrays — arrival time (s), prompt tokens, output tokens — sorted
 by arrival. Arrivals: offline (all at t = 0), Poisson or gamma processes at a given rate, or a trace's
-own timestamps. Lengths: fixed, from a trace, or output lengths sampled from a model's measured
+own timestamps, or a closed loop (``concurrency``: C clients, each sending its next request when its
+previous one completes, as ``vllm bench serve --max-concurrency`` does; the engine sets the send times
+while it runs). Lengths: fixed, from a trace, or output lengths sampled from a model's measured
 distribution (SamuLLM's no_robots output-length histograms, ``data/samullm/output_lengths.parquet``).
 """
 
@@ -17,18 +19,24 @@ import pandas as pd
 from predictor.errors import InputError
 from predictor.validate import check_arrivals, check_rate
 
-ARRIVALS = ("offline", "poisson", "gamma", "trace")
+ARRIVALS = ("offline", "poisson", "gamma", "trace", "concurrency")
 SHIPPED_TRACES = ("splitwise_conv", "splitwise_code", "arxiv_summarization")
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Requests sorted by arrival: ``arrival_s`` (s), ``prompt_tokens`` and ``output_tokens`` (≥ 1)."""
+    """Requests sorted by arrival: ``arrival_s`` (s), ``prompt_tokens`` and ``output_tokens`` (≥ 1).
+
+    ``concurrency`` (closed loop): when set, ``arrival_s`` is ignored by the engine; request ``i`` is sent
+    when a client becomes free (the first ``concurrency`` requests at t = 0, then one per completion, in
+    index order), so every request's TTFT counts from its client's send.
+    """
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     name: str = "workload"
+    concurrency: int | None = None
 
     def __post_init__(self):
         n = len(self.arrival_s)
@@ -40,6 +48,8 @@ class Workload:
             raise InputError("workload: arrival times must be finite and >= 0")
         if n and np.any(np.diff(self.arrival_s) < 0):
             raise InputError("workload: arrivals must be sorted")
+        if self.concurrency is not None:
+            object.__setattr__(self, "concurrency", check_concurrency(self.concurrency))
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -55,6 +65,22 @@ def _check_count(name: str, value: int, maximum: int = 100_000_000) -> int:
     if value > maximum:
         raise InputError(f"{name}: {value} is more than the supported {maximum:,}")
     return int(value)
+
+
+def check_concurrency(value) -> int:
+    """A closed loop's number of clients: a positive integer (else :class:`InputError` naming ``--concurrency``)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"--concurrency: must be a positive integer (clients of a closed loop), got {value!r}")
+    if value > 1_000_000:
+        raise InputError(f"--concurrency: {value} is more than the supported 1,000,000 clients")
+    return int(value)
+
+
+def measurement_window(num_requests: int, concurrency: int) -> np.ndarray:
+    """Request ids (send order) inside a closed loop's measurement window: the first and last ``concurrency``
+    requests are warm-up and drain, as benchmark clients discard them; all of them when fewer remain."""
+    n, c = int(num_requests), int(concurrency)
+    return np.arange(c, n - c) if n > 2 * c else np.arange(n)
 
 
 def arrivals(kind: str, n: int, *, rate: float | None = None, cv: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -140,15 +166,28 @@ def build_workload(
     output_len: int | None = None,
     output_dist: str | None = None,
     seed: int = 0,
+    concurrency: int | None = None,
+    stagger: bool = True,
 ) -> Workload:
     """Assemble a workload from an arrival process and length sources.
 
     Lengths: ``prompt_len`` / ``output_len`` fix them; otherwise they come from ``trace`` (default
     ``splitwise_conv``); ``output_dist`` (a model name) samples output lengths from its measured
-    distribution instead. ``kind="trace"`` replays the trace's own arrival times.
+    distribution instead. ``kind="trace"`` replays the trace's own arrival times. ``kind="concurrency"``
+    is a closed loop of ``concurrency`` clients (send times set by the engine; see :class:`Workload`).
+    With ``stagger`` (default) the clients' first requests — warm-up, outside the measurement window —
+    generate 1/C, 2/C, …, C/C of their output length, so that the clients' phases are spread over a
+    request's lifetime as in a benchmark's steady state instead of marching in lock-step (identical
+    requests sent together would otherwise prefill together and finish together forever).
     """
     if kind not in ARRIVALS:
         raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
+    if kind == "concurrency":
+        if concurrency is None:
+            raise InputError("--concurrency: a concurrency workload needs the number of clients (a positive integer)")
+        concurrency = check_concurrency(concurrency)
+    elif concurrency is not None:
+        raise InputError(f"--concurrency: only for --workload concurrency, not {kind!r}")
     # a trace that was named is always read (and so checked), even when fixed lengths leave it unused
     needs_trace = (kind == "trace" or trace is not None or prompt_len is None
                    or (output_len is None and output_dist is None))
@@ -178,6 +217,8 @@ def build_workload(
         span = t.max() - t.min() if len(t) else 0.0
         laps = np.arange(n) // max(len(set(rows)), 1)
         arrival = (t - t.min()) + laps * (span + 1.0)
+    elif kind == "concurrency":
+        arrival = np.zeros(n)  # placeholders: the engine sends each request when a client is free
     else:
         check_rate(rate if kind in ("poisson", "gamma") else None)
         arrival = arrivals(kind, n, rate=rate, cv=cv, seed=rng_seed)
@@ -192,6 +233,13 @@ def build_workload(
         outputs = np.full(n, _check_count("--output-len", output_len, 10_000_000), dtype=np.int64)
     else:
         outputs = table["output_tokens"].to_numpy(np.int64)
+    if kind == "concurrency" and stagger:
+        first = min(concurrency, n)
+        outputs = outputs.copy()
+        outputs[:first] = np.maximum(1, np.ceil(outputs[:first] * np.arange(1, first + 1) / concurrency)).astype(np.int64)
     order = np.argsort(arrival, kind="stable")
     name = kind if kind != "trace" else f"trace:{trace or 'splitwise_conv'}"
-    return Workload(arrival[order], prompts[order].astype(np.int64), outputs[order].astype(np.int64), name)
+    if kind == "concurrency":
+        name = f"concurrency:{concurrency}"
+    return Workload(arrival[order], prompts[order].astype(np.int64), outputs[order].astype(np.int64), name,
+                    concurrency)

@@ -738,9 +738,47 @@ def test_estimate_is_reproducible(roofline, estimate_run):
 def test_time_budget_stops_the_search(roofline):
     planner = planner_for(four_gpu_spec(None), roofline, time_budget_s=1e-9)
     result = planner.run(baselines=False)
-    assert result.budget_exhausted and result.baselines == {}
+    assert result.budget_exhausted and result.baselines == {} and result.stopped_by == "time"
     assert math.isfinite(result.chosen.mean_s)
     check_stage_gpus(planner.app, result.chosen.plan)
+
+
+class _Clock:
+    """A fake ``time.perf_counter`` advancing ``step_s`` per reading: a fast or a heavily loaded machine."""
+
+    def __init__(self, step_s: float):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        self.now += self.step_s
+        return self.now
+
+
+@pytest.mark.parametrize("budget", [3, 12])
+def test_simulation_budget_makes_the_plan_independent_of_machine_speed(budget, roofline, monkeypatch):
+    import scheduler.planner as planner_module
+
+    runs = []
+    for step_s, bound_s in ((1e-6, 1e9), (100.0, 1e9), (1e-6, 86_400.0)):  # quiet, 10^8× slower, smaller bound
+        monkeypatch.setattr(planner_module.time, "perf_counter", _Clock(step_s))
+        runs.append(planner_for(four_gpu_spec(None), roofline, max_simulations=budget,
+                                time_budget_s=bound_s).run(baselines=False))
+    first = runs[0]
+    assert first.stopped_by == "simulations" and first.budget_exhausted
+    # the search stops at the first evaluation that reaches the budget: at least `budget` simulations
+    assert first.search_simulations >= budget
+    for other in runs[1:]:
+        assert other.stopped_by == "simulations"
+        assert other.chosen.plan == first.chosen.plan
+        assert (other.evaluations, other.search_simulations) == (first.evaluations, first.search_simulations)
+        np.testing.assert_array_equal(other.chosen.makespans_s, first.chosen.makespans_s)
+
+
+def test_a_larger_simulation_budget_searches_further(roofline):
+    small = planner_for(four_gpu_spec(None), roofline, max_simulations=3).run(baselines=False)
+    large = planner_for(four_gpu_spec(None), roofline, max_simulations=100_000).run(baselines=False)
+    assert small.stopped_by == "simulations" and large.stopped_by is None and not large.budget_exhausted
+    assert large.evaluations > small.evaluations and large.search_simulations > small.search_simulations
 
 
 # === 8. load time ==========================================================================================

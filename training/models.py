@@ -32,7 +32,6 @@ DEFAULT_PARAMS = {
     "feature_fraction": 0.9,
     "lambda_l2": 1.0,
     "max_bin": 255,
-    "num_threads": 2,
     "seed": 0,
     "deterministic": True,
     "force_col_wise": True,
@@ -55,10 +54,17 @@ class _Booster:
         self.features = features
         self.monotone_decreasing = monotone_decreasing
 
+    def _lgb_params(self) -> dict:
+        """LightGBM parameters: the defaults, one thread per CPU this process may use (a machine setting, not a
+        hyperparameter: ``deterministic`` keeps results equal across thread counts), then ``params``."""
+        from predictor.cpus import available_cpus
+
+        return {**DEFAULT_PARAMS, "num_threads": available_cpus(), **(self.params or {})}
+
     def _fit_target(self, X: pd.DataFrame, y: np.ndarray):
         import lightgbm as lgb
 
-        params = {**DEFAULT_PARAMS, **(self.params or {})}
+        params = self._lgb_params()
         if self.monotone_decreasing:
             params["monotone_constraints"] = [-1 if f in self.monotone_decreasing else 0 for f in self.features]
             params["monotone_constraints_method"] = "advanced"
@@ -69,7 +75,7 @@ class _Booster:
         return self
 
     def _predict_target(self, X: pd.DataFrame) -> np.ndarray:
-        threads = int({**DEFAULT_PARAMS, **(self.params or {})}["num_threads"])
+        threads = int(self._lgb_params()["num_threads"])
         return self.booster_.predict(X.loc[:, list(self.features)], num_threads=threads)
 
 

@@ -38,7 +38,7 @@ def estimate(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str | None, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>] "
+    dtype: Annotated[str | None, typer.Option(help="fp16, bf16, fp8, fp8_block, int8, w8a16, w4a16, nvfp4, nvfp4-a16, mxfp4, mxfp4-a8 (any with -kv8) or w<bits>a<bits>[kv<bits>]."
                                                    "(default: a config.json's quantization_config, else fp16).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Requests in the static batch.")] = 1,
     input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per request.")] = 128,
@@ -132,14 +132,32 @@ def predict(
 
 @app.command()
 def evaluate(
-    profiles: Annotated[Path, typer.Option(help="Canonical profile table (.parquet or .csv), e.g. from `data ingest`.")],
+    profiles: Annotated[Path | None, typer.Option(help="Canonical profile table (.parquet or .csv), e.g. from "
+                                                       "`data ingest`.")] = None,
+    serving: Annotated[Path | None, typer.Option(help="Measured serving runs: a silicon CSV (aiconfigurator schema, "
+                                                      "agg and disagg rows) or a `vllm bench serve --save-result` "
+                                                      "JSON.")] = None,
+    framework: Annotated[str | None, typer.Option(help="--serving: time every run with this engine profile (vllm, "
+                                                       "sglang, trtllm or legacy) instead of its own framework's.")] = None,
+    gpu: Annotated[str | None, typer.Option(help="--serving JSON: the GPU (system) when the file does not say.")] = None,
+    tp: Annotated[int | None, typer.Option(min=1, max=1024, help="--serving JSON: tensor-parallel degree when the "
+                                                                 "file does not say.")] = None,
+    out: Annotated[Path | None, typer.Option(help="--serving: write per-run predictions (CSV) here.")] = None,
+    n_jobs: Annotated[int, typer.Option(min=1, max=64, help="--serving: worker processes.")] = 1,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Score the predictor (and the roofline baseline) on your own kernel measurements."""
+    """Score the predictor (and the roofline baseline) on your own kernel measurements (--profiles) or on
+    measured serving runs, simulated closed-loop (--serving)."""
+    from predictor.errors import InputError
+
+    if (profiles is None) == (serving is None):
+        raise InputError("--profiles / --serving: give exactly one of them")
+    if serving is not None:
+        _evaluate_serving(serving, framework, gpu, tp, out, n_jobs, artifacts, as_json)
+        return
     from features.canonical import read_table
     from features.schema import validate
-    from predictor.errors import InputError
     from training.scoring import score_profiles
 
     table, report = validate(read_table(profiles), source=str(profiles))
@@ -156,3 +174,41 @@ def evaluate(
         for key, v in payload[group].items():
             typer.echo(f"  {group[3:]} {key}: {v['rows']:,} rows, hybrid {v['hybrid']['mdape']:.1%}, "
                        f"roofline {v['roofline']['mdape']:.1%}")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as_json) -> None:
+    """``evaluate --serving``: simulate each measured run closed-loop and score TTFT / TPOT."""
+    from features.silicon import read_serving_results
+    from predictor.atomic import atomic_write
+    from scheduler.engine_profiles import get_profile, load_profiles
+    from scheduler.serving_eval import predict_serving, score_serving
+
+    table = read_serving_results(path, gpu=gpu, tp=tp)
+    profiles = load_profiles()
+    if framework is not None:
+        profile = get_profile(framework, profiles=profiles)
+        profiles = {name: profile for name in ("vllm", "sglang", "trtllm")}
+    predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
+    predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs)
+    payload = score_serving(predictions)
+    if out is not None:
+        atomic_write(out, predictions.to_csv(index=False))
+    if as_json:
+        common._print_json(payload)
+        return
+    skipped = ", ".join(f"{k} {v:,}" for k, v in sorted(payload["skipped"].items())) or "none"
+    typer.echo(f"{payload['predicted']:,} of {payload['rows']:,} runs predicted (skipped: {skipped})")
+    roof = payload["roofline"]
+    for metric in ("ttft", "tpot"):
+        typer.echo(f"  {metric.upper()} MdAPE {_pct(payload[metric]['mdape'])} (p90 {_pct(payload[metric]['p90_ape'])}); "
+                   f"roofline {_pct(roof.get(metric, {}).get('mdape'))} (p90 {_pct(roof.get(metric, {}).get('p90_ape'))})")
+    for group in ("by_system", "by_backend", "by_model"):
+        for key, v in payload[group].items():
+            typer.echo(f"  {group[3:]} {key}: {v['rows']:,} runs, TTFT {_pct(v['ttft']['mdape'])}, "
+                       f"TPOT {_pct(v['tpot']['mdape'])}")
+    if out is not None:
+        typer.echo(f"  wrote {out}")

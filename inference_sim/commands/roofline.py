@@ -20,7 +20,7 @@ def roofline(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, int8, w8a16, w4a16 or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, fp8_block, int8, w8a16, w4a16, nvfp4, nvfp4-a16, mxfp4, mxfp4-a8 (any with -kv8) or w<bits>a<bits>[kv<bits>].")] = "fp16",
     kv_bits: Annotated[int | None, typer.Option(help="KV-cache bits (4, 8, 16); default from --dtype.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sequences in the batch.")] = 1,
     input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per sequence.")] = 512,

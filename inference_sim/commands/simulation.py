@@ -25,7 +25,9 @@ def simulate(
     moe_tp: common.MoETPOption = 0,
     dtype: Annotated[str | None, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>] (default: a "
                                                    "config.json's quantization_config, else fp16).")] = None,
-    workload: Annotated[str, typer.Option(help="offline, poisson, gamma or trace.")] = "poisson",
+    workload: Annotated[str, typer.Option(help="offline, poisson, gamma, trace or concurrency (closed loop).")] = "poisson",
+    concurrency: Annotated[int | None, typer.Option(help="Clients of a closed loop (--workload concurrency): each sends "
+                                                         "its next request when its last one completes.")] = None,
     rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
     cv: Annotated[float, typer.Option(help="Coefficient of variation of gamma inter-arrival gaps.")] = 1.0,
     trace: Annotated[str | None, typer.Option(help="Trace for lengths/arrivals: splitwise_conv, splitwise_code, "
@@ -37,8 +39,14 @@ def simulate(
     output_dist: Annotated[str | None, typer.Option(help="Sample output lengths from this model's measured "
                                                          "distribution (e.g. Llama-2-7b-chat-hf).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
-    max_num_seqs: Annotated[int, typer.Option(min=1, help="Most running requests.")] = 256,
-    max_num_batched_tokens: Annotated[int, typer.Option(min=1, help="Token budget per iteration.")] = 2048,
+    max_num_seqs: Annotated[int | None, typer.Option(min=1, help="Most running requests (default: the "
+                                                                 "framework's; legacy 256).")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget per iteration (default: the "
+                                                                           "framework's; legacy 2048).")] = None,
+    framework: Annotated[str, typer.Option(help="Engine profile: vllm, sglang, trtllm (per-step costs learned from "
+                                                "measured serving runs) or legacy (the Vidur-era overhead fit).")] = "vllm",
+    framework_version: Annotated[str | None, typer.Option(help="Framework version (recorded; one profile per "
+                                                               "framework is fitted over the measured versions).")] = None,
     block_size: Annotated[int, typer.Option(min=1, help="Tokens per KV block.")] = 16,
     gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.9,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill")] = True,
@@ -83,15 +91,21 @@ def simulate(
     if num_requests is None and workload != "trace":
         num_requests = 1000
     wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
-                        output_len=output_len, output_dist=output_dist, seed=seed)
-    config = EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                        output_len=output_len, output_dist=output_dist, seed=seed, concurrency=concurrency)
+    from scheduler.engine_profiles import get_profile
+
+    profile = get_profile(framework, framework_version)
+    config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
+                          max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
                           chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
                           kv_budget_tokens=kv_budget_tokens)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     spec, dtype = model_and_dtype(model, dtype)
+    # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
+    timed_by = None if roofline_only or profile.framework == "legacy" else profile
     sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp),
-                    dtype, config)
+                    dtype, config, profile=timed_by)
     with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("sim", total=len(wl))
@@ -99,6 +113,12 @@ def simulate(
                          progress=lambda done, total: bar.update(task, completed=done),
                          stream_requests_to=out / "requests.parquet" if out is not None else None)
     summary = explained_summary(result, result.summary(slo_ttft_ms, slo_tpot_ms))
+    summary["engine_profile"] = profile.to_dict() if timed_by is not None else {"framework": "legacy" if not roofline_only
+                                                                                 else "roofline"}
+    if wl.concurrency is not None:
+        from scheduler.serving_eval import closed_loop_summary
+
+        summary["measurement_window"] = closed_loop_summary(result, wl.concurrency)
     if out is not None:
         if iteration_log:
             result.chrome_trace(out / "trace.json")

@@ -425,6 +425,8 @@ class Cluster:
                 sim.handoff = []
             if spec.role == "decode":
                 sim.accepts_prefilled = True
+        if state.closed is not None:  # a closed-loop workload: the first clients send at t = 0
+            state.closed.release(state, 0.0)
         self.views = [state.view() for _ in self.sims]
         m = len(self.sims)
         self.alive = [True] * m

@@ -1,0 +1,182 @@
+"""Measured serving results as one table: aiconfigurator's silicon CSV and ``vllm bench serve`` JSON.
+
+Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
+
+* **Silicon CSV** (the columns of ``silicon_sample_without_h200.csv``): ``id``, ``backend``,
+  ``backend_version``, ``model_path``, ``system``, ``mode`` (``agg`` | ``disagg``), ``isl``, ``osl``,
+  ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (the benchmark's concurrency), ``tp_size``,
+  ``pp_size``, ``attention_dp_size``, ``moe_tp_size``, ``moe_ep_size``, ``silicon_ttft_ms``,
+  ``silicon_tpot_ms``; for disaggregated rows also ``prefill_*`` / ``decode_*`` pool sizes
+  (``num_workers``, ``tp_size``, ``batch_size``). A degree of 0 or empty means 1.
+* **vLLM bench JSON** (``vllm bench serve --save-result``; one object or a list of them). Keys read:
+  ``backend`` (default ``vllm``), ``model_id``, ``max_concurrency`` (else ``num_prompts``: all at once),
+  ``random_input_len`` / ``random_output_len`` (else ``total_input_tokens`` / ``total_output_tokens``
+  over ``completed``), ``mean_ttft_ms``, ``mean_tpot_ms``; and, since the result file does not record
+  the hardware, ``system`` (or ``gpu``), ``tensor_parallel_size`` (or ``tp_size``) and ``quantization``
+  (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them; the CLI's
+  ``--gpu``/``--tp`` fill them in when absent.
+
+Bad input raises :class:`predictor.errors.InputError` naming the field: a CSV missing a column, a
+negative or non-integer concurrency, an unknown backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from predictor.errors import InputError
+from scheduler.engine_profiles import framework_name
+
+CSV_REQUIRED = ("backend", "backend_version", "model_path", "system", "mode", "isl", "osl", "gemm_quant_mode",
+                "moe_quant_mode", "batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size",
+                "moe_ep_size", "silicon_ttft_ms", "silicon_tpot_ms")
+POOL_FIELDS = ("num_workers", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")
+COLUMNS = ("id", "framework", "backend_version", "model_path", "system", "mode", "isl", "osl", "gemm_quant_mode",
+           "moe_quant_mode", "concurrency", "tp", "pp", "dp_attention", "moe_tp", "ep", "measured_ttft_ms",
+           "measured_tpot_ms")
+
+
+def read_serving_results(path: str | Path, *, gpu: str | None = None, tp: int | None = None) -> pd.DataFrame:
+    """Measured serving runs from a silicon CSV or a vLLM bench JSON file (see the module docstring).
+
+    Parameters
+    ----------
+    path : path
+        ``.csv`` (silicon schema) or ``.json`` (vLLM bench result).
+    gpu, tp : optional
+        System and tensor-parallel degree for JSON results that do not record them.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"--serving: {str(file)!r} does not exist")
+    if file.is_dir():
+        raise InputError(f"--serving: {str(file)!r} is a directory, expected a .csv or .json file")
+    if file.suffix.lower() == ".json":
+        return _from_bench_json(file, gpu, tp)
+    if file.suffix.lower() != ".csv":
+        raise InputError(f"--serving: {str(file)!r} must end in .csv (silicon schema) or .json (vllm bench result)")
+    return _from_silicon_csv(file)
+
+
+def _degree(values: pd.Series) -> np.ndarray:
+    """Parallel degrees with 0 / empty meaning 1."""
+    out = pd.to_numeric(values, errors="coerce").fillna(0).to_numpy(float)
+    return np.where(out < 1, 1, out).astype(np.int64)
+
+
+def _concurrency(values, where: str) -> np.ndarray:
+    out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(out) | (out < 1) | (out != np.round(out))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{where}: concurrency must be a positive integer, got {pd.Series(values).iloc[i]!r} "
+                         f"(row {i + 1})")
+    return out.astype(np.int64)
+
+
+def _frameworks(values, where: str) -> list[str]:
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(framework_name(value, where))
+        except InputError as err:
+            raise InputError(f"{err} (row {i + 1})") from None
+    return out
+
+
+def _from_silicon_csv(file: Path) -> pd.DataFrame:
+    try:
+        raw = pd.read_csv(file, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"--serving: {str(file)!r} is not a readable CSV ({' '.join(str(err).split())[:100]})") from None
+    missing = [c for c in CSV_REQUIRED if c not in raw.columns]
+    if missing:
+        raise InputError(f"--serving: {str(file)!r} lacks column {missing[0]!r} of the silicon schema"
+                         f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
+    conc = _silicon_concurrency(raw)
+    out = pd.DataFrame({
+        "id": raw["id"].astype(str) if "id" in raw else [f"row{i + 1}" for i in range(len(raw))],
+        "framework": _frameworks(raw["backend"], "backend"),
+        "backend_version": raw["backend_version"].fillna("unknown").astype(str),
+        "model_path": raw["model_path"].astype(str), "system": raw["system"].astype(str),
+        "mode": raw["mode"].astype(str).str.lower(),
+        "isl": _concurrency(raw["isl"], "isl"), "osl": _concurrency(raw["osl"], "osl"),
+        "gemm_quant_mode": raw["gemm_quant_mode"].fillna("bf16").astype(str),
+        "moe_quant_mode": raw["moe_quant_mode"].fillna("bf16").astype(str),
+        "concurrency": _concurrency(conc, "batch_size"),
+        "tp": _degree(raw["tp_size"]), "pp": _degree(raw["pp_size"]), "dp_attention": _degree(raw["attention_dp_size"]),
+        "moe_tp": _degree(raw["moe_tp_size"]), "ep": _degree(raw["moe_ep_size"]),
+        "measured_ttft_ms": pd.to_numeric(raw["silicon_ttft_ms"], errors="coerce"),
+        "measured_tpot_ms": pd.to_numeric(raw["silicon_tpot_ms"], errors="coerce"),
+    })
+    for pool in ("prefill", "decode"):
+        for name in POOL_FIELDS:
+            column = f"{pool}_{name}"
+            out[column] = _degree(raw[column]) if column in raw else 1
+    return out
+
+
+def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
+    """Clients of each run: ``batch_size``; for disaggregated rows (no ``batch_size``) the
+    ``silicon_concurrency=N`` of ``silicon_data_source``, else the ``_c<N>_`` of the id, else
+    ``decode_batch_size`` × ``decode_num_workers``."""
+    conc = raw["batch_size"].copy()
+    gap = conc.isna()
+    if gap.any() and "silicon_data_source" in raw:
+        conc[gap] = pd.to_numeric(raw.loc[gap, "silicon_data_source"].astype(str)
+                                  .str.extract(r"silicon_concurrency=(\d+)")[0], errors="coerce")
+    gap = conc.isna()
+    if gap.any() and "id" in raw:
+        conc[gap] = pd.to_numeric(raw.loc[gap, "id"].astype(str).str.extract(r"_c(\d+)(?:_|$)")[0], errors="coerce")
+    gap = conc.isna()
+    if gap.any() and "decode_batch_size" in raw and "decode_num_workers" in raw:
+        conc[gap] = raw.loc[gap, "decode_batch_size"] * raw.loc[gap, "decode_num_workers"].fillna(1)
+    return conc
+
+
+def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"--serving: {str(file)!r} is not valid JSON ({' '.join(str(err).split())[:100]})") from None
+    items = raw if isinstance(raw, list) else [raw]
+    rows = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InputError(f"--serving: {str(file)!r} item {i + 1} is not a JSON object")
+        for key in ("model_id", "mean_ttft_ms", "mean_tpot_ms"):
+            if key not in item:
+                raise InputError(f"--serving: {str(file)!r} item {i + 1} lacks key {key!r} of a vllm bench result")
+        completed = item.get("completed") or item.get("num_prompts") or 1
+        isl = item.get("random_input_len") or round(item.get("total_input_tokens", 0) / completed)
+        osl = item.get("random_output_len") or round(item.get("total_output_tokens", 0) / completed)
+        system = item.get("system") or item.get("gpu") or gpu
+        if not system:
+            raise InputError(f"--gpu: {str(file)!r} item {i + 1} does not say which GPU ran it; give --gpu "
+                             f"(or save it with --metadata system=<gpu>)")
+        degree = item.get("tensor_parallel_size") or item.get("tp_size") or tp or 1
+        quant = str(item.get("quantization") or item.get("dtype") or "bf16")
+        rows.append({
+            "id": str(item.get("id", f"{file.stem}#{i + 1}")), "framework": item.get("backend", "vllm"),
+            "backend_version": str(item.get("backend_version", item.get("version", "unknown"))),
+            "model_path": str(item["model_id"]), "system": str(system), "mode": "agg", "isl": isl, "osl": osl,
+            "gemm_quant_mode": quant, "moe_quant_mode": quant,
+            "concurrency": item.get("max_concurrency") or item.get("num_prompts"),
+            "tp": degree, "pp": 1, "dp_attention": 1, "moe_tp": degree, "ep": 1,
+            "measured_ttft_ms": float(item["mean_ttft_ms"]), "measured_tpot_ms": float(item["mean_tpot_ms"]),
+        })
+    out = pd.DataFrame(rows, columns=list(COLUMNS))
+    out["framework"] = _frameworks(out["framework"], "backend")
+    out["concurrency"] = _concurrency(out["concurrency"], "max_concurrency")
+    out["isl"] = _concurrency(out["isl"], "random_input_len")
+    out["osl"] = _concurrency(out["osl"], "random_output_len")
+    for column in ("tp", "pp", "dp_attention", "moe_tp", "ep"):
+        out[column] = _degree(out[column])
+    for pool in ("prefill", "decode"):
+        for name in POOL_FIELDS:
+            out[f"{pool}_{name}"] = 1
+    return out

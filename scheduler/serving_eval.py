@@ -1,0 +1,334 @@
+"""Closed-loop serving runs: the steady-state statistics a benchmark client reports, and scoring them
+against measured serving results (``inference-sim evaluate --serving``).
+
+A benchmark such as ``vllm bench serve --max-concurrency C`` keeps C requests outstanding and reports mean
+and median TTFT / TPOT. The simulated counterpart runs a :class:`scheduler.workload.Workload` with
+``concurrency = C`` and reads the statistics over the measurement window (the first and last C requests
+are warm-up and drain; :func:`scheduler.workload.measurement_window`).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from predictor.errors import InputError
+from scheduler.workload import measurement_window
+
+
+def closed_loop_summary(result, concurrency: int) -> dict:
+    """Steady-state statistics of a closed-loop run over its measurement window.
+
+    Parameters
+    ----------
+    result : scheduler.metrics.SimResult
+    concurrency : int
+        Clients of the closed loop.
+
+    Returns
+    -------
+    dict
+        ``requests`` (in the window), mean and median TTFT / TPOT / E2E (ms; TTFT and E2E from the
+        client's send, including an engine profile's send-to-queue delay), ``requests_per_s`` and
+        ``output_tokens_per_s`` (window requests over the window's span, from its first send to its last
+        completion).
+    """
+    c = result.columns
+    delay_ms = float(result.meta.get("client_delay_ms", 0.0))
+    ids = measurement_window(len(c["arrival_s"]), concurrency)
+    finish = c["finish_s"][ids]
+    done = np.isfinite(finish)
+    ids = ids[done]
+    out = {"concurrency": int(concurrency), "requests": int(len(ids))}
+    for key in ("ttft", "tpot", "e2e"):
+        values = c[f"{key}_s"][ids] * 1e3 + (delay_ms if key != "tpot" else 0.0)
+        values = values[np.isfinite(values)]
+        out[f"mean_{key}_ms"] = float(values.mean()) if len(values) else float("nan")
+        out[f"median_{key}_ms"] = float(np.median(values)) if len(values) else float("nan")
+    span = float(c["finish_s"][ids].max() - c["arrival_s"][ids].min()) + delay_ms / 1e3 if len(ids) else 0.0
+    out["requests_per_s"] = len(ids) / span if span > 0 else float("nan")
+    out["output_tokens_per_s"] = float(c["output_tokens"][ids].sum()) / span if span > 0 else float("nan")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring measured serving runs
+# --------------------------------------------------------------------------------------------------
+MODEL_CONFIGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aiconfigurator" / "model_configs"
+QUANT_DTYPES = {"bf16": "bf16", "fp16": "fp16", "float16": "fp16", "bfloat16": "bf16", "auto": "bf16", "none": "bf16",
+                "fp8": "fp8", "fp8_block": "fp8", "fp8_e4m3": "fp8", "nvfp4": "nvfp4", "fp4": "nvfp4",
+                "int4_wo": "w4a16", "w4a16": "w4a16", "awq": "w4a16", "gptq": "w4a16",
+                "w4a16_mxfp4": "w4a16", "mxfp4": "w4a16", "int8": "int8"}
+REASONS = ("unknown_model", "unknown_gpu", "unsupported_dtype", "unsupported_parallelism", "does_not_fit",
+           "concurrency_over_limit", "no_measurement")
+MAX_CONCURRENCY = 4096  # clients simulated at most (a run simulates about 2 × concurrency + window requests)
+MIN_WINDOW = 8     # requests in the measurement window at least
+MAX_WINDOW = 256   # ... and at most (a steady state needs no more)
+
+
+class Skip(Exception):
+    """A row that cannot be predicted; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+@functools.lru_cache(maxsize=256)
+def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
+    """The model of ``model_path``: the catalogue (HF ids resolve as it grows), else the bundled
+    ``config.json`` (``<org>--<name>_config.json``; ``Llama-3.1`` is ``Meta-Llama-3.1``; an NVFP4 checkpoint
+    shares its base model's architecture). Raises :class:`Skip` ``unknown_model``."""
+    from predictor.models import get_model
+
+    try:
+        return get_model(model_path)
+    except InputError as err:
+        first = str(err)
+    folder = Path(configs)
+    org, _, name = model_path.partition("/")
+    bases = [name, name.replace("Llama-3.1", "Meta-Llama-3.1"), name.removesuffix("-NVFP4").removesuffix("-FP8")]
+    files = [folder / f"{org}--{b}_config.json" for b in bases] + sorted(
+        p for b in bases[2:] for p in folder.glob(f"*--{b}_config.json"))
+    for file in files:
+        if file.exists():
+            try:
+                return get_model(file)
+            except InputError as err:
+                raise Skip("unknown_model", f"{model_path}: {err}") from None
+    raise Skip("unknown_model", first)
+
+
+def row_dtype(row) -> str:
+    """The dtype preset of a run's quantisation modes (GEMM first; MoE when the GEMMs are unquantised)."""
+    from predictor.precision import parse_dtype
+
+    mode = str(row["gemm_quant_mode"]).strip().lower()
+    if mode in ("bf16", "fp16", "none", "nan"):
+        mode = str(row["moe_quant_mode"]).strip().lower()
+    dtype = QUANT_DTYPES.get(mode)
+    if dtype is None:
+        raise Skip("unsupported_dtype", f"quant mode {mode!r}")
+    try:
+        parse_dtype(dtype)
+    except InputError as err:
+        raise Skip("unsupported_dtype", str(err)) from None
+    return dtype
+
+
+def row_parallel(row, prefix: str = ""):
+    """``tp`` (an int) for plain tensor parallelism, else a :class:`predictor.parallel.ParallelConfig`."""
+    from predictor.parallel import ParallelConfig
+
+    get = (lambda k: int(row[f"{prefix}{k}"])) if prefix else (lambda k: int(row[k]))
+    keys = ("tp_size", "pp_size", "moe_ep_size", "attention_dp_size", "moe_tp_size") if prefix else \
+        ("tp", "pp", "ep", "dp_attention", "moe_tp")
+    tp, pp, ep, dp, moe_tp = (get(k) for k in keys)
+    if pp == 1 and ep == 1 and dp == 1:
+        return tp
+    try:
+        return ParallelConfig(tp=tp, pp=pp, ep=ep, dp_attention=dp, moe_tp=moe_tp if moe_tp * ep == tp * dp else 0)
+    except InputError as err:
+        raise Skip("unsupported_parallelism", str(err)) from None
+
+
+def _requests(concurrency: int) -> int:
+    return 2 * concurrency + int(np.clip(concurrency, MIN_WINDOW, MAX_WINDOW))
+
+
+def _classify(err: InputError) -> Skip:
+    text = str(err)
+    if text.startswith(("tp:", "--tp", "--ep", "--pp", "--dp", "--moe")) or "parallel" in text.lower():
+        return Skip("unsupported_parallelism", text)
+    if text.startswith("--dtype") or "precision" in text.lower():
+        return Skip("unsupported_dtype", text)
+    return Skip("does_not_fit", text)
+
+
+def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
+    """Simulate one measured run closed-loop; return mean TTFT / TPOT (ms) over the measurement window.
+
+    Raises :class:`Skip` when the run cannot be predicted (reason in :data:`REASONS`).
+    """
+    from predictor.gpus import get_gpu
+    from scheduler.engine import Simulator
+    from scheduler.workload import build_workload
+
+    model = model if model is not None else resolve_model(row["model_path"])
+    try:
+        gpu = gpu if gpu is not None else get_gpu(row["system"])
+    except InputError as err:
+        raise Skip("unknown_gpu", str(err)) from None
+    dtype = row_dtype(row)
+    c = int(row["concurrency"])
+    if c > MAX_CONCURRENCY:
+        raise Skip("concurrency_over_limit", f"{c} clients; at most {MAX_CONCURRENCY} are simulated")
+    wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
+                        concurrency=c)
+    config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
+    try:
+        if row["mode"] == "disagg":
+            result = _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, wl)
+        else:
+            sim = Simulator(predictor, model, gpu, row_parallel(row), dtype, config, profile=profile)
+            window = measurement_window(len(wl), c)
+            # the drain after the window only matters to the requests still running: stop when the window is done
+            result = sim.run(wl, record_iterations=False,
+                             stop=lambda: bool(np.isfinite(sim.state.finish[window]).all()))
+    except InputError as err:
+        raise _classify(err) from None
+    summary = closed_loop_summary(result, c)
+    if summary["requests"] < len(measurement_window(len(wl), c)):
+        raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
+    return {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"]}
+
+
+def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workload):
+    """A disaggregated run (DistServe path): prefill and decode pools with KV handoff."""
+    from scheduler.techniques.cluster import Cluster, InstanceSpec
+
+    specs = []
+    for role in ("prefill", "decode"):
+        parallel = row_parallel(row, f"{role}_")
+        specs += [InstanceSpec(model, gpu, parallel, dtype, config, role)] * int(row[f"{role}_num_workers"])
+    cluster = Cluster(predictor, specs, router="least_loaded")
+    for sim in cluster.sims:
+        sim.bound = profile.apply(sim.bound)
+    return cluster.run(workload).result
+
+
+def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None, kernel_only: bool,
+                  with_roofline: bool = True) -> list[dict]:
+    """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
+    from scheduler.engine_profiles import kernel_only_profile
+
+    out = []
+    for _, row in rows.iterrows():
+        record = {"id": row["id"]}
+        try:
+            if not (np.isfinite(row["measured_ttft_ms"]) and np.isfinite(row["measured_tpot_ms"])):
+                raise Skip("no_measurement")
+            name = framework or row["framework"]
+            profile = profiles.get(name) or kernel_only_profile(row["framework"])
+            hybrid = simulate_row(row, predictor, profile)
+            basis = kernel_only_profile(row["framework"])
+            record |= {"model": resolve_model(row["model_path"]).name, "gpus": instance_gpus(row),
+                       "pred_ttft_ms": hybrid["ttft_ms"], "pred_tpot_ms": hybrid["tpot_ms"], "skip": ""}
+            if with_roofline:
+                roof = simulate_row(row, roofline, basis)
+                record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
+            if kernel_only:
+                kernels = simulate_row(row, predictor, basis)
+                record |= {"kernel_ttft_ms": kernels["ttft_ms"], "kernel_tpot_ms": kernels["tpot_ms"]}
+        except Skip as skip:
+            record["skip"] = skip.reason
+        out.append(record)
+    return out
+
+
+def _worker(rows, artifacts, profiles, framework, kernel_only, with_roofline):
+    from predictor import Predictor
+
+    return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework, kernel_only,
+                         with_roofline)
+
+
+def instance_gpus(row) -> int:
+    """GPUs of a run: tp × attention-DP × pp (disaggregated: both pools, every worker)."""
+    if row["mode"] == "disagg":
+        return int(sum(row[f"{p}_num_workers"] * row[f"{p}_tp_size"] * row[f"{p}_attention_dp_size"]
+                       * row[f"{p}_pp_size"] for p in ("prefill", "decode")))
+    return int(row["tp"] * row["dp_attention"] * row["pp"])
+
+
+def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
+                    framework: str | None = None, kernel_only: bool = False, with_roofline: bool = True,
+                    n_jobs: int = 1):
+    """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
+
+    Parameters
+    ----------
+    artifacts : str, optional
+        Residual-model artifact (default: shipped); ignored when ``predictor`` is given (then ``n_jobs`` = 1).
+    profiles : dict, optional
+        Engine profiles by framework (default: :func:`scheduler.engine_profiles.load_profiles`). A row uses
+        its own framework's profile, or ``framework``'s for every row when given (e.g. ``legacy``).
+    with_roofline : bool
+        Also simulate with :meth:`predictor.Predictor.roofline_only` (the baseline; kernels only, no overhead).
+    kernel_only : bool
+        Also simulate with kernels only (no overhead; the basis of :func:`scheduler.engine_profiles.fit_profile`).
+    n_jobs : int
+        Processes (joblib); rows are split by configuration so each process builds a configuration's tables once.
+
+    Returns
+    -------
+    DataFrame
+        ``table`` plus ``pred_*``, ``roofline_*`` (and ``kernel_*``) TTFT / TPOT in ms and ``skip`` (the
+        reason, empty when predicted).
+    """
+    import pandas as pd
+
+    from predictor import Predictor
+    from scheduler.engine_profiles import load_profiles
+
+    profiles = profiles if profiles is not None else load_profiles()
+    order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
+    if predictor is not None or n_jobs <= 1 or len(order) < 2:
+        records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
+                                framework, kernel_only, with_roofline)
+    else:
+        from joblib import Parallel, delayed
+
+        keys = order["model_path"] + "|" + order["system"]
+        groups = [order[keys == k] for k in keys.unique()]
+        shares = [[] for _ in range(n_jobs)]
+        for g in sorted(groups, key=len, reverse=True):
+            min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
+        blocks = [pd.concat(s) for s in shares if s]
+        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, kernel_only,
+                                                                  with_roofline)
+                                        for b in blocks)
+        records = [r for part in parts for r in part]
+    predicted = pd.DataFrame(records).set_index("id")
+    return table.join(predicted, on="id")
+
+
+def _ape_stats(pred, measured) -> dict:
+    ape = np.abs(np.asarray(pred, float) - np.asarray(measured, float)) / np.asarray(measured, float)
+    ape = ape[np.isfinite(ape)]
+    if not len(ape):
+        return {"mdape": None, "p90_ape": None}
+    return {"mdape": float(np.median(ape)), "p90_ape": float(np.percentile(ape, 90))}
+
+
+def _scores(frame) -> dict:
+    out = {"rows": int(len(frame))}
+    for metric in ("ttft", "tpot"):
+        out[metric] = _ape_stats(frame[f"pred_{metric}_ms"], frame[f"measured_{metric}_ms"])
+    if "roofline_ttft_ms" in frame:
+        out["roofline"] = {m: _ape_stats(frame[f"roofline_{m}_ms"], frame[f"measured_{m}_ms"]) for m in ("ttft", "tpot")}
+    return out
+
+
+def score_serving(predictions) -> dict:
+    """The accuracy report of :func:`predict_serving`'s output.
+
+    Returns
+    -------
+    dict
+        ``rows``, ``predicted``, ``skipped`` {reason: count}, ``ttft`` / ``tpot`` {``mdape``, ``p90_ape``}
+        (fractions), ``roofline`` {ttft, tpot}, and ``by_system`` / ``by_backend`` / ``by_model`` with the
+        same scores per group (predicted rows only).
+    """
+    done = predictions[predictions["skip"].fillna("") == ""] if "skip" in predictions else predictions.iloc[:0]
+    skipped = predictions.loc[predictions["skip"].fillna("") != "", "skip"].value_counts() if "skip" in predictions else {}
+    overall = _scores(done) if len(done) else {"ttft": _ape_stats([], []), "tpot": _ape_stats([], []),
+                                               "roofline": {"ttft": _ape_stats([], []), "tpot": _ape_stats([], [])}}
+    report = {"rows": int(len(predictions)), "predicted": int(len(done)),
+              "skipped": {str(k): int(v) for k, v in dict(skipped).items()},
+              "ttft": overall["ttft"], "tpot": overall["tpot"], "roofline": overall.get("roofline", {})}
+    for key, column in (("by_system", "system"), ("by_backend", "framework"), ("by_model", "model_path")):
+        report[key] = {str(k): _scores(g) for k, g in done.groupby(column, sort=True)} if len(done) else {}
+    return report

@@ -1,0 +1,202 @@
+"""Serving accuracy: reading measured runs (silicon CSV, vllm bench JSON), engine profiles (padding, timing,
+fit), and ``inference-sim evaluate --serving``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import inference_sim.cli as cli
+from features.silicon import CSV_REQUIRED, read_serving_results
+from inference_sim import common
+from predictor.errors import InputError
+from predictor.overhead import OverheadModel
+from scheduler.engine import EngineConfig, Simulator
+from scheduler.engine_profiles import EngineProfile, fit_profile, get_profile, legacy_profile
+from scheduler.serving_eval import predict_serving, score_serving
+from scheduler.workload import build_workload
+
+# two Llama-3.1-8B runs on H100 (one vLLM, one TRT-LLM), one of an unknown model, one on an unknown GPU
+SILICON = {
+    "id": ["a_c4", "b_c8", "c_c2", "d_c2"], "backend": ["vllm", "trtllm", "vllm", "sglang"],
+    "backend_version": ["0.19.0", "1.0.0rc3", "0.19.0", "0.5.9"],
+    "model_path": ["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "acme/NoSuchModel-9B",
+                   "meta-llama/Llama-3.1-8B-Instruct"],
+    "system": ["h100_sxm", "h100_sxm", "h100_sxm", "no_such_gpu"], "precision": ["bf16"] * 4, "mode": ["agg"] * 4,
+    "isl": [512, 256, 128, 128], "osl": [64, 32, 16, 16], "gemm_quant_mode": ["bf16", "fp8", "bf16", "bf16"],
+    "moe_quant_mode": ["bf16"] * 4, "batch_size": [4, 8, 2, 2], "tp_size": [1, 2, 1, 1], "pp_size": [1, 1, 1, 1],
+    "attention_dp_size": [0, 1, 1, 1], "moe_tp_size": [0, 0, 1, 1], "moe_ep_size": [0, 0, 1, 1],
+    "silicon_ttft_ms": [40.0, 30.0, 10.0, 10.0], "silicon_tpot_ms": [8.0, 6.0, 5.0, 5.0],
+}
+BENCH = {"date": "20260101-000000", "backend": "vllm", "model_id": "meta-llama/Llama-3.1-8B-Instruct",
+         "tokenizer_id": "meta-llama/Llama-3.1-8B-Instruct", "num_prompts": 40, "max_concurrency": 4,
+         "completed": 40, "total_input_tokens": 40 * 512, "total_output_tokens": 40 * 64,
+         "random_input_len": 512, "random_output_len": 64, "mean_ttft_ms": 35.0, "median_ttft_ms": 34.0,
+         "mean_tpot_ms": 7.5, "median_tpot_ms": 7.4, "system": "h100_sxm"}
+
+
+@pytest.fixture
+def silicon_csv(tmp_path):
+    path = tmp_path / "silicon.csv"
+    pd.DataFrame(SILICON).to_csv(path, index=False)
+    return path
+
+
+def test_silicon_rows_are_read_with_zero_degrees_as_one(silicon_csv):
+    table = read_serving_results(silicon_csv)
+    assert list(table["framework"]) == ["vllm", "trtllm", "vllm", "sglang"]
+    assert list(table["concurrency"]) == [4, 8, 2, 2]
+    assert list(table["dp_attention"]) == [1, 1, 1, 1] and list(table["ep"]) == [1, 1, 1, 1]
+    assert list(table["measured_tpot_ms"]) == [8.0, 6.0, 5.0, 5.0]
+
+
+def test_bench_json_reads_the_documented_keys(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(BENCH))
+    row = read_serving_results(path).iloc[0]
+    assert (row["framework"], row["concurrency"], row["isl"], row["osl"]) == ("vllm", 4, 512, 64)
+    assert (row["system"], row["tp"], row["measured_ttft_ms"]) == ("h100_sxm", 1, 35.0)
+
+
+def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
+    item = {k: v for k, v in BENCH.items() if not k.startswith("random_") and k != "system"}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps([item]))
+    row = read_serving_results(path, gpu="h100_sxm", tp=2).iloc[0]
+    assert (row["isl"], row["osl"], row["tp"]) == (512, 64, 2)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"drop": "silicon_tpot_ms"}, "silicon_tpot_ms"),
+    ({"batch_size": [-4, 8, 2, 2]}, "concurrency"),
+    ({"backend": ["vllm", "tgi", "vllm", "sglang"]}, "backend"),
+])
+def test_bad_silicon_files_are_input_errors(tmp_path, change, message):
+    raw = dict(SILICON)
+    if "drop" in change:
+        raw.pop(change["drop"])
+    else:
+        raw |= change
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(raw).to_csv(path, index=False)
+    with pytest.raises(InputError, match=message):
+        read_serving_results(path)
+
+
+def test_every_required_column_is_named_when_missing(tmp_path):
+    for column in CSV_REQUIRED:
+        path = tmp_path / "bad.csv"
+        pd.DataFrame({k: v for k, v in SILICON.items() if k != column}).to_csv(path, index=False)
+        with pytest.raises(InputError, match=repr(column)):
+            read_serving_results(path)
+
+
+def test_cuda_graph_padding_rounds_decode_batches_up_to_a_captured_size():
+    p = EngineProfile("vllm", cuda_graph_max_batch=512)
+    assert [p.padded_batch(b) for b in (1, 2, 3, 4, 5, 8, 9, 17, 512, 513)] == [1, 2, 4, 4, 8, 8, 16, 24, 512, 513]
+    assert EngineProfile("x", cuda_graph_max_batch=0).padded_batch(5) == 5
+
+
+def test_a_profile_times_steps_as_its_formula(roofline):
+    profile = EngineProfile("vllm", kernel_scale=0.5, overhead=OverheadModel(2.0, 0.1, 3.0), cuda_graph_max_batch=512)
+    base = roofline.bind("llama-2-7b", "a100-80gb", 2, "fp16")
+    timed = profile.apply(base)
+    # decode-only: 5 sequences run the graph of 8 (context scaled with them), plus 2 + 0.1 × 5 + 3 (two GPUs)
+    expected = 0.5 * base.iteration_ms(0, 0, 0, 0, 8, 800) + 2.0 + 0.5 + 3.0
+    assert timed.iteration_ms(0, 0, 0, 0, 5, 500) == pytest.approx(expected, rel=1e-12)
+    # a prefill step is not padded
+    expected = 0.5 * base.iteration_ms(1, 256, 256, 1, 5, 500) + 2.0 + 0.6 + 3.0
+    assert timed.iteration_ms(1, 256, 256, 1, 5, 500) == pytest.approx(expected, rel=1e-12)
+    steps = timed.decode_steps_ms(5, 500, 3)
+    assert steps[0] == pytest.approx(timed.iteration_ms(0, 0, 0, 0, 5, 500), rel=1e-9)
+
+
+def test_fit_recovers_known_costs():
+    # measured = 0.8 × kernel + 0.2 × roofline + 1.5 + 0.05 × batch (+ 2 on several GPUs); TTFT adds 30 + 0.5 × C
+    rng = np.random.default_rng(0)
+    n = 40
+    rows = pd.DataFrame({"kernel_tpot_ms": rng.uniform(5, 50, n), "roofline_tpot_ms": rng.uniform(2, 30, n),
+                         "kernel_ttft_ms": rng.uniform(20, 500, n), "roofline_ttft_ms": rng.uniform(10, 300, n),
+                         "concurrency": rng.integers(1, 128, n), "dp_attention": 1, "gpus": rng.choice([1, 4], n)})
+    step = 1.5 + 0.05 * rows["concurrency"] + 2.0 * (rows["gpus"] > 1)
+    rows["measured_tpot_ms"] = 0.8 * rows["kernel_tpot_ms"] + 0.2 * rows["roofline_tpot_ms"] + step
+    rows["measured_ttft_ms"] = (0.8 * rows["kernel_ttft_ms"] + 0.2 * rows["roofline_ttft_ms"] + step
+                                + 30 + 0.5 * rows["concurrency"])
+    p = fit_profile("vllm", rows)
+    assert (p.kernel_scale, p.roofline_scale) == (pytest.approx(0.8, rel=1e-6), pytest.approx(0.2, rel=1e-6))
+    assert (p.overhead.base_ms, p.overhead.per_seq_ms, p.overhead.multi_gpu_ms) == (
+        pytest.approx(1.5, rel=1e-6), pytest.approx(0.05, rel=1e-6), pytest.approx(2.0, rel=1e-6))
+    assert (p.admission_base_ms, p.admission_per_client_ms) == (pytest.approx(30, rel=1e-6), pytest.approx(0.5, rel=1e-6))
+
+
+def test_admission_delay_counts_in_ttft_but_not_in_tpot(roofline):
+    from scheduler.serving_eval import closed_loop_summary
+
+    wl = build_workload("concurrency", 12, prompt_len=256, output_len=16, concurrency=1)
+    plain = EngineProfile("vllm")
+    delayed = EngineProfile("vllm", admission_base_ms=50.0)
+    a = closed_loop_summary(Simulator(roofline, "llama-2-7b", "a100-80gb", config=EngineConfig(), profile=plain).run(wl), 1)
+    b = closed_loop_summary(Simulator(roofline, "llama-2-7b", "a100-80gb", config=EngineConfig(), profile=delayed).run(wl), 1)
+    # one client: the engine is idle while the request travels, so the 50 ms add to TTFT and nothing else
+    assert b["mean_ttft_ms"] == pytest.approx(a["mean_ttft_ms"] + 50.0, rel=1e-9)
+    assert b["mean_tpot_ms"] == pytest.approx(a["mean_tpot_ms"], rel=1e-9)
+
+
+def test_legacy_profile_is_the_vidur_fit():
+    from predictor.predictor import DEFAULT_OVERHEAD
+
+    p = get_profile("legacy")
+    assert p == legacy_profile() and p.overhead == DEFAULT_OVERHEAD and p.max_num_batched_tokens == 2048
+
+
+def test_unknown_framework_is_an_input_error():
+    with pytest.raises(InputError, match="--framework"):
+        get_profile("tgi")
+
+
+def test_predict_and_score_count_skips_by_reason(silicon_csv, hybrid):
+    table = read_serving_results(silicon_csv)
+    predictions = predict_serving(table, predictor=hybrid)
+    report = score_serving(predictions)
+    assert report["rows"] == 4 and report["predicted"] == 2
+    assert report["skipped"] == {"unknown_model": 1, "unknown_gpu": 1}
+    assert set(report["by_backend"]) == {"vllm", "trtllm"}
+    done = predictions[predictions["skip"] == ""]
+    ape = np.abs(done["pred_tpot_ms"] / done["measured_tpot_ms"] - 1)
+    assert report["tpot"]["mdape"] == pytest.approx(float(np.median(ape)))
+    assert (done["roofline_tpot_ms"] < done["pred_tpot_ms"]).all()  # ideal kernels, no overhead
+
+
+def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, capsys, monkeypatch, hybrid):
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
+    out_csv = tmp_path / "pred.csv"
+    code = cli.main(["evaluate", "--serving", str(silicon_csv), "--json", "--out", str(out_csv)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    payload = json.loads(out)
+    for key in ("rows", "predicted", "skipped", "ttft", "tpot", "roofline", "by_system", "by_backend", "by_model"):
+        assert key in payload, key
+    assert set(payload["ttft"]) == {"mdape", "p90_ape"} and set(payload["roofline"]) == {"ttft", "tpot"}
+    assert len(pd.read_csv(out_csv)) == 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"drop": "batch_size"}, "batch_size"),
+    ({"batch_size": [-1, 8, 2, 2]}, "concurrency"),
+    ({"backend": ["vllm", "lmdeploy", "vllm", "sglang"]}, "backend"),
+])
+def test_cli_evaluate_serving_bad_input_exits_2(tmp_path, capsys, change, message):
+    raw = dict(SILICON)
+    if "drop" in change:
+        raw.pop(change["drop"])
+    else:
+        raw |= change
+    path = tmp_path / "bad.csv"
+    pd.DataFrame(raw).to_csv(path, index=False)
+    code = cli.main(["evaluate", "--serving", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
