@@ -9,12 +9,15 @@ that cannot generalise (no GPU or model names):
   the compute share of the roofline;
 * log shapes: m, n, k, batch, query tokens, KV length, attention pairs, heads, KV heads, head dim,
   GQA group size, message bytes, world size, local experts, top-k, gated;
+* today's kernels: log value-head width (MLA 512/128, gated delta-net), ``latent_kv`` (MLA's shared
+  compressed K/V), log sliding window, ``routing_skew`` (MoE power-law exponent, 0 balanced) and the
+  expected experts touched per local expert under uniform routing (how much of the weights a call reads);
 * GPU spec numbers: peak TFLOP/s for the row's dtype, HBM GB/s, SMs, L2 MB, link GB/s and latency,
   memory GiB;
 * precision bits (weights, activations, KV) and the TP shard divisor;
 * op kind as an integer category (:data:`predictor.opcost.OP_KINDS` order);
 * tiling and wave quantisation: 128×128 output tiles (GEMM), attention work blocks, MoE tiles or
-  elementwise blocks per SM, waves = tiles / SMs, wave efficiency = waves / ceil(waves), and the
+  elementwise blocks per SM, linear-attention (sequence, value head) state blocks, waves = tiles / SMs, wave efficiency = waves / ceil(waves), and the
   working set relative to L2.
 
 :data:`ROOFLINE_FEATURES` lists the columns an "ML-only" baseline must drop.
@@ -48,7 +51,7 @@ ROOFLINE_FEATURES = (
 SHAPE_FEATURES = (
     "log_m", "log_n", "log_k", "log_batch", "log_q_tokens", "log_kv_len", "log_attn_pairs", "log_heads",
     "log_kv_heads", "log_head_dim", "log_gqa_group", "log_msg_bytes", "log_world_size", "log_experts_local",
-    "log_topk", "gated",
+    "log_topk", "gated", "log_v_head_dim", "latent_kv", "log_window", "routing_skew", "experts_touched_share",
 )
 HARDWARE_FEATURES = (
     "peak_tflops", "hbm_gbps", "sm_count", "l2_mb", "link_gbps", "link_latency_us", "memory_gib",
@@ -85,14 +88,33 @@ def tiling_terms(df: pd.DataFrame, kind: np.ndarray, sm_count: np.ndarray) -> di
     assign = m * df["topk"].to_numpy(float) * df["experts_local"].to_numpy(float) / experts
     elementwise = np.isin(kind, (*oc.ELEMENTWISE_KINDS, oc.EMBEDDING))
     tiles = np.select(
-        [kind == oc.GEMM, kind == oc.ATTN_PREFILL, kind == oc.ATTN_DECODE, kind == oc.MOE, elementwise],
+        [kind == oc.GEMM, kind == oc.ATTN_PREFILL, kind == oc.ATTN_DECODE, kind == oc.MOE, elementwise,
+         kind == oc.LINEAR_ATTN],
         [np.ceil(m / GEMM_TILE) * np.ceil(n / GEMM_TILE), batch * heads * np.ceil(q / ATTN_TILE),
-         batch * kv_heads, np.ceil(assign / GEMM_TILE) * np.ceil(n / GEMM_TILE), np.ceil(m * n / ELEMENTWISE_BLOCK)],
+         batch * kv_heads, np.ceil(assign / GEMM_TILE) * np.ceil(n / GEMM_TILE), np.ceil(m * n / ELEMENTWISE_BLOCK),
+         batch * heads],
         0.0,
     )
     waves = tiles / sm_count
     wave_eff = np.where(tiles > 0, waves / np.maximum(np.ceil(waves), 1.0), 0.0)
     return {"log_tiles": _log1p2(tiles), "waves": waves, "wave_efficiency": wave_eff}
+
+
+def today_terms(df: pd.DataFrame, kind: np.ndarray) -> dict[str, np.ndarray]:
+    """Shape terms of today's kernels (0 where a term does not apply).
+
+    ``log_v_head_dim``: log2(1 + value head width), 0 when it equals ``head_dim`` (column 0).
+    ``latent_kv``: 1 for MLA's absorbed decode. ``log_window``: log2(1 + window tokens), 0 = full attention.
+    ``routing_skew``: MoE power-law exponent (0 balanced). ``experts_touched_share``: expected distinct
+    experts hit under uniform routing over ``experts`` (:func:`predictor.opcost.expected_experts_touched`),
+    a share in [0, 1]; it tells a decode-sized MoE call (few experts' weights read) from a prefill one.
+    """
+    experts = df["experts"].to_numpy(float)
+    touched = oc.expected_experts_touched(df["m"].to_numpy(float), experts, df["topk"].to_numpy(float))
+    share = np.where((kind == oc.MOE) & (experts > 0), touched / np.maximum(experts, 1.0), 0.0)
+    return {"log_v_head_dim": _log1p2(df["v_head_dim"]), "latent_kv": df["latent_kv"].to_numpy(float),
+            "log_window": _log1p2(df["window"]), "routing_skew": df["routing_skew"].to_numpy(float),
+            "experts_touched_share": share}
 
 
 def build_features(df: pd.DataFrame, gpu: GPUSpec | str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
@@ -148,6 +170,7 @@ def build_features(df: pd.DataFrame, gpu: GPUSpec | str | None = None) -> tuple[
         "log_msg_bytes": _log1p2(rows["msg_bytes"]), "log_world_size": _log1p2(rows["world_size"]),
         "log_experts_local": _log1p2(rows["experts_local"]), "log_topk": _log1p2(rows["topk"]),
         "gated": rows["gated"].to_numpy(float),
+        **today_terms(rows, kind),
         "peak_tflops": peak / 1e12,
         "hbm_gbps": hw["hbm_bandwidth_gbps"],
         "sm_count": hw["sm_count"],

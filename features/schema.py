@@ -34,7 +34,7 @@ import pandas as pd
 
 from predictor import opcost as oc
 from predictor.errors import InputError
-from predictor.gpus import COMPUTE_DTYPES, gpu_names
+from predictor.gpus import COMPUTE_DTYPES, catalogue, gpu_names
 
 STRING_COLUMNS = ("source", "gpu", "framework", "model", "shape_family", "op", "op_kind", "compute_dtype")
 NUMERIC_COLUMNS = ("tp", *oc.SHAPE_DEFAULTS)
@@ -50,6 +50,9 @@ REQUIRED_SHAPES = {
     oc.EMBEDDING: ("m", "n"),
     oc.ALLREDUCE: ("msg_bytes",),
     oc.ALLGATHER: ("msg_bytes",),
+    oc.ALLTOALL: ("msg_bytes",),
+    oc.P2P: ("msg_bytes",),
+    oc.LINEAR_ATTN: ("batch", "q_tokens", "heads", "head_dim"),
     **{kind: ("m", "n") for kind in oc.ELEMENTWISE_KINDS},
 }
 
@@ -130,7 +133,8 @@ def validate(df: pd.DataFrame, source: str = "canonical table",
              report: IngestReport | None = None) -> tuple[pd.DataFrame, IngestReport]:
     """Drop invalid rows, average duplicate keys, and report what was dropped.
 
-    Row-level reasons: ``unknown_op_kind``, ``unknown_gpu``, ``unknown_compute_dtype``,
+    Row-level reasons: ``unknown_op_kind``, ``unknown_gpu``, ``unknown_compute_dtype``, ``dtype_not_native``
+    (fp4 compute on a GPU without an fp4 peak in the catalogue),
     ``nan_or_negative_time``, ``nonpositive_shape``, ``invalid_number`` (NaN/negative shape or
     precision values), ``faster_than_roofline`` (measured below :data:`MIN_RATIO_TO_ROOFLINE` × the
     roofline: corrupt or mis-scaled). Rows with the same key (every column but ``measured_ms``) are
@@ -157,6 +161,8 @@ def validate(df: pd.DataFrame, source: str = "canonical table",
     drop(~df["op_kind"].isin(oc.OP_KINDS).to_numpy(), "unknown_op_kind")
     drop(~df["gpu"].isin(gpu_names()).to_numpy(), "unknown_gpu")
     drop(~df["compute_dtype"].isin(COMPUTE_DTYPES).to_numpy(), "unknown_compute_dtype")
+    fp4_gpus = sorted(name for name, spec in catalogue().items() if spec.peak_tflops.fp4 is not None)
+    drop(((df["compute_dtype"] == "fp4") & ~df["gpu"].isin(fp4_gpus)).to_numpy(), "dtype_not_native")
     t = df[TARGET].to_numpy(float)
     drop(~np.isfinite(t) | (t <= 0), "nan_or_negative_time")
     numbers = df[list(NUMERIC_COLUMNS)].drop(columns=["attn_pairs", "score_elements"]).to_numpy(float)

@@ -14,7 +14,7 @@ def test_report_json_shape_and_files(capsys, tmp_path):
     out, err = capsys.readouterr()
     assert code == 0, err
     payload = json.loads(out)
-    assert set(payload["splits"]) == {"leave_one_model_out", "leave_one_gpu_out", "random"}
+    assert set(payload["splits"]) == {"leave_one_model_out", "leave_one_gpu_out", "leave_family_out", "random"}
     for methods in payload["splits"].values():
         assert set(methods) == {"hybrid", "roofline", "roofline_calibrated", "ml_only"}
         for stats in methods.values():

@@ -69,9 +69,11 @@ def pool(data: TrainingData, folds: list[FoldPredictions]) -> pd.DataFrame:
 
 
 def split_metrics(pooled: pd.DataFrame) -> dict:
-    """Per method: overall, by op kind, by GPU and by held-out group (APE fractions, R² log)."""
+    """Per method: overall, by op kind, by op (MLA and gated delta-net apart from other attention), by GPU
+    and by held-out group (APE fractions, R² log)."""
     measured = pooled["measured_ms"].to_numpy()
-    groups = {"op_kind": pooled["op_kind"].to_numpy(object), "gpu": pooled["gpu"].to_numpy(object),
+    groups = {"op_kind": pooled["op_kind"].to_numpy(object), "op": pooled["op"].to_numpy(object),
+              "gpu": pooled["gpu"].to_numpy(object),
               "held_out": pooled["held_out"].to_numpy(object)}
     return {method: grouped_stats(pooled[method].to_numpy(), measured, groups) for method in METHODS}
 

@@ -9,6 +9,14 @@ leak M into training. Model-agnostic rows are never test rows in this split.
 
 Leave-one-GPU-out (``logo``). Test rows: every row measured on GPU G; training rows: all other GPUs.
 
+Leave shape families out (``leave_family_out``). Today's kernel sweeps (aiconfigurator MoE, MLA and
+gated delta-net tables) are model-agnostic but each shape family is one model's layer: an MoE family
+``moe:h{hidden}i{inter}e{experts}k{topk}`` is one architecture's expert FFN (DeepSeek-V3, Qwen3-MoE,
+gpt-oss, ...), a gated delta-net family one Qwen3.5 size's shard, an MLA family one head count (MLA
+tables hold DeepSeek-V3 shapes only, so its "models" are its tensor-parallel shards). One fold per group
+(:data:`FAMILY_GROUPS`): a seeded half of the group's families is held out on every GPU and framework,
+training sees everything else — the model-level generalisation test for kernels without a ``model``.
+
 Random (``random``). A seeded 80/20 split of all rows, for reference (it leaks shapes and GPUs).
 """
 
@@ -23,7 +31,10 @@ from predictor.errors import InputError
 from predictor.models import get_model
 from predictor.ops import linear_shapes
 
-SPLITS = ("leave_one_model_out", "leave_one_gpu_out", "random")
+SPLITS = ("leave_one_model_out", "leave_one_gpu_out", "leave_family_out", "random")
+# group name → shape-family prefixes; an MLA family's key is its head count, shared by prefill and decode.
+FAMILY_GROUPS: dict[str, tuple[str, ...]] = {"moe": ("moe:",), "mla": ("mla_prefill:", "mla_decode:"),
+                                             "linear_attn": ("gdn:",)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,28 @@ def leave_one_gpu_out(table: pd.DataFrame, gpus: list[str] | None = None) -> lis
             raise InputError(f"split: GPU {gpu!r} has no rows; available: {', '.join(available)}")
         test = gpu_col == gpu
         folds.append(Fold("leave_one_gpu_out", gpu, np.flatnonzero(~test), np.flatnonzero(test)))
+    return folds
+
+
+def leave_family_out(table: pd.DataFrame, fraction: float = 0.5, seed: int = 0,
+                     groups: list[str] | None = None) -> list[Fold]:
+    """One fold per :data:`FAMILY_GROUPS` group with rows: a seeded ``fraction`` of its families held out."""
+    family_col = table["shape_family"].astype(str)
+    groups = list(FAMILY_GROUPS) if groups is None else groups
+    rng = np.random.default_rng(seed)
+    folds = []
+    for group in groups:
+        if group not in FAMILY_GROUPS:
+            raise InputError(f"split: family group {group!r} unknown; allowed: {', '.join(FAMILY_GROUPS)}")
+        member = family_col.str.startswith(FAMILY_GROUPS[group]).to_numpy(bool)
+        keys = family_col.str.split(":", n=1).str[1].to_numpy(object)
+        candidates = sorted(set(keys[member].tolist()))
+        if len(candidates) < 2:
+            continue
+        n_out = max(1, int(round(fraction * len(candidates))))
+        held = set(rng.choice(candidates, size=n_out, replace=False).tolist())
+        test = member & np.isin(keys, sorted(held))
+        folds.append(Fold("leave_family_out", group, np.flatnonzero(~test), np.flatnonzero(test)))
     return folds
 
 
