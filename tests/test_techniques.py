@@ -312,9 +312,12 @@ def test_measured_attention_efficiency_by_gpu_and_framework():
     assert {"a100-80gb", "h100-sxm"} <= set(table["gpu"])
     sixteen = table[table["kv_bits"] == 16]
     assert sixteen["prefill_median"].between(0.01, 1.5).all() and sixteen["decode_median"].between(0.01, 1.5).all()
-    h100 = sixteen[sixteen["gpu"] == "h100-sxm"]["large_prefill_tflops"]
-    a100 = sixteen[(sixteen["gpu"] == "a100-80gb") & sixteen["framework"].str.startswith("vllm")]["large_prefill_tflops"]
-    assert h100.min() > 2 * a100.max()  # Hopper's attention kernels run far more FLOP/s than Ampere's
+    # same runtime on both GPUs (A100 is measured under vLLM 0.14 only; later runtimes changed H100 kernels)
+    a100 = sixteen[sixteen["gpu"] == "a100-80gb"].set_index("framework")["large_prefill_tflops"]
+    h100 = sixteen[sixteen["gpu"] == "h100-sxm"].set_index("framework")["large_prefill_tflops"]
+    shared = a100.index.intersection(h100.index)
+    assert len(shared) >= 1
+    assert (h100[shared] > 2 * a100[shared]).all()  # Hopper's attention kernels run far more FLOP/s than Ampere's
 
 
 # --- CLI ----------------------------------------------------------------------------------------------
