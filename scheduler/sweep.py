@@ -119,15 +119,31 @@ def _engine_config(ctx: Context, point: dict):
     return EngineConfig(max_num_seqs=point["max_num_seqs"], max_num_batched_tokens=point["chunk"], **ctx.engine)
 
 
+def point_layout(point: dict):
+    """The point's parallel layout: its ``tp`` (an int) or a :class:`~predictor.parallel.ParallelConfig`."""
+    tp, ep, pp, dp = point["tp"], point.get("ep", 1), point.get("pp", 1), point.get("dp_attention", 1)
+    if ep == pp == dp == 1:
+        return tp
+    from predictor.parallel import ParallelConfig
+
+    return ParallelConfig(tp=tp, ep=ep, pp=pp, dp_attention=dp)
+
+
+def point_gpus(point: dict) -> int:
+    """GPUs of one instance at the point's layout: tp × dp_attention × pp."""
+    return point["tp"] * point.get("dp_attention", 1) * point.get("pp", 1)
+
+
 def skip_reason(ctx: Context, point: dict) -> str | None:
     """Why a configuration cannot run (``tp`` does not shard the model, or it does not fit), else None."""
     from predictor.memory import plan_memory
     from predictor.precision import parse_dtype
 
     try:
-        ctx.model.check_tp(point["tp"])
+        layout = point_layout(point)
+        ctx.model.check_parallel(layout)
         cfg = _engine_config(ctx, point)
-        plan_memory(ctx.model, ctx.gpus[point["gpu"]], point["tp"], parse_dtype(point["dtype"]),
+        plan_memory(ctx.model, ctx.gpus[point["gpu"]], layout, parse_dtype(point["dtype"]),
                     gpu_memory_utilization=cfg.gpu_memory_utilization, max_num_batched_tokens=cfg.max_num_batched_tokens,
                     max_num_seqs=cfg.max_num_seqs, block_size=cfg.block_size)
     except InputError as err:
@@ -170,7 +186,7 @@ def simulate_point(ctx: Context, point: dict, rate: float | None = None, kind: s
          else float(r))
     workload = _workload(wl["kind"], wl["num_requests"], r, wl["cv"], wl["trace"], wl["prompt_len"], wl["output_len"],
                          wl["output_dist"], wl["seed"], wl.get("concurrency"))
-    sim = Simulator(_predictor(ctx.predictor, ctx.artifacts), ctx.model, ctx.gpus[point["gpu"]], point["tp"],
+    sim = Simulator(_predictor(ctx.predictor, ctx.artifacts), ctx.model, ctx.gpus[point["gpu"]], point_layout(point),
                     point["dtype"], _engine_config(ctx, point))
     result = sim.run(workload, record_iterations=False)
     if result.partial:
@@ -343,17 +359,17 @@ def _search_task(ctx: Context, index: int, config: dict) -> tuple[int, dict]:
     return index, search_configuration(ctx, config)
 
 
-GRID_COLUMNS = ["point", "gpu", "tp", "dtype", "max_num_seqs", "chunk", "rate", "gpus", "cost_usd_per_hour",
+GRID_COLUMNS = ["point", "gpu", "tp", "ep", "pp", "dp_attention", "dtype", "max_num_seqs", "chunk", "rate", "gpus", "cost_usd_per_hour",
                 "cost_usd_per_million_output_tokens", "output_tokens_per_s", "requests_per_s",
                 "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p90_ms", "tpot_p99_ms",
                 "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "slo_attainment", "goodput_requests_per_s", "meets_slo",
                 "finished", "rejected", "preemptions", "kv_blocks", "status", "reason", "pareto", "cheapest", "partial"]
-SEARCH_COLUMNS = ["config", "gpu", "tp", "dtype", "max_num_seqs", "chunk", "gpus", "cost_usd_per_hour", "capacity_rps",
+SEARCH_COLUMNS = ["config", "gpu", "tp", "ep", "pp", "dp_attention", "dtype", "max_num_seqs", "chunk", "gpus", "cost_usd_per_hour", "capacity_rps",
                   "max_rate_rps", "upper_rate_rps", "load", "bracketed", "simulations", "cost_usd_per_request",
                   "cost_usd_per_million_output_tokens", "output_tokens_per_s", "requests_per_s", "ttft_p90_ms",
                   "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms", "e2e_p90_ms", "slo_attainment", "meets_slo", "status",
                   "reason", "cheapest", "partial"]
-_INT_COLUMNS = ("tp", "max_num_seqs", "chunk", "gpus", "finished", "rejected", "preemptions", "kv_blocks", "simulations")
+_INT_COLUMNS = ("tp", "ep", "pp", "dp_attention", "max_num_seqs", "chunk", "gpus", "finished", "rejected", "preemptions", "kv_blocks", "simulations")
 
 
 def _per_million(cost_per_hour: float, tokens_per_s: float) -> float:
@@ -424,8 +440,9 @@ def run_sweep(sweep: Sweep, *, search: bool = False, n_jobs: int = 1, dask=None,
     table_rows = []
     for i in sorted(rows):
         item = items[i]
-        cost = sweep.prices[item["gpu"]] * item["tp"]
-        row = {("config" if search else "point"): i, **item, "gpus": item["tp"], "cost_usd_per_hour": cost} | rows[i]
+        gpus = point_gpus(item)
+        cost = sweep.prices[item["gpu"]] * gpus
+        row = {("config" if search else "point"): i, **item, "gpus": gpus, "cost_usd_per_hour": cost} | rows[i]
         row["cost_usd_per_million_output_tokens"] = _per_million(cost, row.get("output_tokens_per_s", math.nan))
         if search:
             rate = row.get("max_rate_rps", math.nan)

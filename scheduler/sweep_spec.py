@@ -83,6 +83,11 @@ class GridSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gpu: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, max_length=64)
     tp: list[Annotated[int, Field(strict=True, ge=1, le=64)]] = Field(default=[1], min_length=1, max_length=16)
+    # parallel layout axes beside tp (see predictor.parallel); combinations a model cannot shard are skipped
+    ep: list[Annotated[int, Field(strict=True, ge=1, le=1024)]] = Field(default=[1], min_length=1, max_length=16)
+    pp: list[Annotated[int, Field(strict=True, ge=1, le=64)]] = Field(default=[1], min_length=1, max_length=8)
+    dp_attention: list[Annotated[int, Field(strict=True, ge=1, le=1024)]] = Field(default=[1], min_length=1,
+                                                                                  max_length=16)
     dtype: list[Annotated[str, Field(min_length=1)]] = Field(default=["fp16"], min_length=1, max_length=16)
     max_num_seqs: list[Annotated[int, Field(strict=True, ge=1, le=65_536)]] = Field(default=[256], min_length=1,
                                                                                     max_length=32)
@@ -92,7 +97,7 @@ class GridSpec(BaseModel):
 
     @model_validator(mode="after")
     def _no_repeats(self):
-        for name in ("gpu", "tp", "dtype", "max_num_seqs", "max_num_batched_tokens", "rate"):
+        for name in ("gpu", "tp", "ep", "pp", "dp_attention", "dtype", "max_num_seqs", "max_num_batched_tokens", "rate"):
             values = getattr(self, name)
             if values is not None:
                 _unique(name, [v.lower() if isinstance(v, str) else v for v in values])
@@ -201,11 +206,13 @@ class Sweep:
         return PARETO_METRICS[self.spec.pareto]
 
     def configurations(self) -> list[dict]:
-        """Grid points without the rate axis, in grid order (GPU, tp, dtype, max_num_seqs, chunk)."""
+        """Grid points without the rate axis, in grid order (GPU, tp, ep, pp, dp_attention, dtype, max_num_seqs,
+        chunk)."""
         g = self.spec.grid
-        return [{"gpu": gpu, "tp": tp, "dtype": dtype, "max_num_seqs": seqs, "chunk": chunk}
-                for gpu in self.gpus for tp in g.tp for dtype in g.dtype for seqs in g.max_num_seqs
-                for chunk in g.max_num_batched_tokens]
+        return [{"gpu": gpu, "tp": tp, "ep": ep, "pp": pp, "dp_attention": dp, "dtype": dtype, "max_num_seqs": seqs,
+                 "chunk": chunk}
+                for gpu in self.gpus for tp in g.tp for ep in g.ep for pp in g.pp for dp in g.dp_attention
+                for dtype in g.dtype for seqs in g.max_num_seqs for chunk in g.max_num_batched_tokens]
 
     def points(self) -> list[dict]:
         """Every grid point (a configuration at a rate; rate NaN for offline and trace workloads)."""

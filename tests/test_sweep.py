@@ -149,6 +149,18 @@ def test_points_that_cannot_run_are_skipped_with_a_reason():
     assert summary["skipped"] == 2 and summary["simulated"] == 1 and len(summary["skipped_reasons"]) == 2
 
 
+def test_parallel_layout_axes_for_an_moe_model():
+    raw = spec(model="qwen3-30b-a3b", grid={"gpu": ["h100-sxm"], "tp": [2], "ep": [1, 2, 3], "dp_attention": [1, 2],
+                                            "dtype": ["fp16"], "rate": [1.0]},
+               workload={"num_requests": 10})
+    result = run_sweep(sweep_from_dict(raw))
+    t = result.table.set_index(["ep", "dp_attention"])
+    assert t.loc[(2, 2), "status"] == "ok" and t.loc[(2, 2), "gpus"] == 4  # tp 2 × 2 attention-DP replicas
+    assert t.loc[(2, 1), "status"] == "ok" and t.loc[(2, 1), "gpus"] == 2
+    assert t.loc[(3, 1), "status"] == "skipped" and "--ep" not in t.loc[(3, 1), "reason"] and "3" in t.loc[(3, 1), "reason"]
+    assert t.loc[(2, 2), "cost_usd_per_hour"] == pytest.approx(4 * result.sweep.prices["h100-sxm"])
+
+
 # --- Pareto front and cheapest ------------------------------------------------------------------------------
 def test_pareto_front_on_a_hand_made_table():
     cost = [1.0, 2.0, 3.0, 2.0, 4.0, 1.0, 5.0, 0.5, 4.0]
