@@ -74,7 +74,7 @@ KV_ALLOCATIONS = ("paged", "contiguous", "contiguous_pow2", "contiguous_oracle")
 # Outcomes of Simulator.advance
 ADVANCED, EVICTED, STUCK = "advanced", "evicted", "stuck"
 # Time-between-tokens histogram: log-spaced bin edges from 1 µs to 10,000 s (percentiles within 0.5%).
-TBT_EDGES_S = np.geomspace(1e-6, 1e4, 4001)
+ITL_EDGES_S = np.geomspace(1e-6, 1e4, 4001)
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ class _State:
         self.finish = np.full(n, np.nan)
         self.preemptions = np.zeros(n, np.int64)
         self.last_token = np.full(n, np.nan)      # time of the latest token, for time-between-tokens
-        self.tbt_counts = np.zeros(len(TBT_EDGES_S) + 1, np.int64)
+        self.itl_counts = np.zeros(len(ITL_EDGES_S) + 1, np.int64)
         self.reject_reason = np.zeros(n, dtype=object)
         self.prefilled = np.zeros(n, dtype=bool)  # prompt KV computed elsewhere (disaggregated decode)
         # Σ over the iterations run while each request was in a batch: duration (ms), FLOPs, HBM bytes,
@@ -780,8 +780,8 @@ class Simulator:
         # decode updates (vectorised)
         if dec.size:
             gaps = self.now - state.last_token[dec]
-            state.tbt_counts += np.bincount(np.searchsorted(TBT_EDGES_S, gaps[gaps == gaps]),
-                                            minlength=len(state.tbt_counts))
+            state.itl_counts += np.bincount(np.searchsorted(ITL_EDGES_S, gaps[gaps == gaps]),
+                                            minlength=len(state.itl_counts))
             state.last_token[dec] = self.now
             self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
             state.kv[dec] += 1
@@ -798,7 +798,7 @@ class Simulator:
             else:
                 state.partial.pop(r, None)
                 if state.generated[r] > 0:  # a recompute after preemption: its stall is a token gap too
-                    state.tbt_counts[np.searchsorted(TBT_EDGES_S, self.now - state.last_token[r])] += 1
+                    state.itl_counts[np.searchsorted(ITL_EDGES_S, self.now - state.last_token[r])] += 1
                 state.generated[r] += 1
                 if math.isnan(state.first_token[r]):
                     state.first_token[r] = self.now
@@ -908,7 +908,7 @@ class Simulator:
         ends = starts_s + durations
         first_gaps = ends[0] - state.last_token[run]
         gaps = np.concatenate([first_gaps[first_gaps == first_gaps], np.repeat(durations[1:], len(run))])
-        state.tbt_counts += np.bincount(np.searchsorted(TBT_EDGES_S, gaps), minlength=len(state.tbt_counts))
+        state.itl_counts += np.bincount(np.searchsorted(ITL_EDGES_S, gaps), minlength=len(state.itl_counts))
         self.now = float(ends[-1])
         state.last_token[run] = self.now
         state.kv[run] += steps

@@ -189,7 +189,7 @@ class SimResult:
     num_blocks: int
     partial: bool = False
     meta: dict = field(default_factory=dict)
-    tbt_counts: np.ndarray | None = None
+    itl_counts: np.ndarray | None = None
     stats: object = None
     efficiency: dict = field(default_factory=dict)
     _requests: pd.DataFrame | None = None
@@ -214,7 +214,7 @@ class SimResult:
                 "max_model_len": engine.max_model_len,
                 "memory": engine.memory.to_dict() if engine.memory is not None else None}
         return cls(RequestColumns(state), iterations, engine.config.to_dict(), engine.num_blocks, partial, meta,
-                   state.tbt_counts.copy(), engine.stats, engine.efficiency.report())
+                   state.itl_counts.copy(), engine.stats, engine.efficiency.report())
 
     # --- summary ---------------------------------------------------------------------------------
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
@@ -232,7 +232,7 @@ class SimResult:
             finite = values[np.isfinite(values)]
             out[f"{name}_ms"] = {"mean": float(finite.mean()) if finite.size else float("nan"),
                                  "p50": _pct(values, 0.5), "p90": _pct(values, 0.9), "p99": _pct(values, 0.99)}
-        out["tbt_ms"] = self.tbt_percentiles()
+        out["itl_ms"] = self.itl_percentiles()
         tokens = float(c["output_tokens"][done].sum())
         out["output_tokens_per_s"] = tokens / makespan if makespan > 0 else float("nan")
         out["requests_per_s"] = float(done.sum()) / makespan if makespan > 0 else float("nan")
@@ -265,19 +265,19 @@ class SimResult:
         out["meta"] = self.meta
         return out
 
-    def tbt_percentiles(self) -> dict:
+    def itl_percentiles(self) -> dict:
         """p50/p90/p99 of the time between consecutive tokens of a request (ms), from the engine's histogram.
 
         Every decode step adds one gap per sequence (including gaps stretched by preemption or by a
-        prefill iteration that paused decodes) — the per-token latency Sarathi-Serve reports as TBT.
+        prefill iteration that paused decodes) — the per-token latency vLLM benchmarks report as ITL (Sarathi-Serve: TBT).
         """
-        from scheduler.engine import TBT_EDGES_S
+        from scheduler.engine import ITL_EDGES_S
 
-        counts = self.tbt_counts
+        counts = self.itl_counts
         if counts is None or counts.sum() == 0:
             return {"p50": float("nan"), "p90": float("nan"), "p99": float("nan"), "tokens": 0}
         cdf = np.cumsum(counts) / counts.sum()
-        upper = np.concatenate([TBT_EDGES_S, [TBT_EDGES_S[-1]]])  # bin i holds gaps up to edge i
+        upper = np.concatenate([ITL_EDGES_S, [ITL_EDGES_S[-1]]])  # bin i holds gaps up to edge i
         return {f"p{int(q * 100)}": float(upper[np.searchsorted(cdf, q)] * 1e3) for q in (0.5, 0.9, 0.99)} | {
             "tokens": int(counts.sum())}
 

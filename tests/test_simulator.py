@@ -19,7 +19,7 @@ from pandas.testing import assert_frame_equal
 import inference_sim.cli as cli
 from inference_sim import common
 from predictor import Predictor
-from scheduler.engine import TBT_EDGES_S, EngineConfig, Simulator
+from scheduler.engine import ITL_EDGES_S, EngineConfig, Simulator
 from scheduler.workload import Workload
 
 CONF = ("llama-2-7b", "a100-80gb", 1, "fp16")
@@ -194,7 +194,7 @@ def test_preemption_recomputes_prompt_plus_generated_tokens(hybrid, chunked):
 
 
 def test_preemption_stall_counts_in_time_between_tokens(hybrid):
-    """metrics.tbt_percentiles documents gaps 'stretched by preemption' as included; with recompute the stretched
+    """metrics.itl_percentiles documents gaps 'stretched by preemption' as included; with recompute the stretched
     gap ends at the recompute prefill (which samples request 2's next token), and it is never recorded."""
     _, result = simulate(hybrid, workload([0.0] * 3, [64] * 3, [120] * 3), block_size=16, num_blocks=24)
     q, it = result.requests, result.iterations
@@ -204,9 +204,9 @@ def test_preemption_stall_counts_in_time_between_tokens(hybrid):
     recompute_end = ends[np.flatnonzero(it["prefill_seqs"].to_numpy() > 0)[1]]
     stall = recompute_end - last_before_eviction
     assert stall > 0.1  # request 2 waited for requests 0 and 1 to finish
-    assert int(result.tbt_counts.sum()) == int((q["output_tokens"] - 1).sum())  # 357; the engine counts 356
-    largest_bin = int(np.flatnonzero(result.tbt_counts)[-1])
-    assert TBT_EDGES_S[min(largest_bin, len(TBT_EDGES_S) - 1)] >= stall
+    assert int(result.itl_counts.sum()) == int((q["output_tokens"] - 1).sum())  # 357; the engine counts 356
+    largest_bin = int(np.flatnonzero(result.itl_counts)[-1])
+    assert ITL_EDGES_S[min(largest_bin, len(ITL_EDGES_S) - 1)] >= stall
 
 
 @pytest.mark.parametrize("max_model_len", [0, -1])
@@ -280,10 +280,10 @@ def check_invariants(sim: Simulator, result, wl: Workload) -> None:
         assert it["prefill_tokens"].sum() == done["prompt_tokens"].sum()
         assert it["decode_seqs"].sum() == out - n
     # time between tokens: one gap per token after a request's first
-    tbt_tokens = int(result.tbt_counts.sum())
-    assert out - n - pre <= tbt_tokens <= out - n
+    itl_tokens = int(result.itl_counts.sum())
+    assert out - n - pre <= itl_tokens <= out - n
     if pre == 0:
-        assert tbt_tokens == out - n
+        assert itl_tokens == out - n
     summary = result.summary()
     assert summary["finished"] + summary["rejected"] == summary["requests"] == len(wl)
     assert summary["iterations"] == len(it)
@@ -341,7 +341,7 @@ def test_same_seed_gives_identical_results(hybrid):
     c = sim.run(random_workload(3))  # the same engine run again starts from an empty cache
     assert_frame_equal(a.requests, c.requests)
     assert_frame_equal(a.iterations, c.iterations)
-    assert np.array_equal(a.tbt_counts, c.tbt_counts)
+    assert np.array_equal(a.itl_counts, c.itl_counts)
     d = sim.run(random_workload(4))
     assert not a.requests["finish_s"].equals(d.requests["finish_s"])
 
@@ -466,7 +466,7 @@ def test_chunked_prefill_lowers_tail_tpot(hybrid):
     c, w = chunked.summary(), whole.summary()
     assert c["finished"] == w["finished"] == 300
     assert c["tpot_ms"]["p99"] < w["tpot_ms"]["p99"]
-    assert c["tbt_ms"]["p99"] < w["tbt_ms"]["p99"]
+    assert c["itl_ms"]["p99"] < w["itl_ms"]["p99"]
     assert (chunked.iterations["prefill_tokens"] + chunked.iterations["decode_seqs"] <= 512).all()
 
 
@@ -549,4 +549,4 @@ def test_fast_forward_matches_stepping_one_iteration_at_a_time(hybrid, config):
         np.testing.assert_allclose(step.iterations[col], fast.iterations[col], rtol=1e-9)
     for col in ("first_token_s", "finish_s", "preemptions"):
         np.testing.assert_allclose(step.requests[col].to_numpy(float), fast.requests[col].to_numpy(float), rtol=1e-9)
-    np.testing.assert_array_equal(step.tbt_counts, fast.tbt_counts)
+    np.testing.assert_array_equal(step.itl_counts, fast.itl_counts)

@@ -91,7 +91,7 @@ def test_fast_forward_still_matches_stepping_with_the_kv_options(hybrid, config)
     np.testing.assert_allclose(step.iterations["duration_s"], fast.iterations["duration_s"], rtol=1e-9)
     for col in ("first_token_s", "finish_s", "preemptions"):
         np.testing.assert_allclose(step.requests[col].to_numpy(float), fast.requests[col].to_numpy(float), rtol=1e-9)
-    np.testing.assert_array_equal(step.tbt_counts, fast.tbt_counts)
+    np.testing.assert_array_equal(step.itl_counts, fast.itl_counts)
     a, b = step.summary()["kv_waste"], fast.summary()["kv_waste"]
     assert a["mean"] == pytest.approx(b["mean"], rel=1e-9, abs=1e-12) and a["at_peak"] == b["at_peak"]
 
@@ -153,7 +153,7 @@ def test_one_instance_cluster_reproduces_the_engine(hybrid, config):
     for col in ("first_token_s", "finish_s", "preemptions"):
         np.testing.assert_allclose(ref.requests[col].to_numpy(float), res.result.requests[col].to_numpy(float),
                                    rtol=1e-9)
-    np.testing.assert_array_equal(ref.tbt_counts, res.result.tbt_counts)
+    np.testing.assert_array_equal(ref.itl_counts, res.result.itl_counts)
 
 
 def test_disaggregation_beats_colocation_under_a_tight_tpot_slo(hybrid):

@@ -517,7 +517,7 @@ class Cluster:
                 "gpu": first.bound.gpu.name, "tp": first.bound.tp, "dtype": first.bound.precision.label,
                 "instances": [s.role for s in self.specs], "router": self.router, "migration": self.migration}
         result = SimResult(columns, pd.DataFrame(), first.config.to_dict(), sum(s.num_blocks for s in self.sims),
-                           False, meta, state.tbt_counts.copy(), None)
+                           False, meta, state.itl_counts.copy(), None)
         unfinished = ~np.isin(state.status, (DONE, REJECTED))
         result.partial = bool(unfinished.any())
         return ClusterResult(result, instances, self.migrations, self.handoffs, np.asarray(self.transfers, float),
