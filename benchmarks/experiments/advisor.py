@@ -167,9 +167,9 @@ def main() -> None:
             "* Speculative decoding is analytic (see above); its acceptance rate is an input. When it is the top "
             "recommendation, the fresh-seed check tests only the workload's seed noise, not the analytic model.",
             "* Near capacity the fresh-seed check is fragile: an earlier version of example (b) at 5 requests/s (just "
-            "above capacity) predicted 1.109 and delivered 1.209 (9.1% apart), because int8 moved the engine from "
-            "saturated to arrival-limited, where throughput depends on the seed's arrival span. At 20 requests/s every "
-            "candidate stays saturated.",
+            "above capacity) missed the 5% agreement, because int8 moved the engine from saturated to "
+            "arrival-limited, where throughput depends on the seed's arrival span. At 20 requests/s every candidate "
+            "stays saturated.",
             "* More replicas assume a perfect router; disaggregation copies KV over the GPU's own link.",
             ""]
     atomic_write(DOC, "\n".join(head + body + tail))
