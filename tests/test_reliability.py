@@ -363,6 +363,7 @@ def tiny_training(monkeypatch, data):
     monkeypatch.setattr(pipeline.TrainConfig, "quick", classmethod(lambda cls, seed=0: cls(seed=seed, **TINY)))
     monkeypatch.setattr(pipeline, "load_training_data", lambda data_dir=None: data)
     monkeypatch.setenv("INFERENCE_SIM_NO_CACHE", "1")
+    monkeypatch.setenv("INFERENCE_SIM_PROGRESS_S", "100000")  # no heartbeat lines beside the one-line outcomes
 
 
 def test_full_disk_during_train_keeps_the_artifact_with_a_one_line_message(tiny_training, artifact, monkeypatch,

@@ -186,6 +186,7 @@ def test_mlflow_download_is_removed_after_loading(monkeypatch, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("download-removal")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(SHIPPED_DIR), "artifact")
     downloads = tmp_path / "tmp"
