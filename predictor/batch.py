@@ -58,6 +58,11 @@ class BatchShape:
         """Keys read by decode attention: each sequence's context plus its new token."""
         return self.decode_context_tokens + self.decode_seqs
 
+    def divided(self, n: float) -> BatchShape:
+        """Every aggregate divided by ``n`` (one of ``n`` equal shares: an attention-DP replica, a pipeline
+        micro-batch); mean shapes per sequence are unchanged."""
+        return self if n == 1 else BatchShape(**{f.name: getattr(self, f.name) / n for f in fields(self)})
+
     def take(self, idx) -> BatchShape:
         return BatchShape(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 

@@ -29,8 +29,6 @@ are replicated (each GPU holds one).
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import numpy as np
 import pandas as pd
 
@@ -116,13 +114,6 @@ class _Rows:
         return df
 
 
-def _replica_share(batch: BatchShape, dp: int) -> BatchShape:
-    """One attention-DP replica's share of a stage's iterations (every aggregate divided by ``dp``)."""
-    if dp == 1:
-        return batch
-    return BatchShape(**{f.name: getattr(batch, f.name) / dp for f in fields(BatchShape)})
-
-
 def build_ops(
     model: ModelSpec,
     tp: int | ParallelConfig,
@@ -157,7 +148,7 @@ def build_ops(
     par = as_parallel(tp)
     model.check_parallel(par)
     rows = _Rows(len(batch), frozenset(only) if only is not None else None)
-    local = _replica_share(batch, par.dp_attention)
+    local = batch.divided(par.dp_attention)  # one attention-DP replica's share
     ctx = blocks.OpContext(model=model, par=par, precision=precision, batch=batch, local=local, rows=rows,
                            naive=1.0 if attention == "naive" else 0.0, half=_half_dtype(precision))
     T, S = local.tokens, local.sample_tokens

@@ -415,7 +415,7 @@ class Predictor:
         from predictor.roofline import roofline
 
         if tp.pp > 1:  # one micro-batch's ops, each run pipeline_factor times (see kernel_ms_scalar)
-            batch = BatchShape(**{f: getattr(batch, f) / tp.micro_batches for f in batch.__dataclass_fields__})
+            batch = batch.divided(tp.micro_batches)
         ops = build_ops(model, tp, precision, batch)
         if tp.pp > 1:
             ops["count"] = ops["count"] * tp.pipeline_factor
@@ -433,8 +433,7 @@ class Predictor:
         spec, gpu_spec, par, precision = self._resolve(model, gpu, tp, dtype)
         table = self.tables(spec, gpu_spec, par, precision)
         if par.pp > 1:  # the batch as micro-batches through the pipeline
-            micro = BatchShape(**{f: getattr(batch, f) / par.micro_batches for f in batch.__dataclass_fields__})
-            kernel = par.pipeline_factor * table.kernel_ms(micro)
+            kernel = par.pipeline_factor * table.kernel_ms(batch.divided(par.micro_batches))
         else:
             kernel = table.kernel_ms(batch)
         seqs = batch.prefill_seqs + batch.decode_seqs
