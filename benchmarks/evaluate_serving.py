@@ -2,8 +2,8 @@
 
 Run: ``python -m benchmarks.evaluate_serving [--serving PATH] [--rows 1000] [--n-jobs 2]``. Takes the
 first ``--rows`` runs of the silicon CSV that the catalogue can load (cycling through them when there are
-fewer), simulates each closed-loop twice (hybrid with its framework's engine profile, and roofline-only)
-and prints rows per second, end to end including predictor loading and table building, and the time per
+fewer), simulates each closed-loop twice (hybrid kernels only, corrected by the shipped serving calibration,
+and roofline-only) as ``inference-sim evaluate --serving`` does, and prints rows per second, end to end including predictor loading and table building, and the time per
 row. Goal of issue 17: 1,000 rows in under a minute on 2 cores.
 """
 
@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.silicon import read_serving_results
 from scheduler.serving_eval import Skip, predict_serving, resolve_model, row_dtype
+from scheduler.serving_model import ServingCalibration
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aiconfigurator" / \
     "silicon_sample_without_h200.csv"
@@ -44,7 +45,7 @@ def main() -> None:
     rows = table.iloc[[i % len(table) for i in range(args.rows)]].copy()
     rows["id"] = [f"{i}:{x}" for i, x in enumerate(rows["id"])]
     t = time.perf_counter()
-    out = predict_serving(rows, n_jobs=args.n_jobs)
+    out = predict_serving(rows, n_jobs=args.n_jobs, calibration=ServingCalibration.load())
     wall = time.perf_counter() - t
     done = int((out["skip"] == "").sum())
     print(f"{len(rows):,} rows ({done:,} predicted, {len(table):,} distinct loadable runs) in {wall:.1f} s with "

@@ -101,8 +101,11 @@ def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
     raise Skip("unknown_model", first)
 
 
-def row_dtype(row) -> str:
-    """The dtype preset of a run's quantisation modes (GEMM first; MoE when the GEMMs are unquantised)."""
+def row_dtype(row, gpu=None) -> str:
+    """The dtype preset of a run's quantisation modes (GEMM first; MoE when the GEMMs are unquantised).
+
+    On a ``gpu`` without fp4 tensor cores an fp4 checkpoint runs weight-only (``nvfp4-a16``: 4-bit weights
+    dequantised into 16-bit GEMMs), as the serving frameworks run MXFP4/NVFP4 checkpoints on Hopper."""
     from predictor.precision import parse_dtype
 
     mode = str(row["gemm_quant_mode"]).strip().lower()
@@ -111,6 +114,8 @@ def row_dtype(row) -> str:
     dtype = QUANT_DTYPES.get(mode)
     if dtype is None:
         raise Skip("unsupported_dtype", f"quant mode {mode!r}")
+    if dtype == "nvfp4" and gpu is not None and gpu.peak_tflops.fp4 is None:
+        dtype = "nvfp4-a16"
     try:
         parse_dtype(dtype)
     except InputError as err:
@@ -161,7 +166,7 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
         gpu = gpu if gpu is not None else get_gpu(row["system"])
     except InputError as err:
         raise Skip("unknown_gpu", str(err)) from None
-    dtype = row_dtype(row)
+    dtype = row_dtype(row, gpu)
     c = int(row["concurrency"])
     if c > MAX_CONCURRENCY:
         raise Skip("concurrency_over_limit", f"{c} clients; at most {MAX_CONCURRENCY} are simulated")
@@ -182,7 +187,22 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
     summary = closed_loop_summary(result, c)
     if summary["requests"] < len(measurement_window(len(wl), c)):
         raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
-    return {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"]}
+    return {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c)}
+
+
+def _diagnostics(result, concurrency: int) -> dict:
+    """What a closed-loop run says besides its means: the first wave's TTFT (the ``concurrency`` requests
+    sent together at the start, ms), the window's mean queueing (ms) and the engine's KV capacity (tokens)."""
+    cols = result.columns
+    first = cols["ttft_s"][: min(concurrency, len(cols["ttft_s"]))] * 1e3
+    first = first[np.isfinite(first)]
+    window = measurement_window(len(cols["arrival_s"]), concurrency)
+    queue = cols["queue_s"][window] * 1e3
+    queue = queue[np.isfinite(queue)]
+    block = int(result.config.get("block_size", 16)) if isinstance(result.config, dict) else 16
+    return {"first_ttft_ms": float(first.mean()) if len(first) else float("nan"),
+            "queue_ms": float(queue.mean()) if len(queue) else float("nan"),
+            "kv_tokens": float(result.num_blocks * block)}
 
 
 def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workload):
@@ -214,8 +234,8 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
             profile = profiles.get(name) or kernel_only_profile(row["framework"])
             hybrid = simulate_row(row, predictor, profile)
             basis = kernel_only_profile(row["framework"])
-            record |= {"model": resolve_model(row["model_path"]).name, "gpus": instance_gpus(row),
-                       "pred_ttft_ms": hybrid["ttft_ms"], "pred_tpot_ms": hybrid["tpot_ms"], "skip": ""}
+            record |= {"model": resolve_model(row["model_path"]).name, "gpus": instance_gpus(row), "skip": ""}
+            record |= {f"pred_{key}": value for key, value in hybrid.items()}
             if with_roofline:
                 roof = simulate_row(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
@@ -245,11 +265,15 @@ def instance_gpus(row) -> int:
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
                     framework: str | None = None, kernel_only: bool = False, with_roofline: bool = True,
-                    n_jobs: int = 1):
+                    n_jobs: int = 1, calibration=None):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
     Parameters
     ----------
+    calibration : scheduler.serving_model.ServingCalibration, optional
+        When given, each run is simulated with kernels only (and roofline-only) and ``pred_*`` is the
+        calibration's prediction from that basis (``kernel_*`` columns); ``framework``, when given, replaces
+        every row's framework in its features. ``profiles`` is then unused.
     artifacts : str, optional
         Residual-model artifact (default: shipped); ignored when ``predictor`` is given (then ``n_jobs`` = 1).
     profiles : dict, optional
@@ -273,6 +297,8 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     from predictor import Predictor
     from scheduler.engine_profiles import load_profiles
 
+    if calibration is not None:
+        return _calibrated(table, calibration, framework, artifacts=artifacts, predictor=predictor, n_jobs=n_jobs)
     profiles = profiles if profiles is not None else load_profiles()
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
@@ -293,6 +319,18 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         records = [r for part in parts for r in part]
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
+
+
+def _calibrated(table, calibration, framework: str | None, **simulate):
+    """Kernel-only and roofline simulations of every run, then the calibration's TTFT / TPOT."""
+    out = predict_serving(table, profiles={}, with_roofline=True, **simulate)
+    out = out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
+    if "kernel_ttft_ms" not in out:
+        return out.assign(pred_ttft_ms=np.nan, pred_tpot_ms=np.nan)
+    features = out.assign(framework=framework) if framework else out
+    pred = calibration.predict(features)
+    out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
+    return out
 
 
 def _ape_stats(pred, measured) -> dict:

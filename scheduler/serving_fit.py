@@ -24,7 +24,7 @@ MIN_FIT_ROWS = 8
 def kernel_basis(table: pd.DataFrame, predictor, *, with_roofline: bool = True) -> pd.DataFrame:
     """``table`` with ``kernel_ttft_ms`` / ``kernel_tpot_ms`` (kernels only) and, optionally, ``roofline_*``."""
     out = predict_serving(table, predictor=predictor, profiles={}, with_roofline=with_roofline)
-    return out.rename(columns={"pred_ttft_ms": "kernel_ttft_ms", "pred_tpot_ms": "kernel_tpot_ms"})
+    return out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
 
 
 def fit_profiles(basis: pd.DataFrame) -> dict[str, EngineProfile]:

@@ -1,20 +1,21 @@
-"""Experiment: serving accuracy on measured runs — engine profiles fitted per framework, scored on held-out
-GPUs and held-out models; writes ``data/engine_profiles.json`` and ``docs/serving-accuracy.md``.
+"""Experiment: serving accuracy on measured runs — the serving calibration scored on held-out GPUs and held-out
+models; writes ``data/serving_calibration.json``, ``data/engine_profiles.json`` and
+``docs/serving-accuracy.md``.
 
-Run: ``python benchmarks/experiments/serving_accuracy.py [--serving PATH]`` (a few minutes on 2 cores;
+Run: ``python benchmarks/experiments/serving_accuracy.py [--serving PATH]`` (tens of minutes on 2 cores;
 re-run it whenever more model families or GPUs load: the skipped counts shrink and every table is redone).
 
 Every run of the silicon CSV that the simulator can load is simulated closed-loop at its concurrency,
-ISL and OSL (``scheduler.serving_eval``). Four predictions per run are compared with the measured mean
-TTFT and TPOT:
+ISL and OSL (``scheduler.serving_eval``), once with the hybrid predictor's kernels only and once with
+the roofline-only predictor. Three predictions per run are compared with the measured mean TTFT and TPOT:
 
-* **profile (held out)** — the hybrid predictor with an engine profile fitted on the runs *outside* the
-  held-out group (``scheduler.serving_fit``);
+* **calibrated (held out)** — the kernel-only simulation corrected by a serving calibration
+  (``scheduler.serving_model``) fitted on the runs *outside* the held-out group (GPU or model);
 * **kernels only** — the hybrid predictor's kernels with the framework's scheduler defaults, no overhead;
-* **legacy** — the hybrid predictor with the Vidur-era overhead fit and the old engine defaults;
 * **roofline** — ``Predictor.roofline_only()`` (ideal kernels, no overhead): the baseline.
 
-Regenerating on the same inputs gives the same bytes (the simulations and the fits are deterministic).
+``--legacy`` adds the Vidur-era engine (one more simulation per run). Regenerating on the same inputs gives
+the same bytes (the simulations and the fits are deterministic).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from predictor import Predictor
 from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH
 from scheduler.serving_eval import predict_serving
-from scheduler.serving_fit import fit_profiles, held_out_predictions, kernel_basis
+from scheduler.serving_fit import fit_profiles, kernel_basis
+from scheduler.serving_model import CALIBRATION_PATH, ServingCalibration, held_out
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "aiconfigurator" / "silicon_sample_without_h200.csv"
 DOC = ROOT / "docs" / "serving-accuracy.md"
 GOALS = {"tpot": 0.10, "ttft": 0.15}  # held-out-GPU MdAPE goals of issue 17
-VARIANTS = (("profile (held out)", "pred"), ("kernels only", "kernel"), ("legacy", "legacy"), ("roofline", "roofline"))
+BASE_VARIANTS = (("calibrated (held out)", "pred"), ("kernels only", "kernel"), ("roofline", "roofline"))
 
 
 def _ape(frame: pd.DataFrame, prefix: str, metric: str) -> np.ndarray:
@@ -52,22 +54,38 @@ def _cell(frame: pd.DataFrame, prefix: str, metric: str) -> str:
     return f"{np.median(ape):.1%} / {np.percentile(ape, 90):.0%}" if len(ape) else "—"
 
 
+def _variants(frame: pd.DataFrame) -> tuple:
+    legacy = (("legacy", "legacy"),) if "legacy_ttft_ms" in frame else ()
+    return BASE_VARIANTS[:2] + legacy + BASE_VARIANTS[2:]
+
+
+def _row(frame: pd.DataFrame, variants) -> list[str]:
+    return [_cell(frame, p, "ttft") for _, p in variants] + [_cell(frame, p, "tpot") for _, p in variants]
+
+
 def _table(frame: pd.DataFrame, group: str, title: str) -> list[str]:
+    variants = _variants(frame)
     lines = [f"### {title}", "",
-             "MdAPE / p90 APE of the mean TTFT and TPOT per run. Each held-out group's runs are predicted by a profile "
-             "fitted without them (`fit`: the framework's own runs, or `pooled` over every framework when the "
-             "framework has too few runs outside the group).", ""]
-    head = "| framework | held out | runs | fit | " + " | ".join(f"TTFT {n}" for n, _ in VARIANTS) + " | " + \
-        " | ".join(f"TPOT {n}" for n, _ in VARIANTS) + " |"
-    lines += [head, "|" + "---|" * (4 + 2 * len(VARIANTS))]
+             "MdAPE / p90 APE of the mean TTFT and TPOT per run. Each held-out group's runs are predicted by a "
+             "calibration fitted on every run outside the group (`fit runs`).", ""]
+    head = "| framework | held out | runs | fit runs | " + " | ".join(f"TTFT {n}" for n, _ in variants) + " | " + \
+        " | ".join(f"TPOT {n}" for n, _ in variants) + " |"
+    lines += [head, "|" + "---|" * (4 + 2 * len(variants))]
     for (framework, value), rows in frame.groupby(["framework", group], sort=True):
-        cells = [_cell(rows, p, "ttft") for _, p in VARIANTS] + [_cell(rows, p, "tpot") for _, p in VARIANTS]
-        lines.append(f"| {framework} | {value} | {len(rows)} | {rows['fit'].iloc[0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {framework} | {value} | {len(rows)} | {int(rows['fit_rows'].iloc[0])} | "
+                     + " | ".join(_row(rows, variants)) + " |")
     for framework, rows in frame.groupby("framework", sort=True):
-        cells = [_cell(rows, p, "ttft") for _, p in VARIANTS] + [_cell(rows, p, "tpot") for _, p in VARIANTS]
-        lines.append(f"| **{framework}** | all | {len(rows)} | | " + " | ".join(cells) + " |")
-    cells = [_cell(frame, p, "ttft") for _, p in VARIANTS] + [_cell(frame, p, "tpot") for _, p in VARIANTS]
-    lines.append(f"| **all** | all | {len(frame)} | | " + " | ".join(cells) + " |")
+        lines.append(f"| **{framework}** | all | {len(rows)} | | " + " | ".join(_row(rows, variants)) + " |")
+    lines.append(f"| **all** | all | {len(frame)} | | " + " | ".join(_row(frame, variants)) + " |")
+    return lines + [""]
+
+
+def _by_mode(frame: pd.DataFrame) -> list[str]:
+    variants = _variants(frame)
+    lines = ["| mode | runs | " + " | ".join(f"TTFT {n}" for n, _ in variants) + " | "
+             + " | ".join(f"TPOT {n}" for n, _ in variants) + " |", "|" + "---|" * (2 + 2 * len(variants))]
+    for mode, rows in frame.groupby("mode", sort=True):
+        lines.append(f"| {mode} | {len(rows)} | " + " | ".join(_row(rows, variants)) + " |")
     return lines + [""]
 
 
@@ -93,36 +111,54 @@ def _profiles_lines(profiles: dict) -> list[str]:
     return lines + [""]
 
 
-def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, profiles: dict, source: str,
-           max_per_group: int) -> str:
+def _calibration_lines(calibration: ServingCalibration) -> list[str]:
+    counts = ", ".join(f"{k} {v:,}" for k, v in sorted(calibration.frameworks.items()))
+    return [f"Fitted on {calibration.fitted_rows:,} runs ({counts}); `inference-sim evaluate --serving` uses it. "
+            "Features (physical only; no GPU or model identity): " + ", ".join(f"`{f}`" for f in calibration_features())
+            + ".", ""]
+
+
+def calibration_features() -> tuple:
+    from scheduler.serving_model import FEATURES
+
+    return FEATURES
+
+
+def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
+           profiles: dict, source: str, max_per_group: int) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
              "<!-- generated by benchmarks/experiments/serving_accuracy.py; do not edit by hand -->", "",
              f"Source: `{source}` ({len(basis):,} measured runs: at most {max_per_group} per framework, GPU, model "
              "and mode, the first by id; vLLM, SGLang and TRT-LLM). Each run is simulated "
-             "closed-loop (`--workload concurrency`) at its concurrency, ISL and OSL; the measurement window drops "
-             "the first and last C requests. Predicted: "
-             f"**{len(done):,}** runs ({', '.join(f'{k}: {v:,}' for k, v in skipped.items()) or 'none skipped'}). "
-             "Runs of model families or GPUs the catalogue does not have yet are skipped under a reason; re-run the "
-             "script as they land.", "",
+             "closed-loop (`--workload concurrency`) at its concurrency, ISL and OSL, with the hybrid predictor's "
+             "kernels only and with the roofline-only predictor; the measurement window drops the first and last C "
+             "requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
+             "framework's measured TTFT and TPOT. Predicted: "
+             f"**{len(done):,}** of {len(basis):,} runs ({len(done) / max(len(basis), 1):.1%}; skipped: "
+             f"{', '.join(f'{k}: {v:,}' for k, v in skipped.items()) or 'none'}).", "",
              "Predicted runs by framework, GPU and model:", "",
              "| framework | GPU | model | runs |", "|---|---|---|---|"]
     for (f, s, m), rows in done.groupby(["framework", "system", "model"], sort=True):
         lines.append(f"| {f} | {s} | {m} | {len(rows)} |")
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "",
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
+              "### Held-out GPU, by mode", "", *_by_mode(logo),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
-              "## Profiles fitted on every predicted run (`data/engine_profiles.json`)", "",
-              "What `simulate --framework` and `evaluate --serving` use. Step time = kernel scale × hybrid kernel "
-              "time + roofline scale × roofline time + base + per-sequence × batch (+ multi-GPU); a closed-loop "
-              "request reaches the engine admission ms (+ per client) after its send.", "",
+              "## The shipped calibration (`data/serving_calibration.json`)", "",
+              *_calibration_lines(calibration),
+              "## Engine profiles for `simulate --framework` (`data/engine_profiles.json`)", "",
+              "Per-step costs fitted on every predicted run, for simulations of your own workloads (the calibration "
+              "above corrects whole runs, not steps). Step time = kernel scale × hybrid kernel time + roofline scale × "
+              "roofline time + base + per-sequence × batch (+ multi-GPU); a closed-loop request reaches the engine "
+              "admission ms (+ per client) after its send.", "",
               *_profiles_lines(profiles),
               "## Caveats", "",
               "- The measured TTFT of a configuration varies between runs that differ only in OSL (e.g. the same "
               "concurrency and ISL), which bounds what any model of TTFT can reach here.",
-              "- Clients are de-synchronised by staggering the warm-up requests' output lengths; real clients drift "
-              "apart by noise, more in some stacks than in others.",
+              "- With five GPUs, leaving one out leaves four to learn from; a GPU unlike all four (e.g. the only "
+              "PCIe or the only Grace-Blackwell pair) is an extrapolation.",
               "- Disaggregated runs go through the DistServe cluster path without the admission delay.", ""]
     return "\n".join(lines)
 
@@ -132,6 +168,10 @@ def main() -> None:
     parser.add_argument("--serving", default=str(DEFAULT_CSV), help="silicon CSV")
     parser.add_argument("--doc", default=str(DOC))
     parser.add_argument("--profiles-out", default=str(PROFILES_PATH))
+    parser.add_argument("--calibration-out", default=str(CALIBRATION_PATH))
+    parser.add_argument("--legacy", action="store_true", help="also simulate the Vidur-era engine (slower)")
+    parser.add_argument("--basis-cache", default=None,
+                        help="parquet of the simulations: read when it exists (same runs), else written")
     parser.add_argument("--max-per-group", type=int, default=40,
                         help="runs kept per (framework, GPU, model, mode), the first by id (0: all)")
     args = parser.parse_args()
@@ -140,20 +180,32 @@ def main() -> None:
     if args.max_per_group:
         table = (table.sort_values("id", kind="stable").groupby(["framework", "system", "model_path", "mode"])
                  .head(args.max_per_group).sort_index())
-    basis = kernel_basis(table, predictor)
+    cache = Path(args.basis_cache) if args.basis_cache else None
+    if cache is not None and cache.exists():
+        basis = pd.read_parquet(cache)
+        if sorted(basis["id"]) != sorted(table["id"]):
+            raise SystemExit(f"{cache} holds other runs than --serving / --max-per-group select; delete it")
+    else:
+        basis = kernel_basis(table, predictor)
+        if cache is not None:
+            atomic_write(cache, basis.to_parquet())
     done = basis[basis["skip"] == ""]
-    columns = [c for c in done.columns if not c.startswith(("pred_", "kernel_", "roofline_")) and c not in
-               ("skip", "model", "gpus")]
-    legacy = predict_serving(done[columns], predictor=predictor, framework="legacy", with_roofline=False)
-    legacy = legacy.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
-        columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
-    logo = held_out_predictions(basis, "system", predictor).join(legacy, on="id")
-    lomo = held_out_predictions(basis, "model", predictor).join(legacy, on="id")
+    if args.legacy:
+        columns = [c for c in done.columns if not c.startswith(("pred_", "kernel_", "roofline_")) and c not in
+                   ("skip", "model", "gpus")]
+        legacy = predict_serving(done[columns], predictor=predictor, framework="legacy", with_roofline=False)
+        legacy = legacy.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
+            columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
+        done = done.join(legacy, on="id")
+    logo, lomo = held_out(done, "system"), held_out(done, "model")
+    calibration = ServingCalibration.fit(done, source=Path(args.serving).name)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    atomic_write(args.doc, render(basis, logo, lomo, profiles, Path(args.serving).name, args.max_per_group))
-    print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.profiles_out} and {args.doc}")
+    calibration.save(args.calibration_out)
+    atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group))
+    print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
+          f"{args.doc}")
     print("\n".join(_goal_lines(logo)))
 
 

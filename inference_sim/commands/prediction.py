@@ -137,8 +137,9 @@ def evaluate(
     serving: Annotated[Path | None, typer.Option(help="Measured serving runs: a silicon CSV (aiconfigurator schema, "
                                                       "agg and disagg rows) or a `vllm bench serve --save-result` "
                                                       "JSON.")] = None,
-    framework: Annotated[str | None, typer.Option(help="--serving: time every run with this engine profile (vllm, "
-                                                       "sglang, trtllm or legacy) instead of its own framework's.")] = None,
+    framework: Annotated[str | None, typer.Option(help="--serving: predict every run as this framework (vllm, "
+                                                       "sglang, trtllm) instead of its own, or with the Vidur-era "
+                                                       "engine (legacy).")] = None,
     gpu: Annotated[str | None, typer.Option(help="--serving JSON: the GPU (system) when the file does not say.")] = None,
     tp: Annotated[int | None, typer.Option(min=1, max=1024, help="--serving JSON: tensor-parallel degree when the "
                                                                  "file does not say.")] = None,
@@ -189,11 +190,17 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
 
     table = read_serving_results(path, gpu=gpu, tp=tp)
     profiles = load_profiles()
+    calibration = None
     if framework is not None:
         profile = get_profile(framework, profiles=profiles)
         profiles = {name: profile for name in ("vllm", "sglang", "trtllm")}
+    if framework is None or profile.framework != "legacy":
+        from scheduler.serving_model import CALIBRATION_PATH, ServingCalibration
+
+        calibration = ServingCalibration.load() if CALIBRATION_PATH.exists() else None
     predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
-    predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs)
+    predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs,
+                                  calibration=calibration, framework=None if calibration is None else framework)
     payload = score_serving(predictions)
     if out is not None:
         atomic_write(out, predictions.to_csv(index=False))

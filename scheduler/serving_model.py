@@ -1,0 +1,206 @@
+"""Serving calibration: a learned map from the simulator's closed-loop run to a framework's measured TTFT/TPOT.
+
+The simulator reproduces the scheduler (continuous batching, chunked prefill, KV capacity, the closed loop)
+with kernel times only. What a real stack adds on top — CPU and launch overhead per step, its own kernels,
+the HTTP / tokeniser path, how its benchmark client warms up — is learned here from measured serving runs,
+as the log-ratio of measured over simulated time::
+
+    TTFT_ms = sim_TTFT_ms × exp(f_ttft(x)),   TPOT_ms = sim_TPOT_ms × exp(f_tpot(x))
+
+``f`` is a small LightGBM model (L1 loss, so it fits the median ratio) on **physical features only**
+(:data:`FEATURES`): the simulated times themselves (kernel-only hybrid and roofline), the closed loop's shape
+(ISL, OSL, clients per replica, the inter-completion gap), KV pressure, the parallel layout and the
+framework. No GPU or model identity is a feature, so a GPU or a model the fit never saw is predicted from its
+simulated physics; held-out accuracy is measured by refitting without the held-out group
+(``benchmarks/experiments/serving_accuracy.py``).
+
+The fitted model is stored as JSON (LightGBM's text dump inside; never a pickle) and written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from predictor.errors import InputError
+
+CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "serving_calibration.json"
+FRAMEWORK_CODES = {"vllm": 0, "sglang": 1, "trtllm": 2}
+FEATURES = ("framework", "disagg", "log_isl", "log_osl", "log_clients", "log_clients_per_replica", "log_gpus",
+            "log2_tp", "log2_ep", "log2_dp", "log_sim_ttft", "log_sim_tpot", "log_sim_first_ttft", "log_sim_queue",
+            "log_roof_ttft", "log_roof_tpot", "kernel_over_roof_tpot", "kernel_over_roof_ttft", "kv_demand",
+            "log_gap", "prefill_share")
+TARGETS = ("ttft", "tpot")
+PARAMS = {"objective": "l1", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 40,
+          "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+          "seed": 7, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1}
+ROUNDS = 300
+MIN_ROWS = 30
+
+
+def _log(values) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(values, float), 1e-6))
+
+
+def serving_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """:data:`FEATURES` of each run of a basis table (columns of :func:`scheduler.serving_fit.kernel_basis`:
+    ``kernel_{ttft,tpot,first_ttft,queue}_ms``, ``kernel_kv_tokens``, ``roofline_{ttft,tpot}_ms``, and the
+    run's ``framework``, ``mode``, ``isl``, ``osl``, ``concurrency``, parallel degrees and pools)."""
+    f = frame
+    disagg = (f["mode"].astype(str) == "disagg").to_numpy()
+    pool = lambda name, agg: np.where(disagg, f[f"decode_{name}"].to_numpy(float), agg)  # noqa: E731
+    tp = pool("tp_size", f["tp"].to_numpy(float))
+    ep = pool("moe_ep_size", f["ep"].to_numpy(float))
+    dp = pool("attention_dp_size", f["dp_attention"].to_numpy(float))
+    workers = np.where(disagg, f["decode_num_workers"].to_numpy(float), 1.0)
+    clients = f["concurrency"].to_numpy(float)
+    isl, osl = f["isl"].to_numpy(float), f["osl"].to_numpy(float)
+    ttft, tpot = f["kernel_ttft_ms"].to_numpy(float), f["kernel_tpot_ms"].to_numpy(float)
+    roof_ttft, roof_tpot = f["roofline_ttft_ms"].to_numpy(float), f["roofline_tpot_ms"].to_numpy(float)
+    cycle = ttft + np.maximum(osl - 1, 0) * tpot
+    gpus = f["gpus"].to_numpy(float) if "gpus" in f else tp * dp * workers
+    out = pd.DataFrame({
+        "framework": f["framework"].map(FRAMEWORK_CODES).fillna(-1).to_numpy(float),
+        "disagg": disagg.astype(float),
+        "log_isl": _log(isl), "log_osl": _log(osl), "log_clients": _log(clients),
+        "log_clients_per_replica": _log(clients / (dp * workers)), "log_gpus": _log(gpus),
+        "log2_tp": np.log2(tp), "log2_ep": np.log2(ep), "log2_dp": np.log2(dp),
+        "log_sim_ttft": _log(ttft), "log_sim_tpot": _log(tpot),
+        "log_sim_first_ttft": _log(f["kernel_first_ttft_ms"]), "log_sim_queue": _log(f["kernel_queue_ms"] + 1.0),
+        "log_roof_ttft": _log(roof_ttft), "log_roof_tpot": _log(roof_tpot),
+        "kernel_over_roof_tpot": tpot / np.maximum(roof_tpot, 1e-6),
+        "kernel_over_roof_ttft": ttft / np.maximum(roof_ttft, 1e-6),
+        "kv_demand": clients * (isl + osl) / np.maximum(f["kernel_kv_tokens"].to_numpy(float), 1.0),
+        "log_gap": _log(cycle / clients), "prefill_share": ttft / np.maximum(cycle, 1e-6),
+    }, index=frame.index)
+    return out[list(FEATURES)]
+
+
+def usable(frame: pd.DataFrame) -> np.ndarray:
+    """Rows whose basis is complete (finite, positive simulated times)."""
+    cols = ["kernel_ttft_ms", "kernel_tpot_ms", "roofline_ttft_ms", "roofline_tpot_ms"]
+    if any(c not in frame for c in cols):
+        return np.zeros(len(frame), bool)
+    values = frame[cols].to_numpy(float)
+    return np.isfinite(values).all(axis=1) & (values > 0).all(axis=1)
+
+
+@dataclass
+class ServingCalibration:
+    """Fitted TTFT / TPOT corrections (see the module docstring).
+
+    Attributes
+    ----------
+    models : dict
+        ``{"ttft": lightgbm.Booster, "tpot": lightgbm.Booster}``.
+    fitted_rows : int
+        Measured runs of the fit.
+    source : str
+        Where the runs came from.
+    """
+
+    models: dict
+    fitted_rows: int
+    source: str = ""
+    frameworks: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, basis: pd.DataFrame, source: str = "") -> ServingCalibration:
+        """Fit on every usable run of ``basis`` with measured TTFT and TPOT (see :func:`serving_features`)."""
+        import lightgbm as lgb
+
+        rows = basis[usable(basis) & np.isfinite(basis["measured_ttft_ms"].to_numpy(float))
+                     & np.isfinite(basis["measured_tpot_ms"].to_numpy(float))
+                     & (basis["measured_ttft_ms"] > 0) & (basis["measured_tpot_ms"] > 0)]
+        if len(rows) < MIN_ROWS:
+            raise InputError(f"fit: {len(rows)} usable measured runs; need at least {MIN_ROWS}")
+        x = serving_features(rows)
+        models = {}
+        for target in TARGETS:
+            y = np.log(rows[f"measured_{target}_ms"].to_numpy(float) / rows[f"kernel_{target}_ms"].to_numpy(float))
+            data = lgb.Dataset(x.to_numpy(float), y, feature_name=list(FEATURES), free_raw_data=False)
+            models[target] = lgb.train(PARAMS, data, num_boost_round=ROUNDS)
+        counts = rows["framework"].value_counts().sort_index()
+        return cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()})
+
+    def predict(self, basis: pd.DataFrame) -> pd.DataFrame:
+        """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete)."""
+        out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan}, index=basis.index)
+        ok = usable(basis)
+        if ok.any():
+            x = serving_features(basis[ok]).to_numpy(float)
+            for target in TARGETS:
+                ratio = np.exp(self.models[target].predict(x))
+                out.loc[ok, f"{target}_ms"] = basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float) * ratio
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"format": "inference-sim serving calibration v1", "features": list(FEATURES),
+                           "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
+                           "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
+                          indent=1, sort_keys=True) + "\n"
+
+    def save(self, path: str | Path = CALIBRATION_PATH) -> Path:
+        """Write atomically (temporary sibling, then rename)."""
+        from predictor.atomic import atomic_write
+
+        return atomic_write(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ServingCalibration:
+        """The calibration at ``path`` (default: the shipped one). Raises :class:`InputError` when it is
+        missing, not a calibration, or fitted on other features."""
+        import lightgbm as lgb
+
+        file = Path(path) if path is not None else CALIBRATION_PATH
+        try:
+            raw = json.loads(file.read_text())
+        except FileNotFoundError:
+            raise InputError(f"calibration: {str(file)!r} does not exist (run "
+                             "benchmarks/experiments/serving_accuracy.py to fit it)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"calibration: {str(file)!r} is not valid JSON") from None
+        if not isinstance(raw, dict) or raw.get("features") != list(FEATURES) or set(raw.get("models", {})) != set(TARGETS):
+            raise InputError(f"calibration: {str(file)!r} is not a serving calibration with features {list(FEATURES)}")
+        models = {k: lgb.Booster(model_str=v) for k, v in raw["models"].items()}
+        for model in models.values():
+            model.params["num_threads"] = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                     else os.cpu_count() or 1))
+        return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})))
+
+
+def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Each usable run of ``basis`` predicted by a calibration fitted without its ``group`` value
+    (``system``: leave one GPU out; ``model``: leave one model out). Returns the runs with ``pred_ttft_ms`` /
+    ``pred_tpot_ms`` and ``fit_rows``; groups whose complement has too few runs are left out."""
+    rows = basis[usable(basis)]
+    parts = []
+    for value in sorted(rows[group].astype(str).unique()):
+        mask = rows[group].astype(str) == value
+        try:
+            calibration = ServingCalibration.fit(rows[~mask])
+        except InputError:
+            continue
+        pred = calibration.predict(rows[mask])
+        part = rows[mask].copy()
+        part["pred_ttft_ms"], part["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
+        part["fit_rows"] = calibration.fitted_rows
+        parts.append(part)
+    return pd.concat(parts) if parts else rows.iloc[:0]
+
+
+def ape(pred, measured) -> np.ndarray:
+    """Absolute percentage errors (fractions) of the finite pairs."""
+    out = np.abs(np.asarray(pred, float) - np.asarray(measured, float)) / np.asarray(measured, float)
+    return out[np.isfinite(out)]
+
+
+def mdape(pred, measured) -> float:
+    values = ape(pred, measured)
+    return float(np.median(values)) if len(values) else math.nan

@@ -1,0 +1,112 @@
+"""Serving calibration (scheduler/serving_model.py): physical features, fit / predict, held-out refits, storage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictor.errors import InputError
+from scheduler.serving_model import FEATURES, ServingCalibration, held_out, mdape, serving_features
+
+
+def _basis(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Synthetic basis: measured TPOT = 0.6 × simulated on sglang and 1.3 × on vllm; measured TTFT = simulated
+    + a per-client gap term, so the truth is a function of the physical features only."""
+    rng = np.random.default_rng(seed)
+    framework = rng.choice(["vllm", "sglang"], n)
+    conc = rng.choice([1, 4, 16, 64, 256], n).astype(float)
+    isl, osl = rng.choice([1024, 4096, 8192], n), rng.choice([128, 1024], n)
+    tpot = rng.uniform(5, 40, n)
+    ttft = rng.uniform(30, 3000, n)
+    frame = pd.DataFrame({
+        "id": [f"r{i}" for i in range(n)], "framework": framework, "mode": "agg", "isl": isl, "osl": osl,
+        "concurrency": conc, "tp": 1, "ep": 1, "pp": 1, "dp_attention": 1, "gpus": 1,
+        "decode_tp_size": 1, "decode_moe_ep_size": 1, "decode_attention_dp_size": 1, "decode_num_workers": 1,
+        "system": rng.choice(["gpu_a", "gpu_b", "gpu_c"], n), "model": rng.choice(["m1", "m2"], n),
+        "kernel_ttft_ms": ttft, "kernel_tpot_ms": tpot, "kernel_first_ttft_ms": ttft * 1.5,
+        "kernel_queue_ms": 0.0, "kernel_kv_tokens": 1e6, "roofline_ttft_ms": ttft / 2, "roofline_tpot_ms": tpot / 2,
+    })
+    frame["measured_tpot_ms"] = tpot * np.where(framework == "sglang", 0.6, 1.3)
+    frame["measured_ttft_ms"] = ttft + (ttft + osl * tpot) / conc
+    return frame
+
+
+def test_features_are_finite_and_named():
+    x = serving_features(_basis())
+    assert list(x.columns) == list(FEATURES)
+    assert np.isfinite(x.to_numpy(float)).all()
+
+
+def test_fit_learns_framework_scales_and_beats_the_raw_simulation():
+    basis = _basis()
+    train, test = basis.iloc[:180], basis.iloc[180:]
+    pred = ServingCalibration.fit(train).predict(test)
+    assert mdape(pred["tpot_ms"], test["measured_tpot_ms"]) < 0.05
+    assert mdape(pred["ttft_ms"], test["measured_ttft_ms"]) < 0.5 * mdape(test["kernel_ttft_ms"], test["measured_ttft_ms"])
+
+
+def test_held_out_fits_never_see_their_group():
+    basis = _basis()
+    out = held_out(basis, "system")
+    assert len(out) == len(basis)
+    for system, rows in out.groupby("system"):
+        assert (rows["fit_rows"] == int((basis["system"] != system).sum())).all()
+
+
+def test_saved_calibration_predicts_the_same(tmp_path):
+    basis = _basis()
+    fitted = ServingCalibration.fit(basis, source="synthetic")
+    path = fitted.save(tmp_path / "cal.json")
+    loaded = ServingCalibration.load(path)
+    assert loaded.fitted_rows == len(basis) and loaded.source == "synthetic"
+    np.testing.assert_allclose(loaded.predict(basis).to_numpy(), fitted.predict(basis).to_numpy(), rtol=1e-12)
+    assert fitted.to_json() == ServingCalibration.fit(basis, source="synthetic").to_json()  # deterministic
+
+
+def test_incomplete_basis_rows_get_nan_not_a_number():
+    basis = _basis(60)
+    basis.loc[basis.index[:3], "kernel_tpot_ms"] = np.nan
+    pred = ServingCalibration.fit(basis.iloc[3:]).predict(basis)
+    assert pred["tpot_ms"].iloc[:3].isna().all() and pred["tpot_ms"].iloc[3:].notna().all()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"), ("{not json", "not valid JSON"), (json.dumps({"features": ["x"]}), "not a serving"),
+])
+def test_bad_calibration_files_are_input_errors(tmp_path, content, message):
+    path = tmp_path / "cal.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        ServingCalibration.load(path)
+
+
+def test_too_few_runs_is_an_input_error():
+    with pytest.raises(InputError, match="need at least"):
+        ServingCalibration.fit(_basis(10))
+
+
+def test_predict_serving_with_a_calibration_corrects_the_kernel_only_simulation(tmp_path, roofline):
+    from features.silicon import read_serving_results
+    from scheduler.serving_eval import predict_serving
+
+    frame = pd.DataFrame({
+        "id": ["a", "b"], "backend": ["vllm", "sglang"], "backend_version": ["0.19.0", "0.5.9"],
+        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
+        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
+        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
+        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0]})
+    path = tmp_path / "runs.csv"
+    frame.to_csv(path, index=False)
+    table = read_serving_results(path)
+    calibration = ServingCalibration.fit(_basis())
+    out = predict_serving(table, predictor=roofline, calibration=calibration)
+    assert (out["skip"] == "").all()
+    expected = calibration.predict(out)
+    np.testing.assert_allclose(out["pred_tpot_ms"], expected["tpot_ms"])
+    assert not np.allclose(out["pred_tpot_ms"], out["kernel_tpot_ms"])  # the correction was applied
+    as_vllm = predict_serving(table, predictor=roofline, calibration=calibration, framework="vllm")
+    np.testing.assert_allclose(as_vllm["pred_tpot_ms"].iloc[0], out["pred_tpot_ms"].iloc[0])
