@@ -224,6 +224,21 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
     """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
     from scheduler.engine_profiles import kernel_only_profile
 
+    memo: dict = {}
+
+    def simulate(row, which, profile) -> dict:
+        """:func:`simulate_row`, once per distinct configuration: runs that differ only in framework name,
+        version or measurement (repeats) share one simulation when their profiles time steps alike."""
+        key = (id(which), _profile_key(profile), *(row[c] for c in row.index if c not in _NOT_SIMULATED))
+        if key not in memo:
+            try:
+                memo[key] = simulate_row(row, which, profile)
+            except Skip as skip:
+                memo[key] = skip
+        if isinstance(memo[key], Skip):
+            raise memo[key]
+        return memo[key]
+
     out = []
     for _, row in rows.iterrows():
         record = {"id": row["id"]}
@@ -232,20 +247,33 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
                 raise Skip("no_measurement")
             name = framework or row["framework"]
             profile = profiles.get(name) or kernel_only_profile(row["framework"])
-            hybrid = simulate_row(row, predictor, profile)
+            hybrid = simulate(row, predictor, profile)
             basis = kernel_only_profile(row["framework"])
             record |= {"model": resolve_model(row["model_path"]).name, "gpus": instance_gpus(row), "skip": ""}
             record |= {f"pred_{key}": value for key, value in hybrid.items()}
             if with_roofline:
-                roof = simulate_row(row, roofline, basis)
+                roof = simulate(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
             if kernel_only:
-                kernels = simulate_row(row, predictor, basis)
+                kernels = simulate(row, predictor, basis)
                 record |= {"kernel_ttft_ms": kernels["ttft_ms"], "kernel_tpot_ms": kernels["tpot_ms"]}
         except Skip as skip:
             record["skip"] = skip.reason
         out.append(record)
     return out
+
+
+_NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft_ms", "measured_tpot_ms"})
+
+
+def _profile_key(profile) -> str:
+    """What of a profile changes a simulation (everything but its names and fit size)."""
+    import json
+
+    values = profile.to_dict()
+    for name in ("framework", "version", "fitted_rows"):
+        values.pop(name, None)
+    return json.dumps(values, sort_keys=True)
 
 
 def _worker(rows, artifacts, profiles, framework, kernel_only, with_roofline):
