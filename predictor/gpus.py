@@ -56,6 +56,12 @@ class GPUSpec(BaseModel):
         Intra-node GPU-to-GPU bandwidth per GPU per direction, GB/s.
     link_latency_us : float
         Per-call collective latency, microseconds.
+    scale_up_gpus : int
+        GPUs that share that link (8 on an HGX node, 72 in an NVL72 rack); a collective over more GPUs crosses
+        the scale-out network.
+    internode_bandwidth_gbps : float
+        Scale-out (network) bandwidth per GPU per direction, GB/s: what a collective or a KV copy spanning
+        more than ``scale_up_gpus`` GPUs runs at (e.g. 50 for one 400 Gb/s NIC per GPU).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -69,9 +75,12 @@ class GPUSpec(BaseModel):
     l2_mb: float = Field(gt=0, lt=1e5)
     link_bandwidth_gbps: float = Field(gt=0, lt=1e6)
     link_latency_us: float = Field(default=10.0, ge=0, lt=1e6)
+    scale_up_gpus: int = Field(default=8, ge=1, le=100_000)
+    internode_bandwidth_gbps: float = Field(default=25.0, gt=0, lt=1e6)
     source: str = ""
 
-    @field_validator("hbm_bandwidth_gbps", "memory_gib", "l2_mb", "link_bandwidth_gbps", "link_latency_us")
+    @field_validator("hbm_bandwidth_gbps", "memory_gib", "l2_mb", "link_bandwidth_gbps", "link_latency_us",
+                     "internode_bandwidth_gbps")
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
@@ -91,6 +100,12 @@ class GPUSpec(BaseModel):
     @property
     def link_bandwidth_bytes_per_s(self) -> float:
         return self.link_bandwidth_gbps * 1e9
+
+    def group_bandwidth_gbps(self, gpus: int) -> float:
+        """Per-GPU bandwidth (GB/s) of traffic among ``gpus`` GPUs: the scale-up link within
+        ``scale_up_gpus``, the scale-out network beyond (the slower hop bounds a ring)."""
+        return self.link_bandwidth_gbps if gpus <= self.scale_up_gpus else min(self.link_bandwidth_gbps,
+                                                                                 self.internode_bandwidth_gbps)
 
     def peak_flops(self, compute_dtype: str) -> float:
         """Dense peak in FLOP/s for ``compute_dtype``.

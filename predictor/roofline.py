@@ -26,7 +26,8 @@ ROOFLINE_COLUMNS = ("flops", "bytes", "link_bytes", "intensity", "compute_ms", "
                     "ideal_ms", "bound")
 
 
-SPEC_FIELDS = ("hbm_bandwidth_gbps", "sm_count", "l2_mb", "link_bandwidth_gbps", "link_latency_us", "memory_gib")
+SPEC_FIELDS = ("hbm_bandwidth_gbps", "sm_count", "l2_mb", "link_bandwidth_gbps", "link_latency_us", "memory_gib",
+               "scale_up_gpus", "internode_bandwidth_gbps")
 
 
 def hardware_arrays(gpus: GPUSpec | Sequence, compute_dtype: np.ndarray) -> dict[str, np.ndarray]:
@@ -34,7 +35,8 @@ def hardware_arrays(gpus: GPUSpec | Sequence, compute_dtype: np.ndarray) -> dict
 
     Returns ``peak_flops`` (FLOP/s for each row's compute dtype), ``hbm_bytes_per_s``,
     ``link_bytes_per_s``, ``link_latency_s``, and the spec-sheet numbers ``hbm_bandwidth_gbps``,
-    ``sm_count``, ``l2_mb``, ``link_bandwidth_gbps``, ``link_latency_us``, ``memory_gib``.
+    ``sm_count``, ``l2_mb``, ``link_bandwidth_gbps``, ``link_latency_us``, ``memory_gib``, ``scale_up_gpus``,
+    ``internode_bandwidth_gbps``.
     """
     dtype = np.asarray(compute_dtype, dtype=object)
     if isinstance(gpus, GPUSpec | str):
@@ -77,7 +79,10 @@ def roofline_arrays(ops: pd.DataFrame, gpu: GPUSpec | str | None = None, hw: dic
     world = ops["world_size"].to_numpy(float)
     compute_ms = flops / hw["peak_flops"] * 1e3
     memory_ms = nbytes / hw["hbm_bytes_per_s"] * 1e3
-    network_ms = np.where(collective & (world > 1), link / hw["link_bytes_per_s"] * 1e3 + hw["link_latency_s"] * 1e3, 0.0)
+    # a collective over more GPUs than share the scale-up link runs at the scale-out network's rate
+    rate = np.where(world > hw["scale_up_gpus"], np.minimum(hw["link_bytes_per_s"], hw["internode_bandwidth_gbps"] * 1e9),
+                    hw["link_bytes_per_s"])
+    network_ms = np.where(collective & (world > 1), link / rate * 1e3 + hw["link_latency_s"] * 1e3, 0.0)
     ideal_ms = np.where(collective, network_ms, np.maximum(compute_ms, memory_ms))
     bound_code = np.where(collective, 2, np.where(compute_ms >= memory_ms, 0, 1)).astype(np.int8)
     with np.errstate(divide="ignore", invalid="ignore"):

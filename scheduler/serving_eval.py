@@ -206,14 +206,17 @@ def _diagnostics(result, concurrency: int) -> dict:
 
 
 def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workload):
-    """A disaggregated run (DistServe path): prefill and decode pools with KV handoff."""
+    """A disaggregated run (DistServe path): prefill and decode pools with KV handoff over the scale-up link
+    when every worker fits one scale-up domain, else over the scale-out network."""
     from scheduler.techniques.cluster import Cluster, InstanceSpec
 
     specs = []
     for role in ("prefill", "decode"):
         parallel = row_parallel(row, f"{role}_")
         specs += [InstanceSpec(model, gpu, parallel, dtype, config, role)] * int(row[f"{role}_num_workers"])
-    cluster = Cluster(predictor, specs, router="least_loaded")
+    # KV copies cross the scale-out network when the pools do not fit one scale-up domain (an HGX node)
+    link_gbps = gpu.group_bandwidth_gbps(instance_gpus(row))
+    cluster = Cluster(predictor, specs, router="least_loaded", link_bandwidth_gbps=link_gbps)
     for sim in cluster.sims:
         sim.bound = profile.apply(sim.bound)
     return cluster.run(workload).result

@@ -161,3 +161,18 @@ def test_user_gpu_file_with_an_fp4_peak(tmp_path):
     path.write_text("my-gpu:\n  peak_tflops: {fp16: 100, fp8: 200, fp4: 400}\n  hbm_bandwidth_gbps: 500\n"
                     "  memory_gib: 16\n  sm_count: 40\n  l2_mb: 4\n  link_bandwidth_gbps: 16\n")
     assert get_gpu("my-gpu", gpu_file=path).ridge_point("fp4") == 400e12 / 500e9
+
+
+def test_collectives_beyond_the_scale_up_domain_run_at_the_network_rate():
+    from predictor import Predictor
+    from predictor.models import get_model
+
+    predictor, model = Predictor.roofline_only(), get_model("llama-3.1-70b")
+    node = get_gpu("b200")
+    rack = node.model_copy(update={"scale_up_gpus": 72})
+    assert (node.scale_up_gpus, node.internode_bandwidth_gbps) == (8, 100)
+    assert node.group_bandwidth_gbps(8) == node.link_bandwidth_gbps and node.group_bandwidth_gbps(16) == 100
+    step = lambda gpu, tp: predictor.predict_iteration(model, gpu, tp, "fp8", prefill=[(4096, 0)]).total_ms  # noqa: E731
+    assert step(node, 8) == step(rack, 8)  # within one node nothing changes
+    # 4,096 tokens x 8,192 hidden x 1 byte, 2 all-reduces per layer x 80 layers: ~5 GB per GPU over 100 GB/s vs 900 GB/s
+    assert step(node, 16) - step(rack, 16) > 20.0
