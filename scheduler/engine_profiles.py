@@ -21,7 +21,7 @@ A profile changes how the simulator times an iteration (milliseconds)::
   admission_per_client_ms × clients`` after its client sends it (HTTP, tokenisation, an API server busy
   streaming the other clients' tokens); TTFT still counts from the send.
 
-The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a non-negative least
+The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded least
 squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
 the decode batch per GPU group, per framework. The scheduler defaults (chunked-prefill token budget,
 ``max_num_seqs``) are the frameworks' documented defaults for large GPUs (vLLM V1: 8,192 batched tokens;
@@ -248,11 +248,13 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
         Two stages, all coefficients ≥ 0, each minimising Σ ((predicted − measured) / measured)²:
 
         1. TPOT (a steady decode step): kernel_scale × kernel + roofline_scale × roofline + base + per_seq ×
-           batch (+ multi_gpu), with batch = concurrency / dp_attention (the sequences one GPU group steps);
+           batch (+ multi_gpu), with batch = concurrency / dp_attention (the sequences one GPU group steps)
+           and roofline_scale = 1 − kernel_scale, kernel_scale in [0, 1]: the kernels take at least their
+           roofline time and at most the hybrid prediction;
         2. TTFT: the same scales on the kernel and roofline TTFT + one step's overhead + admission_base +
            admission_per_client × concurrency.
     """
-    from scipy.optimize import nnls
+    from scipy.optimize import lsq_linear, nnls
 
     base = base or kernel_only_profile(framework)
     ok = rows[np.isfinite(rows["measured_tpot_ms"]) & np.isfinite(rows["kernel_tpot_ms"])
@@ -264,10 +266,13 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
     batch = ok["concurrency"].to_numpy(float) / ok["dp_attention"].to_numpy(float)
     multi = (ok["gpus"].to_numpy(float) > 1).astype(float)
     y = ok["measured_tpot_ms"].to_numpy(float)
-    design = np.column_stack([ok["kernel_tpot_ms"].to_numpy(float), ok["roofline_tpot_ms"].to_numpy(float),
-                              np.ones(len(ok)), batch, multi])
-    coef, _ = nnls(design / y[:, None], np.ones(len(ok)))
-    scale, roof_scale, step_base, per_seq, multi_ms = (float(v) for v in coef)
+    kernel, roof = ok["kernel_tpot_ms"].to_numpy(float), ok["roofline_tpot_ms"].to_numpy(float)
+    # a step is never faster than its roofline: kernels = roofline + kernel_scale × (predicted − roofline),
+    # kernel_scale in [0, 1] (so roofline_scale = 1 − kernel_scale), overheads ≥ 0
+    design = np.column_stack([kernel - roof, np.ones(len(ok)), batch, multi])
+    fit = lsq_linear(design / y[:, None], (y - roof) / y, bounds=([0, 0, 0, 0], [1, np.inf, np.inf, np.inf]))
+    scale, step_base, per_seq, multi_ms = (float(v) for v in fit.x)
+    roof_scale = 1.0 - scale
     ttft = ok["measured_ttft_ms"].to_numpy(float)
     offset = (scale * ok["kernel_ttft_ms"].to_numpy(float) + roof_scale * ok["roofline_ttft_ms"].to_numpy(float)
               + step_base + per_seq * batch + multi_ms * multi)

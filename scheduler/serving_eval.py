@@ -152,9 +152,10 @@ def _classify(err: InputError) -> Skip:
     return Skip("does_not_fit", text)
 
 
-def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
+def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, parallel=None) -> dict:
     """Simulate one measured run closed-loop; return mean TTFT / TPOT (ms) over the measurement window.
 
+    ``model``, ``gpu``, ``dtype`` and ``parallel`` (an aggregated run's layout) default to the row's.
     Raises :class:`Skip` when the run cannot be predicted (reason in :data:`REASONS`).
     """
     from predictor.gpus import get_gpu
@@ -166,7 +167,7 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
         gpu = gpu if gpu is not None else get_gpu(row["system"])
     except InputError as err:
         raise Skip("unknown_gpu", str(err)) from None
-    dtype = row_dtype(row, gpu)
+    dtype = dtype if dtype is not None else row_dtype(row, gpu)
     c = int(row["concurrency"])
     if c > MAX_CONCURRENCY:
         raise Skip("concurrency_over_limit", f"{c} clients; at most {MAX_CONCURRENCY} are simulated")
@@ -177,7 +178,8 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
         if row["mode"] == "disagg":
             result = _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, wl)
         else:
-            sim = Simulator(predictor, model, gpu, row_parallel(row), dtype, config, profile=profile)
+            layout = parallel if parallel is not None else row_parallel(row)
+            sim = Simulator(predictor, model, gpu, layout, dtype, config, profile=profile)
             window = measurement_window(len(wl), c)
             # the drain after the window only matters to the requests still running: stop when the window is done
             result = sim.run(wl, record_iterations=False,
@@ -188,6 +190,41 @@ def simulate_row(row, predictor, profile, model=None, gpu=None) -> dict:
     if summary["requests"] < len(measurement_window(len(wl), c)):
         raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
     return {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c)}
+
+
+def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl: int, concurrency: int,
+                   framework: str, calibration=None) -> dict:
+    """Mean TTFT / TPOT (ms) of a closed-loop benchmark on ``framework`` (``vllm bench serve
+    --max-concurrency`` style: fixed ISL / OSL) as the serving calibration predicts it from kernel-only and
+    roofline-only simulations of the run (what ``evaluate --serving`` scores). Raises :class:`InputError`
+    when the run cannot be simulated or no calibration is shipped."""
+    import pandas as pd
+
+    from predictor import Predictor
+    from predictor.parallel import as_parallel
+    from scheduler.engine_profiles import kernel_only_profile
+    from scheduler.serving_model import ServingCalibration
+
+    calibration = calibration if calibration is not None else ServingCalibration.load()
+    layout = as_parallel(parallel)
+    row = pd.Series({"mode": "agg", "isl": int(isl), "osl": int(osl), "concurrency": int(concurrency),
+                     "framework": framework, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep,
+                     "dp_attention": layout.dp_attention, "moe_tp": layout.moe_tp or layout.tp, "gpus": layout.gpus,
+                     **{f"decode_{k}": 1 for k in ("tp_size", "moe_ep_size", "attention_dp_size", "num_workers")}})
+    profile = kernel_only_profile(framework)
+    try:
+        kernel = simulate_row(row, predictor, profile, model=model, gpu=gpu, dtype=dtype, parallel=parallel)
+        roof = simulate_row(row, Predictor.roofline_only(), profile, model=model, gpu=gpu, dtype=dtype,
+                            parallel=parallel)
+    except Skip as skip:
+        raise InputError(f"calibrated estimate: this run cannot be simulated ({skip.reason}: {skip})") from None
+    basis = pd.DataFrame([{**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()},
+                           "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}])
+    pred = calibration.predict(basis).iloc[0]
+    return {"framework": framework, "concurrency": int(concurrency), "isl": int(isl), "osl": int(osl),
+            "mean_ttft_ms": float(pred["ttft_ms"]), "mean_tpot_ms": float(pred["tpot_ms"]),
+            "kernel_only_ttft_ms": kernel["ttft_ms"], "kernel_only_tpot_ms": kernel["tpot_ms"],
+            "calibration_runs": calibration.fitted_rows}
 
 
 def _diagnostics(result, concurrency: int) -> dict:

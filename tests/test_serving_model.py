@@ -110,3 +110,41 @@ def test_predict_serving_with_a_calibration_corrects_the_kernel_only_simulation(
     assert not np.allclose(out["pred_tpot_ms"], out["kernel_tpot_ms"])  # the correction was applied
     as_vllm = predict_serving(table, predictor=roofline, calibration=calibration, framework="vllm")
     np.testing.assert_allclose(as_vllm["pred_tpot_ms"].iloc[0], out["pred_tpot_ms"].iloc[0])
+
+
+def test_calibrated_run_predicts_a_benchmark_from_two_simulations(roofline):
+    from predictor.gpus import get_gpu
+    from predictor.models import get_model
+    from scheduler.serving_eval import calibrated_run
+
+    calibration = ServingCalibration.fit(_basis())
+    out = calibrated_run(roofline, get_model("llama-3.1-8b"), get_gpu("h100-sxm"), 1, "fp16", isl=512, osl=32,
+                         concurrency=4, framework="sglang", calibration=calibration)
+    assert out["calibration_runs"] == 240 and out["concurrency"] == 4
+    assert np.isfinite(out["mean_ttft_ms"]) and out["mean_ttft_ms"] > 0
+    # sglang's synthetic truth is 0.6 x the simulated TPOT
+    assert out["mean_tpot_ms"] == pytest.approx(0.6 * out["kernel_only_tpot_ms"], rel=0.1)
+
+
+def test_calibrated_run_of_an_impossible_run_is_an_input_error(roofline):
+    from predictor.gpus import get_gpu
+    from predictor.models import get_model
+    from scheduler.serving_eval import calibrated_run
+
+    with pytest.raises(InputError, match="cannot be simulated"):
+        calibrated_run(roofline, get_model("llama-3.1-8b"), get_gpu("h100-sxm"), 1, "fp16", isl=512, osl=32,
+                       concurrency=10_000, framework="vllm", calibration=ServingCalibration.fit(_basis()))
+
+
+def test_cli_simulate_closed_loop_reports_the_calibrated_benchmark(capsys, monkeypatch, roofline):
+    import inference_sim.cli as cli
+    from inference_sim import common
+
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: roofline)
+    argv = ["simulate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--workload", "concurrency", "--concurrency", "4",
+            "--prompt-len", "256", "--output-len", "16", "--num-requests", "20", "--framework", "sglang", "--json"]
+    assert cli.main(argv) == 0
+    cal = json.loads(capsys.readouterr().out)["calibrated"]
+    assert cal["framework"] == "sglang" and cal["mean_ttft_ms"] > 0 and cal["mean_tpot_ms"] > 0
+    assert cli.main(argv[:-3] + ["legacy", "--json"]) == 0  # the Vidur-era engine has no calibration
+    assert "calibrated" not in json.loads(capsys.readouterr().out)

@@ -127,6 +127,12 @@ def simulate(
             from scheduler.serving_eval import closed_loop_summary
 
             summary["measurement_window"] = closed_loop_summary(result, wl.concurrency)
+            if _calibrated_applies(profile, roofline_only, prompt_len, output_len, output_dist, trace):
+                from scheduler.serving_eval import calibrated_run
+
+                summary["calibrated"] = calibrated_run(
+                    predictor, spec, sim.bound.gpu, common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,
+                    isl=prompt_len, osl=output_len, concurrency=wl.concurrency, framework=profile.framework)
         if staging is not None:
             if iteration_log:
                 result.chrome_trace(staging / "trace.json")
@@ -168,6 +174,11 @@ def simulate(
                    f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
                    f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
                    f"instance capacity {mem['max_tokens']:,} tokens")
+    if "calibrated" in summary:
+        cal = summary["calibrated"]
+        typer.echo(f"  Calibrated for {cal['framework']} (learned from {cal['calibration_runs']:,} measured runs; see "
+                   f"docs/serving-accuracy.md): mean TTFT {cal['mean_ttft_ms']:.1f} ms, mean TPOT "
+                   f"{cal['mean_tpot_ms']:.2f} ms at {cal['concurrency']} clients")
     if summary.get("efficiency"):
         typer.echo("  Efficiency per GPU (simulated iterations):")
         for line in common._efficiency_lines(summary["efficiency"], indent="    "):
@@ -180,6 +191,14 @@ def simulate(
                    f"{', trace.json, batch_kv_over_time.png' if iteration_log else ''}")
     if result.partial:
         raise typer.Exit(130)  # 143 when SIGTERM caused it (see inference_sim.signals)
+
+
+def _calibrated_applies(profile, roofline_only: bool, prompt_len, output_len, output_dist, trace) -> bool:
+    """A closed loop of fixed-length requests on a fitted framework: what the serving calibration learned."""
+    from scheduler.serving_model import CALIBRATION_PATH
+
+    return (not roofline_only and profile.framework in ("vllm", "sglang", "trtllm") and prompt_len is not None
+            and output_len is not None and output_dist is None and trace is None and CALIBRATION_PATH.exists())
 
 
 def _fmt(value, spec: str) -> str:
