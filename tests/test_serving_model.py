@@ -146,5 +146,5 @@ def test_cli_simulate_closed_loop_reports_the_calibrated_benchmark(capsys, monke
     assert cli.main(argv) == 0
     cal = json.loads(capsys.readouterr().out)["calibrated"]
     assert cal["framework"] == "sglang" and cal["mean_ttft_ms"] > 0 and cal["mean_tpot_ms"] > 0
-    assert cli.main(argv[:-3] + ["legacy", "--json"]) == 0  # the Vidur-era engine has no calibration
+    assert cli.main(argv[:-2] + ["legacy", "--json"]) == 0  # the Vidur-era engine has no calibration
     assert "calibrated" not in json.loads(capsys.readouterr().out)
