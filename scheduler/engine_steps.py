@@ -202,7 +202,7 @@ class IterationRunner:
         t = self.bound.table
         kv = (contexts + b) / b
         fixed = self.bound.iteration_ms(0, 0, 0, 0, decode_seqs, int(contexts[0])) - t.decode_ms_scalar(b, float(kv[0]))
-        return fixed + t.decode_ms(np.full(len(contexts), b), kv)
+        return fixed + t.decode_column_ms(b, kv)
 
 
 def _capped_context_sums(kv: np.ndarray, budget: int, n: int) -> np.ndarray:
