@@ -71,8 +71,12 @@ class TableLookups:
         kv_mean = np.asarray(kv_mean, float)
         if not seqs > 0:
             return np.zeros_like(kv_mean)
-        i, wi = locate(np.array([seqs], float), DECODE_SEQS)
-        i, wi = int(i[0]), wi[0]
+        rows = self.__dict__.setdefault("_decode_row_cells", {})  # batch size → (row, weight): few distinct sizes
+        cell = rows.get(seqs)
+        if cell is None:
+            i, wi = locate(np.array([seqs], float), DECODE_SEQS)
+            cell = rows[seqs] = (int(i[0]), wi[0])
+        i, wi = cell
         j, wj = locate(kv_mean, DECODE_KV)
         t = self.decode_log_ms
         low, high = t[i], t[i + 1]

@@ -15,6 +15,9 @@ import numpy as np
 from scheduler.engine_state import ITL_EDGES_S, IterationLog, _State
 
 
+PREFIX_STEPS = 16  # decode steps timed first when an arrival may end a fast-forwarded run
+
+
 class IterationRunner:
     """Runs iterations for :class:`scheduler.engine.Simulator` (see the module docstring)."""
 
@@ -59,8 +62,7 @@ class IterationRunner:
         # decode updates (vectorised)
         if dec.size:
             gaps = self.now - state.last_token[dec]
-            state.itl_counts += np.bincount(np.searchsorted(ITL_EDGES_S, gaps[gaps == gaps]),
-                                            minlength=len(state.itl_counts))
+            np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, gaps[gaps == gaps]), 1)  # histogram += 1 per gap
             state.last_token[dec] = self.now
             self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
             state.kv[dec] += 1
@@ -143,22 +145,32 @@ class IterationRunner:
         if steps < 2:
             return 0
         b = len(run)
-        if budget is None:
-            durations = self.bound.decode_steps_ms(b, int(kv.sum()), steps) / 1e3
-            contexts = int(kv.sum()) + b * np.arange(steps + 1)
-            held_gain = b * np.arange(1, steps + 1)
-        else:
-            contexts = _capped_context_sums(kv, budget, steps + 1)  # Σ min(kv + j, budget), j = 0..steps
-            durations = self._decode_steps_ms(b, contexts[:steps]) / 1e3
-            held_gain = contexts[1:] - contexts[0]
-        starts_s = self.now + np.concatenate([[0.0], np.cumsum(durations[:-1])])
-        late = np.flatnonzero(starts_s >= arrival_limit)
+        kv_sum = int(kv.sum())
+        # Step times are elementwise in the step index (and start times a running sum), so a short prefix gives
+        # the same values as the whole run: try PREFIX_STEPS first, as the next arrival usually ends the run early.
+        n = PREFIX_STEPS if steps > PREFIX_STEPS and arrival_limit < math.inf else steps
+        while True:
+            if budget is None:
+                durations = self.bound.decode_steps_ms(b, kv_sum, n) / 1e3
+            else:
+                contexts = _capped_context_sums(kv, budget, n + 1)  # Σ min(kv + j, budget), j = 0..n
+                durations = self._decode_steps_ms(b, contexts[:n]) / 1e3
+            starts_s = self.now + np.concatenate([[0.0], np.cumsum(durations[:-1])])
+            late = np.flatnonzero(starts_s >= arrival_limit)
+            if late.size or n == steps:
+                break
+            n = steps
         if late.size:
             steps = int(late[0])
             if steps < 2:
                 return 0
-            durations, starts_s, held_gain = durations[:steps], starts_s[:steps], held_gain[:steps]
-        contexts = contexts[:steps]
+            durations, starts_s = durations[:steps], starts_s[:steps]
+        if budget is None:
+            contexts = kv_sum + b * np.arange(steps)
+            held_gain = b * np.arange(1, steps + 1)
+        else:
+            held_gain = contexts[1:steps + 1] - contexts[0]
+            contexts = contexts[:steps]
         self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
         flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
         totals = self.work_totals
@@ -186,8 +198,9 @@ class IterationRunner:
         self.tokens_held += int(held_gain[-1])
         ends = starts_s + durations
         first_gaps = ends[0] - state.last_token[run]
-        gaps = np.concatenate([first_gaps[first_gaps == first_gaps], np.repeat(durations[1:], len(run))])
-        state.itl_counts += np.bincount(np.searchsorted(ITL_EDGES_S, gaps), minlength=len(state.itl_counts))
+        # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
+        np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, first_gaps[first_gaps == first_gaps]), 1)
+        np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
         self.now = float(ends[-1])
         state.last_token[run] = self.now
         state.kv[run] += steps
