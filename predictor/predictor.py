@@ -277,6 +277,8 @@ class Predictor:
         chunks = list(prefill)
         contexts = list(decode)
         new_sum = kv_sum = 0
+        limit = spec.max_position_embeddings
+        fits = True  # every chunk and decode context within the model's context length (else: the checker's message)
         for chunk in chunks:
             new, ctx = chunk if type(chunk) is tuple and len(chunk) == 2 else (None, None)
             if not (type(new) is int and type(ctx) is int and 0 < new <= MAX_TOKENS and 0 <= ctx <= MAX_TOKENS):
@@ -285,21 +287,27 @@ class Predictor:
                 break
             new_sum += new
             kv_sum += new + ctx
+            fits = fits and new + ctx <= limit
         else:
             batch = None
         if batch is not None:  # recompute from the validated, converted chunks
             new_sum = int(batch.prefill_tokens[0])
             kv_sum = int(batch.prefill_kv_tokens[0])
+            fits = False
         n_chunks, n_dec = len(chunks), len(contexts)
         # plain ints in range: summed in C; anything else takes the validating path (same sum)
-        if not contexts or (set(map(type, contexts)) == {int} and min(contexts) >= 0 and max(contexts) <= MAX_TOKENS):
+        longest = max(contexts) if contexts and set(map(type, contexts)) == {int} else None
+        if not contexts or (longest is not None and min(contexts) >= 0 and longest <= MAX_TOKENS):
             dec_kv = sum(contexts) + n_dec
+            fits = fits and (longest is None or longest + 1 <= limit)
         else:
             dec_kv = int(from_lists(decode=contexts).decode_kv_tokens[0])
+            fits = False
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
-        check_iteration_context(spec, chunks, contexts)
+        if not fits:
+            check_iteration_context(spec, chunks, contexts)
         q_mean = new_sum / n_chunks if n_chunks else 0.0
         kernel = kernel_ms_scalar(
             table, tp, tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,

@@ -31,6 +31,9 @@ from predictor.table_grids import (
 )
 
 
+_LAST_KV_CELLS: list = [None]  # (bytes of the KV means, cells, weights) of the latest decode_column_ms call
+
+
 class TableLookups:
     """Scalar and decode-run look-ups of :class:`predictor.tables.IterationTables` (see the module docstring)."""
 
@@ -62,7 +65,7 @@ class TableLookups:
 
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
-        return _bilinear(self._lists()[2], DEC_SEQS_LOG, DEC_KV_LOG, seqs, kv_mean, DECODE_SEQS[-1], DECODE_KV[-1])
+        return _bilinear(self._lists()[2], DEC_SEQS_LOG, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
 
     def decode_column_ms(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
         """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
@@ -77,7 +80,13 @@ class TableLookups:
             i, wi = locate(np.array([seqs], float), DECODE_SEQS)
             cell = rows[seqs] = (int(i[0]), wi[0])
         i, wi = cell
-        j, wj = locate(kv_mean, DECODE_KV)
+        key = kv_mean.tobytes()  # a profiled engine looks up the same run twice (kernel and roofline tables)
+        last = _LAST_KV_CELLS[0]
+        if last is not None and last[0] == key:
+            j, wj = last[1], last[2]
+        else:
+            j, wj = locate(kv_mean, DECODE_KV)
+            _LAST_KV_CELLS[0] = (key, j, wj)
         t = self.decode_log_ms
         low, high = t[i], t[i + 1]
         a = 1 - wi
@@ -94,25 +103,54 @@ class TableLookups:
             k, wk = _cell(PRE_CONTEXT_LOG, ctx_mean)
             k += 1
         t = self._lists()[3]
-        val = 0.0
-        for di, a in ((0, 1 - wi), (1, wi)):
-            for dj, b in ((0, 1 - wj), (1, wj)):
-                row = t[i + di][j + dj]
-                val += a * b * ((1 - wk) * row[k] + wk * row[k + 1])
-        return (math.exp(val) * max(chunks / PREFILL_CHUNKS[-1], 1.0) * max(q_mean / PREFILL_TOKENS[-1], 1.0)
-                * max(ctx_mean / PREFILL_CONTEXT[-1], 1.0))
+        rows_i, rows_i1 = t[i], t[i + 1]
+        r00, r01, r10, r11 = rows_i[j], rows_i[j + 1], rows_i1[j], rows_i1[j + 1]
+        a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
+        val = 0.0  # the cube's eight corners, in the order of the vectorised prefill_ms
+        val += a0 * b0 * (c0 * r00[k] + wk * r00[k1])
+        val += a0 * wj * (c0 * r01[k] + wk * r01[k1])
+        val += wi * b0 * (c0 * r10[k] + wk * r10[k1])
+        val += wi * wj * (c0 * r11[k] + wk * r11[k1])
+        return (math.exp(val) * _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX)
+                * _at_least_one(ctx_mean / _CONTEXT_MAX))
+
+
+_CHUNKS_MAX, _TOKENS_MAX, _CONTEXT_MAX = float(PREFILL_CHUNKS[-1]), float(PREFILL_TOKENS[-1]), float(PREFILL_CONTEXT[-1])
+_SEQS_MAX, _KV_MAX = float(DECODE_SEQS[-1]), float(DECODE_KV[-1])
+# per log grid: (first, last, last cell index, cell widths) — the same floats as computing them per call
+_GRID_FACTS = {id(g): (g[0], g[-1], len(g) - 2, [g[n + 1] - g[n] for n in range(len(g) - 1)])
+               for g in (DEC_SEQS_LOG, DEC_KV_LOG, PRE_CHUNKS_LOG, PRE_TOKENS_LOG, PRE_CONTEXT_LOG)}
+
+
+def _at_least_one(x: float) -> float:
+    """``max(x, 1.0)``, NaN kept (extrapolation beyond a grid's end is proportional)."""
+    return 1.0 if x < 1.0 else x
 
 
 def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
-    lv = math.log(value) if value > 0 else grid_log[0]
-    lv = min(max(lv, grid_log[0]), grid_log[-1])
-    i = min(max(bisect.bisect_right(grid_log, lv) - 1, 0), len(grid_log) - 2)
-    return i, (lv - grid_log[i]) / (grid_log[i + 1] - grid_log[i])
+    """Lower cell index and weight of ``value`` on a log grid (clamped to the grid), in plain Python."""
+    facts = _GRID_FACTS.get(id(grid_log))
+    if facts is None:
+        facts = (grid_log[0], grid_log[-1], len(grid_log) - 2,
+                 [grid_log[n + 1] - grid_log[n] for n in range(len(grid_log) - 1)])
+    first, last, top, widths = facts
+    lv = math.log(value) if value > 0 else first
+    if lv < first:
+        lv = first
+    if lv > last:
+        lv = last
+    i = bisect.bisect_right(grid_log, lv) - 1
+    if i < 0:
+        i = 0
+    elif i > top:
+        i = top
+    return i, (lv - grid_log[i]) / widths[i]
 
 
-def _bilinear(table: np.ndarray, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
+def _bilinear(table: list, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
     i, wi = _cell(gx, x)
     j, wj = _cell(gy, y)
-    v = ((1 - wi) * (1 - wj) * table[i][j] + wi * (1 - wj) * table[i + 1][j]
-         + (1 - wi) * wj * table[i][j + 1] + wi * wj * table[i + 1][j + 1])
-    return math.exp(v) * max(x / xmax, 1.0) * max(y / ymax, 1.0)
+    row_i, row_i1 = table[i], table[i + 1]
+    ai, aj = 1 - wi, 1 - wj
+    v = ai * aj * row_i[j] + wi * aj * row_i1[j] + ai * wj * row_i[j + 1] + wi * wj * row_i1[j + 1]
+    return math.exp(v) * _at_least_one(x / xmax) * _at_least_one(y / ymax)
