@@ -181,6 +181,7 @@ class Simulator(KVBlockManager, IterationRunner):
         self.free_blocks = self.num_blocks
         self.now = 0.0
         self.tokens_held = 0
+        self._reset_running()
         self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
         self.efficiency = EfficiencyRecorder(self.bound)
         self.work_totals = [0.0, 0.0, 0.0, 0.0]  # Σ over this engine's iterations: duration (ms), FLOPs, bytes, roofline ms

@@ -9,6 +9,7 @@ after the budget cap) and ``preemptions_total`` up to date. Policies call its pu
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import numpy as np
@@ -47,7 +48,14 @@ class KVBlockManager:
         return self._blocks_for(self.held(tokens))
 
     def _evict_latest(self, state: _State) -> int:
-        victim = max(state.running, key=lambda r: (state.arrival[r], r))
+        """Preempt the latest-arrived running request (ties: the highest id), found with a heap: O(log n)."""
+        latest, joined = self._latest, self._joined
+        while True:  # entries of requests that left since they joined are dropped as they surface
+            _, neg_r, serial = latest[0]
+            if joined.get(-neg_r) == serial:
+                break
+            heapq.heappop(latest)
+        victim = -neg_r
         self._leave(state, victim)
         self.free_blocks += int(state.blocks[victim])
         self.tokens_held -= self.held(int(state.kv[victim]))
@@ -199,14 +207,27 @@ class KVBlockManager:
                                                                             cfg.max_num_batched_tokens)
         return self._admission_blocks(state, head, chunk) > self.free_blocks
 
+    def _reset_running(self) -> None:
+        """Forget the running batch's eviction order (an empty engine: a run's start, or a lost instance)."""
+        self._latest: list[tuple[float, int, int]] = []  # heap of (−arrival s, −id, join serial): latest on top
+        self._joined: dict[int, int] = {}  # running request → serial of its join (older heap entries are stale)
+        self._serial = 0
+
     def join(self, state: _State, r: int) -> None:
         """Request ``r`` enters this engine's running batch (its work is counted from here)."""
         state.running.append(r)
         state.work_mark[r] = self.work_totals
+        self._serial += 1
+        self._joined[r] = self._serial
+        heapq.heappush(self._latest, (-float(state.arrival[r]), -r, self._serial))
+        if len(self._latest) > 2 * len(self._joined) + 64:  # drop stale entries: memory stays O(running)
+            self._latest = [e for e in self._latest if self._joined.get(-e[1]) == e[2]]
+            heapq.heapify(self._latest)
 
     def _leave(self, state: _State, r: int) -> None:
         """Request ``r`` leaves the running batch: add the work of the iterations it was part of."""
         state.running.remove(r)
+        del self._joined[r]
         state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
 
     def _finish(self, state: _State, r: int) -> int:

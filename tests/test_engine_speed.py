@@ -60,3 +60,21 @@ def test_decode_run_lookup_equals_the_vectorised_table_bit_for_bit(hybrid):
     for seqs in (1.0, 7.0, 40.0, 333.0, 9000.0):
         kv = (12_345 + seqs * np.arange(40, dtype=float) + seqs) / seqs
         assert np.array_equal(table.decode_column_ms(seqs, kv), table.decode_ms(np.full(len(kv), seqs), kv))
+
+
+def test_preemption_victim_from_the_heap_is_the_latest_arrived_running_request(hybrid):
+    from scheduler.engine import Simulator
+
+    victims = []
+
+    class Checked(Simulator):
+        def _evict_latest(self, state):
+            expected = max(state.running, key=lambda r: (state.arrival[r], r))  # the plain linear search
+            victim = super()._evict_latest(state)
+            victims.append(victim)
+            assert victim == expected
+            return victim
+
+    wl = build_workload("poisson", 200, rate=8.0, trace="splitwise_conv", seed=2)
+    result = Checked(hybrid, MODEL, GPU, 1, "fp16", EngineConfig(num_blocks=250)).run(wl)
+    assert len(victims) > 20 and result.summary()["preemptions"] == len(victims)

@@ -290,6 +290,7 @@ class Cluster:
         self.epoch[k] += 1
         view.running, view.waiting, view.partial = [], self._queue(k), {}
         sim.free_blocks, sim.tokens_held = sim.num_blocks, 0
+        sim._reset_running()
         self.interrupted[np.asarray(running, np.int64)] += 1
         lost = []
         for r in waiting:
