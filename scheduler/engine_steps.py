@@ -128,26 +128,12 @@ class IterationRunner:
         bs = self.config.block_size
         budget = self._budget
         kv, blocks = state.kv[run], state.blocks[run]
-        first_new = blocks * bs - kv  # first step (0-based) that needs a new block, per sequence
-        need = np.zeros(steps + 1, np.int64)
-        # last step (0-based) that may need a block: the run's end, or the step that reaches the budget
-        last = np.full(len(run), steps - 1, np.int64) if budget is None else np.minimum(steps - 1, budget - 1 - kv)
-        room = first_new <= last
-        starts = first_new[room]
-        if starts.size:
-            counts = (last[room] - starts) // bs + 1
-            positions = np.repeat(starts, counts) + bs * (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-            need = np.bincount(positions, minlength=steps + 1)[: steps + 1]
-        cumulative = np.cumsum(need)[:steps]
-        over = np.flatnonzero(cumulative > self.free_blocks)
-        if over.size:
-            steps = int(over[0])
-        if steps < 2:
-            return 0
         b = len(run)
         kv_sum = int(kv.sum())
-        # Step times are elementwise in the step index (and start times a running sum), so a short prefix gives
-        # the same values as the whole run: try PREFIX_STEPS first, as the next arrival usually ends the run early.
+        # The run ends at the first of: a request's last step, the first step starting at or after the next
+        # arrival, the first step whose new blocks do not fit. Step times are elementwise in the step index (start
+        # times a running sum), so timing a short prefix first (PREFIX_STEPS: an arrival usually comes soon) and the
+        # block needs of the steps left give the same values as the whole run.
         n = PREFIX_STEPS if steps > PREFIX_STEPS and arrival_limit < math.inf else steps
         while True:
             if budget is None:
@@ -164,7 +150,13 @@ class IterationRunner:
             steps = int(late[0])
             if steps < 2:
                 return 0
-            durations, starts_s = durations[:steps], starts_s[:steps]
+        cumulative = self._new_blocks_by_step(kv, blocks, steps)
+        over = np.flatnonzero(cumulative > self.free_blocks)
+        if over.size:
+            steps = int(over[0])
+            if steps < 2:
+                return 0
+        durations, starts_s = durations[:steps], starts_s[:steps]
         if budget is None:
             contexts = kv_sum + b * np.arange(steps)
             held_gain = b * np.arange(1, steps + 1)
@@ -206,6 +198,27 @@ class IterationRunner:
         state.kv[run] += steps
         state.generated[run] += steps
         return steps
+
+    def _new_blocks_by_step(self, kv: np.ndarray, blocks: np.ndarray, steps: int) -> np.ndarray:
+        """Cumulative KV blocks the running sequences (``kv`` tokens, ``blocks`` held) must get by each of the next
+        ``steps`` decode steps (entry s: blocks allocated in steps 0..s)."""
+        bs = self.config.block_size
+        budget = self._budget
+        first_new = blocks * bs - kv  # first step (0-based) that needs a new block, per sequence
+        # last step (0-based) that may need a block: the run's end, or the step that reaches the budget
+        last = np.full(len(kv), steps - 1, np.int64) if budget is None else np.minimum(steps - 1, budget - 1 - kv)
+        room = first_new <= last
+        starts = first_new[room]
+        if not starts.size:
+            return np.zeros(steps, np.int64)
+        spans = last[room] - starts
+        if int(spans.max()) < bs:  # at most one new block per sequence (short runs): its first step
+            positions = starts
+        else:
+            counts = spans // bs + 1
+            positions = np.repeat(starts, counts) + bs * (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts,
+                                                                                           counts))
+        return np.cumsum(np.bincount(positions, minlength=steps + 1)[:steps])
 
     def _decode_steps_ms(self, decode_seqs: int, contexts: np.ndarray) -> np.ndarray:
         """Times (ms) of consecutive decode-only iterations whose summed attended contexts are ``contexts``
