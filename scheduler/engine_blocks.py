@@ -4,7 +4,9 @@
 (:class:`~scheduler.engine_state.EngineConfig`), ``max_model_len``, ``num_blocks``, ``_budget`` (the per-sequence
 KV token cap or None), ``_contiguous`` (a contiguous reservation instead of paging), ``now`` (s) and
 ``work_totals``, and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
-after the budget cap) and ``preemptions_total`` up to date. Policies call its public methods.
+after the budget cap) and ``preemptions_total`` up to date. Policies call its public methods. The preemption victim
+(the latest-arrived running request) comes from a heap kept by :meth:`KVBlockManager.join` and
+:meth:`KVBlockManager._leave`, O(log n) per eviction instead of a scan of the running batch.
 """
 
 from __future__ import annotations

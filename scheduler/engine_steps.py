@@ -14,7 +14,6 @@ import numpy as np
 
 from scheduler.engine_state import ITL_EDGES_S, IterationLog, _State
 
-
 PREFIX_STEPS = 16  # decode steps timed first when an arrival may end a fast-forwarded run
 
 
