@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,3 +171,51 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
                          f"`inference-sim train`")
     text = _read_text(directory / MODEL_FILE, MODEL_FILE)
     return Artifact(model_text=text, metadata=metadata, path=directory)
+
+
+MLFLOW_HTTP_TIMEOUT_S = "10"  # per request; with no retries an unreachable server fails within ~10-20 s
+
+
+def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None, dst_dir: str | Path | None = None) -> Path:
+    """Download the artifact folder logged with an MLflow run (``runs:/<id>``) or a registered model version
+    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) into ``dst_dir`` (default: a new temporary
+    folder the caller removes). HTTP calls time out after ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds (default 10)
+    with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` retries (default 0), unless the environment sets them."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_HTTP_TIMEOUT_S)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import re
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    form = "models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>"
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/"):]
+        name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
+        if not name or not sep or not ref or not re.fullmatch(r"[^/@\s]+", name) or not re.fullmatch(r"[\w.-]+", ref):
+            raise InputError(f"model URI: {uri!r} must be {form}")
+        by_alias = sep == "@"
+    else:
+        run_id = uri[len("runs:/"):].strip("/").split("/")[0]
+        if not re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", run_id):
+            raise InputError(f"model URI: {uri!r} must be {form} (a run id is letters and digits)")
+    try:
+        with mlflow_logs_quiet():
+            client = MlflowClient(tracking_uri)
+            if uri.startswith("models:/"):
+                version = (client.get_model_version_by_alias(name, ref) if by_alias
+                           else client.get_model_version(name, ref))
+                run_id = version.run_id
+            target = str(dst_dir) if dst_dir is not None else tempfile.mkdtemp(prefix="inference-sim-artifact-")
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
+                                                       tracking_uri=tracking_uri)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 — MLflow raises many types for unknown names/runs/stores
+        raise InputError(f"model URI: cannot load {uri!r} from {tracking_uri} ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:160]})") from None
+    return Path(path)

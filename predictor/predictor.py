@@ -11,6 +11,9 @@ the per-op breakdown go through the model directly.
 Times are milliseconds. An op is never predicted faster than :data:`MIN_RATIO_TO_ROOFLINE` × its
 roofline time (the published data has kernels beating the HBM roofline from L2 cache by up to ~2×;
 a prediction below half the ideal is treated as model error and clamped).
+
+The configuration-bound fast path (:class:`~predictor.bound.BoundPredictor`) lives in :mod:`predictor.bound` and
+the MLflow download in :mod:`predictor.artifact`; both names are re-exported here.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictor.artifact import Artifact, default_tracking_uri, load_artifact
+from predictor.artifact import MLFLOW_HTTP_TIMEOUT_S, Artifact, _download_mlflow_artifact, load_artifact  # noqa: F401
+from predictor.bound import BoundPredictor, kernel_ms_scalar  # re-exported: predictor.predictor.BoundPredictor
 from predictor.batch import BatchShape, from_frame, from_lists
 from predictor.cpus import available_cpus
 from predictor.errors import InputError
@@ -77,103 +81,6 @@ class IterationPrediction:
     def roofline_ms(self) -> float:
         """Σ count × roofline time over the ops (ms)."""
         return float((self.ops["count"] * self.ops["roofline_ms"]).sum())
-
-
-@dataclass(frozen=True)
-class BoundPredictor:
-    """Iteration time from aggregates for one (model, GPU, TP, precision); see :meth:`Predictor.bind`."""
-
-    table: object
-    overhead: OverheadModel
-    tp: int
-    model: ModelSpec
-    gpu: GPUSpec
-    precision: Precision
-    parallel: ParallelConfig = ParallelConfig()
-
-    def iteration_ms(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
-                     prefill_samples: int, decode_seqs: int, decode_context_tokens: int) -> float:
-        """Predicted iteration time (ms) from aggregates.
-
-        Parameters
-        ----------
-        prefill_chunks, prefill_new_tokens, prefill_kv_tokens : int
-            Number of prefill chunks, Σ new tokens, Σ (new + cached context) over chunks.
-        prefill_samples : int
-            Chunks that complete their prompt and sample a token.
-        decode_seqs, decode_context_tokens : int
-            Decoding sequences and Σ of their cached contexts.
-        """
-        tokens = prefill_new_tokens + decode_seqs
-        if tokens <= 0:
-            return 0.0
-        q_mean = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
-        kernel = kernel_ms_scalar(
-            self.table, self.parallel, tokens, prefill_samples + decode_seqs, decode_seqs,
-            (decode_context_tokens + decode_seqs) / decode_seqs if decode_seqs else 0.0,
-            prefill_chunks, q_mean, (prefill_kv_tokens / prefill_chunks - q_mean) if prefill_chunks else 0.0)
-        seqs = prefill_chunks + decode_seqs
-        return kernel + (self.overhead.iteration_ms(seqs, self.parallel.gpus) if self.overhead is not NO_OVERHEAD
-                         else 0.0)
-
-    def decode_steps_ms(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
-        """Times (ms) of ``steps`` consecutive decode-only iterations of ``decode_seqs`` sequences whose summed
-        cached context starts at ``context_tokens`` and grows by ``decode_seqs`` per step (vectorised twin of
-        calling :meth:`iteration_ms` once per step)."""
-        b = float(decode_seqs)
-        t, par = self.table, self.parallel
-        kv = (context_tokens + b * np.arange(steps, dtype=float) + b) / b
-        b_micro, factor = b / par.micro_batches if par.pp > 1 else b, par.pipeline_factor
-        attention = factor * t.decode_ms(np.full(steps, b_micro), kv)
-        fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - factor * t.decode_ms_scalar(
-            b_micro, float(kv[0]))
-        return fixed + attention
-
-    def work_scalar(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,
-                    prefill_samples: int, decode_seqs: int, decode_context_tokens: int) -> tuple[float, float, float]:
-        """(FLOPs, HBM bytes, roofline ms) per GPU of the iteration :meth:`iteration_ms` times (same arguments)."""
-        if prefill_new_tokens + decode_seqs <= 0:
-            return 0.0, 0.0, 0.0
-        q = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
-        ctx = max(prefill_kv_tokens / prefill_chunks - q, 0.0) if prefill_chunks else 0.0
-        return self.table.work_scalar(prefill_new_tokens + decode_seqs, prefill_samples + decode_seqs, decode_seqs,
-                                      decode_context_tokens + decode_seqs, prefill_new_tokens, prefill_kv_tokens,
-                                      prefill_chunks * q * (ctx + q / 2.0))
-
-    def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(FLOPs, HBM bytes, roofline ms) of consecutive decode-only iterations (see
-        :meth:`IterationTables.decode_steps_work`)."""
-        return self.table.decode_steps_work(decode_seqs, contexts)
-
-    @property
-    def peak_flops(self) -> float:
-        """Dense peak FLOP/s of one GPU for this configuration's compute dtype."""
-        return self.gpu.peak_flops(self.precision.compute)
-
-    def phase_work(self, prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
-                   decode_context_tokens) -> dict:
-        """Per-iteration work split by phase and op group (see :func:`predictor.efficiency.phase_work`) for
-        arrays of the aggregates :meth:`iteration_ms` takes; group times add up to the iteration times."""
-        from predictor.efficiency import aggregate_batch, phase_work
-
-        batch = aggregate_batch(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
-                                decode_context_tokens)
-        seqs = batch.prefill_seqs + batch.decode_seqs
-        overhead = (self.overhead.iteration_ms(seqs, self.parallel.gpus) if self.overhead is not NO_OVERHEAD
-                    else np.zeros(len(batch)))
-        overhead = np.where(batch.tokens > 0, overhead, 0.0)
-        return phase_work(self.table.work(batch), batch, overhead, self.peak_flops,
-                          self.gpu.hbm_bandwidth_bytes_per_s)
-
-    def efficiency(self, prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
-                   decode_context_tokens, weights=None) -> dict:
-        """MFU, MBU, attained rates, roofline distance and bottleneck overall, per phase and per op group of
-        the iterations given by aggregate arrays (``weights``: how many times each iteration runs)."""
-        from predictor.efficiency import report, sum_work
-
-        work = self.phase_work(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
-                               decode_context_tokens)
-        return report(sum_work(work, weights), self.peak_flops, self.gpu.hbm_bandwidth_bytes_per_s)
 
 
 @dataclass(frozen=True)
@@ -370,6 +277,8 @@ class Predictor:
         chunks = list(prefill)
         contexts = list(decode)
         new_sum = kv_sum = 0
+        limit = spec.max_position_embeddings
+        fits = True  # every chunk and decode context within the model's context length (else: the checker's message)
         for chunk in chunks:
             new, ctx = chunk if type(chunk) is tuple and len(chunk) == 2 else (None, None)
             if not (type(new) is int and type(ctx) is int and 0 < new <= MAX_TOKENS and 0 <= ctx <= MAX_TOKENS):
@@ -378,21 +287,27 @@ class Predictor:
                 break
             new_sum += new
             kv_sum += new + ctx
+            fits = fits and new + ctx <= limit
         else:
             batch = None
         if batch is not None:  # recompute from the validated, converted chunks
             new_sum = int(batch.prefill_tokens[0])
             kv_sum = int(batch.prefill_kv_tokens[0])
+            fits = False
         n_chunks, n_dec = len(chunks), len(contexts)
         # plain ints in range: summed in C; anything else takes the validating path (same sum)
-        if not contexts or (set(map(type, contexts)) == {int} and min(contexts) >= 0 and max(contexts) <= MAX_TOKENS):
+        longest = max(contexts) if contexts and set(map(type, contexts)) == {int} else None
+        if not contexts or (longest is not None and min(contexts) >= 0 and longest <= MAX_TOKENS):
             dec_kv = sum(contexts) + n_dec
+            fits = fits and (longest is None or longest + 1 <= limit)
         else:
             dec_kv = int(from_lists(decode=contexts).decode_kv_tokens[0])
+            fits = False
         tokens = new_sum + n_dec
         if tokens == 0:
             raise InputError("batch: empty iteration; give at least one prefill chunk or decode sequence")
-        check_iteration_context(spec, chunks, contexts)
+        if not fits:
+            check_iteration_context(spec, chunks, contexts)
         q_mean = new_sum / n_chunks if n_chunks else 0.0
         kernel = kernel_ms_scalar(
             table, tp, tokens, n_chunks + n_dec, n_dec, dec_kv / n_dec if n_dec else 0.0,
@@ -518,18 +433,6 @@ class Predictor:
                               output_tokens_per_s=batch_size * output_len / (e2e / 1e3) if e2e > 0 else math.inf)
 
 
-def kernel_ms_scalar(table, parallel: ParallelConfig, tokens, samples, decode_seqs, decode_kv_mean, prefill_chunks,
-                     prefill_q_mean, prefill_ctx_mean) -> float:
-    """Kernel time (ms) of one iteration from its aggregates; with pipeline parallelism, its batch as
-    ``micro_batches`` micro-batches (counts divided, mean shapes kept) times the pipeline factor."""
-    if parallel.pp == 1:
-        return table.kernel_ms_scalar(tokens, samples, decode_seqs, decode_kv_mean, prefill_chunks, prefill_q_mean,
-                                      prefill_ctx_mean)
-    m = parallel.micro_batches
-    return parallel.pipeline_factor * table.kernel_ms_scalar(
-        tokens / m, samples / m, decode_seqs / m, decode_kv_mean, prefill_chunks / m, prefill_q_mean, prefill_ctx_mean)
-
-
 def _overhead_from_metadata(fitted: object, path: Path) -> OverheadModel:
     """The artifact's fitted overhead model, checked: finite non-negative base_ms, per_seq_ms, multi_gpu_ms."""
     allowed = ("base_ms", "per_seq_ms", "multi_gpu_ms")
@@ -581,53 +484,3 @@ def static_prefill_batch(batch_size: int, input_len: int, budget: int | None) ->
     return BatchShape(prefill_seqs=arr[:, 0], prefill_tokens=arr[:, 1], prefill_kv_tokens=arr[:, 2],
                       prefill_attention_pairs=arr[:, 3], prefill_score_elements=arr[:, 4], decode_seqs=zeros,
                       decode_context_tokens=zeros, sample_tokens=arr[:, 5])
-
-
-MLFLOW_HTTP_TIMEOUT_S = "10"  # per request; with no retries an unreachable server fails within ~10-20 s
-
-
-def _download_mlflow_artifact(uri: str, tracking_uri: str | None = None, dst_dir: str | Path | None = None) -> Path:
-    """Download the artifact folder logged with an MLflow run (``runs:/<id>``) or a registered model version
-    (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) into ``dst_dir`` (default: a new temporary
-    folder the caller removes). HTTP calls time out after ``MLFLOW_HTTP_REQUEST_TIMEOUT`` seconds (default 10)
-    with ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` retries (default 0), unless the environment sets them."""
-    import os
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_HTTP_TIMEOUT_S)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    import re
-
-    import mlflow
-    from mlflow import MlflowClient
-
-    from predictor.artifact import mlflow_logs_quiet
-
-    tracking_uri = tracking_uri or default_tracking_uri()
-    form = "models:/<name>@<alias>, models:/<name>/<version> or runs:/<run_id>"
-    if uri.startswith("models:/"):
-        rest = uri[len("models:/"):]
-        name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
-        if not name or not sep or not ref or not re.fullmatch(r"[^/@\s]+", name) or not re.fullmatch(r"[\w.-]+", ref):
-            raise InputError(f"model URI: {uri!r} must be {form}")
-        by_alias = sep == "@"
-    else:
-        run_id = uri[len("runs:/"):].strip("/").split("/")[0]
-        if not re.fullmatch(r"[0-9a-zA-Z_-]{1,64}", run_id):
-            raise InputError(f"model URI: {uri!r} must be {form} (a run id is letters and digits)")
-    try:
-        with mlflow_logs_quiet():
-            client = MlflowClient(tracking_uri)
-            if uri.startswith("models:/"):
-                version = (client.get_model_version_by_alias(name, ref) if by_alias
-                           else client.get_model_version(name, ref))
-                run_id = version.run_id
-            target = str(dst_dir) if dst_dir is not None else tempfile.mkdtemp(prefix="inference-sim-artifact-")
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="artifact", dst_path=target,
-                                                       tracking_uri=tracking_uri)
-    except InputError:
-        raise
-    except Exception as err:  # noqa: BLE001 — MLflow raises many types for unknown names/runs/stores
-        raise InputError(f"model URI: cannot load {uri!r} from {tracking_uri} ({type(err).__name__}: "
-                         f"{' '.join(str(err).split())[:160]})") from None
-    return Path(path)

@@ -23,11 +23,9 @@ are looked up exactly.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,21 @@ from predictor.models import ModelSpec
 from predictor.ops import build_ops
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
+from predictor.table_grids import (  # noqa: F401  (re-exported: grids are part of this module's API)
+    DECODE_KV,
+    DECODE_SEQS,
+    DENSE_SAMPLES,
+    DENSE_TOKENS,
+    MAX_SAMPLES,
+    MAX_TOKENS,
+    PREFILL_CHUNKS,
+    PREFILL_CONTEXT,
+    PREFILL_CONTEXT_POSITIVE,
+    PREFILL_TOKENS,
+    _grid,
+    locate,
+)
+from predictor.table_lookup import TableLookups
 
 TABLE_FORMAT = 5
 # Coarse op groups for efficiency reporting (work tables); attention is handled analytically at lookup.
@@ -49,10 +62,6 @@ _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elemen
              "alltoall": "collective", "p2p": "collective",
              "sampling": "sampling"}
 WORK_FIELDS = ("predicted_ms", "roofline_ms", "flops", "bytes")  # bump when grids or table contents change: old cache files are then ignored
-DENSE_TOKENS = 4096
-MAX_TOKENS = 1 << 21
-DENSE_SAMPLES = 2048
-MAX_SAMPLES = 1 << 16
 SAMPLE_OPS = ("lm_head", "logits_gather", "sampling")
 ATTENTION_OPS = ("attn_prefill", "attn_decode")  # the classic attention ops (other phase ops: by suffix)
 
@@ -67,24 +76,6 @@ def _is_decode(op) -> np.ndarray:
     return np.char.endswith(np.asarray(op, dtype=str), "_decode")
 
 
-def _grid(dense: int, maximum: int, ratio: float) -> np.ndarray:
-    """1..dense (every integer), then geometric steps of ``ratio`` up to ``maximum``."""
-    tail = np.unique(np.round(np.geomspace(dense, maximum, int(math.log(maximum / dense) / math.log(ratio)) + 2)))
-    return np.unique(np.concatenate([np.arange(1, dense + 1, dtype=float), tail]))
-
-
-def _geom(lo: float, hi: float, ratio: float, ints_to: int = 0) -> np.ndarray:
-    base = np.geomspace(lo, hi, int(math.log(hi / lo) / math.log(ratio)) + 2)
-    if ints_to:
-        base = np.concatenate([np.arange(1, ints_to + 1, dtype=float), base[base > ints_to]])
-    return np.unique(np.round(base, 6))
-
-
-DECODE_SEQS = _geom(1, 8192, 1.15, ints_to=64)
-DECODE_KV = _geom(1, 1 << 20, 1.08)
-PREFILL_CHUNKS = _geom(1, 1024, 1.4, ints_to=8)
-PREFILL_TOKENS = _geom(1, 1 << 17, 1.25, ints_to=16)
-PREFILL_CONTEXT = np.concatenate([[0.0], _geom(1, 1 << 20, 1.35)])
 
 
 def _op_names(model: ModelSpec, tp: int | ParallelConfig, precision: Precision) -> set[str]:
@@ -106,7 +97,7 @@ def _running_max(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class IterationTables:
+class IterationTables(TableLookups):
     """Tabulated kernel times of one (model, GPU, TP, precision) for a predictor (times in ms).
 
     Build with :meth:`build`; query with :meth:`kernel_ms` (vectorised) or :meth:`kernel_ms_scalar`.
@@ -253,12 +244,8 @@ class IterationTables:
 
     @staticmethod
     def _locate(values: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Lower cell index and weight in log coordinates (clamped to the grid)."""
-        lg = np.log(np.maximum(grid, 1e-12))
-        lv = np.log(np.clip(values, grid[0] if grid[0] > 0 else 1e-12, grid[-1]))
-        i = np.clip(np.searchsorted(lg, lv, side="right") - 1, 0, len(grid) - 2)
-        w = np.clip((lv - lg[i]) / (lg[i + 1] - lg[i]), 0.0, 1.0)
-        return i, w
+        """Lower cell index and weight in log coordinates (clamped to the grid): :func:`predictor.table_grids.locate`."""
+        return locate(values, grid)
 
     def decode_ms(self, seqs: np.ndarray, kv_mean: np.ndarray) -> np.ndarray:
         """Decode attention time of one layer × layers (ms), bilinear in log space."""
@@ -285,7 +272,7 @@ class IterationTables:
         i, wi = self._locate(chunks[pos], PREFILL_CHUNKS)
         j, wj = self._locate(q_mean[pos], PREFILL_TOKENS)
         ctx = ctx_mean[pos]
-        k, wk = self._locate(np.maximum(ctx, 1.0), PREFILL_CONTEXT[1:])
+        k, wk = self._locate(np.maximum(ctx, 1.0), PREFILL_CONTEXT_POSITIVE)
         k = k + 1
         # below one cached token: interpolate linearly between context 0 and context 1
         small = ctx < 1.0
@@ -413,79 +400,6 @@ class IterationTables:
                 f, b = per_pair * pairs, per_new * new + per_key * keys
                 roof, flops, nbytes = roof + max(f / peak, b / bw) * 1e3, flops + f, nbytes + b
         return flops, nbytes, roof
-
-    # --- scalar lookup (one iteration, plain Python: the per-call hot path) -------------------------
-    def _lists(self) -> tuple[list, list, list, list]:
-        """The tables as nested Python lists (token, sample, decode, prefill): element reads from lists are several
-        times cheaper than from numpy arrays in scalar code, with the same float64 values."""
-        lists = self.__dict__.get("_as_lists")
-        if lists is None:
-            lists = self.__dict__["_as_lists"] = (self.tokens_ms.tolist(), self.samples_ms.tolist(),
-                                                  self.decode_log_ms.tolist(), self.prefill_log_ms.tolist())
-        return lists
-
-    def kernel_ms_scalar(self, tokens: int, samples: int, decode_seqs: int, decode_kv_mean: float,
-                         prefill_chunks: int, prefill_q_mean: float, prefill_ctx_mean: float) -> float:
-        total = 0.0
-        token_ms, sample_ms, _, _ = self._lists()
-        if tokens > 0:
-            total += token_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
-                self._interp_1d(np.array([tokens]), self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)[0])
-        if samples > 0:
-            total += sample_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
-                self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
-                                self.samples_log_ms)[0])
-        if decode_seqs > 0:
-            total += self.decode_ms_scalar(decode_seqs, decode_kv_mean)
-        if prefill_chunks > 0 and prefill_q_mean > 0:
-            total += self._prefill_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
-        return total
-
-    def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
-        """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
-        return _bilinear(self._lists()[2], _DEC_SEQS_LOG, _DEC_KV_LOG, seqs, kv_mean, DECODE_SEQS[-1], DECODE_KV[-1])
-
-    def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
-        """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
-        i, wi = _cell(_PRE_CHUNKS_LOG, chunks)
-        j, wj = _cell(_PRE_TOKENS_LOG, q_mean)
-        if ctx_mean < 1.0:
-            k, wk = 0, max(ctx_mean, 0.0)
-        else:
-            k, wk = _cell(_PRE_CONTEXT_LOG, ctx_mean)
-            k += 1
-        t = self._lists()[3]
-        val = 0.0
-        for di, a in ((0, 1 - wi), (1, wi)):
-            for dj, b in ((0, 1 - wj), (1, wj)):
-                row = t[i + di][j + dj]
-                val += a * b * ((1 - wk) * row[k] + wk * row[k + 1])
-        return (math.exp(val) * max(chunks / PREFILL_CHUNKS[-1], 1.0) * max(q_mean / PREFILL_TOKENS[-1], 1.0)
-                * max(ctx_mean / PREFILL_CONTEXT[-1], 1.0))
-
-
-_DEC_SEQS_LOG = [math.log(v) for v in DECODE_SEQS]
-_DEC_KV_LOG = [math.log(v) for v in DECODE_KV]
-_PRE_CHUNKS_LOG = [math.log(v) for v in PREFILL_CHUNKS]
-_PRE_TOKENS_LOG = [math.log(v) for v in PREFILL_TOKENS]
-_PRE_CONTEXT_LOG = [math.log(v) for v in PREFILL_CONTEXT[1:]]
-
-
-def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
-    lv = math.log(value) if value > 0 else grid_log[0]
-    lv = min(max(lv, grid_log[0]), grid_log[-1])
-    i = min(max(bisect.bisect_right(grid_log, lv) - 1, 0), len(grid_log) - 2)
-    return i, (lv - grid_log[i]) / (grid_log[i + 1] - grid_log[i])
-
-
-def _bilinear(table: np.ndarray, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
-    i, wi = _cell(gx, x)
-    j, wj = _cell(gy, y)
-    v = ((1 - wi) * (1 - wj) * table[i][j] + wi * (1 - wj) * table[i + 1][j]
-         + (1 - wi) * wj * table[i][j + 1] + wi * wj * table[i + 1][j + 1])
-    return math.exp(v) * max(x / xmax, 1.0) * max(y / ymax, 1.0)
-
-
 
 def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``arrays`` (the table cache's checksum)."""

@@ -47,7 +47,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,75 +61,12 @@ from scheduler.engine import (
     Simulator,
     _State,
 )
+from scheduler.techniques.cluster_parts import ClusterResult, CountedQueue, Failure, InstanceSpec  # noqa: F401
 from scheduler.workload import Workload
 
 ROUTERS = ("round_robin", "least_loaded")
 ROLES = ("mixed", "prefill", "decode")
 FAILURE_MODES = ("restart", "recompute", "migrate")
-
-
-@dataclass(frozen=True)
-class InstanceSpec:
-    """One engine instance: model, GPU, TP degree, precision, engine knobs and role.
-
-    ``role`` is ``mixed`` (prefill and decode, colocated), ``prefill`` or ``decode`` (disaggregated).
-    """
-
-    model: str
-    gpu: object
-    tp: int = 1
-    dtype: str = "fp16"
-    config: EngineConfig = field(default_factory=EngineConfig)
-    role: str = "mixed"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Instance ``instance`` is lost at ``at_s`` (s) and restarts empty ``restart_after_s`` later (None: never)."""
-
-    instance: int
-    at_s: float
-    restart_after_s: float | None = None
-
-
-@dataclass
-class ClusterResult:
-    """The requests' results over the whole cluster plus cluster-level counts.
-
-    Attributes
-    ----------
-    result : scheduler.metrics.SimResult
-        Per-request results (``result.requests``) and :meth:`summary` (no per-iteration log).
-    instances : list of dict
-        Per instance: role, KV blocks, KV utilisation (time-weighted), preemptions, batch-size mean.
-    migrations : int
-        Live migrations (Llumnix) and KV handoffs from prefill to decode instances (DistServe) are counted
-        separately: ``migrations`` and ``handoffs``.
-    transfer_s : ndarray
-        Duration (s) of every KV copy (migrations and handoffs).
-    restarts : ndarray
-        Per request, how many times it lost its KV to an instance failure and recomputed.
-    served_by : ndarray
-        Per request, the instance that served it last (-1: never routed).
-    interrupted : ndarray
-        Per request, how many instance failures it was running through (whatever happened to its KV).
-    """
-
-    result: object
-    instances: list
-    migrations: int
-    handoffs: int
-    transfer_s: np.ndarray
-    restarts: np.ndarray
-    served_by: np.ndarray
-    interrupted: np.ndarray
-
-    def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
-        out = self.result.summary(slo_ttft_ms, slo_tpot_ms)
-        out["cluster"] = {"instances": self.instances, "migrations": self.migrations, "handoffs": self.handoffs,
-                          "transfer_ms_mean": float(self.transfer_s.mean() * 1e3) if self.transfer_s.size else 0.0,
-                          "restarted_requests": int((self.restarts > 0).sum())}
-        return out
 
 
 class Cluster:
@@ -207,13 +143,20 @@ class Cluster:
         return tokens * sim.kv_bytes_per_token / bw + sim.bound.gpu.link_latency_us * 1e-6
 
     def _load(self, j: int) -> float:
-        sim, view = self.sims[j], self.views[j]
-        used = sim.num_blocks - sim.free_blocks
-        if view.waiting:
-            w = np.fromiter(view.waiting, np.int64, len(view.waiting))
-            tokens = np.where(self.state.prefilled[w], self.state.kv[w] + 1, self.state.target[w])
-            used += int((-(-sim.held(tokens) // sim.config.block_size)).sum())
-        return used / sim.num_blocks
+        """(KV blocks in use + blocks the queued requests need) / KV blocks of instance ``j`` (O(1): see
+        :class:`~scheduler.techniques.cluster_parts.CountedQueue`)."""
+        sim = self.sims[j]
+        return (sim.num_blocks - sim.free_blocks + self.views[j].waiting.blocks) / sim.num_blocks
+
+    def _queue(self, j: int) -> CountedQueue:
+        """An empty waiting queue for instance ``j`` that counts the blocks its requests need at admission."""
+        sim, state = self.sims[j], self.state
+
+        def need(r: int) -> int:
+            tokens = int(state.kv[r]) + 1 if state.prefilled[r] else int(state.target[r])
+            return -(-int(sim.held(tokens)) // sim.config.block_size)
+
+        return CountedQueue(need)
 
     def _route(self, roles: tuple[str, ...], exclude: int = -1) -> int | None:
         eligible = [j for j in range(len(self.sims)) if self.alive[j] and self.specs[j].role in roles and j != exclude]
@@ -345,8 +288,9 @@ class Cluster:
         running, waiting = list(view.running), list(view.waiting)
         self.alive[k] = False
         self.epoch[k] += 1
-        view.running, view.waiting, view.partial = [], deque(), {}
+        view.running, view.waiting, view.partial = [], self._queue(k), {}
         sim.free_blocks, sim.tokens_held = sim.num_blocks, 0
+        sim._reset_running()
         self.interrupted[np.asarray(running, np.int64)] += 1
         lost = []
         for r in waiting:
@@ -428,6 +372,8 @@ class Cluster:
         if state.closed is not None:  # a closed-loop workload: the first clients send at t = 0
             state.closed.release(state, 0.0)
         self.views = [state.view() for _ in self.sims]
+        for j, view in enumerate(self.views):
+            view.waiting = self._queue(j)
         m = len(self.sims)
         self.alive = [True] * m
         self.epoch = [0] * m

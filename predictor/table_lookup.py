@@ -1,0 +1,156 @@
+"""Look-ups of the iteration tables for one iteration, or one run of decode steps: the simulator's hot path.
+
+:class:`TableLookups` is a mixin of :class:`predictor.tables.IterationTables` (it reads the table arrays:
+``tokens_ms``, ``samples_ms``, ``decode_log_ms``, ``prefill_log_ms`` and the 1-D grids). Scalar look-ups are
+plain Python on list copies of the tables (element reads from lists are several times cheaper than from numpy
+arrays); they give the same cells, weights and extrapolation as the vectorised :meth:`IterationTables.kernel_ms`
+(with ``math.log`` in place of ``numpy.log``). Times are milliseconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+
+from predictor.table_grids import (
+    DEC_KV_LOG,
+    DEC_SEQS_LOG,
+    DECODE_KV,
+    DECODE_SEQS,
+    DENSE_SAMPLES,
+    DENSE_TOKENS,
+    PRE_CHUNKS_LOG,
+    PRE_CONTEXT_LOG,
+    PRE_TOKENS_LOG,
+    PREFILL_CHUNKS,
+    PREFILL_CONTEXT,
+    PREFILL_TOKENS,
+    locate,
+)
+
+
+_LAST_KV_CELLS: list = [None]  # (bytes of the KV means, cells, weights) of the latest decode_column_ms call
+
+
+class TableLookups:
+    """Scalar and decode-run look-ups of :class:`predictor.tables.IterationTables` (see the module docstring)."""
+
+    def _lists(self) -> tuple[list, list, list, list]:
+        """The tables as nested Python lists (token, sample, decode, prefill): element reads from lists are several
+        times cheaper than from numpy arrays in scalar code, with the same float64 values."""
+        lists = self.__dict__.get("_as_lists")
+        if lists is None:
+            lists = self.__dict__["_as_lists"] = (self.tokens_ms.tolist(), self.samples_ms.tolist(),
+                                                  self.decode_log_ms.tolist(), self.prefill_log_ms.tolist())
+        return lists
+
+    def kernel_ms_scalar(self, tokens: int, samples: int, decode_seqs: int, decode_kv_mean: float,
+                         prefill_chunks: int, prefill_q_mean: float, prefill_ctx_mean: float) -> float:
+        total = 0.0
+        token_ms, sample_ms, _, _ = self._lists()
+        if tokens > 0:
+            total += token_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
+                self._interp_1d(np.array([tokens]), self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)[0])
+        if samples > 0:
+            total += sample_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
+                self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
+                                self.samples_log_ms)[0])
+        if decode_seqs > 0:
+            total += self.decode_ms_scalar(decode_seqs, decode_kv_mean)
+        if prefill_chunks > 0 and prefill_q_mean > 0:
+            total += self._prefill_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
+        return total
+
+    def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
+        """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
+        return _bilinear(self._lists()[2], DEC_SEQS_LOG, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
+
+    def decode_column_ms(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
+        """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
+        decode steps): the values of ``decode_ms(np.full(len(kv_mean), seqs), kv_mean)``, with the batch size's
+        cell located once instead of per step."""
+        kv_mean = np.asarray(kv_mean, float)
+        if not seqs > 0:
+            return np.zeros_like(kv_mean)
+        rows = self.__dict__.setdefault("_decode_row_cells", {})  # batch size → (row, weight): few distinct sizes
+        cell = rows.get(seqs)
+        if cell is None:
+            i, wi = locate(np.array([seqs], float), DECODE_SEQS)
+            cell = rows[seqs] = (int(i[0]), wi[0])
+        i, wi = cell
+        key = kv_mean.tobytes()  # a profiled engine looks up the same run twice (kernel and roofline tables)
+        last = _LAST_KV_CELLS[0]
+        if last is not None and last[0] == key:
+            j, wj = last[1], last[2]
+        else:
+            j, wj = locate(kv_mean, DECODE_KV)
+            _LAST_KV_CELLS[0] = (key, j, wj)
+        t = self.decode_log_ms
+        low, high = t[i], t[i + 1]
+        a = 1 - wi
+        val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
+        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * np.maximum(kv_mean / DECODE_KV[-1], 1.0)
+
+    def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
+        """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
+        i, wi = _cell(PRE_CHUNKS_LOG, chunks)
+        j, wj = _cell(PRE_TOKENS_LOG, q_mean)
+        if ctx_mean < 1.0:
+            k, wk = 0, max(ctx_mean, 0.0)
+        else:
+            k, wk = _cell(PRE_CONTEXT_LOG, ctx_mean)
+            k += 1
+        t = self._lists()[3]
+        rows_i, rows_i1 = t[i], t[i + 1]
+        r00, r01, r10, r11 = rows_i[j], rows_i[j + 1], rows_i1[j], rows_i1[j + 1]
+        a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
+        val = 0.0  # the cube's eight corners, in the order of the vectorised prefill_ms
+        val += a0 * b0 * (c0 * r00[k] + wk * r00[k1])
+        val += a0 * wj * (c0 * r01[k] + wk * r01[k1])
+        val += wi * b0 * (c0 * r10[k] + wk * r10[k1])
+        val += wi * wj * (c0 * r11[k] + wk * r11[k1])
+        return (math.exp(val) * _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX)
+                * _at_least_one(ctx_mean / _CONTEXT_MAX))
+
+
+_CHUNKS_MAX, _TOKENS_MAX, _CONTEXT_MAX = float(PREFILL_CHUNKS[-1]), float(PREFILL_TOKENS[-1]), float(PREFILL_CONTEXT[-1])
+_SEQS_MAX, _KV_MAX = float(DECODE_SEQS[-1]), float(DECODE_KV[-1])
+# per log grid: (first, last, last cell index, cell widths) — the same floats as computing them per call
+_GRID_FACTS = {id(g): (g[0], g[-1], len(g) - 2, [g[n + 1] - g[n] for n in range(len(g) - 1)])
+               for g in (DEC_SEQS_LOG, DEC_KV_LOG, PRE_CHUNKS_LOG, PRE_TOKENS_LOG, PRE_CONTEXT_LOG)}
+
+
+def _at_least_one(x: float) -> float:
+    """``max(x, 1.0)``, NaN kept (extrapolation beyond a grid's end is proportional)."""
+    return 1.0 if x < 1.0 else x
+
+
+def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
+    """Lower cell index and weight of ``value`` on a log grid (clamped to the grid), in plain Python."""
+    facts = _GRID_FACTS.get(id(grid_log))
+    if facts is None:
+        facts = (grid_log[0], grid_log[-1], len(grid_log) - 2,
+                 [grid_log[n + 1] - grid_log[n] for n in range(len(grid_log) - 1)])
+    first, last, top, widths = facts
+    lv = math.log(value) if value > 0 else first
+    if lv < first:
+        lv = first
+    if lv > last:
+        lv = last
+    i = bisect.bisect_right(grid_log, lv) - 1
+    if i < 0:
+        i = 0
+    elif i > top:
+        i = top
+    return i, (lv - grid_log[i]) / widths[i]
+
+
+def _bilinear(table: list, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
+    i, wi = _cell(gx, x)
+    j, wj = _cell(gy, y)
+    row_i, row_i1 = table[i], table[i + 1]
+    ai, aj = 1 - wi, 1 - wj
+    v = ai * aj * row_i[j] + wi * aj * row_i1[j] + ai * wj * row_i[j + 1] + wi * wj * row_i1[j + 1]
+    return math.exp(v) * _at_least_one(x / xmax) * _at_least_one(y / ymax)

@@ -1,0 +1,80 @@
+"""Speed paths of the engine (issue 19) give exactly what the plain computations give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.engine import EngineConfig
+from scheduler.techniques.cluster import Cluster, Failure, InstanceSpec
+from scheduler.techniques.cluster_parts import CountedQueue
+from scheduler.workload import build_workload
+
+MODEL, GPU = "llama-2-7b", "a100-80gb"
+
+
+class RecountingCluster(Cluster):
+    """Checks the O(1) load against recounting every queued request's blocks (the previous computation)."""
+
+    checked = 0
+
+    def _load(self, j: int) -> float:
+        sim, view, s = self.sims[j], self.views[j], self.state
+        w = np.fromiter(view.waiting, np.int64, len(view.waiting))
+        tokens = np.where(s.prefilled[w], s.kv[w] + 1, s.target[w])
+        recount = int((-(-sim.held(tokens) // sim.config.block_size)).sum())
+        assert view.waiting.blocks == recount
+        RecountingCluster.checked += 1
+        return super()._load(j)
+
+
+def test_least_loaded_load_equals_recounting_the_queues_through_handoffs_failures_and_budgets(hybrid):
+    instances = [InstanceSpec(MODEL, GPU, role="prefill", config=EngineConfig(num_blocks=600)),
+                 InstanceSpec(MODEL, GPU, role="decode", config=EngineConfig(num_blocks=500, kv_budget_tokens=900)),
+                 InstanceSpec(MODEL, GPU, role="decode", config=EngineConfig(num_blocks=700, block_size=32))]
+    wl = build_workload("poisson", 250, rate=20.0, trace="splitwise_conv", seed=4)
+    cluster = RecountingCluster(hybrid, instances, router="least_loaded", failures=[Failure(2, 5.0, 2.0)],
+                                failure_mode="migrate")
+    result = cluster.run(wl)
+    assert RecountingCluster.checked > 500
+    assert result.result.summary()["finished"] > 0
+
+
+def test_counted_queue_counts_each_request_once_and_refuses_other_changes():
+    q = CountedQueue(lambda r: 10 * r)
+    q.append(1)
+    q.appendleft(2)
+    q.append(3)
+    assert q.blocks == 60 and list(q) == [2, 1, 3]
+    assert q.popleft() == 2 and q.blocks == 40
+    with pytest.raises(ValueError, match="already queued"):
+        q.append(1)
+    for change in (lambda: q.pop(), lambda: q.remove(1), lambda: q.clear(), lambda: q.extend([4])):
+        with pytest.raises(TypeError, match="CountedQueue"):
+            change()
+    assert q.blocks == 40 and list(q) == [1, 3]
+
+
+def test_decode_run_lookup_equals_the_vectorised_table_bit_for_bit(hybrid):
+    table = hybrid.bind(MODEL, GPU).table
+    for seqs in (1.0, 7.0, 40.0, 333.0, 9000.0):
+        kv = (12_345 + seqs * np.arange(40, dtype=float) + seqs) / seqs
+        assert np.array_equal(table.decode_column_ms(seqs, kv), table.decode_ms(np.full(len(kv), seqs), kv))
+
+
+def test_preemption_victim_from_the_heap_is_the_latest_arrived_running_request(hybrid):
+    from scheduler.engine import Simulator
+
+    victims = []
+
+    class Checked(Simulator):
+        def _evict_latest(self, state):
+            expected = max(state.running, key=lambda r: (state.arrival[r], r))  # the plain linear search
+            victim = super()._evict_latest(state)
+            victims.append(victim)
+            assert victim == expected
+            return victim
+
+    wl = build_workload("poisson", 200, rate=8.0, trace="splitwise_conv", seed=2)
+    result = Checked(hybrid, MODEL, GPU, 1, "fp16", EngineConfig(num_blocks=250)).run(wl)
+    assert len(victims) > 20 and result.summary()["preemptions"] == len(victims)
