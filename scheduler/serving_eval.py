@@ -181,9 +181,10 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
                         concurrency=c, stagger=False)
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
+    landed = None
     try:
         if row["mode"] == "disagg":
-            result = _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, wl)
+            result, landed = _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, wl)
         else:
             layout = parallel if parallel is not None else row_parallel(row)
             sim = Simulator(predictor, model, gpu, layout, dtype, config, profile=profile)
@@ -196,7 +197,26 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     summary = closed_loop_summary(result, c)
     if summary["requests"] < len(measurement_window(len(wl), c)):
         raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
-    return {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c)}
+    out = {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c)}
+    if landed is not None:
+        out["ttft_ms"], out["tpot_ms"] = _client_times(result, landed, c)
+    return out
+
+
+def _client_times(result, landed_s, concurrency: int) -> tuple[float, float]:
+    """Mean TTFT and TPOT (ms) over the window as a disaggregated stack's client sees them: the first token
+    streams from the decode instance once the prompt's KV has landed there (so TTFT includes the prefill
+    queue, the prefill and the KV copy), and TPOT is the rest of the request over the remaining tokens."""
+    c = result.columns
+    ids = measurement_window(len(c["arrival_s"]), concurrency)
+    ids = ids[np.isfinite(c["finish_s"][ids])]
+    first = np.fmax(c["first_token_s"][ids], landed_s[ids])
+    ttft = first - c["arrival_s"][ids]
+    steps = c["output_tokens"][ids] - 1
+    tpot = np.where(steps > 0, (c["finish_s"][ids] - first) / np.maximum(steps, 1), np.nan)
+    tpot = tpot[np.isfinite(tpot)]
+    return (float(ttft.mean() * 1e3) if len(ttft) else float("nan"),
+            float(tpot.mean() * 1e3) if len(tpot) else float("nan"))
 
 
 def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl: int, concurrency: int,
@@ -263,7 +283,8 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
     cluster = Cluster(predictor, specs, router="least_loaded", link_bandwidth_gbps=link_gbps)
     for sim in cluster.sims:
         sim.bound = profile.apply(sim.bound)
-    return cluster.run(workload).result
+    run = cluster.run(workload)
+    return run.result, run.landed_s
 
 
 def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None, kernel_only: bool,

@@ -148,3 +148,26 @@ def test_cli_simulate_closed_loop_reports_the_calibrated_benchmark(capsys, monke
     assert cal["framework"] == "sglang" and cal["mean_ttft_ms"] > 0 and cal["mean_tpot_ms"] > 0
     assert cli.main(argv[:-2] + ["legacy", "--json"]) == 0  # the Vidur-era engine has no calibration
     assert "calibrated" not in json.loads(capsys.readouterr().out)
+
+
+def test_disaggregated_ttft_counts_the_kv_copy_to_the_decode_instance(roofline):
+    from predictor.gpus import get_gpu
+    from predictor.models import get_model
+    from scheduler.engine_profiles import kernel_only_profile
+    from scheduler.serving_eval import _simulate_disagg, closed_loop_summary, simulate_row
+    from scheduler.workload import build_workload
+
+    pools = {f"{p}_{k}": 1 for p in ("prefill", "decode") for k in
+             ("num_workers", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size", "batch_size")}
+    row = pd.Series({"mode": "disagg", "isl": 4096, "osl": 32, "concurrency": 4, "system": "h100_sxm",
+                     "gemm_quant_mode": "bf16", "moe_quant_mode": "bf16", **pools})
+    model, gpu, profile = get_model("llama-3.1-8b"), get_gpu("h100-sxm"), kernel_only_profile("vllm")
+    client = simulate_row(row, roofline, profile, model=model, gpu=gpu)
+    wl = build_workload("concurrency", 16, prompt_len=4096, output_len=32, concurrency=4, stagger=False)
+    result, landed = _simulate_disagg(row, roofline, profile, model, gpu, "fp16", profile.engine_config(), wl)
+    prefill_side = closed_loop_summary(result, 4)
+    assert np.isfinite(landed[4:12]).all()
+    # the client's first token comes after the prefill instance's, by at least one KV copy
+    copy_ms = 4096 * model.kv_cache_bytes_per_token(16, 1) / (gpu.link_bandwidth_gbps * 1e9) * 1e3
+    assert client["ttft_ms"] >= prefill_side["mean_ttft_ms"] + copy_ms * 0.99
+    assert client["tpot_ms"] < prefill_side["mean_tpot_ms"]  # the same request, fewer milliseconds left after TTFT

@@ -246,6 +246,7 @@ class Cluster:
         if self.alive[k] and self.epoch[k] == epoch_k:
             self.sims[k].free_blocks += src_blocks
         if kind == "handoff":
+            self.landed[r] = t
             target = self._route(("decode",))
             if target is None:
                 self._recompute(r)
@@ -388,6 +389,7 @@ class Cluster:
         self.restarts = np.zeros(n, np.int64)
         self.interrupted = np.zeros(n, np.int64)
         self.served_by = np.full(n, -1, np.int64)
+        self.landed = np.full(n, np.nan)
         for f in self.failures:
             self._push(f.at_s, "fail", f.instance, f.restart_after_s)
         finished = int((state.status == REJECTED).sum())
@@ -467,7 +469,7 @@ class Cluster:
         unfinished = ~np.isin(state.status, (DONE, REJECTED))
         result.partial = bool(unfinished.any())
         return ClusterResult(result, instances, self.migrations, self.handoffs, np.asarray(self.transfers, float),
-                             self.restarts, self.served_by, self.interrupted)
+                             self.restarts, self.served_by, self.interrupted, self.landed)
 
 
 def replicas(model, gpu, n: int, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None,

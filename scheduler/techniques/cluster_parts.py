@@ -58,6 +58,9 @@ class ClusterResult:
         Per request, the instance that served it last (-1: never routed).
     interrupted : ndarray
         Per request, how many instance failures it was running through (whatever happened to its KV).
+    landed_s : ndarray
+        Per request, when its prompt's KV last landed at a decode instance (s; NaN when it never moved):
+        a disaggregated stack streams the first token to the client from there.
     """
 
     result: object
@@ -68,6 +71,7 @@ class ClusterResult:
     restarts: np.ndarray
     served_by: np.ndarray
     interrupted: np.ndarray
+    landed_s: np.ndarray | None = None
 
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
         out = self.result.summary(slo_ttft_ms, slo_tpot_ms)
