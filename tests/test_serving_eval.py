@@ -173,7 +173,7 @@ def test_predict_and_score_count_skips_by_reason(silicon_csv, hybrid):
 def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, capsys, monkeypatch, hybrid):
     monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
     out_csv = tmp_path / "pred.csv"
-    code = cli.main(["evaluate", "--serving", str(silicon_csv), "--json", "--out", str(out_csv)])
+    code = cli.main(["evaluate", "--serving", str(silicon_csv), "--json", "--out", str(out_csv), "--n-jobs", "1"])
     out, err = capsys.readouterr()
     assert code == 0, err
     payload = json.loads(out)

@@ -159,7 +159,12 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "concurrency and ISL), which bounds what any model of TTFT can reach here.",
               "- With five GPUs, leaving one out leaves four to learn from; a GPU unlike all four (e.g. the only "
               "PCIe or the only Grace-Blackwell pair) is an extrapolation.",
-              "- Disaggregated runs go through the DistServe cluster path without the admission delay.", ""]
+              "- Disaggregated runs go through the DistServe cluster path: the client's first token counts from "
+              "the landing of the prompt's KV at the decode instance (over NVLink within one scale-up domain, else "
+              "over the network); there is no admission delay.",
+              "- Instances wider than one scale-up domain (more than 8 GPUs of an HGX node) run their collectives at "
+              "the network's bandwidth (`scale_up_gpus`, `internode_bandwidth_gbps` in the GPU catalogue).",
+              "- The 4-bit checkpoints run on GPUs without fp4 tensor cores (H100) as weight-only `nvfp4-a16`.", ""]
     return "\n".join(lines)
 
 

@@ -144,7 +144,8 @@ def evaluate(
     tp: Annotated[int | None, typer.Option(min=1, max=1024, help="--serving JSON: tensor-parallel degree when the "
                                                                  "file does not say.")] = None,
     out: Annotated[Path | None, typer.Option(help="--serving: write per-run predictions (CSV) here.")] = None,
-    n_jobs: Annotated[int, typer.Option(min=1, max=64, help="--serving: worker processes.")] = 1,
+    n_jobs: Annotated[int | None, typer.Option(min=1, max=64, help="--serving: worker processes (default: the "
+                                                                    "CPUs this process may use).")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -198,6 +199,9 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
         from scheduler.serving_model import CALIBRATION_PATH, ServingCalibration
 
         calibration = ServingCalibration.load() if CALIBRATION_PATH.exists() else None
+    from predictor.cpus import available_cpus
+
+    n_jobs = n_jobs or min(available_cpus(), max(1, len(table)))
     predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
     predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs,
                                   calibration=calibration, framework=None if calibration is None else framework)
