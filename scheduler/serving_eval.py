@@ -425,6 +425,7 @@ def _calibrated(table, calibration, framework: str | None, **simulate):
     features = out.assign(framework=framework) if framework else out
     pred = calibration.predict(features)
     out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
+    out["in_calibration"] = out["id"].astype(str).isin(calibration.fitted_ids)
     return out
 
 
@@ -453,7 +454,9 @@ def score_serving(predictions) -> dict:
     dict
         ``rows``, ``predicted``, ``skipped`` {reason: count}, ``ttft`` / ``tpot`` {``mdape``, ``p90_ape``}
         (fractions), ``roofline`` {ttft, tpot}, and ``by_system`` / ``by_backend`` / ``by_model`` with the
-        same scores per group (predicted rows only).
+        same scores per group (predicted rows only). With a serving calibration, also ``in_calibration``
+        (predicted runs the calibration was fitted on: their scores are in-sample) and
+        ``not_in_calibration`` (the scores of the other runs).
     """
     done = predictions[predictions["skip"].fillna("") == ""] if "skip" in predictions else predictions.iloc[:0]
     skipped = predictions.loc[predictions["skip"].fillna("") != "", "skip"].value_counts() if "skip" in predictions else {}
@@ -464,4 +467,9 @@ def score_serving(predictions) -> dict:
               "ttft": overall["ttft"], "tpot": overall["tpot"], "roofline": overall.get("roofline", {})}
     for key, column in (("by_system", "system"), ("by_backend", "framework"), ("by_model", "model_path")):
         report[key] = {str(k): _scores(g) for k, g in done.groupby(column, sort=True)} if len(done) else {}
+    if "in_calibration" in done:
+        seen = done["in_calibration"].fillna(False).astype(bool)
+        # runs the serving calibration was fitted on score in-sample: report the others apart
+        report["in_calibration"] = int(seen.sum())
+        report["not_in_calibration"] = _scores(done[~seen]) if (~seen).any() else {"rows": 0}
     return report

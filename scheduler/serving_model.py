@@ -103,12 +103,15 @@ class ServingCalibration:
         Measured runs of the fit.
     source : str
         Where the runs came from.
+    fitted_ids : frozenset of str
+        The ``id`` of every run of the fit (so that scores on them can be told apart as in-sample).
     """
 
     models: dict
     fitted_rows: int
     source: str = ""
     frameworks: dict = field(default_factory=dict)
+    fitted_ids: frozenset = frozenset()
 
     @classmethod
     def fit(cls, basis: pd.DataFrame, source: str = "") -> ServingCalibration:
@@ -127,7 +130,8 @@ class ServingCalibration:
             data = lgb.Dataset(x.to_numpy(float), y, feature_name=list(FEATURES), free_raw_data=False)
             models[target] = lgb.train(PARAMS, data, num_boost_round=ROUNDS)
         counts = rows["framework"].value_counts().sort_index()
-        return cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()})
+        ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
+        return cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
 
     def predict(self, basis: pd.DataFrame) -> pd.DataFrame:
         """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete)."""
@@ -143,6 +147,7 @@ class ServingCalibration:
     def to_json(self) -> str:
         return json.dumps({"format": "inference-sim serving calibration v1", "features": list(FEATURES),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
+                           "fitted_ids": sorted(self.fitted_ids),
                            "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
                           indent=1, sort_keys=True) + "\n"
 
@@ -172,7 +177,8 @@ class ServingCalibration:
         for model in models.values():
             model.params["num_threads"] = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                                      else os.cpu_count() or 1))
-        return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})))
+        return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
+                   frozenset(str(i) for i in raw.get("fitted_ids", [])))
 
 
 def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:

@@ -62,6 +62,7 @@ def test_saved_calibration_predicts_the_same(tmp_path):
     path = fitted.save(tmp_path / "cal.json")
     loaded = ServingCalibration.load(path)
     assert loaded.fitted_rows == len(basis) and loaded.source == "synthetic"
+    assert loaded.fitted_ids == fitted.fitted_ids == frozenset(basis["id"])
     np.testing.assert_allclose(loaded.predict(basis).to_numpy(), fitted.predict(basis).to_numpy(), rtol=1e-12)
     assert fitted.to_json() == ServingCalibration.fit(basis, source="synthetic").to_json()  # deterministic
 
@@ -171,3 +172,22 @@ def test_disaggregated_ttft_counts_the_kv_copy_to_the_decode_instance(roofline):
     copy_ms = 4096 * model.kv_cache_bytes_per_token(16, 1) / (gpu.link_bandwidth_gbps * 1e9) * 1e3
     assert client["ttft_ms"] >= prefill_side["mean_ttft_ms"] + copy_ms * 0.99
     assert client["tpot_ms"] < prefill_side["mean_tpot_ms"]  # the same request, fewer milliseconds left after TTFT
+
+
+def test_scores_tell_the_calibrations_own_runs_apart(tmp_path, roofline):
+    from features.silicon import read_serving_results
+    from scheduler.serving_eval import predict_serving, score_serving
+
+    frame = pd.DataFrame({
+        "id": ["seen", "new"], "backend": ["vllm", "vllm"], "backend_version": ["0.19.0"] * 2,
+        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
+        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
+        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
+        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0]})
+    frame.to_csv(tmp_path / "runs.csv", index=False)
+    basis = _basis()
+    basis.loc[basis.index[0], "id"] = "seen"
+    report = score_serving(predict_serving(read_serving_results(tmp_path / "runs.csv"), predictor=roofline,
+                                           calibration=ServingCalibration.fit(basis)))
+    assert report["in_calibration"] == 1 and report["not_in_calibration"]["rows"] == 1
+    assert report["predicted"] == 2  # the overall scores still cover both

@@ -221,5 +221,11 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
         for key, v in payload[group].items():
             typer.echo(f"  {group[3:]} {key}: {v['rows']:,} runs, TTFT {_pct(v['ttft']['mdape'])}, "
                        f"TPOT {_pct(v['tpot']['mdape'])}")
+    if payload.get("in_calibration"):
+        rest = payload["not_in_calibration"]
+        others = (f"; the other {rest['rows']:,} score TTFT {_pct(rest['ttft']['mdape'])}, TPOT "
+                  f"{_pct(rest['tpot']['mdape'])}" if rest["rows"] else "")
+        typer.echo(f"  note: {payload['in_calibration']:,} of these runs were in the serving calibration's fit, so "
+                   f"their scores are in-sample{others} (held-out accuracy: docs/serving-accuracy.md)")
     if out is not None:
         typer.echo(f"  wrote {out}")
