@@ -283,3 +283,15 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
                    overhead=OverheadModel(base_ms=step_base, per_seq_ms=per_seq, multi_gpu_ms=multi_ms),
                    admission_base_ms=float(admission[0]), admission_per_client_ms=float(admission[1]),
                    fitted_rows=int(len(ok)))
+
+
+def fit_profiles(basis, min_rows: int = 8) -> dict[str, EngineProfile]:
+    """One :func:`fit_profile` per framework with at least ``min_rows`` predicted runs in ``basis`` (the output of
+    :func:`scheduler.serving_eval.kernel_basis`)."""
+    done = basis[basis["skip"] == ""]
+    out = {}
+    for framework in FRAMEWORKS:
+        rows = done[done["framework"] == framework]
+        if len(rows) >= min_rows:
+            out[framework] = fit_profile(framework, rows)
+    return out

@@ -262,7 +262,7 @@ def _diagnostics(result, concurrency: int) -> dict:
     window = measurement_window(len(cols["arrival_s"]), concurrency)
     queue = cols["queue_s"][window] * 1e3
     queue = queue[np.isfinite(queue)]
-    block = int(result.config.get("block_size", 16)) if isinstance(result.config, dict) else 16
+    block = int(result.config["block_size"])
     return {"first_ttft_ms": float(first.mean()) if len(first) else float("nan"),
             "queue_ms": float(queue.mean()) if len(queue) else float("nan"),
             "kv_tokens": float(result.num_blocks * block)}
@@ -286,7 +286,7 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
     return run.result, run.landed_s
 
 
-def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None, kernel_only: bool,
+def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None,
                   with_roofline: bool = True) -> list[dict]:
     """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
     from scheduler.engine_profiles import kernel_only_profile
@@ -321,9 +321,6 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
             if with_roofline:
                 roof = simulate(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
-            if kernel_only:
-                kernels = simulate(row, predictor, basis)
-                record |= {"kernel_ttft_ms": kernels["ttft_ms"], "kernel_tpot_ms": kernels["tpot_ms"]}
         except Skip as skip:
             record["skip"] = skip.reason
         out.append(record)
@@ -343,10 +340,10 @@ def _profile_key(profile) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def _worker(rows, artifacts, profiles, framework, kernel_only, with_roofline):
+def _worker(rows, artifacts, profiles, framework, with_roofline):
     from predictor import Predictor
 
-    return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework, kernel_only,
+    return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework,
                          with_roofline)
 
 
@@ -359,7 +356,7 @@ def instance_gpus(row) -> int:
 
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
-                    framework: str | None = None, kernel_only: bool = False, with_roofline: bool = True,
+                    framework: str | None = None, with_roofline: bool = True,
                     n_jobs: int = 1, calibration=None):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
@@ -376,16 +373,15 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         its own framework's profile, or ``framework``'s for every row when given (e.g. ``legacy``).
     with_roofline : bool
         Also simulate with :meth:`predictor.Predictor.roofline_only` (the baseline; kernels only, no overhead).
-    kernel_only : bool
-        Also simulate with kernels only (no overhead; the basis of :func:`scheduler.engine_profiles.fit_profile`).
     n_jobs : int
         Processes (joblib); rows are split by configuration so each process builds a configuration's tables once.
 
     Returns
     -------
     DataFrame
-        ``table`` plus ``pred_*``, ``roofline_*`` (and ``kernel_*``) TTFT / TPOT in ms and ``skip`` (the
-        reason, empty when predicted).
+        ``table`` plus ``pred_*`` (TTFT / TPOT and the run's diagnostics; ``kernel_*`` with a calibration),
+        ``roofline_*`` TTFT / TPOT in ms and ``skip`` (the reason, empty when predicted). Kernels only:
+        :func:`kernel_basis`.
     """
     import pandas as pd
 
@@ -398,7 +394,7 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
         records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
-                                framework, kernel_only, with_roofline)
+                                framework, with_roofline)
     else:
         from joblib import Parallel, delayed
 
@@ -408,18 +404,24 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         for g in sorted(groups, key=len, reverse=True):
             min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
         blocks = [pd.concat(s) for s in shares if s]
-        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, kernel_only,
-                                                                  with_roofline)
+        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline)
                                         for b in blocks)
         records = [r for part in parts for r in part]
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
 
 
+def kernel_basis(table, predictor=None, *, with_roofline: bool = True, **simulate):
+    """``table`` simulated with kernels only: ``kernel_*`` (TTFT / TPOT and the run's diagnostics, ms) and,
+    optionally, ``roofline_*`` — the basis of the serving calibration and of the engine-profile fits.
+    ``simulate`` takes :func:`predict_serving`'s ``artifacts`` and ``n_jobs``."""
+    out = predict_serving(table, predictor=predictor, profiles={}, with_roofline=with_roofline, **simulate)
+    return out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
+
+
 def _calibrated(table, calibration, framework: str | None, **simulate):
     """Kernel-only and roofline simulations of every run, then the calibration's TTFT / TPOT."""
-    out = predict_serving(table, profiles={}, with_roofline=True, **simulate)
-    out = out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
+    out = kernel_basis(table, **simulate)
     if "kernel_ttft_ms" not in out:
         return out.assign(pred_ttft_ms=np.nan, pred_tpot_ms=np.nan)
     features = out.assign(framework=framework) if framework else out

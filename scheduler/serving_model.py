@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def _log(values) -> np.ndarray:
 
 
 def serving_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """:data:`FEATURES` of each run of a basis table (columns of :func:`scheduler.serving_fit.kernel_basis`:
+    """:data:`FEATURES` of each run of a basis table (columns of :func:`scheduler.serving_eval.kernel_basis`:
     ``kernel_{ttft,tpot,first_ttft,queue}_ms``, ``kernel_kv_tokens``, ``roofline_{ttft,tpot}_ms``, and the
     run's ``framework``, ``mode``, ``isl``, ``osl``, ``concurrency``, parallel degrees and pools)."""
     f = frame
@@ -163,6 +162,8 @@ class ServingCalibration:
         missing, not a calibration, or fitted on other features."""
         import lightgbm as lgb
 
+        from predictor.cpus import available_cpus
+
         file = Path(path) if path is not None else CALIBRATION_PATH
         try:
             raw = json.loads(file.read_text())
@@ -175,8 +176,7 @@ class ServingCalibration:
             raise InputError(f"calibration: {str(file)!r} is not a serving calibration with features {list(FEATURES)}")
         models = {k: lgb.Booster(model_str=v) for k, v in raw["models"].items()}
         for model in models.values():
-            model.params["num_threads"] = max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                                     else os.cpu_count() or 1))
+            model.params["num_threads"] = available_cpus()
         return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
                    frozenset(str(i) for i in raw.get("fitted_ids", [])))
 

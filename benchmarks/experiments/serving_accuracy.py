@@ -30,10 +30,9 @@ import pandas as pd
 from features.silicon import read_serving_results
 from predictor import Predictor
 from predictor.atomic import atomic_write
-from scheduler.engine_profiles import PROFILES_PATH
-from scheduler.serving_eval import predict_serving
-from scheduler.serving_fit import fit_profiles, kernel_basis
-from scheduler.serving_model import CALIBRATION_PATH, ServingCalibration, held_out
+from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
+from scheduler.serving_eval import kernel_basis, predict_serving
+from scheduler.serving_model import CALIBRATION_PATH, FEATURES, ServingCalibration, held_out
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "aiconfigurator" / "silicon_sample_without_h200.csv"
@@ -114,14 +113,8 @@ def _profiles_lines(profiles: dict) -> list[str]:
 def _calibration_lines(calibration: ServingCalibration) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(calibration.frameworks.items()))
     return [f"Fitted on {calibration.fitted_rows:,} runs ({counts}); `inference-sim evaluate --serving` uses it. "
-            "Features (physical only; no GPU or model identity): " + ", ".join(f"`{f}`" for f in calibration_features())
+            "Features (physical only; no GPU or model identity): " + ", ".join(f"`{f}`" for f in FEATURES)
             + ".", ""]
-
-
-def calibration_features() -> tuple:
-    from scheduler.serving_model import FEATURES
-
-    return FEATURES
 
 
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,

@@ -110,8 +110,8 @@ def simulate(
     spec, dtype = model_and_dtype(model, dtype)
     # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
     timed_by = None if roofline_only or profile.framework == "legacy" else profile
-    sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp),
-                    dtype, config, profile=timed_by)
+    layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
+    sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), layout, dtype, config, profile=timed_by)
     folder = OutputFolder(out, SIM_OUTPUTS, force=force) if out is not None else None
     with folder if folder is not None else contextlib.nullcontext() as staging:
         with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -130,9 +130,9 @@ def simulate(
             if _calibrated_applies(profile, roofline_only, prompt_len, output_len, output_dist, trace):
                 from scheduler.serving_eval import calibrated_run
 
-                summary["calibrated"] = calibrated_run(
-                    predictor, spec, sim.bound.gpu, common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,
-                    isl=prompt_len, osl=output_len, concurrency=wl.concurrency, framework=profile.framework)
+                summary["calibrated"] = calibrated_run(predictor, spec, sim.bound.gpu, layout, dtype, isl=prompt_len,
+                                                       osl=output_len, concurrency=wl.concurrency,
+                                                       framework=profile.framework)
         if staging is not None:
             if iteration_log:
                 result.chrome_trace(staging / "trace.json")
