@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.aic_common import AicFile, family, keep, keep_known, num, precision, rows, text
-from features.aic_dense import attention_dtypes, block_fp8_policy
+from features.aic_dense import GEMM_DTYPES, attention_dtypes, block_fp8_policy
 from features.schema import IngestReport
 from predictor import opcost as oc
 
@@ -22,13 +22,9 @@ QK_ROPE_HEAD_DIM = 64
 QK_NOPE_HEAD_DIM = 128
 MLA_V_HEAD_DIM = 128
 
-# MoE dtype → (weight_bits, act_bits, compute_dtype).
+# MoE dtype → (weight_bits, act_bits, compute_dtype): the GEMM dtypes the MoE tables use, plus MXFP4 experts.
 MOE_DTYPES: dict[str, tuple[int, int, str]] = {
-    "bfloat16": (16, 16, "bf16"),
-    "fp8": (8, 8, "fp8"),
-    "fp8_block": (8, 8, "fp8"),
-    "nvfp4": (4, 4, "fp4"),
-    "int4_wo": (4, 16, "bf16"),
+    **{name: GEMM_DTYPES[name] for name in ("bfloat16", "fp8", "fp8_block", "nvfp4", "int4_wo")},
     "w4a16_mxfp4": (4, 16, "bf16"),
     "w4a8_mxfp4_mxfp8": (4, 8, "fp8"),
 }

@@ -69,12 +69,8 @@ def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
     assert (row["isl"], row["osl"], row["tp"]) == (512, 64, 2)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"drop": "silicon_tpot_ms"}, "silicon_tpot_ms"),
-    ({"batch_size": [-4, 8, 2, 2]}, "concurrency"),
-    ({"backend": ["vllm", "tgi", "vllm", "sglang"]}, "backend"),
-])
-def test_bad_silicon_files_are_input_errors(tmp_path, change, message):
+def _changed_silicon(tmp_path, change: dict):
+    """SILICON with a column dropped (``{"drop": name}``) or replaced, written to a CSV."""
     raw = dict(SILICON)
     if "drop" in change:
         raw.pop(change["drop"])
@@ -82,6 +78,16 @@ def test_bad_silicon_files_are_input_errors(tmp_path, change, message):
         raw |= change
     path = tmp_path / "bad.csv"
     pd.DataFrame(raw).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"drop": "silicon_tpot_ms"}, "silicon_tpot_ms"),
+    ({"batch_size": [-4, 8, 2, 2]}, "concurrency"),
+    ({"backend": ["vllm", "tgi", "vllm", "sglang"]}, "backend"),
+])
+def test_bad_silicon_files_are_input_errors(tmp_path, change, message):
+    path = _changed_silicon(tmp_path, change)
     with pytest.raises(InputError, match=message):
         read_serving_results(path)
 
@@ -189,13 +195,7 @@ def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, c
     ({"backend": ["vllm", "lmdeploy", "vllm", "sglang"]}, "backend"),
 ])
 def test_cli_evaluate_serving_bad_input_exits_2(tmp_path, capsys, change, message):
-    raw = dict(SILICON)
-    if "drop" in change:
-        raw.pop(change["drop"])
-    else:
-        raw |= change
-    path = tmp_path / "bad.csv"
-    pd.DataFrame(raw).to_csv(path, index=False)
+    path = _changed_silicon(tmp_path, change)
     code = cli.main(["evaluate", "--serving", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err

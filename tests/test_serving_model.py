@@ -34,6 +34,19 @@ def _basis(n: int = 240, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def _runs_csv(tmp_path, ids: list[str], backends: list[str]):
+    """Two measured Llama-3.1-8B runs on H100 in the silicon schema, written to a CSV."""
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({
+        "id": ids, "backend": backends, "backend_version": ["0.19.0", "0.5.9"],
+        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
+        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
+        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
+        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0],
+    }).to_csv(path, index=False)
+    return path
+
+
 def test_features_are_finite_and_named():
     x = serving_features(_basis())
     assert list(x.columns) == list(FEATURES)
@@ -94,15 +107,7 @@ def test_predict_serving_with_a_calibration_corrects_the_kernel_only_simulation(
     from features.silicon import read_serving_results
     from scheduler.serving_eval import predict_serving
 
-    frame = pd.DataFrame({
-        "id": ["a", "b"], "backend": ["vllm", "sglang"], "backend_version": ["0.19.0", "0.5.9"],
-        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
-        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
-        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
-        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0]})
-    path = tmp_path / "runs.csv"
-    frame.to_csv(path, index=False)
-    table = read_serving_results(path)
+    table = read_serving_results(_runs_csv(tmp_path, ["a", "b"], ["vllm", "sglang"]))
     calibration = ServingCalibration.fit(_basis())
     out = predict_serving(table, predictor=roofline, calibration=calibration)
     assert (out["skip"] == "").all()
@@ -178,16 +183,10 @@ def test_scores_tell_the_calibrations_own_runs_apart(tmp_path, roofline):
     from features.silicon import read_serving_results
     from scheduler.serving_eval import predict_serving, score_serving
 
-    frame = pd.DataFrame({
-        "id": ["seen", "new"], "backend": ["vllm", "vllm"], "backend_version": ["0.19.0"] * 2,
-        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
-        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
-        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
-        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0]})
-    frame.to_csv(tmp_path / "runs.csv", index=False)
     basis = _basis()
     basis.loc[basis.index[0], "id"] = "seen"
-    report = score_serving(predict_serving(read_serving_results(tmp_path / "runs.csv"), predictor=roofline,
+    runs = read_serving_results(_runs_csv(tmp_path, ["seen", "new"], ["vllm", "vllm"]))
+    report = score_serving(predict_serving(runs, predictor=roofline,
                                            calibration=ServingCalibration.fit(basis)))
     assert report["in_calibration"] == 1 and report["not_in_calibration"]["rows"] == 1
     assert report["predicted"] == 2  # the overall scores still cover both
