@@ -282,7 +282,9 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
     cluster = Cluster(predictor, specs, router="least_loaded", link_bandwidth_gbps=link_gbps)
     for sim in cluster.sims:
         sim.bound = profile.apply(sim.bound)
-    run = cluster.run(workload)
+    window = measurement_window(len(workload), workload.concurrency)
+    # as for an aggregated run: the drain after the window only matters to the requests still running
+    run = cluster.run(workload, stop=lambda: bool(np.isfinite(cluster.state.finish[window]).all()))
     return run.result, run.landed_s
 
 
