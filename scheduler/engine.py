@@ -307,7 +307,7 @@ class Simulator(KVBlockManager, IterationRunner):
             if steps:
                 return ADVANCED, 0, steps
         decodes, prefills = self.policy.schedule(self, state)
-        if not decodes and not prefills:
+        if not len(decodes) and not prefills:
             if state.running:
                 self._evict_latest(state)  # nothing can move: free memory for the oldest work
                 return EVICTED, 0, 0

@@ -119,7 +119,7 @@ class IterationRunner:
         """
         if not self._admission_blocked(state):
             return 0
-        run = np.fromiter(state.running, np.int64, len(state.running))
+        run = state.running_ids()
         left = state.output[run] - state.generated[run]
         steps = int(left.min()) - 1  # the step that finishes a request goes through the regular loop
         if steps < 2:

@@ -78,3 +78,26 @@ def test_preemption_victim_from_the_heap_is_the_latest_arrived_running_request(h
     wl = build_workload("poisson", 200, rate=8.0, trace="splitwise_conv", seed=2)
     result = Checked(hybrid, MODEL, GPU, 1, "fp16", EngineConfig(num_blocks=250)).run(wl)
     assert len(victims) > 20 and result.summary()["preemptions"] == len(victims)
+
+
+def test_running_ids_follow_every_join_leave_and_new_list(roofline):
+    """The cached array of running ids equals the running list after joins, leaves and a list swapped in."""
+    from scheduler.engine import Simulator
+    from scheduler.engine_state import _State
+    from scheduler.workload import Workload
+
+    sim = Simulator(roofline, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig())
+    sim.start()
+    state = _State(Workload(np.zeros(6), np.full(6, 8), np.full(6, 4)))
+    assert state.running_ids().tolist() == []
+    for r in (3, 1, 4):
+        sim.join(state, r)
+    first = state.running_ids()
+    assert first.tolist() == [3, 1, 4] and state.running_ids() is first  # unchanged list: the cached array
+    sim._leave(state, 1)
+    assert state.running_ids().tolist() == [3, 4]
+    state.running = [5]  # a new list object (a lost instance's reset, a view) is never the cached one
+    assert state.running_ids().tolist() == [5]
+    view = state.view()
+    sim.join(view, 2)
+    assert view.running_ids().tolist() == [2] and state.running_ids().tolist() == [5]
