@@ -101,3 +101,18 @@ def test_running_ids_follow_every_join_leave_and_new_list(roofline):
     view = state.view()
     sim.join(view, 2)
     assert view.running_ids().tolist() == [2] and state.running_ids().tolist() == [5]
+
+
+def test_record_work_off_keeps_every_time_and_drops_only_the_efficiency_report(hybrid):
+    """``record_work = False`` (latency-only callers): the same per-request times, no efficiency report."""
+    from scheduler.engine import Simulator
+
+    wl = build_workload("poisson", 300, rate=8.0, trace="splitwise_conv", seed=2)
+    full = Simulator(hybrid, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig()).run(wl, record_iterations=False)
+    lean_sim = Simulator(hybrid, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig())
+    lean_sim.record_work = False
+    lean = lean_sim.run(wl, record_iterations=False)
+    for column in ("first_token_s", "finish_s", "tpot_s", "arrival_s"):
+        np.testing.assert_array_equal(lean.columns[column], full.columns[column])
+    assert full.efficiency and lean.efficiency == {}
+    assert lean.summary()["ttft_ms"] == full.summary()["ttft_ms"]
