@@ -131,6 +131,25 @@ def _ceiling_lines(done: pd.DataFrame) -> list[str]:
             f"(p90 {np.percentile(_ape(repeats, 'repeat', 'tpot'), 90):.0%}).", ""]
 
 
+def _ttft_anatomy_lines(done: pd.DataFrame) -> list[str]:
+    """Which simulated TTFT the measured one resembles (kernels only, nothing fitted): the steady state, the
+    first wave (every client's first request sent at once), or a run of ten waves whose first is that burst."""
+    steady, first = done["kernel_ttft_ms"], done["kernel_first_ttft_ms"]
+    variants = (("steady state", steady), ("first wave", first),
+                ("(first wave + 9 × steady) / 10", (first + 9 * steady) / 10))
+    lines = ["### What the measured TTFT is made of", "",
+             "MdAPE of three kernel-only simulated TTFTs (no calibration) against the measured mean TTFT. A benchmark "
+             "that sends ten requests per client and averages over all of them, the first wave included, would "
+             "measure the last one.", "",
+             "| framework | mode | runs | " + " | ".join(name for name, _ in variants) + " |", "|---|---|---|---|---|---|"]
+    for (framework, mode), rows in done.groupby(["framework", "mode"], sort=True):
+        measured = rows["measured_ttft_ms"].to_numpy(float)
+        cells = [f"{np.median(np.abs(values[rows.index].to_numpy(float) - measured) / measured):.1%}"
+                 for _, values in variants]
+        lines.append(f"| {framework} | {mode} | {len(rows)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _profiles_lines(profiles: dict) -> list[str]:
     lines = ["| framework | runs | kernel scale | roofline scale | base ms/step | ms/seq/step | multi-GPU ms/step | "
              "admission ms | admission ms/client |", "|---|---|---|---|---|---|---|---|---|"]
@@ -170,6 +189,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "", *_ceiling_lines(done),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
               "### Held-out GPU, by mode", "", *_by_mode(logo),
+              *_ttft_anatomy_lines(done),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
               "## The shipped calibration (`data/serving_calibration.json`)", "",
               *_calibration_lines(calibration),
