@@ -141,7 +141,8 @@ def _ttft_anatomy_lines(done: pd.DataFrame) -> list[str]:
              "MdAPE of three kernel-only simulated TTFTs (no calibration) against the measured mean TTFT. A benchmark "
              "that sends ten requests per client and averages over all of them, the first wave included, would "
              "measure the last one.", "",
-             "| framework | mode | runs | " + " | ".join(name for name, _ in variants) + " |", "|---|---|---|---|---|---|"]
+             "| framework | mode | runs | " + " | ".join(name for name, _ in variants) + " |",
+             "|---|---|---|---|---|---|"]
     for (framework, mode), rows in done.groupby(["framework", "mode"], sort=True):
         measured = rows["measured_ttft_ms"].to_numpy(float)
         cells = [f"{np.median(np.abs(values[rows.index].to_numpy(float) - measured) / measured):.1%}"
