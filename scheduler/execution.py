@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scheduler.engine_state import REJECTED
 from scheduler.placement import Config, Placement, load_time_s
 
 INF = math.inf
@@ -183,17 +184,15 @@ class Executor:
                 if idx.size == 0:
                     continue
                 wl = Workload(offsets[idx], prompts[idx], remaining.out_left[idx], name=llm)
-                res = sim.run(wl, record_iterations=False).requests
+                res = sim.timings(wl)
                 self.simulations += 1
-                status = res["status"].astype(str).to_numpy()
-                ft = res["first_token_s"].to_numpy(float, copy=True)
-                fin = res["finish_s"].to_numpy(float, copy=True)
-                rejected = status == "rejected"
+                ft, fin = res.first_token_s, res.finish_s
+                rejected = res.status_code == REJECTED
                 # a request the engine can never hold is dropped at once (counted as finished at arrival)
                 ft[rejected] = wl.arrival_s[rejected]
                 fin[rejected] = wl.arrival_s[rejected]
                 first[idx], finish[idx] = ft, fin
-                tpot[idx] = np.nan_to_num(res["tpot_s"].to_numpy(float))
+                tpot[idx] = np.nan_to_num(res.tpot_s)
             cached = (first, finish, tpot)
             self._cache[key] = cached
         first, finish, tpot = cached
