@@ -141,6 +141,7 @@ class Executor:
         self.contention = getattr(engine_spec, "contention", "shared")
         self._simulators: dict = {}
         self._cache: dict = {}
+        self._sims_by_key: dict = {}  # engine simulations each cache entry cost (for scheduler.plan_pool)
         self.simulations = 0
 
     # --- one LLM ---------------------------------------------------------------------------------
@@ -195,6 +196,7 @@ class Executor:
                 tpot[idx] = np.nan_to_num(res.tpot_s)
             cached = (first, finish, tpot)
             self._cache[key] = cached
+            self._sims_by_key[key] = sum(1 for replica in range(config.dp) if order[replica::config.dp].size)
         first, finish, tpot = cached
         return Timeline(remaining, start_s, first + start_s, finish + start_s, tpot)
 
@@ -238,6 +240,7 @@ class Executor:
                     first[idx[n]], finish[idx[n]] = ft, fin
                     tpot[idx[n]] = np.nan_to_num(req["tpot_s"].to_numpy(float))
             self._cache[key] = cached
+            self._sims_by_key[key] = config.dp
         return {n: Timeline(remaining[n], start_s, cached[n][0] + start_s, cached[n][1] + start_s, cached[n][2])
                 for n in names}
 
