@@ -142,6 +142,7 @@ class Executor:
         self._simulators: dict = {}
         self._cache: dict = {}
         self._sims_by_key: dict = {}  # engine simulations each cache entry cost (for scheduler.plan_pool)
+        self.touched: list | None = None  # when a list, every cache key looked up is appended (scheduler.plan_pool)
         self.simulations = 0
 
     # --- one LLM ---------------------------------------------------------------------------------
@@ -171,6 +172,8 @@ class Executor:
         key = (llm, config, hashlib.blake2b(b"".join(a.tobytes() for a in (
             remaining.ids, prompts, remaining.out_left, np.round(np.where(finite, offsets, -1.0), 6))),
             digest_size=16).digest())
+        if self.touched is not None:
+            self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
             n = remaining.ids.size
@@ -213,6 +216,8 @@ class Executor:
             a.tobytes() for n in names for a in (remaining[n].ids, prompts[n], remaining[n].out_left,
                                                  np.round(np.where(np.isfinite(offsets[n]), offsets[n], -1.0), 6))),
             digest_size=16).digest())
+        if self.touched is not None:
+            self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
             cached = {}

@@ -1,23 +1,28 @@
 """Planner work in forked worker processes, with results identical to doing it in order in one process.
 
 The planner's simulations are independent once their inputs are known (the candidates of one beam level, the
-estimate draws of the chosen plan and of the baselines), but they share caches: the executor's simulation cache
-(whose misses count towards the search budget, a number of simulations) and the planner's states. A
+estimate draws of the chosen plan and of the baselines), but they share caches: the executor's simulation cache,
+whose misses count towards the search budget (a number of simulations), and the planner's states. An
 :class:`OrderedPool` runs a list of work items in worker processes forked from the planner (``fork``: they
-inherit its predictor tables, simulators and caches at the moment of the fork), each item recording its
-effects as :class:`Effects` — the cache entries it added (with the simulations each cost), the states it
-computed, the evaluations it counted. The caller replays the items in their order and merges each one's
-effects: an entry already present (computed by an earlier item, possibly in another worker) is not counted
-again. Every result, and the simulation count at every point where the caller checks its budget, are then
-those of the serial run (the simulations are deterministic; only the wall time differs). Items a budget stop
-makes unnecessary are simply not merged.
+inherit its predictor tables, simulators and caches at the moment of the fork). Each item records its
+:class:`Effects`: every simulation-cache key it looked up, in order (hit or miss), the entries it computed (with
+the engine simulations each cost), the planning states it computed and the evaluations it counted. The caller
+replays the items in their order and :func:`merge` s each one: a key looked up and not yet in the cache is added
+and its simulations counted — exactly what the item would have counted had it run here after the items
+before it (the keys an item looks up do not depend on the cache: it only saves the work). So every result,
+and the simulation count wherever the caller checks its budget, are those of the serial run; only the wall time
+differs. Items a budget stop makes unnecessary are not merged (nor is anything they computed).
+
+An item may be cut into segments (:meth:`scheduler.planner.Planner._segment`), merged or dropped one by one (the
+beam search drops an evaluation of a plan an earlier item evaluated: every key of it is in the cache already).
 
 One CPU (:func:`predictor.cpus.available_cpus`), one item, a platform without ``fork``, or a pool inside a
-worker: the items run in this process, lazily, in order (no effects to merge).
+worker: the items run in this process, lazily, in order (their effects are already here: None to merge).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
@@ -29,16 +34,28 @@ _IN_WORKER = False
 
 @dataclass
 class Effects:
-    """What one work item added to the planner: cache ``entries`` (key, value, simulations), planning ``states``
-    (stages, state) and ``evaluations`` counted."""
+    """What one work item (segment) did to the planner's caches (see the module docstring).
 
-    entries: list
+    Attributes
+    ----------
+    touched : list
+        Simulation-cache keys looked up, in order.
+    entries : dict
+        key -> (cached value, engine simulations it cost), for the keys this worker computed.
+    states : list
+        (stages, state) planning states computed, in order.
+    evaluations : int
+        Plan evaluations counted.
+    """
+
+    touched: list
+    entries: dict
     states: list
     evaluations: int
 
 
 class Recorder:
-    """Marks the planner's caches and counters, then collects what was added since (:class:`Effects`)."""
+    """Marks the planner's caches and counters, then collects what was done since (:class:`Effects`)."""
 
     def __init__(self, planner):
         self.planner = planner
@@ -46,26 +63,29 @@ class Recorder:
 
     def mark(self) -> None:
         p = self.planner
+        p.executor.touched = []
         self._at = (len(p.executor._cache), len(p._states), p.evaluations)
 
     def cut(self) -> Effects:
         """Effects since the last mark (the planner's dicts keep insertion order and never drop keys); marks anew."""
         p, (cache_at, states_at, evaluations_at) = self.planner, self._at
         sims = p.executor._sims_by_key
-        entries = [(k, v, sims[k]) for k, v in itertools.islice(p.executor._cache.items(), cache_at, None)]
-        states = list(itertools.islice(p._states.items(), states_at, None))
-        out = Effects(entries, states, p.evaluations - evaluations_at)
+        entries = {k: (v, sims[k]) for k, v in itertools.islice(p.executor._cache.items(), cache_at, None)}
+        out = Effects(p.executor.touched, entries, list(itertools.islice(p._states.items(), states_at, None)),
+                      p.evaluations - evaluations_at)
         self.mark()
         return out
 
 
 def merge(planner, effects: Effects | None) -> None:
-    """Add one item's effects to ``planner`` (entries not yet cached count their simulations); None: nothing."""
+    """Replay one item's (segment's) ``effects`` on ``planner``, in order after the items before it (None: it ran
+    here, nothing to do)."""
     if effects is None:
         return
     ex = planner.executor
-    for key, value, sims in effects.entries:
+    for key in effects.touched:
         if key not in ex._cache:
+            value, sims = effects.entries[key]  # computed by this item, or else by one merged before it
             ex._cache[key] = value
             ex._sims_by_key[key] = sims
             ex.simulations += sims
@@ -75,11 +95,12 @@ def merge(planner, effects: Effects | None) -> None:
 
 
 def _work(index: int):
-    """Worker side: run item ``index``; return its value and its :class:`Effects`."""
+    """Worker side: run item ``index``; return its value and its effects, one :class:`Effects` per segment."""
     planner, function, items = _JOB
     planner._recorder = Recorder(planner)
+    planner._segments = []
     value = function(*items[index])
-    return value, planner._recorder.cut()
+    return value, planner._segments + [planner._recorder.cut()]
 
 
 def _init_worker() -> None:
@@ -91,9 +112,11 @@ def _fork_pool(planner, function: Callable, items: Sequence[tuple], processes: i
     """A ``fork`` pool of ``processes`` workers for ``items`` (forked now: the job is theirs from the start)."""
     global _JOB
     _JOB = (planner, function, items)
+    gc.freeze()  # the workers' garbage collector then leaves the inherited objects (and their pages) alone
     try:
         return multiprocessing.get_context("fork").Pool(processes, initializer=_init_worker)
     finally:
+        gc.unfreeze()
         _JOB = None
 
 
@@ -115,19 +138,22 @@ class OrderedPool:
         return (self.workers > 1 and items >= least and not _IN_WORKER
                 and "fork" in multiprocessing.get_all_start_methods())
 
-    def _serial(self, function: Callable, items: Sequence[tuple]) -> Iterator[tuple[object, None]]:
+    def _serial(self, function: Callable, items: Sequence[tuple]) -> Iterator[tuple[object, list[None]]]:
         planner = self.planner
         for item in items:
-            outer, planner._recorder = planner._recorder, None  # effects accrue to an enclosing work item, if any
+            # effects accrue to the enclosing work item, if any (this may be a worker running one)
+            outer = planner._recorder, planner._segments
+            planner._recorder, planner._segments = None, []
             try:
                 value = function(*item)
+                segments = [None] * (len(planner._segments) + 1)
             finally:
-                planner._recorder = outer
-            yield value, None
+                planner._recorder, planner._segments = outer
+            yield value, segments
 
-    def map(self, function: Callable, items: Sequence[tuple]) -> Iterator[tuple[object, Effects | None]]:
-        """Yield ``(function(*item), effects)`` for each item, in order, for :func:`merge` (effects are None when
-        the item ran in this process: they are already here)."""
+    def map(self, function: Callable, items: Sequence[tuple]) -> Iterator[tuple[object, list[Effects | None]]]:
+        """Yield ``(function(*item), segments)`` for each item, in order: the effects of each of its segments, for
+        :func:`merge` (None when the item ran in this process). Close the iterator to stop early."""
         if not self._parallel(len(items)):
             yield from self._serial(function, items)
             return
@@ -149,7 +175,7 @@ class Background:
     def __init__(self, pool, get: Callable[[], list]):
         self._pool, self._get = pool, get
 
-    def results(self) -> list[tuple[object, Effects | None]]:
+    def results(self) -> list[tuple[object, list[Effects | None]]]:
         """``(value, effects)`` of each item, in order (waits for the worker)."""
         try:
             return self._get()

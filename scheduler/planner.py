@@ -38,6 +38,7 @@ fits, until the GPUs run out.
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -142,6 +143,8 @@ class Planner(CandidateRanking):
         self.stopped_by: str | None = None
         self.pool = OrderedPool(self, available_cpus() if workers is None else workers)
         self._recorder = None  # records a pool work item's effects in a worker (scheduler.plan_pool)
+        self._segments: list = []  # effects of the current work item's finished segments
+        self._seen: set = set()  # complete plans the beam search has evaluated
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -161,7 +164,11 @@ class Planner(CandidateRanking):
                 raise InputError(f"app: model {name} ({llm.spec.name}) does not fit on {app.num_gpus}× {app.gpu.name} "
                                  f"in any TP, EP or PP configuration")
             self.configs[name] = configs
-        self.rates = {name: self._rates(name) for name in app.names}
+        for name in app.names:  # every replica's engine (and predictor tables) built here, shared with the workers
+            for replica in sorted({c.replica for c in self.configs[name]}):
+                self.executor._simulator(name, replica.layout)
+        rates = self._merged(self.pool.map(self._rates, [(name,) for name in app.names]))
+        self.rates = dict(zip(app.names, rates, strict=True))
         self.best_for_gpus = {}
         for name in app.names:
             best = {}
@@ -319,10 +326,22 @@ class Planner(CandidateRanking):
             self.stopped_by = "time"
         return self.stopped_by is not None
 
+    def _segment(self) -> None:
+        """End a segment of the current pool work item here (see :mod:`scheduler.plan_pool`)."""
+        self._segments.append(self._recorder.cut() if self._recorder is not None else None)
+
+    def _expand(self, stages: tuple[Stage, ...], stage: Stage) -> tuple[tuple[Stage, ...], PlanEstimate | None]:
+        """Pool work item: roll ``stages + (stage,)`` out (one segment), then evaluate the complete plan unless the
+        beam has seen it (None)."""
+        full = self.rollout(stages + (stage,))
+        self._segment()
+        return full, (None if full in self._seen else self.evaluate(Plan(full)))
+
     def greedy(self) -> tuple[PlanEstimate, bool]:
         """Greedy search (bounded by the budget while :meth:`run` searches, unbounded as a baseline)."""
         stages: tuple[Stage, ...] = ()
         best: PlanEstimate | None = None
+        self._seen = set()
         while True:
             done, running, left = self._state(stages)
             if len(done) == len(self.app.names):
@@ -331,36 +350,40 @@ class Planner(CandidateRanking):
             if not options:
                 break
             scored = []
-            for stage in options:
-                est = self.evaluate(Plan(self.rollout(stages + (stage,))))
-                scored.append((est.mean_s, stage, est))
-                if best is None or est.mean_s < best.mean_s:
-                    best = est
-                if self._spent():
-                    return best, True
+            with closing(self.pool.map(self._expand, [(stages, stage) for stage in options])) as results:
+                for stage, ((_, est), segments) in zip(options, results, strict=True):
+                    for effects in segments:
+                        merge(self, effects)
+                    scored.append((est.mean_s, stage, est))
+                    if best is None or est.mean_s < best.mean_s:
+                        best = est
+                    if self._spent():
+                        return best, True
             stages = stages + (min(scored, key=lambda x: x[0])[1],)
         final = self.evaluate(Plan(stages))
         return (final if best is None or final.mean_s <= best.mean_s else best), False
 
     def beam(self) -> tuple[PlanEstimate, bool]:
-        """Beam search within the budget."""
+        """Beam search within the budget (each level's expansions as pool work items, replayed in order)."""
         beams: list[tuple[float, tuple[Stage, ...]]] = [(0.0, ())]
         best: PlanEstimate | None = None
-        seen: set = set()
+        seen = self._seen = set()
         while beams:
             expanded = []
+            items = []
             for _, stages in beams:
-                done, running, left = self._state(stages)
+                done, running, left = self._state(stages)  # a hit: the rollout that made this beam computed it
                 if len(done) == len(self.app.names):
                     continue
-                for stage in self.candidates(done, running, self.top_k, left):
-                    prefix = stages + (stage,)
-                    full = self.rollout(prefix)
+                items += [(stages, stage) for stage in self.candidates(done, running, self.top_k, left)]
+            with closing(self.pool.map(self._expand, items)) as results:
+                for (stages, stage), ((full, est), (rolled, evaluated)) in zip(items, results, strict=True):
+                    merge(self, rolled)
                     if full in seen:
-                        continue
+                        continue  # (a worker may have evaluated it again: dropped, its keys are all here)
                     seen.add(full)
-                    est = self.evaluate(Plan(full))
-                    expanded.append((est.mean_s, prefix))
+                    merge(self, evaluated)
+                    expanded.append((est.mean_s, stages + (stage,)))
                     if best is None or est.mean_s < best.mean_s:
                         best = est
                     if self._spent():
@@ -382,8 +405,9 @@ class Planner(CandidateRanking):
 
     def _merged(self, results) -> list:
         values = []
-        for value, effects in results:
-            merge(self, effects)
+        for value, segments in results:
+            for effects in segments:
+                merge(self, effects)
             values.append(value)
         return values
 
