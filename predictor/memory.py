@@ -16,6 +16,7 @@ What is left is the KV cache, in blocks of ``block_size`` tokens.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -82,7 +83,9 @@ def weights_bytes_per_gpu(model: ModelSpec, tp: int | ParallelConfig, precision:
     return float(linear + embeddings + small * 2)
 
 
+@functools.lru_cache(maxsize=512)
 def _weights_from_ops(model: ModelSpec, par: ParallelConfig, precision: Precision) -> float:
+    """(Remembered per configuration: the op table is built once per model, layout and precision.)"""
     ops = _probe_ops(model, par, precision)
     layer_scale = _stage_layer_fraction(model, par) * par.pp  # per-stage counts → the largest stage's
     once = ops["op"].isin(ITERATION_OPS).to_numpy()
@@ -102,21 +105,27 @@ def _weights_from_ops(model: ModelSpec, par: ParallelConfig, precision: Precisio
     return linear + embedding + norms
 
 
+@functools.lru_cache(maxsize=512)
+def _widest_output(model: ModelSpec, par: ParallelConfig) -> float:
+    """Widest per-token activation of one GPU (elements): the widest token GEMM output, or the routed experts'
+    gate/up + activation per token (remembered per model and layout)."""
+    if _is_classic(model, par):
+        shapes = linear_shapes(model, par.tp)
+        return max(shapes["qkv_proj"][0], shapes["gate_up_proj"][0] + model.intermediate_size // par.tp)
+    ops = _probe_ops(model, par, Precision())
+    gemm = ops[(ops["op_kind"] == "gemm") & ~ops["op"].isin(["lm_head"])]
+    widest = float(gemm["n"].max()) if len(gemm) else 0.0
+    if model.is_moe:
+        width = model.expert_intermediate_size // par.moe_tp
+        widest = max(widest, model.experts_per_token * width * (3 if model.gated_mlp else 2) / par.ep)
+    return widest
+
+
 def activation_workspace_bytes(model: ModelSpec, tp: int | ParallelConfig, max_num_batched_tokens: int,
                                max_num_seqs: int) -> float:
     """Peak activation memory of one forward pass (bytes; 16-bit activations, fp32 logits)."""
     par = as_parallel(tp)
-    if _is_classic(model, par):
-        shapes = linear_shapes(model, par.tp)
-        widest = max(shapes["qkv_proj"][0], shapes["gate_up_proj"][0] + model.intermediate_size // par.tp)
-    else:  # the widest token GEMM output, or the routed experts' gate/up + activation per token
-        ops = _probe_ops(model, par, Precision())
-        gemm = ops[(ops["op_kind"] == "gemm") & ~ops["op"].isin(["lm_head"])]
-        widest = float(gemm["n"].max()) if len(gemm) else 0.0
-        if model.is_moe:
-            width = model.expert_intermediate_size // par.moe_tp
-            widest = max(widest, model.experts_per_token * width * (3 if model.gated_mlp else 2) / par.ep)
-    per_token = (2 * model.hidden_size + widest) * 2
+    per_token = (2 * model.hidden_size + _widest_output(model, par)) * 2
     logits = max_num_seqs * model.vocab_size * 4 * 2
     return float(max_num_batched_tokens * per_token + logits)
 

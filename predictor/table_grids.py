@@ -16,6 +16,7 @@ DENSE_TOKENS = 4096
 MAX_TOKENS = 1 << 21
 DENSE_SAMPLES = 2048
 MAX_SAMPLES = 1 << 16
+MEMO_ENTRIES = 1 << 16  # sizes remembered beyond the dense parts of the 1-D tables (cleared when full)
 
 
 def _grid(dense: int, maximum: int, ratio: float) -> np.ndarray:

@@ -21,6 +21,7 @@ from predictor.table_grids import (
     DECODE_SEQS,
     DENSE_SAMPLES,
     DENSE_TOKENS,
+    MEMO_ENTRIES,
     PRE_CHUNKS_LOG,
     PRE_CONTEXT_LOG,
     PRE_TOKENS_LOG,
@@ -51,17 +52,30 @@ class TableLookups:
         total = 0.0
         token_ms, sample_ms, _, _ = self._lists()
         if tokens > 0:
-            total += token_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else float(
-                self._interp_1d(np.array([tokens]), self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)[0])
+            total += token_ms[int(tokens) - 1] if tokens <= DENSE_TOKENS and tokens == int(tokens) else \
+                self._sparse_1d("tokens", tokens)
         if samples > 0:
-            total += sample_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else float(
-                self._interp_1d(np.array([samples]), self.samples_grid, DENSE_SAMPLES, self.samples_ms,
-                                self.samples_log_ms)[0])
+            total += sample_ms[int(samples) - 1] if samples <= DENSE_SAMPLES and samples == int(samples) else \
+                self._sparse_1d("samples", samples)
         if decode_seqs > 0:
             total += self.decode_ms_scalar(decode_seqs, decode_kv_mean)
         if prefill_chunks > 0 and prefill_q_mean > 0:
             total += self._prefill_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
         return total
+
+    def _sparse_1d(self, table: str, x: float) -> float:
+        """A 1-D table (``tokens`` or ``samples``) beyond its dense part, at ``x``: the vectorised interpolation,
+        remembered per ``x`` (a simulation asks for the same few sizes again and again)."""
+        memo = self.__dict__.setdefault("_sparse_memo", {})
+        key = (table, x)
+        value = memo.get(key)
+        if value is None:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            dense = DENSE_TOKENS if table == "tokens" else DENSE_SAMPLES
+            value = memo[key] = float(self._interp_1d(np.array([x]), getattr(self, f"{table}_grid"), dense,
+                                                      getattr(self, f"{table}_ms"), getattr(self, f"{table}_log_ms"))[0])
+        return value
 
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""

@@ -63,7 +63,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from scheduler.efficiency import EfficiencyRecorder
+from scheduler.efficiency import DiscardRecorder, EfficiencyRecorder
 from scheduler.engine_blocks import KVBlockManager
 from scheduler.engine_policies import POLICIES, ContinuousBatching, Policy, StaticBatching
 from scheduler.engine_state import (
@@ -157,6 +157,8 @@ class Simulator(KVBlockManager, IterationRunner):
         # Contention hook (models sharing a GPU): when set, called as stretch(engine, start_s, dt_ms, flops,
         # hbm_bytes) for every iteration and returns its actual duration (ms); fast-forwarding is off meanwhile.
         self.stretch: Callable[[Simulator, float, float, float, float], float] | None = None
+        # Off: runs keep no efficiency report (SimResult.efficiency is {}) — for callers that read latencies only
+        self.record_work = True
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -183,7 +185,7 @@ class Simulator(KVBlockManager, IterationRunner):
         self.tokens_held = 0
         self._reset_running()
         self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
-        self.efficiency = EfficiencyRecorder(self.bound)
+        self.efficiency = EfficiencyRecorder(self.bound) if self.record_work else DiscardRecorder()
         self.work_totals = [0.0, 0.0, 0.0, 0.0]  # Σ over this engine's iterations: duration (ms), FLOPs, bytes, roofline ms
 
     @property
@@ -314,7 +316,7 @@ class Simulator(KVBlockManager, IterationRunner):
             if steps:
                 return ADVANCED, 0, steps
         decodes, prefills = self.policy.schedule(self, state)
-        if not decodes and not prefills:
+        if not len(decodes) and not prefills:
             if state.running:
                 self._evict_latest(state)  # nothing can move: free memory for the oldest work
                 return EVICTED, 0, 0

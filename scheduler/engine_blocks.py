@@ -73,13 +73,14 @@ class KVBlockManager:
         state.partial.pop(victim, None)
         return victim
 
-    def ensure_decode_blocks(self, state: _State) -> list[int]:
-        """Running requests past prefill, each with a block for its next token (evicting if needed)."""
+    def ensure_decode_blocks(self, state: _State) -> np.ndarray | list:
+        """Running requests past prefill, each with a block for its next token (evicting if needed): an int64
+        array of request ids in running order (an empty list when there are none)."""
         bs = self.config.block_size
         while True:
             if not state.running:
                 return []
-            run = np.fromiter(state.running, np.int64, len(state.running))
+            run = state.running_ids()
             decoding = run[state.kv[run] >= state.target[run]]
             if decoding.size == 0:
                 return []
@@ -91,7 +92,7 @@ class KVBlockManager:
             if need <= self.free_blocks:
                 state.blocks[decoding[needs]] += 1
                 self.free_blocks -= need
-                return decoding.tolist()
+                return decoding
             self._evict_latest(state)
 
     def continue_prefills(self, state: _State, budget: int) -> list[tuple[int, int]]:
@@ -218,6 +219,7 @@ class KVBlockManager:
     def join(self, state: _State, r: int) -> None:
         """Request ``r`` enters this engine's running batch (its work is counted from here)."""
         state.running.append(r)
+        state.running_version += 1
         state.work_mark[r] = self.work_totals
         self._serial += 1
         self._joined[r] = self._serial
@@ -229,6 +231,7 @@ class KVBlockManager:
     def _leave(self, state: _State, r: int) -> None:
         """Request ``r`` leaves the running batch: add the work of the iterations it was part of."""
         state.running.remove(r)
+        state.running_version += 1
         del self._joined[r]
         state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
 

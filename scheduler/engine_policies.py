@@ -19,7 +19,7 @@ class Policy:
     name = "policy"
 
     def schedule(self, engine: Simulator, state: _State) -> tuple[list[int], list[tuple[int, int]]]:
-        """Return (decoding request ids, [(prefilling request id, chunk tokens)])."""
+        """Return (decoding request ids: a list or an int64 array, [(prefilling request id, chunk tokens)])."""
         raise NotImplementedError
 
 

@@ -189,11 +189,23 @@ class _State:
         self.work_mark = np.zeros((n, 4))
         self.peaks: tuple[float, float] | None = None  # (peak FLOP/s, HBM bytes/s) of the GPU, for per-request MFU/MBU
         self.running: list[int] = []
+        self.running_version = 0  # bumped by every join / leave (see running_ids)
+        self._running_cache: tuple | None = None
         self.waiting: deque[int] = deque()
         self.partial: dict[int, None] = {}  # running requests with prefill left, in admission order
         self.closed = ClosedLoop(workload.concurrency) if workload.concurrency else None
         if self.closed is not None:
             self.arrival[:] = math.inf  # unsent; ClosedLoop.release stamps each send time
+
+    def running_ids(self) -> np.ndarray:
+        """The running list as an int64 array (do not modify it): cached until the list changes — a join or a
+        leave bumps ``running_version``; a new list object (a view, a lost instance) is never the cached one."""
+        cache, run = self._running_cache, self.running
+        if cache is not None and cache[0] is run and cache[1] == self.running_version:
+            return cache[2]
+        ids = np.fromiter(run, np.int64, len(run))
+        self._running_cache = (run, self.running_version, ids)
+        return ids
 
     def view(self) -> _State:
         """A state sharing every per-request array but with its own running list and queues (one per instance)."""

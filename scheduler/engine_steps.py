@@ -17,6 +17,21 @@ from scheduler.engine_state import ITL_EDGES_S, IterationLog, _State
 PREFIX_STEPS = 16  # decode steps timed first when an arrival may end a fast-forwarded run
 
 
+def _count_gaps(state: _State, last_token_s: np.ndarray, start_s: float, now_s: float) -> None:
+    """Add each sequence's gap ``now_s − last_token_s`` (s; NaN: no token yet, not counted) to the
+    time-between-tokens histogram. Sequences whose last token came at ``start_s`` (they ran in the iteration
+    just before) share one gap, binned once: the same counts as binning every gap, without a search per sequence."""
+    same = last_token_s == start_s
+    shared = int(np.count_nonzero(same))
+    if shared:
+        state.itl_counts[np.searchsorted(ITL_EDGES_S, now_s - start_s)] += shared
+        if shared == len(last_token_s):
+            return
+        last_token_s = last_token_s[~same]
+    gaps = now_s - last_token_s
+    np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, gaps[gaps == gaps]), 1)
+
+
 class IterationRunner:
     """Runs iterations for :class:`scheduler.engine.Simulator` (see the module docstring)."""
 
@@ -60,8 +75,7 @@ class IterationRunner:
             log.running.append(len(state.running))
         # decode updates (vectorised)
         if dec.size:
-            gaps = self.now - state.last_token[dec]
-            np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, gaps[gaps == gaps]), 1)  # histogram += 1 per gap
+            _count_gaps(state, state.last_token[dec], start, self.now)
             state.last_token[dec] = self.now
             self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
             state.kv[dec] += 1
@@ -119,7 +133,7 @@ class IterationRunner:
         """
         if not self._admission_blocked(state):
             return 0
-        run = np.fromiter(state.running, np.int64, len(state.running))
+        run = state.running_ids()
         left = state.output[run] - state.generated[run]
         steps = int(left.min()) - 1  # the step that finishes a request goes through the regular loop
         if steps < 2:
@@ -188,9 +202,8 @@ class IterationRunner:
                             self.tokens_held + held_gain)
         self.tokens_held += int(held_gain[-1])
         ends = starts_s + durations
-        first_gaps = ends[0] - state.last_token[run]
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
-        np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, first_gaps[first_gaps == first_gaps]), 1)
+        _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
         np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
         self.now = float(ends[-1])
         state.last_token[run] = self.now

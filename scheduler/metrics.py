@@ -196,8 +196,19 @@ class SimResult:
     meta: dict = field(default_factory=dict)
     itl_counts: np.ndarray | None = None
     stats: object = None
-    efficiency: dict = field(default_factory=dict)
+    efficiency_source: object = None  # the efficiency dict, or the engine's recorder (reported on first use)
     _requests: pd.DataFrame | None = None
+
+    @property
+    def efficiency(self) -> dict:
+        """MFU, MBU, attained rates and bottlenecks of the run (:func:`predictor.efficiency.report`; computed on
+        first use: callers that read only latencies do not pay for it)."""
+        source = self.efficiency_source
+        if source is None:
+            return {}
+        if not isinstance(source, dict):
+            source = self.efficiency_source = source.report()
+        return source
 
     @property
     def requests(self) -> pd.DataFrame:
@@ -219,7 +230,7 @@ class SimResult:
                 "max_model_len": engine.max_model_len,
                 "memory": engine.memory.to_dict() if engine.memory is not None else None}
         return cls(RequestColumns(state), iterations, engine.config.to_dict(), engine.num_blocks, partial, meta,
-                   state.itl_counts.copy(), engine.stats, engine.efficiency.report())
+                   state.itl_counts.copy(), engine.stats, engine.efficiency)
 
     # --- summary ---------------------------------------------------------------------------------
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:

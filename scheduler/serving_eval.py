@@ -187,6 +187,7 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
         else:
             layout = parallel if parallel is not None else row_parallel(row)
             sim = Simulator(predictor, model, gpu, layout, dtype, config, profile=profile)
+            sim.record_work = False  # latencies only: no efficiency report
             window = measurement_window(len(wl), c)
             # the drain after the window only matters to the requests still running: stop when the window is done
             result = sim.run(wl, record_iterations=False,
@@ -282,7 +283,10 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
     cluster = Cluster(predictor, specs, router="least_loaded", link_bandwidth_gbps=link_gbps)
     for sim in cluster.sims:
         sim.bound = profile.apply(sim.bound)
-    run = cluster.run(workload)
+        sim.record_work = False  # latencies only: no efficiency report
+    window = measurement_window(len(workload), workload.concurrency)
+    # as for an aggregated run: the drain after the window only matters to the requests still running
+    run = cluster.run(workload, stop=lambda: bool(np.isfinite(cluster.state.finish[window]).all()))
     return run.result, run.landed_s
 
 

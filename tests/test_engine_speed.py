@@ -78,3 +78,41 @@ def test_preemption_victim_from_the_heap_is_the_latest_arrived_running_request(h
     wl = build_workload("poisson", 200, rate=8.0, trace="splitwise_conv", seed=2)
     result = Checked(hybrid, MODEL, GPU, 1, "fp16", EngineConfig(num_blocks=250)).run(wl)
     assert len(victims) > 20 and result.summary()["preemptions"] == len(victims)
+
+
+def test_running_ids_follow_every_join_leave_and_new_list(roofline):
+    """The cached array of running ids equals the running list after joins, leaves and a list swapped in."""
+    from scheduler.engine import Simulator
+    from scheduler.engine_state import _State
+    from scheduler.workload import Workload
+
+    sim = Simulator(roofline, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig())
+    sim.start()
+    state = _State(Workload(np.zeros(6), np.full(6, 8), np.full(6, 4)))
+    assert state.running_ids().tolist() == []
+    for r in (3, 1, 4):
+        sim.join(state, r)
+    first = state.running_ids()
+    assert first.tolist() == [3, 1, 4] and state.running_ids() is first  # unchanged list: the cached array
+    sim._leave(state, 1)
+    assert state.running_ids().tolist() == [3, 4]
+    state.running = [5]  # a new list object (a lost instance's reset, a view) is never the cached one
+    assert state.running_ids().tolist() == [5]
+    view = state.view()
+    sim.join(view, 2)
+    assert view.running_ids().tolist() == [2] and state.running_ids().tolist() == [5]
+
+
+def test_record_work_off_keeps_every_time_and_drops_only_the_efficiency_report(hybrid):
+    """``record_work = False`` (latency-only callers): the same per-request times, no efficiency report."""
+    from scheduler.engine import Simulator
+
+    wl = build_workload("poisson", 300, rate=8.0, trace="splitwise_conv", seed=2)
+    full = Simulator(hybrid, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig()).run(wl, record_iterations=False)
+    lean_sim = Simulator(hybrid, "llama-2-7b", "a100-80gb", 1, "fp16", EngineConfig())
+    lean_sim.record_work = False
+    lean = lean_sim.run(wl, record_iterations=False)
+    for column in ("first_token_s", "finish_s", "tpot_s", "arrival_s"):
+        np.testing.assert_array_equal(lean.columns[column], full.columns[column])
+    assert full.efficiency and lean.efficiency == {}
+    assert lean.summary()["ttft_ms"] == full.summary()["ttft_ms"]

@@ -173,6 +173,28 @@ def test_disaggregation_beats_colocation_under_a_tight_tpot_slo(hybrid):
     assert d["slo"]["goodput_requests_per_s"] > 1.5 * c["slo"]["goodput_requests_per_s"]
 
 
+def test_a_stopped_cluster_run_keeps_the_full_runs_times_for_what_finished(roofline):
+    """``stop`` ends a disaggregated run once the first 40 requests are done: those requests (and every other
+    one finished by then) have exactly the full run's times and KV landings; the rest are unfinished."""
+    rng = np.random.default_rng(3)
+    n = 120
+    wl = workload(np.cumsum(rng.exponential(1 / 8, n)), rng.integers(200, 2000, n), rng.integers(20, 200, n))
+
+    def cluster():
+        return Cluster(roofline, [InstanceSpec(*MODEL_GPU, role="prefill"), InstanceSpec(*MODEL_GPU, role="decode")])
+
+    full = cluster().run(wl)
+    stopped = cluster()
+    head = np.arange(40)
+    part = stopped.run(wl, stop=lambda: bool(np.isfinite(stopped.state.finish[head]).all()))
+    a, b = full.result.requests, part.result.requests
+    done = np.isfinite(b["finish_s"].to_numpy())
+    assert done[:40].all() and not done.all() and part.result.partial
+    for column in ("first_token_s", "finish_s"):
+        np.testing.assert_array_equal(b[column].to_numpy()[done], a[column].to_numpy()[done])
+    np.testing.assert_array_equal(part.landed_s[done], full.landed_s[done])
+
+
 def test_kv_transfer_time_is_prompt_kv_bytes_over_the_link(roofline):
     """One request: TTFT on the prefill instance, then the KV copy (prompt × bytes/token / link) before decoding."""
     wl = workload([0.0], [1000], [5])

@@ -47,6 +47,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -353,8 +354,12 @@ class Cluster:
             self.migrations += 1
 
     # --- main loop --------------------------------------------------------------------------------
-    def run(self, workload: Workload) -> ClusterResult:
-        """Serve ``workload`` with the cluster to completion; every request finishes once (or is rejected)."""
+    def run(self, workload: Workload, stop: Callable[[], bool] | None = None) -> ClusterResult:
+        """Serve ``workload`` with the cluster to completion; every request finishes once (or is rejected).
+
+        ``stop``, when given, is polled whenever requests complete; returning True ends the run there (the
+        result is marked partial; the requests finished by then keep exactly the times of a full run).
+        """
         n = len(workload)
         self.state = state = _State(workload)
         peaks = {sim.peaks for sim in self.sims}
@@ -426,6 +431,8 @@ class Cluster:
             preempted_before = sim.preemptions_total
             outcome, done, _ = sim.advance(view, None, limit, False)
             finished += done
+            if done and stop is not None and stop():
+                break
             if outcome == STUCK:
                 if t_next < math.inf:
                     sim.now = max(sim.now, t_next)
