@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from predictor.bound import BoundPredictor
+from scheduler.efficiency import DiscardRecorder
 from scheduler.engine_state import IterationLog, _State
 from scheduler.metrics import tpot_s
 
@@ -45,13 +46,10 @@ class ServeTimings:
     tpot_s: np.ndarray
 
 
-class _Discard:
-    """Stands in for the efficiency recorder and the running statistics: accepts every record, keeps none."""
+class _DiscardStats:
+    """Stands in for the running statistics (:class:`scheduler.engine_state.RunningStats`): keeps nothing."""
 
     def add(self, *args, **kwargs) -> None:
-        pass
-
-    def add_decode_steps(self, *args) -> None:
         pass
 
     def add_many(self, *args, **kwargs) -> None:
@@ -93,7 +91,7 @@ def serve_timings(sim, workload) -> ServeTimings:
     state.peaks = sim.peaks
     sim._reject_impossible(state)
     sim.start()
-    sim.efficiency = sim.stats = _Discard()
+    sim.efficiency, sim.stats = DiscardRecorder(), _DiscardStats()
     if state.closed is not None:
         if sim.profile is not None:
             state.closed.delay_s = sim.profile.admission_ms(state.closed.concurrency) / 1e3

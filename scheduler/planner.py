@@ -24,6 +24,11 @@
    application, its seed and the settings: the same on a loaded machine as on a quiet one. ``time_budget_s``
    remains as an upper bound only (a run stopped by it says so: its plan depends on the machine's speed).
 
+Work runs in forked worker processes where more than one CPU is available (:mod:`scheduler.plan_pool`): the
+LLMs' rates, each beam level's expansions, the naive and largest-first baselines beside the search, and the
+estimate draws. Their effects are replayed in the serial order, so plans, estimates and simulation counts are
+those of one process; only the wall time changes.
+
 Co-location (opt-in: ``search.colocation`` in the YAML or ``Planner(colocation=True)``): a candidate may
 also place two LLMs without an upstream on the *same* GPUs (each with a memory partition, iterations stretched
 by the contention model of :mod:`scheduler.colocation`) — one more option per pair next to giving each LLM
