@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -104,8 +105,13 @@ def _work(index: int):
 
 
 def _init_worker() -> None:
+    """In each worker: pools nest no further; Ctrl-C is the parent's to handle, and SIGTERM (how the parent's pool
+    ends its workers) kills at once — not the CLI's handler, inherited through the fork, which would raise in a
+    worker waiting on the pool's queue and leave it (and the parent joining it) hanging."""
     global _IN_WORKER
     _IN_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _fork_pool(planner, function: Callable, items: Sequence[tuple], processes: int):

@@ -80,3 +80,22 @@ def test_one_worker_runs_everything_in_this_process(roofline, forks):
     planner._prepare()
     values = [v for v, effects in planner.pool.map(planner._work_item, [("draw", planner.naive_plan(), 0)] * 2)]
     assert forks == [] and values[0] == values[1] and np.isfinite(values[0])
+
+
+def test_workers_die_on_sigterm_even_under_the_clis_handler(roofline, forks):
+    """The CLI turns SIGTERM into an exception; workers inherit that handler through the fork. A pool ends its
+    workers with SIGTERM, so each worker must take the default action again (else one raising while it waits on
+    the pool's queue leaves the others, and the parent joining them, hanging) and leave Ctrl-C to the parent."""
+    import signal
+
+    from inference_sim import signals
+
+    planner = Planner(Application.from_dict(chain_spec()), roofline, workers=2)
+    previous = signals.install()
+    try:
+        handlers = [v for v, _ in planner.pool.map(lambda: (signal.getsignal(signal.SIGTERM),
+                                                             signal.getsignal(signal.SIGINT)), [(), ()])]
+    finally:
+        signals.restore(previous)
+    assert forks == [2]
+    assert handlers == [(signal.SIG_DFL, signal.SIG_IGN)] * 2
