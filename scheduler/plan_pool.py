@@ -166,12 +166,12 @@ class OrderedPool:
         with _fork_pool(self.planner, function, items, min(self.workers, len(items))) as pool:
             yield from pool.imap(_work, range(len(items)), chunksize=1)
 
-    def start(self, function: Callable, items: Sequence[tuple]) -> Background:
-        """Run ``items`` in one worker process from now on, beside this one (in this process, later, when there
-        is one CPU); collect them with :meth:`Background.results`."""
+    def start(self, function: Callable, items: Sequence[tuple], processes: int = 1) -> Background:
+        """Run ``items`` in up to ``processes`` worker processes from now on, beside this one (in this process,
+        later, when there is one CPU); collect them with :meth:`Background.results`."""
         if not self._parallel(len(items), least=1):
             return Background(None, lambda: list(self._serial(function, items)))
-        pool = _fork_pool(self.planner, function, items, 1)
+        pool = _fork_pool(self.planner, function, items, max(1, min(processes, self.workers, len(items))))
         return Background(pool, pool.map_async(_work, range(len(items)), chunksize=1).get)
 
 

@@ -424,28 +424,28 @@ class Planner(CandidateRanking):
 
     def _estimates(self, chosen: Plan, background) -> tuple[PlanEstimate, dict[str, PlanEstimate]]:
         """The chosen plan and the baselines (``background``: from :meth:`_start_baselines`, or None for none) on
-        the K estimate draws, each distinct plan simulated once: the greedy search beside the chosen plan's draws,
-        then the draws of the greedy plan if it differs."""
+        the K estimate draws, each distinct plan simulated once: the greedy search and the chosen plan's draws start
+        at once, beside the baselines' worker if it is still busy; then the greedy plan's draws if it is new."""
         k = len(self.samples)
+        naive = self.naive_plan() if background is not None else None
+        searched = ["greedy"] if background is not None and self.strategy != "greedy" else []
+        draws = [] if chosen == naive else [("draw", chosen, j) for j in range(k)]
+        first = self.pool.start(self._work_item, [(name,) for name in searched] + draws, self.pool.workers)
         plans = {"chosen": chosen}
         spans: dict[Plan, list[float]] = {}
         if background is not None:
-            values = self._merged(background.results())
-            plans["naive"] = self.naive_plan()
-            plans["largest_first"], largest_spans = values[0]
-            spans[plans["naive"]] = values[1:]
-            spans.setdefault(plans["largest_first"], largest_spans)
-        searched = ["greedy"] if background is not None and self.strategy != "greedy" else []
-        for round_ in (0, 1):
-            todo = [plan for plan in dict.fromkeys(plans.values()) if plan not in spans]
-            draws = [("draw", plan, j) for plan in todo for j in range(k)]
-            values = self._merged(self.pool.map(self._work_item, ([(n,) for n in searched] if round_ == 0 else [])
-                                                + draws))
-            if round_ == 0:
-                plans.update(zip(searched, values[:len(searched)], strict=True))
-                values = values[len(searched):]
-            for (_, plan, _), value in zip(draws, values, strict=True):
-                spans.setdefault(plan, []).append(value)
+            (largest, largest_spans), *naive_spans = self._merged(background.results())
+            plans.update(naive=naive, largest_first=largest)
+            spans[naive] = naive_spans
+            spans.setdefault(largest, largest_spans)
+        values = self._merged(first.results())
+        plans.update(zip(searched, values[:len(searched)], strict=True))
+        if draws:
+            spans.setdefault(chosen, values[len(searched):])
+        todo = [plan for plan in dict.fromkeys(plans.values()) if plan not in spans]  # the greedy plan, if new
+        values = iter(self._merged(self.pool.map(self._work_item, [("draw", p, j) for p in todo for j in range(k)])))
+        for plan in todo:
+            spans[plan] = [next(values) for _ in range(k)]
         self.evaluations += len(plans)
         out = {name: PlanEstimate(plan, np.array(spans[plan])) for name, plan in plans.items()}
         return out.pop("chosen"), {name: out[name] for name in ("naive", "largest_first", "greedy") if name in out}
