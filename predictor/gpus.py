@@ -11,7 +11,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
-import yaml
+from predictor.safe_yaml import load_shipped
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from predictor.errors import InputError, unknown_name
@@ -147,7 +147,7 @@ def _parse_gpu(name: str, raw: object, source: str) -> GPUSpec:
 def catalogue() -> dict[str, GPUSpec]:
     """The shipped GPU catalogue, keyed by name."""
     text = resources.files("predictor.catalog").joinpath("gpus.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    raw = load_shipped(text)
     return {name: _parse_gpu(name, spec, "gpus.yaml") for name, spec in raw.items()}
 
 

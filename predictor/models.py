@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
+from predictor.safe_yaml import load_shipped
 
 from predictor.errors import InputError, unknown_name
 from predictor.model_parts import LinearAttentionSpec, MLASpec, SparseIndexSpec
@@ -537,7 +537,7 @@ def read_config_file(path: str | Path, name: str | None = None) -> ModelSpec:
 @functools.lru_cache(maxsize=1)
 def _index() -> dict[str, dict]:
     text = resources.files("predictor.catalog").joinpath("models.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return load_shipped(text)
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,11 @@ import yaml
 
 from predictor.errors import InputError
 
+try:  # PyYAML's C parser (libyaml), when the wheel has it; the same safe constructor either way
+    from yaml import CSafeLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as CSafeLoader
+
 MAX_YAML_BYTES = 10 * 2**20
 
 
@@ -69,3 +74,9 @@ def load_yaml_file(path: str | Path, field: str, what: str = "a YAML file"):
     if "\x00" in text:
         raise InputError(f"{field}: {str(path)!r} is binary (holds NUL bytes), expected {what}")
     return load_yaml_text(text, field, path)
+
+
+def load_shipped(text: str):
+    """Parse a shipped catalogue file (trusted text): ``yaml.safe_load``'s result, with PyYAML's C parser
+    (``CSafeLoader``, several times faster) where libyaml is available."""
+    return yaml.load(text, Loader=CSafeLoader)

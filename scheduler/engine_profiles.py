@@ -224,7 +224,7 @@ def get_profile(framework: str = DEFAULT_FRAMEWORK, version: str | None = None,
     name = "legacy" if str(framework).strip().lower() == "legacy" else framework_name(framework)
     table = profiles if profiles is not None else load_profiles()
     if name not in table:
-        raise InputError(f"--framework: no fitted profile for {name!r} (run benchmarks/experiments/serving_accuracy.py "
+        raise InputError(f"--framework: no fitted profile for {name!r} (run python -m benchmarks.experiments.serving_accuracy "
                          f"to fit data/engine_profiles.json); available: {', '.join(sorted(table))}")
     profile = table[name]
     return replace(profile, version=str(version)) if version else profile

@@ -169,7 +169,7 @@ class ServingCalibration:
             raw = json.loads(file.read_text())
         except FileNotFoundError:
             raise InputError(f"calibration: {str(file)!r} does not exist (run "
-                             "benchmarks/experiments/serving_accuracy.py to fit it)") from None
+                             "python -m benchmarks.experiments.serving_accuracy to fit it)") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"calibration: {str(file)!r} is not valid JSON") from None
         if not isinstance(raw, dict) or raw.get("features") != list(FEATURES) or set(raw.get("models", {})) != set(TARGETS):

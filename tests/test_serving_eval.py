@@ -200,3 +200,17 @@ def test_cli_evaluate_serving_bad_input_exits_2(tmp_path, capsys, change, messag
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_static_batch_under_a_plain_profile_is_the_predictors_static_estimate(roofline):
+    """A profile of kernels only (scale 1, no overhead, no CUDA-graph padding) re-scores a static batch exactly as
+    ``Predictor.estimate`` times it with the same prefill token budget."""
+    from benchmarks.experiments.serving_static import profile_estimate
+    from scheduler.engine_profiles import EngineProfile
+
+    profile = EngineProfile("plain", cuda_graph_max_batch=0, max_num_batched_tokens=2048)
+    bound = profile.apply(roofline.bind("llama-2-7b", "a100-80gb", 1, "fp16"))
+    ttft, tpot = profile_estimate(bound, profile, batch=4, prompt=1000, output=64)
+    expected = roofline.estimate("llama-2-7b", "a100-80gb", 1, "fp16", batch_size=4, input_len=1000, output_len=64,
+                                 max_num_batched_tokens=2048)
+    assert ttft == pytest.approx(expected.ttft_ms, rel=1e-9) and tpot == pytest.approx(expected.tpot_ms, rel=1e-9)

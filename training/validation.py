@@ -25,19 +25,24 @@ from training.metrics import error_stats
 MODEL = "llama-2-70b"
 
 
-def predict_splitwise(predictor, baseline, table: pd.DataFrame) -> pd.DataFrame:
-    """Hybrid and roofline TTFT/TPOT estimates for every Splitwise row (``features.reference_data.read_splitwise``).
-
-    Splitwise ran prompt + output lengths beyond Llama-2-70B's 4,096 positions (its engine allowed longer
-    sequences); the spec's context limit is raised to the longest measured row so every row is estimated.
-    """
+def splitwise_spec(table: pd.DataFrame):
+    """Llama-2-70B with its context limit raised to the longest Splitwise row (prompt + output tokens)."""
     import dataclasses
 
     from predictor.models import get_model
 
     longest = int((table["prompt_size"] + table["token_size"]).max())
     base = get_model(MODEL)
-    spec = dataclasses.replace(base, max_position_embeddings=max(base.max_position_embeddings, longest))
+    return dataclasses.replace(base, max_position_embeddings=max(base.max_position_embeddings, longest))
+
+
+def predict_splitwise(predictor, baseline, table: pd.DataFrame) -> pd.DataFrame:
+    """Hybrid and roofline TTFT/TPOT estimates for every Splitwise row (``features.reference_data.read_splitwise``).
+
+    Splitwise ran prompt + output lengths beyond Llama-2-70B's 4,096 positions (its engine allowed longer
+    sequences); the spec's context limit is raised to the longest measured row so every row is estimated.
+    """
+    spec = splitwise_spec(table)
     rows = []
     for r in table.itertuples():
         args = dict(tp=int(r.tp), dtype="fp16", batch_size=int(r.batch_size), input_len=int(r.prompt_size),

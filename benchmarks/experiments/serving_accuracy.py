@@ -2,7 +2,7 @@
 models; writes ``data/serving_calibration.json``, ``data/engine_profiles.json`` and
 ``docs/serving-accuracy.md``.
 
-Run: ``python benchmarks/experiments/serving_accuracy.py [--serving PATH]`` (tens of minutes on 2 cores;
+Run: ``python -m benchmarks.experiments.serving_accuracy [--serving PATH]`` (tens of minutes on 2 cores;
 re-run it whenever more model families or GPUs load: the skipped counts shrink and every table is redone).
 
 Every run of the silicon CSV that the simulator can load is simulated closed-loop at its concurrency,
@@ -33,6 +33,7 @@ from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_model import CALIBRATION_PATH, FEATURES, ServingCalibration, held_out
+from benchmarks.experiments.serving_static import static_batch_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "aiconfigurator" / "silicon_sample_without_h200.csv"
@@ -149,7 +150,7 @@ def _calibration_lines(calibration: ServingCalibration) -> list[str]:
 
 
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
-           profiles: dict, source: str, max_per_group: int) -> str:
+           profiles: dict, source: str, max_per_group: int, predictor) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -178,6 +179,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "roofline time + base + per-sequence × batch (+ multi-GPU); a closed-loop request reaches the engine "
               "admission ms (+ per client) after its send.", "",
               *_profiles_lines(profiles),
+              *static_batch_lines(predictor, profiles),
               "## Caveats", "",
               "- The measured TTFT of a configuration varies between runs that differ only in OSL (e.g. the same "
               "concurrency and ISL), which bounds what any model of TTFT can reach here.",
@@ -232,7 +234,8 @@ def main() -> None:
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     calibration.save(args.calibration_out)
-    atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group))
+    atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
+                                     predictor))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))
