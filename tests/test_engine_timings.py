@@ -1,4 +1,5 @@
-"""The lean engine run the planner uses (:meth:`Simulator.timings`) gives exactly the per-request times of a full run."""
+"""The lean engine run the planner uses (:meth:`Simulator.timings`) gives exactly the per-request times of a full
+run."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def forks(monkeypatch):
 def _outcome(result) -> dict:
     out = result.to_dict()
     out.pop("search_time_s")  # wall time: the only thing allowed to differ
-    out["gantt"] = [(iv.llm, str(iv.config), iv.gpus, iv.load_s, iv.serve_s, iv.end_s) for iv in result.execution.intervals]
+    out["gantt"] = [(iv.llm, str(iv.config), iv.gpus, iv.load_s, iv.serve_s, iv.end_s)
+                    for iv in result.execution.intervals]
     return out
 
 
@@ -43,7 +44,7 @@ def test_two_workers_make_the_plan_of_one_process(roofline, forks, name):
     serial = Planner(Application.from_dict(SPECS[name]()), roofline, workers=1).run()
     assert forks == []
     parallel = Planner(Application.from_dict(SPECS[name]()), roofline, workers=2).run()
-    assert forks[0] == 2 and 1 in forks  # a pool for the rates of the LLMs, a worker for the baselines beside the search
+    assert forks[0] == 2 and 1 in forks  # a pool for the LLMs' rates, a worker for the baselines beside the search
     assert _outcome(parallel) == _outcome(serial)
 
 
