@@ -157,13 +157,16 @@ class OrderedPool:
                 planner._recorder, planner._segments = outer
             yield value, segments
 
-    def map(self, function: Callable, items: Sequence[tuple]) -> Iterator[tuple[object, list[Effects | None]]]:
+    def map(self, function: Callable, items: Sequence[tuple],
+            processes: int | None = None) -> Iterator[tuple[object, list[Effects | None]]]:
         """Yield ``(function(*item), segments)`` for each item, in order: the effects of each of its segments, for
-        :func:`merge` (None when the item ran in this process). Close the iterator to stop early."""
-        if not self._parallel(len(items)):
+        :func:`merge` (None when the item ran in this process). At most ``processes`` workers (default: all);
+        one runs the items here. Close the iterator to stop early."""
+        processes = self.workers if processes is None else min(processes, self.workers)
+        if processes < 2 or not self._parallel(len(items)):
             yield from self._serial(function, items)
             return
-        with _fork_pool(self.planner, function, items, min(self.workers, len(items))) as pool:
+        with _fork_pool(self.planner, function, items, min(processes, len(items))) as pool:
             yield from pool.imap(_work, range(len(items)), chunksize=1)
 
     def start(self, function: Callable, items: Sequence[tuple], processes: int = 1) -> Background:
@@ -172,19 +175,23 @@ class OrderedPool:
         if not self._parallel(len(items), least=1):
             return Background(None, lambda: list(self._serial(function, items)))
         pool = _fork_pool(self.planner, function, items, max(1, min(processes, self.workers, len(items))))
-        return Background(pool, pool.map_async(_work, range(len(items)), chunksize=1).get)
+        return Background(pool, pool.map_async(_work, range(len(items)), chunksize=1))
 
 
 class Background:
     """Work items started by :meth:`OrderedPool.start`."""
 
-    def __init__(self, pool, get: Callable[[], list]):
-        self._pool, self._get = pool, get
+    def __init__(self, pool, pending):
+        self._pool, self._pending = pool, pending
+
+    def busy(self) -> bool:
+        """Whether a worker is still running the items (False in this process: they run at :meth:`results`)."""
+        return self._pool is not None and not self._pending.ready()
 
     def results(self) -> list[tuple[object, list[Effects | None]]]:
         """``(value, effects)`` of each item, in order (waits for the worker)."""
         try:
-            return self._get()
+            return self._pending.get() if self._pool is not None else self._pending()
         finally:
             if self._pool is not None:
                 self._pool.terminate()

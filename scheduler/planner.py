@@ -150,6 +150,7 @@ class Planner(CandidateRanking):
         self._recorder = None  # records a pool work item's effects in a worker (scheduler.plan_pool)
         self._segments: list = []  # effects of the current work item's finished segments
         self._seen: set = set()  # complete plans the beam search has evaluated
+        self._background = None  # the baselines' work beside the search (scheduler.plan_pool.Background)
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -331,6 +332,12 @@ class Planner(CandidateRanking):
             self.stopped_by = "time"
         return self.stopped_by is not None
 
+    def _search_processes(self) -> int:
+        """Workers for a search level: the CPUs, less one while the baselines' worker runs (their items share
+        much of their work, which a pool repeats in each worker: a busy CPU is better spent on the baselines)."""
+        busy = self._background is not None and self._background.busy()
+        return self.pool.workers - busy
+
     def _segment(self) -> None:
         """End a segment of the current pool work item here (see :mod:`scheduler.plan_pool`)."""
         self._segments.append(self._recorder.cut() if self._recorder is not None else None)
@@ -355,7 +362,8 @@ class Planner(CandidateRanking):
             if not options:
                 break
             scored = []
-            with closing(self.pool.map(self._expand, [(stages, stage) for stage in options])) as results:
+            with closing(self.pool.map(self._expand, [(stages, stage) for stage in options],
+                                       self._search_processes())) as results:
                 for stage, ((_, est), segments) in zip(options, results, strict=True):
                     for effects in segments:
                         merge(self, effects)
@@ -381,7 +389,7 @@ class Planner(CandidateRanking):
                 if len(done) == len(self.app.names):
                     continue
                 items += [(stages, stage) for stage in self.candidates(done, running, self.top_k, left)]
-            with closing(self.pool.map(self._expand, items)) as results:
+            with closing(self.pool.map(self._expand, items, self._search_processes())) as results:
                 for (stages, stage), ((full, est), (rolled, evaluated)) in zip(items, results, strict=True):
                     merge(self, rolled)
                     if full in seen:
@@ -454,7 +462,7 @@ class Planner(CandidateRanking):
         """Search, evaluate the baselines, and return the chosen plan with its estimate."""
         t0 = time.perf_counter()
         self._prepare()
-        background = self._start_baselines() if baselines else None
+        background = self._background = self._start_baselines() if baselines else None
         first = self.executor.simulations
         self._bound, self.stopped_by = (first + self.max_simulations, t0 + self.time_budget_s), None
         try:
