@@ -15,13 +15,13 @@ from tests.test_planner import chain_spec, four_gpu_spec
 
 @pytest.fixture
 def forks(monkeypatch):
-    """Counts the worker pools forked (a parallel run that never forked would prove nothing)."""
+    """The worker pools forked, as (planner method, processes): a parallel run that never forked would prove nothing."""
     calls = []
     real = plan_pool._fork_pool
 
-    def spy(*args):
-        calls.append(args[3])
-        return real(*args)
+    def spy(planner, function, items, processes):
+        calls.append((function.__name__, processes))
+        return real(planner, function, items, processes)
 
     monkeypatch.setattr(plan_pool, "_fork_pool", spy)
     return calls
@@ -44,16 +44,18 @@ def test_two_workers_make_the_plan_of_one_process(roofline, forks, name):
     serial = Planner(Application.from_dict(SPECS[name]()), roofline, workers=1).run()
     assert forks == []
     parallel = Planner(Application.from_dict(SPECS[name]()), roofline, workers=2).run()
-    assert forks[0] == 2 and 1 in forks  # a pool for the LLMs' rates, a worker for the baselines beside the search
+    assert forks[:2] == [("_rates", 2), ("_work_item", 1)]  # the LLMs' rates, then the baselines beside the search
     assert _outcome(parallel) == _outcome(serial)
 
 
 def test_a_search_stopped_by_its_simulation_budget_is_the_same_with_workers(roofline, forks):
+    # the budget is checked after each expansion: a pooled level must stop at the same one, with the same count
     spec = four_gpu_spec(None)
-    runs = [Planner(Application.from_dict(spec), roofline, workers=w, max_simulations=8).run() for w in (1, 2)]
+    runs = [Planner(Application.from_dict(spec), roofline, workers=w, max_simulations=8).run(baselines=b)
+            for w in (1, 2) for b in (False, True)]
     assert runs[0].stopped_by == "simulations"
-    assert forks
-    assert _outcome(runs[1]) == _outcome(runs[0])
+    assert ("_expand", 2) in forks
+    assert _outcome(runs[2]) == _outcome(runs[0]) and _outcome(runs[3]) == _outcome(runs[1])
 
 
 def test_merged_effects_count_each_simulation_once(roofline):
@@ -98,5 +100,14 @@ def test_workers_die_on_sigterm_even_under_the_clis_handler(roofline, forks):
                                                              signal.getsignal(signal.SIGINT)), [(), ()])]
     finally:
         signals.restore(previous)
-    assert forks == [2]
+    assert len(forks) == 1
     assert handlers == [(signal.SIG_DFL, signal.SIG_IGN)] * 2
+
+
+def test_beam_levels_in_a_pool_search_exactly_like_one_process(roofline, forks):
+    # without baselines no worker runs beside the search, so every level with several expansions uses a pool
+    spec = four_gpu_spec(None)
+    serial = Planner(Application.from_dict(spec), roofline, workers=1).run(baselines=False)
+    pooled = Planner(Application.from_dict(spec), roofline, workers=2).run(baselines=False)
+    assert forks.count(("_expand", 2)) >= 2  # at least two search levels in a pool
+    assert _outcome(pooled) == _outcome(serial)
