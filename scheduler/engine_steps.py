@@ -46,7 +46,8 @@ class IterationRunner:
         p_ctx = p_kv if budget is None else [min(k, budget) for k in p_kv]
         completes = [k + c >= int(state.target[r]) for k, (r, c) in zip(p_kv, prefills, strict=True)]
         if dec.size:
-            dec_kv = state.kv[dec] if budget is None else np.minimum(state.kv[dec], budget)
+            kv_dec = state.kv[dec]
+            dec_kv = kv_dec if budget is None else np.minimum(kv_dec, budget)
             dec_ctx = int(dec_kv.sum())
         else:
             dec_ctx = 0
@@ -78,9 +79,10 @@ class IterationRunner:
             _count_gaps(state, state.last_token[dec], start, self.now)
             state.last_token[dec] = self.now
             self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
-            state.kv[dec] += 1
-            state.generated[dec] += 1
-            done = dec[state.generated[dec] >= state.output[dec]]
+            state.kv[dec] = kv_dec + 1
+            generated = state.generated[dec] + 1
+            state.generated[dec] = generated
+            done = dec[generated >= state.output[dec]]
             for r in done.tolist():
                 finished += self._finish(state, r)
         self.tokens_held += (sum(p_chunks) if budget is None
