@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scheduler.engine_state import REJECTED
 from scheduler.placement import Config, Placement, load_time_s
 
 INF = math.inf
@@ -140,6 +141,8 @@ class Executor:
         self.contention = getattr(engine_spec, "contention", "shared")
         self._simulators: dict = {}
         self._cache: dict = {}
+        self._sims_by_key: dict = {}  # engine simulations each cache entry cost (for scheduler.plan_pool)
+        self.touched: list | None = None  # when a list, every cache key looked up is appended (scheduler.plan_pool)
         self.simulations = 0
 
     # --- one LLM ---------------------------------------------------------------------------------
@@ -169,6 +172,8 @@ class Executor:
         key = (llm, config, hashlib.blake2b(b"".join(a.tobytes() for a in (
             remaining.ids, prompts, remaining.out_left, np.round(np.where(finite, offsets, -1.0), 6))),
             digest_size=16).digest())
+        if self.touched is not None:
+            self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
             n = remaining.ids.size
@@ -183,19 +188,18 @@ class Executor:
                 if idx.size == 0:
                     continue
                 wl = Workload(offsets[idx], prompts[idx], remaining.out_left[idx], name=llm)
-                res = sim.run(wl, record_iterations=False).requests
+                res = sim.timings(wl)
                 self.simulations += 1
-                status = res["status"].astype(str).to_numpy()
-                ft = res["first_token_s"].to_numpy(float, copy=True)
-                fin = res["finish_s"].to_numpy(float, copy=True)
-                rejected = status == "rejected"
+                ft, fin = res.first_token_s, res.finish_s
+                rejected = res.status_code == REJECTED
                 # a request the engine can never hold is dropped at once (counted as finished at arrival)
                 ft[rejected] = wl.arrival_s[rejected]
                 fin[rejected] = wl.arrival_s[rejected]
                 first[idx], finish[idx] = ft, fin
-                tpot[idx] = np.nan_to_num(res["tpot_s"].to_numpy(float))
+                tpot[idx] = np.nan_to_num(res.tpot_s)
             cached = (first, finish, tpot)
             self._cache[key] = cached
+            self._sims_by_key[key] = sum(1 for replica in range(config.dp) if order[replica::config.dp].size)
         first, finish, tpot = cached
         return Timeline(remaining, start_s, first + start_s, finish + start_s, tpot)
 
@@ -212,6 +216,8 @@ class Executor:
             a.tobytes() for n in names for a in (remaining[n].ids, prompts[n], remaining[n].out_left,
                                                  np.round(np.where(np.isfinite(offsets[n]), offsets[n], -1.0), 6))),
             digest_size=16).digest())
+        if self.touched is not None:
+            self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
             cached = {}
@@ -239,6 +245,7 @@ class Executor:
                     first[idx[n]], finish[idx[n]] = ft, fin
                     tpot[idx[n]] = np.nan_to_num(req["tpot_s"].to_numpy(float))
             self._cache[key] = cached
+            self._sims_by_key[key] = config.dp
         return {n: Timeline(remaining[n], start_s, cached[n][0] + start_s, cached[n][1] + start_s, cached[n][2])
                 for n in names}
 

@@ -40,13 +40,18 @@ COLUMN_ORDER = ("request_id", "arrival_s", "first_scheduled_s", "first_token_s",
                 "roofline_distance", "status_code", "reject_reason")
 
 
+def tpot_s(first_token_s: np.ndarray, finish_s: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """Time per output token (s): (finish − first token) / (output tokens − 1); NaN for one-token outputs."""
+    steps = output_tokens - 1
+    return np.where(steps > 0, (finish_s - first_token_s) / np.maximum(steps, 1), np.nan)
+
+
 def _derived(name: str, col, work: np.ndarray, peaks: tuple[float, float]) -> np.ndarray:
     """One derived per-request column from the base columns (``col(name)``), the work sums and the GPU peaks."""
     if name == "ttft_s":
         return col("first_token_s") - col("arrival_s")
     if name == "tpot_s":
-        steps = col("output_tokens") - 1
-        return np.where(steps > 0, (col("finish_s") - col("first_token_s")) / np.maximum(steps, 1), np.nan)
+        return tpot_s(col("first_token_s"), col("finish_s"), col("output_tokens"))
     if name == "e2e_s":
         return col("finish_s") - col("arrival_s")
     if name == "queue_s":

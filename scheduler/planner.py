@@ -24,6 +24,11 @@
    application, its seed and the settings: the same on a loaded machine as on a quiet one. ``time_budget_s``
    remains as an upper bound only (a run stopped by it says so: its plan depends on the machine's speed).
 
+Work runs in forked worker processes where more than one CPU is available (:mod:`scheduler.plan_pool`): the
+LLMs' rates, each beam level's expansions, the naive and largest-first baselines beside the search, and the
+estimate draws. Their effects are replayed in the serial order, so plans, estimates and simulation counts are
+those of one process; only the wall time changes.
+
 Co-location (opt-in: ``search.colocation`` in the YAML or ``Planner(colocation=True)``): a candidate may
 also place two LLMs without an upstream on the *same* GPUs (each with a memory partition, iterations stretched
 by the contention model of :mod:`scheduler.colocation`) — one more option per pair next to giving each LLM
@@ -37,24 +42,20 @@ fits, until the GPUs run out.
 
 from __future__ import annotations
 
-import heapq
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scheduler.execution import Execution, Executor, Plan, Stage
 from scheduler.placement import Config, Placement, allocate, legal_configs
+from scheduler.plan_candidates import CandidateRanking, PairOption
+from scheduler.plan_pool import OrderedPool, merge
+
+__all__ = ["ESTIMATE_SEED_OFFSET", "PairOption", "PlanEstimate", "PlanResult", "Planner"]
 
 RATE_SAMPLE_REQUESTS = 250
-
-
-@dataclass(frozen=True)
-class PairOption:
-    """Candidate option: the LLM co-located with ``partner`` on one set of GPUs at ``config``."""
-
-    partner: str
-    config: Config
 ESTIMATE_SEED_OFFSET = 1_000  # estimate draws use seeds seed+1000…, the search's seed, seed+1
 
 
@@ -106,7 +107,7 @@ class PlanResult:
         return out
 
 
-class Planner:
+class Planner(CandidateRanking):
     """Plans an :class:`~scheduler.app.Application` on its node (see the module docstring).
 
     Parameters
@@ -117,12 +118,17 @@ class Planner:
         Override the application's ``samples``, ``seed`` and ``search`` settings (``max_simulations``: the
         search's budget in engine simulations; ``time_budget_s``: an upper bound in seconds; ``colocation``:
         also consider pairs of LLMs sharing the same GPUs).
+    workers : int, optional
+        Processes for independent simulations (:mod:`scheduler.plan_pool`; results are identical whatever the
+        number). Default: the CPUs available to this process (:func:`predictor.cpus.available_cpus`).
     """
 
     def __init__(self, app, predictor, *, samples: int | None = None, seed: int | None = None,
                  strategy: str | None = None, top_k: int | None = None, beam_width: int | None = None,
                  time_budget_s: float | None = None, search_samples: int = 2, colocation: bool | None = None,
-                 max_simulations: int | None = None):
+                 max_simulations: int | None = None, workers: int | None = None):
+        from predictor.cpus import available_cpus
+
         search = app.spec.search
         self.app = app
         self.predictor = predictor
@@ -140,6 +146,11 @@ class Planner:
         self._states: dict = {}
         self._bound: tuple[int, float] | None = None  # (simulation count, perf_counter deadline) of the search
         self.stopped_by: str | None = None
+        self.pool = OrderedPool(self, available_cpus() if workers is None else workers)
+        self._recorder = None  # records a pool work item's effects in a worker (scheduler.plan_pool)
+        self._segments: list = []  # effects of the current work item's finished segments
+        self._seen: set = set()  # complete plans the beam search has evaluated
+        self._background = None  # the baselines' work beside the search (scheduler.plan_pool.Background)
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -159,7 +170,11 @@ class Planner:
                 raise InputError(f"app: model {name} ({llm.spec.name}) does not fit on {app.num_gpus}× {app.gpu.name} "
                                  f"in any TP, EP or PP configuration")
             self.configs[name] = configs
-        self.rates = {name: self._rates(name) for name in app.names}
+        for name in app.names:  # every replica's engine (and predictor tables) built here, shared with the workers
+            for replica in sorted({c.replica for c in self.configs[name]}):
+                self.executor._simulator(name, replica.layout)
+        rates = self._merged(self.pool.map(self._rates, [(name,) for name in app.names]))
+        self.rates = dict(zip(app.names, rates, strict=True))
         self.best_for_gpus = {}
         for name in app.names:
             best = {}
@@ -236,144 +251,6 @@ class Planner:
             self._states[stages] = (ex.done, ex.running_at_end, ex.remaining_counts)
         return self._states[stages]
 
-    def _useful(self, name: str, config: Config, left: int, loads: bool) -> float:
-        rate = self.rates[name][config]
-        serve = left / rate
-        load = self.executor.load_time(name, config) if loads else 0.0
-        return rate / self.full_rate[name] * serve / (load + serve) if serve > 0 else 0.0
-
-    def candidates(self, done: set[str], running: dict[str, Placement], k: int,
-                   left: dict[str, int] | None = None) -> list[Stage]:
-        """The ``k`` candidate groups with the highest useful throughput (see the module docstring)."""
-        app = self.app
-        left = left or {n: len(self.planning.prompts[n]) for n in app.names}
-        self._current = (done, running, left)
-        names = [n for n in app.topological_order() if n not in done]
-        options: dict[str, list[tuple[float, object]]] = {}
-        for name in names:
-            opts = []
-            if name in running:
-                opts.append((self._useful(name, running[name].config, left[name], False), running[name]))
-            for g, c in self.best_for_gpus[name].items():
-                if name in running and running[name].config == c:
-                    continue
-                opts.append((self._useful(name, c, left[name], True), c))
-            options[name] = opts
-        taken_by_pair: dict[str, str] = {}
-        if self.colocation:
-            self._pair_options(names, running, left, options, taken_by_pair)
-        heap: list = []
-        counter = 0
-        gpus_total = app.num_gpus
-
-        def dfs(i: int, used: int, score: float, chosen: list, included: set):
-            nonlocal counter
-            if i < len(names) and names[i] in included:
-                dfs(i + 1, used, score, chosen, included)  # placed already, as a co-located partner
-                return
-            if i == len(names):
-                if chosen:
-                    counter += 1
-                    item = (score, counter, list(chosen))
-                    if len(heap) < 4 * k:
-                        heapq.heappush(heap, item)
-                    elif item > heap[0]:
-                        heapq.heapreplace(heap, item)
-                return
-            name = names[i]
-            dfs(i + 1, used, score, chosen, included)  # leave it out
-            upstream = app.by_name[name].upstream
-            if upstream is not None and upstream not in done and upstream not in included:
-                return
-            for value, opt in options[name]:
-                if isinstance(opt, Placement):
-                    g = opt.config.gpus
-                    partners = [q.llm for q in running.values() if opt.group and q.group == opt.group
-                                and q.gpus == opt.gpus and q.llm != name and q.llm in names]
-                elif isinstance(opt, PairOption):
-                    g = opt.config.gpus
-                    partners = [opt.partner]
-                else:
-                    g = opt.gpus
-                    partners = []
-                if any(p in included for p in partners):
-                    continue
-                if used + g <= gpus_total:
-                    chosen.append((name, opt))
-                    included.update([name, *partners])
-                    dfs(i + 1, used + g, score + value, chosen, included)
-                    included.difference_update([name, *partners])
-                    chosen.pop()
-
-        dfs(0, 0, 0.0, [], set())
-        stages = []
-        for _, _, chosen in sorted(heap, reverse=True):
-            stage = self._allocate(chosen)
-            if stage is not None:
-                stages.append(stage)
-            if len(stages) == k:
-                break
-        return stages
-
-    def _pair_options(self, names, running, left, options, taken_by_pair) -> None:
-        """Add co-location options (the pair as one option of its first member; a running group kept whole)."""
-        for name in names:
-            p = running.get(name)
-            if p is not None and p.group:  # a running co-located group: its first live member keeps it
-                members = [q for q in running.values() if q.group == p.group and q.gpus == p.gpus and q.llm in names]
-                if members and members[0].llm == name:
-                    value = sum(self._useful_pair(q.llm, q.group, q.config, left[q.llm], False) for q in members)
-                    options[name] = [(v, o) for v, o in options[name] if o is not p] + [(value, p)]
-                else:
-                    options[name] = [(v, o) for v, o in options[name] if o is not p]
-        for (a, b), rates in self.pair_rates.items():
-            if a not in names or b not in names:
-                continue
-            best: dict[int, tuple[float, Config]] = {}
-            for c in rates:
-                value = (self._useful_pair(a, (a, b), c, left[a], True)
-                         + self._useful_pair(b, (a, b), c, left[b], True))
-                if c.gpus not in best or value > best[c.gpus][0]:
-                    best[c.gpus] = (value, c)
-            first = a if names.index(a) < names.index(b) else b
-            partner = b if first == a else a
-            options[first] = options[first] + [(v, PairOption(partner, c)) for v, c in best.values()]
-
-    def _useful_pair(self, name: str, group: tuple[str, ...], config: Config, left: int, loads: bool) -> float:
-        """Useful throughput of ``name`` co-located in ``group`` (both loads charged to each member's residency)."""
-        a, b = group
-        rate = self.pair_rates[(a, b)][config][0 if name == a else 1]
-        serve = left / rate
-        load = (self.executor.load_time(a, config) + self.executor.load_time(b, config)) if loads else 0.0
-        return rate / self.full_rate[name] * serve / (load + serve) if serve > 0 else 0.0
-
-    def _allocate(self, chosen: list) -> Stage | None:
-        free = set(range(self.app.num_gpus))
-        placements = []
-        for name, opt in chosen:  # running placements keep their GPUs
-            if isinstance(opt, Placement):
-                if not set(opt.gpus) <= free:
-                    return None
-                free -= set(opt.gpus)
-                placements.append(opt)
-                if opt.group:  # its co-located partners still running keep them too
-                    done, running, _ = self._current
-                    placements += [q for q in running.values() if q.group == opt.group and q.gpus == opt.gpus
-                                   and q.llm != name and q.llm not in done]
-        fresh = [x for x in chosen if not isinstance(x[1], Placement)]
-        for name, opt in sorted(fresh, key=lambda x: -(x[1].config if isinstance(x[1], PairOption) else x[1]).replica_gpus):
-            config = opt.config if isinstance(opt, PairOption) else opt
-            gpus = allocate(config, free, self.app.nvlink_groups)
-            if gpus is None:
-                return None
-            free -= set(gpus)
-            if isinstance(opt, PairOption):
-                group = tuple(sorted((name, opt.partner), key=self.app.names.index))
-                placements += [Placement(name, config, gpus, group), Placement(opt.partner, config, gpus, group)]
-            else:
-                placements.append(Placement(name, opt, gpus))
-        return Stage(tuple(placements))
-
     def rollout(self, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
         """Complete ``stages`` greedily (top-ranked candidate at every later stage)."""
         stages = tuple(stages)
@@ -390,18 +267,25 @@ class Planner:
         """Makespan of ``plan`` on the search draws (``full``: on the K estimate draws)."""
         self.evaluations += 1
         samples = self.samples if full else self.search_draws
-        spans = [self.executor.execute(plan, s, fallback=self.fastest_config).makespan_s for s in samples]
-        return PlanEstimate(plan, np.array(spans))
+        return PlanEstimate(plan, np.array([self._makespan(plan, s) for s in samples]))
+
+    def _makespan(self, plan: Plan, sample) -> float:
+        return self.executor.execute(plan, sample, fallback=self.fastest_config).makespan_s
 
     # --- strategies ------------------------------------------------------------------------------
-    def naive(self) -> PlanEstimate:
+    def naive_plan(self) -> Plan:
+        """LLMs one after another (chain order), each alone on all GPUs with its fastest configuration."""
         stages = []
         for name in self.app.topological_order():
             c = self.fastest_config(name)
             stages.append(Stage((Placement(name, c, allocate(c, set(range(self.app.num_gpus)), self.app.nvlink_groups)),)))
-        return self.evaluate(Plan(tuple(stages)), full=True)
+        return Plan(tuple(stages))
 
-    def largest_first(self) -> PlanEstimate:
+    def naive(self) -> PlanEstimate:
+        return self.evaluate(self.naive_plan(), full=True)
+
+    def largest_first_plan(self) -> Plan:
+        """At each stage the largest unfinished LLMs take the smallest TP that fits, until the GPUs run out."""
         stages: tuple[Stage, ...] = ()
         while True:
             done, running, _ = self._state(stages)
@@ -432,7 +316,10 @@ class Planner:
             if not placements:
                 break
             stages = stages + (Stage(tuple(placements)),)
-        return self.evaluate(Plan(stages), full=True)
+        return Plan(stages)
+
+    def largest_first(self) -> PlanEstimate:
+        return self.evaluate(self.largest_first_plan(), full=True)
 
     def _spent(self) -> bool:
         """Whether the search's budget is spent (simulations first, then the seconds bound); records which."""
@@ -445,10 +332,28 @@ class Planner:
             self.stopped_by = "time"
         return self.stopped_by is not None
 
+    def _search_processes(self) -> int:
+        """Workers for a search level: the CPUs, less one while the baselines' worker runs (their items share
+        much of their work, which a pool repeats in each worker: a busy CPU is better spent on the baselines)."""
+        busy = self._background is not None and self._background.busy()
+        return self.pool.workers - busy
+
+    def _segment(self) -> None:
+        """End a segment of the current pool work item here (see :mod:`scheduler.plan_pool`)."""
+        self._segments.append(self._recorder.cut() if self._recorder is not None else None)
+
+    def _expand(self, stages: tuple[Stage, ...], stage: Stage) -> tuple[tuple[Stage, ...], PlanEstimate | None]:
+        """Pool work item: roll ``stages + (stage,)`` out (one segment), then evaluate the complete plan unless the
+        beam has seen it (None)."""
+        full = self.rollout(stages + (stage,))
+        self._segment()
+        return full, (None if full in self._seen else self.evaluate(Plan(full)))
+
     def greedy(self) -> tuple[PlanEstimate, bool]:
         """Greedy search (bounded by the budget while :meth:`run` searches, unbounded as a baseline)."""
         stages: tuple[Stage, ...] = ()
         best: PlanEstimate | None = None
+        self._seen = set()
         while True:
             done, running, left = self._state(stages)
             if len(done) == len(self.app.names):
@@ -457,36 +362,41 @@ class Planner:
             if not options:
                 break
             scored = []
-            for stage in options:
-                est = self.evaluate(Plan(self.rollout(stages + (stage,))))
-                scored.append((est.mean_s, stage, est))
-                if best is None or est.mean_s < best.mean_s:
-                    best = est
-                if self._spent():
-                    return best, True
+            with closing(self.pool.map(self._expand, [(stages, stage) for stage in options],
+                                       self._search_processes())) as results:
+                for stage, ((_, est), segments) in zip(options, results, strict=True):
+                    for effects in segments:
+                        merge(self, effects)
+                    scored.append((est.mean_s, stage, est))
+                    if best is None or est.mean_s < best.mean_s:
+                        best = est
+                    if self._spent():
+                        return best, True
             stages = stages + (min(scored, key=lambda x: x[0])[1],)
         final = self.evaluate(Plan(stages))
         return (final if best is None or final.mean_s <= best.mean_s else best), False
 
     def beam(self) -> tuple[PlanEstimate, bool]:
-        """Beam search within the budget."""
+        """Beam search within the budget (each level's expansions as pool work items, replayed in order)."""
         beams: list[tuple[float, tuple[Stage, ...]]] = [(0.0, ())]
         best: PlanEstimate | None = None
-        seen: set = set()
+        seen = self._seen = set()
         while beams:
             expanded = []
+            items = []
             for _, stages in beams:
-                done, running, left = self._state(stages)
+                done, running, left = self._state(stages)  # a hit: the rollout that made this beam computed it
                 if len(done) == len(self.app.names):
                     continue
-                for stage in self.candidates(done, running, self.top_k, left):
-                    prefix = stages + (stage,)
-                    full = self.rollout(prefix)
+                items += [(stages, stage) for stage in self.candidates(done, running, self.top_k, left)]
+            with closing(self.pool.map(self._expand, items, self._search_processes())) as results:
+                for (stages, stage), ((full, est), (rolled, evaluated)) in zip(items, results, strict=True):
+                    merge(self, rolled)
                     if full in seen:
-                        continue
+                        continue  # (a worker may have evaluated it again: dropped, its keys are all here)
                     seen.add(full)
-                    est = self.evaluate(Plan(full))
-                    expanded.append((est.mean_s, prefix))
+                    merge(self, evaluated)
+                    expanded.append((est.mean_s, stages + (stage,)))
                     if best is None or est.mean_s < best.mean_s:
                         best = est
                     if self._spent():
@@ -495,10 +405,64 @@ class Planner:
             beams = expanded[: self.beam_width]
         return best, False
 
+    # --- the estimate phase --------------------------------------------------------------------------
+    def _work_item(self, kind: str, plan: Plan | None = None, k: int = 0):
+        """One pool work item: the greedy baseline's plan, the largest-first plan with its makespans on the K
+        estimate draws, or ``plan``'s makespan on estimate draw ``k``."""
+        if kind == "greedy":
+            return self.greedy()[0].plan
+        if kind == "largest_first":
+            plan = self.largest_first_plan()
+            return plan, [self._makespan(plan, s) for s in self.samples]
+        return self._makespan(plan, self.samples[k])
+
+    def _merged(self, results) -> list:
+        values = []
+        for value, segments in results:
+            for effects in segments:
+                merge(self, effects)
+            values.append(value)
+        return values
+
+    def _start_baselines(self):
+        """Start what the baselines need that the search cannot share (naive draws, the largest-first plan and
+        draws) in a worker beside the search; merged after it (:meth:`_estimates`), so the search is unchanged."""
+        items = [("largest_first",)] + [("draw", self.naive_plan(), k) for k in range(len(self.samples))]
+        return self.pool.start(self._work_item, items)
+
+    def _estimates(self, chosen: Plan, background) -> tuple[PlanEstimate, dict[str, PlanEstimate]]:
+        """The chosen plan and the baselines (``background``: from :meth:`_start_baselines`, or None for none) on
+        the K estimate draws, each distinct plan simulated once: the greedy search and the chosen plan's draws start
+        at once, beside the baselines' worker if it is still busy; then the greedy plan's draws if it is new."""
+        k = len(self.samples)
+        naive = self.naive_plan() if background is not None else None
+        searched = ["greedy"] if background is not None and self.strategy != "greedy" else []
+        draws = [] if chosen == naive else [("draw", chosen, j) for j in range(k)]
+        first = self.pool.start(self._work_item, [(name,) for name in searched] + draws, self.pool.workers)
+        plans = {"chosen": chosen}
+        spans: dict[Plan, list[float]] = {}
+        if background is not None:
+            (largest, largest_spans), *naive_spans = self._merged(background.results())
+            plans.update(naive=naive, largest_first=largest)
+            spans[naive] = naive_spans
+            spans.setdefault(largest, largest_spans)
+        values = self._merged(first.results())
+        plans.update(zip(searched, values[:len(searched)], strict=True))
+        if draws:
+            spans.setdefault(chosen, values[len(searched):])
+        todo = [plan for plan in dict.fromkeys(plans.values()) if plan not in spans]  # the greedy plan, if new
+        values = iter(self._merged(self.pool.map(self._work_item, [("draw", p, j) for p in todo for j in range(k)])))
+        for plan in todo:
+            spans[plan] = [next(values) for _ in range(k)]
+        self.evaluations += len(plans)
+        out = {name: PlanEstimate(plan, np.array(spans[plan])) for name, plan in plans.items()}
+        return out.pop("chosen"), {name: out[name] for name in ("naive", "largest_first", "greedy") if name in out}
+
     def run(self, baselines: bool = True) -> PlanResult:
         """Search, evaluate the baselines, and return the chosen plan with its estimate."""
         t0 = time.perf_counter()
         self._prepare()
+        background = self._background = self._start_baselines() if baselines else None
         first = self.executor.simulations
         self._bound, self.stopped_by = (first + self.max_simulations, t0 + self.time_budget_s), None
         try:
@@ -507,16 +471,9 @@ class Planner:
             self._bound = None
         search_time = time.perf_counter() - t0
         search_simulations = self.executor.simulations - first
-        chosen = self.evaluate(chosen.plan, full=True)
-        result_baselines = {}
-        if baselines:
-            result_baselines["naive"] = self.naive()
-            result_baselines["largest_first"] = self.largest_first()
-            if self.strategy != "greedy":
-                greedy, _ = self.greedy()
-                result_baselines["greedy"] = self.evaluate(greedy.plan, full=True)
-                if result_baselines["greedy"].mean_s < chosen.mean_s:  # rescored on all K samples
-                    chosen = result_baselines["greedy"]
+        chosen, result_baselines = self._estimates(chosen.plan, background)
+        if "greedy" in result_baselines and result_baselines["greedy"].mean_s < chosen.mean_s:
+            chosen = result_baselines["greedy"]  # rescored on all K samples
         execution = self.executor.execute(chosen.plan, self.samples[0], fallback=self.fastest_config)
         return PlanResult(chosen, self.strategy, result_baselines, search_time, self.evaluations,
                           self.executor.simulations, execution, exhausted, stopped_by=self.stopped_by,

@@ -1,0 +1,107 @@
+"""A lean run of the serving-engine simulator: per-request times only, for callers that read nothing else.
+
+:meth:`scheduler.engine.Simulator.run` builds a full :class:`~scheduler.metrics.SimResult` (a per-request
+table, the run statistics, an efficiency report). The multi-LLM planner (:mod:`scheduler.execution`) runs
+thousands of short simulations and reads four arrays of each: status, first-token and finish times, TPOT.
+:func:`serve_timings` runs the same event loop (same scheduling, same iteration times: the values are
+identical, see ``tests/test_engine_timings.py``) without what only the result needs:
+
+* no efficiency recorder (its per-phase work tables) and no running statistics (KV use, batch sizes);
+* no per-iteration work (FLOPs, bytes, roofline time) unless a contention hook (``stretch``) reads it;
+* no result table, metadata or summary.
+
+Times are seconds from the start of the run, as in the full result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from predictor.bound import BoundPredictor
+from scheduler.efficiency import DiscardRecorder
+from scheduler.engine_state import IterationLog, _State
+from scheduler.metrics import tpot_s
+
+
+@dataclass(frozen=True)
+class ServeTimings:
+    """Per-request outcome of a run (arrays in workload order).
+
+    Attributes
+    ----------
+    status_code : np.ndarray
+        0 waiting, 1 running, 2 finished, 3 rejected (:data:`scheduler.metrics.STATUS`).
+    first_token_s, finish_s : np.ndarray
+        Times (s) of the first token and of the last one (NaN when never reached).
+    tpot_s : np.ndarray
+        (finish − first token) / (output tokens − 1) in s; NaN for one-token outputs.
+    """
+
+    status_code: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    tpot_s: np.ndarray
+
+
+class _DiscardStats:
+    """Stands in for the running statistics (:class:`scheduler.engine_state.RunningStats`): keeps nothing."""
+
+    def add(self, *args, **kwargs) -> None:
+        pass
+
+    def add_many(self, *args, **kwargs) -> None:
+        pass
+
+
+class _TimingOnlyBound(BoundPredictor):
+    """The bound predictor with its iteration times, but zero work (FLOPs, bytes, roofline ms) per iteration."""
+
+    def work_scalar(self, *args) -> tuple[float, float, float]:
+        return 0.0, 0.0, 0.0
+
+    def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        zeros = np.zeros(len(contexts))
+        return zeros, zeros, zeros
+
+
+def _timing_bound(sim):
+    """The bound predictor a lean run may use: work-free, unless something reads the work (a contention hook)
+    or the bound is not a plain :class:`BoundPredictor` (an engine profile's)."""
+    if sim.stretch is not None or type(sim.bound) is not BoundPredictor:
+        return sim.bound
+    cached = getattr(sim, "_timing_bound_cache", None)
+    if cached is None or cached[0] is not sim.bound:
+        lean = _TimingOnlyBound(**{f.name: getattr(sim.bound, f.name) for f in dataclasses.fields(BoundPredictor)})
+        cached = (sim.bound, lean)
+        sim._timing_bound_cache = cached
+    return cached[1]
+
+
+def serve_timings(sim, workload) -> ServeTimings:
+    """Simulate ``workload`` on ``sim`` (a :class:`scheduler.engine.Simulator`) and return per-request times only.
+
+    Same event loop and values as ``sim.run(workload).columns``; the engine's statistics and efficiency of
+    this run are not kept (``sim.stats`` and ``sim.efficiency`` hold nothing afterwards).
+    """
+    state = _State(workload)
+    sim.state = state
+    state.peaks = sim.peaks
+    sim._reject_impossible(state)
+    sim.start()
+    sim.efficiency, sim.stats = DiscardRecorder(), _DiscardStats()
+    if state.closed is not None:
+        if sim.profile is not None:
+            state.closed.delay_s = sim.profile.admission_ms(state.closed.concurrency) / 1e3
+        state.closed.release(state, 0.0)
+    sim._stream = None
+    full_bound = sim.bound
+    sim.bound = _timing_bound(sim)
+    try:
+        sim._loop(state, IterationLog(), len(workload), False, None, None)
+    finally:
+        sim.bound = full_bound
+    return ServeTimings(state.status.copy(), state.first_token.copy(), state.finish.copy(),
+                        tpot_s(state.first_token, state.finish, state.output))
