@@ -21,6 +21,8 @@ def _count_gaps(state: _State, last_token_s: np.ndarray, start_s: float, now_s: 
     """Add each sequence's gap ``now_s − last_token_s`` (s; NaN: no token yet, not counted) to the
     time-between-tokens histogram. Sequences whose last token came at ``start_s`` (they ran in the iteration
     just before) share one gap, binned once: the same counts as binning every gap, without a search per sequence."""
+    if state.itl_counts is None:  # a run that keeps no time-between-tokens histogram
+        return
     same = last_token_s == start_s
     shared = int(np.count_nonzero(same))
     if shared:
@@ -93,7 +95,7 @@ class IterationRunner:
                 state.partial[r] = None
             else:
                 state.partial.pop(r, None)
-                if state.generated[r] > 0:  # a recompute after preemption: its stall is a token gap too
+                if state.generated[r] > 0 and state.itl_counts is not None:  # a recompute's stall is a gap too
                     state.itl_counts[np.searchsorted(ITL_EDGES_S, self.now - state.last_token[r])] += 1
                 state.generated[r] += 1
                 if math.isnan(state.first_token[r]):
@@ -206,7 +208,8 @@ class IterationRunner:
         ends = starts_s + durations
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
         _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
-        np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
+        if state.itl_counts is not None:
+            np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
         self.now = float(ends[-1])
         state.last_token[run] = self.now
         state.kv[run] += steps

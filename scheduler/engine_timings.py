@@ -6,7 +6,8 @@ thousands of short simulations and reads four arrays of each: status, first-toke
 :func:`serve_timings` runs the same event loop (same scheduling, same iteration times: the values are
 identical, see ``tests/test_engine_timings.py``) without what only the result needs:
 
-* no efficiency recorder (its per-phase work tables) and no running statistics (KV use, batch sizes);
+* no efficiency recorder (its per-phase work tables), no running statistics (KV use, batch sizes) and no
+  time-between-tokens histogram;
 * no per-iteration work (FLOPs, bytes, roofline time) unless a contention hook (``stretch``) reads it;
 * no result table, metadata or summary.
 
@@ -87,6 +88,7 @@ def serve_timings(sim, workload) -> ServeTimings:
     this run are not kept (``sim.stats`` and ``sim.efficiency`` hold nothing afterwards).
     """
     state = _State(workload)
+    state.itl_counts = None  # no time-between-tokens histogram either
     sim.state = state
     state.peaks = sim.peaks
     sim._reject_impossible(state)
