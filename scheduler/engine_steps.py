@@ -57,16 +57,18 @@ class IterationRunner:
         p_keys = p_new + sum(p_ctx)
         samples = sum(completes)
         dt_ms = self.bound.iteration_ms(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
-        flops, nbytes, roof_ms = self.bound.work_scalar(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
         start = self.now
-        if self.stretch is not None:
-            dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
-        self.efficiency.add(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx, dt_ms)
-        totals = self.work_totals
-        totals[0] += dt_ms
-        totals[1] += flops
-        totals[2] += nbytes
-        totals[3] += roof_ms
+        lean = state.lean and self.stretch is None  # a timings-only run keeps no work, efficiency or statistics
+        if not lean:
+            flops, nbytes, roof_ms = self.bound.work_scalar(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
+            if self.stretch is not None:
+                dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
+            self.efficiency.add(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx, dt_ms)
+            totals = self.work_totals
+            totals[0] += dt_ms
+            totals[1] += flops
+            totals[2] += nbytes
+            totals[3] += roof_ms
         self.now += dt_ms / 1e3
         if record:
             log.start_s.append(start)
@@ -105,7 +107,8 @@ class IterationRunner:
                     finished += self._finish(state, r)
                 elif self.handoff is not None:
                     self._handoff(state, r)
-        self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks, self.tokens_held)
+        if not lean:
+            self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks, self.tokens_held)
         return finished
 
     def _admission_blocked(self, state: _State) -> bool:
@@ -180,13 +183,14 @@ class IterationRunner:
         else:
             held_gain = contexts[1:steps + 1] - contexts[0]
             contexts = contexts[:steps]
-        self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
-        flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
-        totals = self.work_totals
-        totals[0] += float(durations.sum()) * 1e3
-        totals[1] += float(flops.sum())
-        totals[2] += float(nbytes.sum())
-        totals[3] += float(roof_ms.sum())
+        if not state.lean:
+            self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
+            flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
+            totals = self.work_totals
+            totals[0] += float(durations.sum()) * 1e3
+            totals[1] += float(flops.sum())
+            totals[2] += float(nbytes.sum())
+            totals[3] += float(roof_ms.sum())
         new_blocks = int(cumulative[steps - 1])
         if budget is None:
             state.blocks[run] = np.maximum(blocks, -(-(kv + steps) // bs))
@@ -202,8 +206,10 @@ class IterationRunner:
             log.prefill_tokens.extend([0] * steps)
             log.kv_blocks_used.extend((used_before + cumulative[:steps]).tolist())
             log.running.extend([len(run)] * steps)
-        self.stats.add_many(durations, len(run), self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps],
-                            self.tokens_held + held_gain)
+        if not state.lean:
+            self.stats.add_many(durations, len(run),
+                                self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps],
+                                self.tokens_held + held_gain)
         self.tokens_held += int(held_gain[-1])
         ends = starts_s + durations
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence

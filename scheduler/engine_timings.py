@@ -16,12 +16,10 @@ Times are seconds from the start of the run, as in the full result.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from predictor.bound import BoundPredictor
 from scheduler.efficiency import DiscardRecorder
 from scheduler.engine_state import IterationLog, _State
 from scheduler.metrics import tpot_s
@@ -57,30 +55,6 @@ class _DiscardStats:
         pass
 
 
-class _TimingOnlyBound(BoundPredictor):
-    """The bound predictor with its iteration times, but zero work (FLOPs, bytes, roofline ms) per iteration."""
-
-    def work_scalar(self, *args) -> tuple[float, float, float]:
-        return 0.0, 0.0, 0.0
-
-    def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        zeros = np.zeros(len(contexts))
-        return zeros, zeros, zeros
-
-
-def _timing_bound(sim):
-    """The bound predictor a lean run may use: work-free, unless something reads the work (a contention hook)
-    or the bound is not a plain :class:`BoundPredictor` (an engine profile's)."""
-    if sim.stretch is not None or type(sim.bound) is not BoundPredictor:
-        return sim.bound
-    cached = getattr(sim, "_timing_bound_cache", None)
-    if cached is None or cached[0] is not sim.bound:
-        lean = _TimingOnlyBound(**{f.name: getattr(sim.bound, f.name) for f in dataclasses.fields(BoundPredictor)})
-        cached = (sim.bound, lean)
-        sim._timing_bound_cache = cached
-    return cached[1]
-
-
 def serve_timings(sim, workload) -> ServeTimings:
     """Simulate ``workload`` on ``sim`` (a :class:`scheduler.engine.Simulator`) and return per-request times only.
 
@@ -88,7 +62,7 @@ def serve_timings(sim, workload) -> ServeTimings:
     this run are not kept (``sim.stats`` and ``sim.efficiency`` hold nothing afterwards).
     """
     state = _State(workload)
-    state.itl_counts = None  # no time-between-tokens histogram either
+    state.lean, state.itl_counts = True, None  # no per-iteration work, statistics or time-between-tokens histogram
     sim.state = state
     state.peaks = sim.peaks
     sim._reject_impossible(state)
@@ -99,11 +73,6 @@ def serve_timings(sim, workload) -> ServeTimings:
             state.closed.delay_s = sim.profile.admission_ms(state.closed.concurrency) / 1e3
         state.closed.release(state, 0.0)
     sim._stream = None
-    full_bound = sim.bound
-    sim.bound = _timing_bound(sim)
-    try:
-        sim._loop(state, IterationLog(), len(workload), False, None, None)
-    finally:
-        sim.bound = full_bound
+    sim._loop(state, IterationLog(), len(workload), False, None, None)
     return ServeTimings(state.status.copy(), state.first_token.copy(), state.finish.copy(),
                         tpot_s(state.first_token, state.finish, state.output))
