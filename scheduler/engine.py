@@ -157,7 +157,8 @@ class Simulator(KVBlockManager, IterationRunner):
         # Contention hook (models sharing a GPU): when set, called as stretch(engine, start_s, dt_ms, flops,
         # hbm_bytes) for every iteration and returns its actual duration (ms); fast-forwarding is off meanwhile.
         self.stretch: Callable[[Simulator, float, float, float, float], float] | None = None
-        # Off: runs keep no efficiency report (SimResult.efficiency is {}) — for callers that read latencies only
+        # Off: runs keep request times only — no efficiency report (SimResult.efficiency is {}), per-request work
+        # (MFU, MBU), running statistics or time-between-tokens histogram — for callers that read latencies only
         self.record_work = True
 
     @property
@@ -215,6 +216,7 @@ class Simulator(KVBlockManager, IterationRunner):
         from scheduler.metrics import RequestStream, SimResult
 
         state = _State(workload)
+        state.lean = not self.record_work
         self.state = state  # the run's per-request arrays, readable by ``stop`` and ``progress`` callbacks
         state.peaks = self.peaks
         self._reject_impossible(state)

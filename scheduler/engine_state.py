@@ -180,8 +180,9 @@ class _State:
         self.finish = np.full(n, np.nan)
         self.preemptions = np.zeros(n, np.int64)
         self.last_token = np.full(n, np.nan)      # time of the latest token, for time-between-tokens
-        self.itl_counts = np.zeros(len(ITL_EDGES_S) + 1, np.int64)  # None: a lean run keeps no histogram
-        self.lean = False  # a timings-only run: no per-iteration work, efficiency or statistics are kept
+        self.itl_counts = np.zeros(len(ITL_EDGES_S) + 1, np.int64)
+        # a latency-only run: no per-iteration work, efficiency, statistics or time-between-tokens histogram
+        self.lean = False
         self.reject_reason = np.zeros(n, dtype=object)
         self.prefilled = np.zeros(n, dtype=bool)  # prompt KV computed elsewhere (disaggregated decode)
         # Σ over the iterations run while each request was in a batch: duration (ms), FLOPs, HBM bytes,

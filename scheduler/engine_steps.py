@@ -21,7 +21,7 @@ def _count_gaps(state: _State, last_token_s: np.ndarray, start_s: float, now_s: 
     """Add each sequence's gap ``now_s − last_token_s`` (s; NaN: no token yet, not counted) to the
     time-between-tokens histogram. Sequences whose last token came at ``start_s`` (they ran in the iteration
     just before) share one gap, binned once: the same counts as binning every gap, without a search per sequence."""
-    if state.itl_counts is None:  # a run that keeps no time-between-tokens histogram
+    if state.lean:  # a timings-only run keeps no time-between-tokens histogram
         return
     same = last_token_s == start_s
     shared = int(np.count_nonzero(same))
@@ -97,7 +97,7 @@ class IterationRunner:
                 state.partial[r] = None
             else:
                 state.partial.pop(r, None)
-                if state.generated[r] > 0 and state.itl_counts is not None:  # a recompute's stall is a gap too
+                if state.generated[r] > 0 and not state.lean:  # a recompute's stall is a token gap too
                     state.itl_counts[np.searchsorted(ITL_EDGES_S, self.now - state.last_token[r])] += 1
                 state.generated[r] += 1
                 if math.isnan(state.first_token[r]):
@@ -214,7 +214,7 @@ class IterationRunner:
         ends = starts_s + durations
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
         _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
-        if state.itl_counts is not None:
+        if not state.lean:
             np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
         self.now = float(ends[-1])
         state.last_token[run] = self.now

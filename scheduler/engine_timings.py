@@ -62,7 +62,7 @@ def serve_timings(sim, workload) -> ServeTimings:
     this run are not kept (``sim.stats`` and ``sim.efficiency`` hold nothing afterwards).
     """
     state = _State(workload)
-    state.lean, state.itl_counts = True, None  # no per-iteration work, statistics or time-between-tokens histogram
+    state.lean = True  # no per-iteration work, statistics or time-between-tokens histogram
     sim.state = state
     state.peaks = sim.peaks
     sim._reject_impossible(state)

@@ -362,6 +362,7 @@ class Cluster:
         """
         n = len(workload)
         self.state = state = _State(workload)
+        state.lean = not any(sim.record_work for sim in self.sims)  # latency-only instances: see Simulator.record_work
         peaks = {sim.peaks for sim in self.sims}
         state.peaks = peaks.pop() if len(peaks) == 1 else None  # per-request MFU/MBU need one GPU kind
         for sim in self.sims:
