@@ -63,19 +63,23 @@ class TableLookups:
             total += self._prefill_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
         return total
 
-    def _sparse_1d(self, table: str, x: float) -> float:
-        """A 1-D table (``tokens`` or ``samples``) beyond its dense part, at ``x``: the vectorised interpolation,
-        remembered per ``x`` (a simulation asks for the same few sizes again and again)."""
-        memo = self.__dict__.setdefault("_sparse_memo", {})
-        key = (table, x)
-        value = memo.get(key)
+    def _remembered(self, memo: str, key, compute):
+        """``compute()``, remembered under ``key`` in this table's memo ``memo`` (a simulation asks for the same
+        few sizes again and again; the memo is cleared when it reaches :data:`MEMO_ENTRIES`)."""
+        values = self.__dict__.setdefault(memo, {})
+        value = values.get(key)
         if value is None:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            dense = DENSE_TOKENS if table == "tokens" else DENSE_SAMPLES
-            value = memo[key] = float(self._interp_1d(np.array([x]), getattr(self, f"{table}_grid"), dense,
-                                                      getattr(self, f"{table}_ms"), getattr(self, f"{table}_log_ms"))[0])
+            if len(values) >= MEMO_ENTRIES:
+                values.clear()
+            value = values[key] = compute()
         return value
+
+    def _sparse_1d(self, table: str, x: float) -> float:
+        """A 1-D table (``tokens`` or ``samples``) beyond its dense part, at ``x``: the vectorised interpolation."""
+        dense = DENSE_TOKENS if table == "tokens" else DENSE_SAMPLES
+        return self._remembered("_sparse_memo", (table, x), lambda: float(self._interp_1d(
+            np.array([x]), getattr(self, f"{table}_grid"), dense, getattr(self, f"{table}_ms"),
+            getattr(self, f"{table}_log_ms"))[0]))
 
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""

@@ -43,7 +43,6 @@ from predictor.table_grids import (  # noqa: F401  (re-exported: grids are part 
     DECODE_SEQS,
     DENSE_SAMPLES,
     DENSE_TOKENS,
-    MEMO_ENTRIES,
     MAX_SAMPLES,
     MAX_TOKENS,
     PREFILL_CHUNKS,
@@ -392,13 +391,8 @@ class IterationTables(TableLookups):
             if x <= dense and x == int(x):
                 r, f, b = table[int(x) - 1]
             else:
-                memo = self.__dict__.setdefault("_work_memo", {})
-                key = (grid is self.tokens_grid, x)
-                if key not in memo:
-                    if len(memo) >= MEMO_ENTRIES:
-                        memo.clear()
-                    memo[key] = self._work_1d(np.array([x]), grid, work)[0, :, 1:].sum(axis=0).tolist()
-                r, f, b = memo[key]
+                r, f, b = self._remembered("_work_memo", (grid is self.tokens_grid, x), lambda: self._work_1d(
+                    np.array([x]), grid, work)[0, :, 1:].sum(axis=0).tolist())
             roof, flops, nbytes = roof + r, flops + f, nbytes + b
         per_pair, per_new, per_key, peak, bw = totals[2]
         for pairs, new, keys in ((decode_kv_tokens, decode_seqs, decode_kv_tokens),

@@ -70,19 +70,3 @@ class EfficiencyRecorder:
             return {}
         return report(self.totals, self.bound.peak_flops, self.bound.gpu.hbm_bandwidth_bytes_per_s)
 
-
-class DiscardRecorder:
-    """Stands in for :class:`EfficiencyRecorder` when a caller reads no efficiency (an engine with
-    ``record_work`` off): accepts every iteration, keeps nothing, reports ``{}``."""
-
-    def add(self, *args, **kwargs) -> None:
-        pass
-
-    def add_decode_steps(self, *args) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def report(self) -> dict:
-        return {}

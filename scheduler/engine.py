@@ -63,7 +63,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from scheduler.efficiency import DiscardRecorder, EfficiencyRecorder
+from scheduler.efficiency import EfficiencyRecorder
 from scheduler.engine_blocks import KVBlockManager
 from scheduler.engine_policies import POLICIES, ContinuousBatching, Policy, StaticBatching
 from scheduler.engine_state import (
@@ -186,7 +186,7 @@ class Simulator(KVBlockManager, IterationRunner):
         self.tokens_held = 0
         self._reset_running()
         self.stats = RunningStats(stats_batch or self.config.max_num_seqs, self.num_blocks, self.config.block_size)
-        self.efficiency = EfficiencyRecorder(self.bound) if self.record_work else DiscardRecorder()
+        self.efficiency = EfficiencyRecorder(self.bound)
         self.work_totals = [0.0, 0.0, 0.0, 0.0]  # Σ over this engine's iterations: duration (ms), FLOPs, bytes, roofline ms
 
     @property
@@ -215,16 +215,7 @@ class Simulator(KVBlockManager, IterationRunner):
         """
         from scheduler.metrics import RequestStream, SimResult
 
-        state = _State(workload)
-        state.lean = not self.record_work
-        self.state = state  # the run's per-request arrays, readable by ``stop`` and ``progress`` callbacks
-        state.peaks = self.peaks
-        self._reject_impossible(state)
-        self.start()
-        if state.closed is not None:
-            if self.profile is not None:
-                state.closed.delay_s = self.profile.admission_ms(state.closed.concurrency) / 1e3
-            state.closed.release(state, 0.0)
+        state = self.begin(workload, lean=not self.record_work)
         self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
         log = IterationLog()
         n = len(workload)
@@ -240,6 +231,22 @@ class Simulator(KVBlockManager, IterationRunner):
         if state.closed is not None:
             result.meta["client_delay_ms"] = state.closed.delay_s * 1e3  # add to TTFT/E2E for times from the send
         return result
+
+    def begin(self, workload: Workload, lean: bool) -> _State:
+        """A run's state, with the engine reset and the closed loop's first clients sent (``lean``: a
+        latency-only run, see :attr:`record_work`). The state is also ``self.state``, readable by ``stop`` and
+        ``progress`` callbacks."""
+        state = _State(workload)
+        state.lean = lean
+        self.state = state
+        state.peaks = self.peaks
+        self._reject_impossible(state)
+        self.start()
+        if state.closed is not None:
+            if self.profile is not None:
+                state.closed.delay_s = self.profile.admission_ms(state.closed.concurrency) / 1e3
+            state.closed.release(state, 0.0)
+        return state
 
     def timings(self, workload: Workload):
         """Simulate ``workload`` and return only per-request times (:class:`scheduler.engine_timings.ServeTimings`):

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scheduler.efficiency import DiscardRecorder
-from scheduler.engine_state import IterationLog, _State
+from scheduler.engine_state import IterationLog
 from scheduler.metrics import tpot_s
 
 
@@ -45,33 +44,13 @@ class ServeTimings:
     tpot_s: np.ndarray
 
 
-class _DiscardStats:
-    """Stands in for the running statistics (:class:`scheduler.engine_state.RunningStats`): keeps nothing."""
-
-    def add(self, *args, **kwargs) -> None:
-        pass
-
-    def add_many(self, *args, **kwargs) -> None:
-        pass
-
-
 def serve_timings(sim, workload) -> ServeTimings:
     """Simulate ``workload`` on ``sim`` (a :class:`scheduler.engine.Simulator`) and return per-request times only.
 
     Same event loop and values as ``sim.run(workload).columns``; the engine's statistics and efficiency of
-    this run are not kept (``sim.stats`` and ``sim.efficiency`` hold nothing afterwards).
+    this run are not kept (``sim.stats`` and ``sim.efficiency`` stay empty).
     """
-    state = _State(workload)
-    state.lean = True  # no per-iteration work, statistics or time-between-tokens histogram
-    sim.state = state
-    state.peaks = sim.peaks
-    sim._reject_impossible(state)
-    sim.start()
-    sim.efficiency, sim.stats = DiscardRecorder(), _DiscardStats()
-    if state.closed is not None:
-        if sim.profile is not None:
-            state.closed.delay_s = sim.profile.admission_ms(state.closed.concurrency) / 1e3
-        state.closed.release(state, 0.0)
+    state = sim.begin(workload, lean=True)  # no per-iteration work, statistics or token-gap histogram
     sim._stream = None
     sim._loop(state, IterationLog(), len(workload), False, None, None)
     return ServeTimings(state.status.copy(), state.first_token.copy(), state.finish.copy(),
