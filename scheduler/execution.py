@@ -176,6 +176,7 @@ class Executor:
             self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
+            before = self.simulations
             n = remaining.ids.size
             first = np.full(n, INF)
             finish = np.full(n, INF)
@@ -199,7 +200,7 @@ class Executor:
                 tpot[idx] = np.nan_to_num(res.tpot_s)
             cached = (first, finish, tpot)
             self._cache[key] = cached
-            self._sims_by_key[key] = sum(1 for replica in range(config.dp) if order[replica::config.dp].size)
+            self._sims_by_key[key] = self.simulations - before
         first, finish, tpot = cached
         return Timeline(remaining, start_s, first + start_s, finish + start_s, tpot)
 
@@ -220,6 +221,7 @@ class Executor:
             self.touched.append(key)
         cached = self._cache.get(key)
         if cached is None:
+            before = self.simulations
             cached = {}
             orders = {}
             for n in names:
@@ -245,7 +247,7 @@ class Executor:
                     first[idx[n]], finish[idx[n]] = ft, fin
                     tpot[idx[n]] = np.nan_to_num(req["tpot_s"].to_numpy(float))
             self._cache[key] = cached
-            self._sims_by_key[key] = config.dp
+            self._sims_by_key[key] = self.simulations - before
         return {n: Timeline(remaining[n], start_s, cached[n][0] + start_s, cached[n][1] + start_s, cached[n][2])
                 for n in names}
 
