@@ -84,6 +84,22 @@ class Artifact:
     def feature_names(self) -> list[str]:
         return list(self.metadata["feature_names"])
 
+    @property
+    def training_gpus(self) -> tuple[str, ...]:
+        """Names of the GPUs whose measurements the model was fitted on: the metadata's ``training_gpus``; for
+        artifacts written before that field, the held-out groups of a full run's leave-one-GPU-out split (which
+        holds out every GPU of the data in turn); () when neither is known (a quick run holds out only some)."""
+        listed = self.metadata.get("training_gpus")
+        if listed is not None:
+            return tuple(str(g) for g in listed)
+        if self.metadata.get("quick", True):
+            return ()
+        for part in str(self.metadata.get("split_signature", "")).split(";"):
+            split, _, groups = part.partition(":")
+            if split == "leave_one_gpu_out" and groups:
+                return tuple(groups.split(","))
+        return ()
+
 
 def save_artifact(directory: str | Path, model_text: str, metadata: dict) -> Path:
     """Write an artifact folder as one unit (model, metadata, then the checksum file).

@@ -106,6 +106,7 @@ class Predictor:
         self._tables: dict = {}
         self._configs: dict = {}
         self._identity: str | None = None
+        self._trained: tuple[GPUSpec, ...] | None = None
         if artifact is not None:
             if not artifact.model_text.startswith("tree\n"):  # LightGBM's text format; parsed on first use
                 raise InputError(f"artifact: residual_model.txt in {str(artifact.path)!r} is not a LightGBM text model "
@@ -185,7 +186,27 @@ class Predictor:
             threads = available_cpus() if len(X) >= PARALLEL_PREDICT_ROWS else 1
             ratio = np.exp(self._residual_booster().predict(X.loc[:, self._features], num_threads=threads))
             predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
+            if self._trained_gpus():
+                predicted = self._sibling_bounded(ops, gpu, predicted)
         return pd.DataFrame({"roofline_ms": ideal, "predicted_ms": predicted}, index=ops.index)
+
+    def _trained_gpus(self) -> tuple[GPUSpec, ...]:
+        """Specs of the GPUs the residual model was trained on (those the catalogue knows)."""
+        if self._trained is None:
+            from predictor.sibling_bounds import catalogue_specs
+
+            self._trained = catalogue_specs(self.artifact.training_gpus)
+        return self._trained
+
+    def _sibling_bounded(self, ops: pd.DataFrame, gpu, predicted: np.ndarray) -> np.ndarray:
+        """``predicted`` (ms) with rows on an unseen GPU bracketed by the trained GPUs around it
+        (:func:`predictor.sibling_bounds.bracket`); rows on trained GPUs are unchanged."""
+        from predictor.sibling_bounds import bracket
+
+        names = np.full(len(ops), "", dtype=object) if gpu is not None else ops["gpu"].to_numpy(dtype=object)
+        specs = {"": get_gpu(gpu)} if gpu is not None else {name: get_gpu(name) for name in set(names)}
+        return bracket(ops, names, specs, predicted, self._trained_gpus(),
+                       lambda rows, sibling: self.predict_ops(rows, sibling)["predicted_ms"].to_numpy())
 
     # --- tables ---------------------------------------------------------------------------------
     @property
@@ -194,8 +215,10 @@ class Predictor:
         if self._identity is None:
             import hashlib
 
+            # the sibling bounds change what an unseen GPU's tables hold, so the trained GPUs are part of it
+            bounds = f"sibling-bounds-v1:{','.join(sorted(self.artifact.training_gpus))}" if self.artifact else ""
             self._identity = ("roofline" if self.artifact is None
-                              else hashlib.sha256(self.artifact.model_text.encode()).hexdigest()[:32])
+                              else hashlib.sha256((self.artifact.model_text + bounds).encode()).hexdigest()[:32])
         return self._identity
 
     def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig, precision: Precision):

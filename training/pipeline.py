@@ -382,6 +382,7 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
         "training_rows": int(len(final_rows)),
         "data_hashes": hashes,
         "sources": sorted(data.table["source"].astype(str).unique().tolist()),
+        "training_gpus": sorted(data.table["gpu"].iloc[final_rows].astype(str).unique().tolist()),
         "metrics": headline,
         "split_signature": signature,
         "overhead": overhead.to_dict(),
