@@ -88,6 +88,8 @@ def test_quick_artifact_round_trip(quick_run, data):
     artifact = load_artifact(root / "artifact")
     assert artifact.metadata["quick"] is True
     assert artifact.metadata["target"] == "log(measured_ms / roofline_ms)"
+    # the GPUs whose rows the final model was fitted on: the predictor brackets every other GPU between them
+    assert artifact.training_gpus == tuple(sorted(data.table["gpu"].astype(str).unique()))
     predictor = Predictor.load(root / "artifact")
     rows = data.table.iloc[:500]
     direct = ResidualModel()
