@@ -64,7 +64,7 @@ class BoundPredictor:
         t, par = self.table, self.parallel
         kv = (context_tokens + b * np.arange(steps, dtype=float) + b) / b
         b_micro, factor = b / par.micro_batches if par.pp > 1 else b, par.pipeline_factor
-        attention = factor * t.decode_column_ms(b_micro, kv)
+        attention = factor * t.decode_column_ms(b_micro, kv, ascending=True)
         fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - factor * t.decode_ms_scalar(
             b_micro, float(kv[0]))
         return fixed + attention

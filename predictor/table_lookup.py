@@ -29,6 +29,7 @@ from predictor.table_grids import (
     PREFILL_CONTEXT,
     PREFILL_TOKENS,
     locate,
+    locate_ascending,
 )
 
 
@@ -85,10 +86,11 @@ class TableLookups:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
         return _bilinear(self._lists()[2], DEC_SEQS_LOG, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
 
-    def decode_column_ms(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
+    def decode_column_ms(self, seqs: float, kv_mean: np.ndarray, ascending: bool = False) -> np.ndarray:
         """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
         decode steps): the values of ``decode_ms(np.full(len(kv_mean), seqs), kv_mean)``, with the batch size's
-        cell located once instead of per step."""
+        cell located once instead of per step. ``ascending``: the caller guarantees ``kv_mean`` is non-decreasing
+        (a run of steps), which makes locating its cells cheaper (same values)."""
         kv_mean = np.asarray(kv_mean, float)
         if not seqs > 0:
             return np.zeros_like(kv_mean)
@@ -103,7 +105,7 @@ class TableLookups:
         if last is not None and last[0] == key:
             j, wj = last[1], last[2]
         else:
-            j, wj = locate(kv_mean, DECODE_KV)
+            j, wj = locate_ascending(kv_mean, DECODE_KV) if ascending else locate(kv_mean, DECODE_KV)
             _LAST_KV_CELLS[0] = (key, j, wj)
         t = self.decode_log_ms
         low, high = t[i], t[i + 1]

@@ -14,6 +14,7 @@ import numpy as np
 
 from scheduler.engine_state import ITL_EDGES_S, IterationLog, _State
 
+_NONE = np.zeros(0, np.int64)
 PREFIX_STEPS = 16  # decode steps timed first when an arrival may end a fast-forwarded run
 
 
@@ -161,8 +162,10 @@ class IterationRunner:
             else:
                 contexts = _capped_context_sums(kv, budget, n + 1)  # Σ min(kv + j, budget), j = 0..n
                 durations = self._decode_steps_ms(b, contexts[:n]) / 1e3
-            starts_s = self.now + np.concatenate([[0.0], np.cumsum(durations[:-1])])
-            late = np.flatnonzero(starts_s >= arrival_limit)
+            offsets = np.zeros(n)
+            np.cumsum(durations[:-1], out=offsets[1:])
+            starts_s = self.now + offsets
+            late = np.flatnonzero(starts_s >= arrival_limit) if arrival_limit < math.inf else _NONE
             if late.size or n == steps:
                 break
             n = steps
@@ -251,7 +254,7 @@ class IterationRunner:
         t = self.bound.table
         kv = (contexts + b) / b
         fixed = self.bound.iteration_ms(0, 0, 0, 0, decode_seqs, int(contexts[0])) - t.decode_ms_scalar(b, float(kv[0]))
-        return fixed + t.decode_column_ms(b, kv)
+        return fixed + t.decode_column_ms(b, kv, ascending=True)  # contexts never shrink along a run
 
 
 def _capped_context_sums(kv: np.ndarray, budget: int, n: int) -> np.ndarray:

@@ -60,6 +60,16 @@ def test_decode_run_lookup_equals_the_vectorised_table_bit_for_bit(hybrid):
     for seqs in (1.0, 7.0, 40.0, 333.0, 9000.0):
         kv = (12_345 + seqs * np.arange(40, dtype=float) + seqs) / seqs
         assert np.array_equal(table.decode_column_ms(seqs, kv), table.decode_ms(np.full(len(kv), seqs), kv))
+    # ascending runs (the engine's) take the clamp-free cell search: the same bits inside, at and beyond the grid
+    from predictor.table_grids import DECODE_KV
+
+    top = float(DECODE_KV[-1])
+    for start, step in ((0.25, 0.05), (1.0, 1.0), (1_000.0, 1.0), (top - 20, 1.0), (top, 3.0), (3 * top, 1.0),
+                        (5.0, 0.0)):
+        kv = start + step * np.arange(40, dtype=float)
+        for seqs in (1.0, 40.0, 9000.0):
+            assert np.array_equal(table.decode_column_ms(seqs, kv, ascending=True),
+                                  table.decode_ms(np.full(len(kv), seqs), kv))
 
 
 def test_preemption_victim_from_the_heap_is_the_latest_arrived_running_request(hybrid):
