@@ -158,7 +158,8 @@ def _classify(err: InputError) -> Skip:
     return Skip("does_not_fit", text)
 
 
-def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, parallel=None) -> dict:
+def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, parallel=None,
+                 max_concurrency: int = MAX_CONCURRENCY) -> dict:
     """Simulate one measured run closed-loop; return mean TTFT / TPOT (ms) over the measurement window.
 
     ``model``, ``gpu``, ``dtype`` and ``parallel`` (an aggregated run's layout) default to the row's.
@@ -175,8 +176,8 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
         raise Skip("unknown_gpu", str(err)) from None
     dtype = dtype if dtype is not None else row_dtype(row, gpu)
     c = int(row["concurrency"])
-    if c > MAX_CONCURRENCY:
-        raise Skip("concurrency_over_limit", f"{c} clients; at most {MAX_CONCURRENCY} are simulated")
+    if c > max_concurrency:
+        raise Skip("concurrency_over_limit", f"{c} clients; at most {max_concurrency} are simulated")
     wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
                         concurrency=c)
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
@@ -291,7 +292,7 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
 
 
 def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None,
-                  with_roofline: bool = True) -> list[dict]:
+                  with_roofline: bool = True, max_concurrency: int = MAX_CONCURRENCY) -> list[dict]:
     """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
     from scheduler.engine_profiles import kernel_only_profile
 
@@ -303,7 +304,7 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
         key = (id(which), _profile_key(profile), *(row[c] for c in row.index if c not in _NOT_SIMULATED))
         if key not in memo:
             try:
-                memo[key] = simulate_row(row, which, profile)
+                memo[key] = simulate_row(row, which, profile, max_concurrency=max_concurrency)
             except Skip as skip:
                 memo[key] = skip
         if isinstance(memo[key], Skip):
@@ -344,11 +345,11 @@ def _profile_key(profile) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def _worker(rows, artifacts, profiles, framework, with_roofline):
+def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency):
     from predictor import Predictor
 
     return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework,
-                         with_roofline)
+                         with_roofline, max_concurrency)
 
 
 def instance_gpus(row) -> int:
@@ -361,7 +362,7 @@ def instance_gpus(row) -> int:
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
                     framework: str | None = None, with_roofline: bool = True,
-                    n_jobs: int = 1, calibration=None):
+                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
     Parameters
@@ -379,6 +380,9 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         Also simulate with :meth:`predictor.Predictor.roofline_only` (the baseline; kernels only, no overhead).
     n_jobs : int
         Processes (joblib); rows are split by configuration so each process builds a configuration's tables once.
+    max_concurrency : int
+        Runs with more clients are skipped (``concurrency_over_limit``): a run simulates about twice its clients
+        plus a measurement window of requests, so its cost grows with the clients.
 
     Returns
     -------
@@ -393,12 +397,13 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     from scheduler.engine_profiles import load_profiles
 
     if calibration is not None:
-        return _calibrated(table, calibration, framework, artifacts=artifacts, predictor=predictor, n_jobs=n_jobs)
+        return _calibrated(table, calibration, framework, artifacts=artifacts, predictor=predictor, n_jobs=n_jobs,
+                           max_concurrency=max_concurrency)
     profiles = profiles if profiles is not None else load_profiles()
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
         records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
-                                framework, with_roofline)
+                                framework, with_roofline, max_concurrency)
     else:
         from joblib import Parallel, delayed
 
@@ -408,8 +413,8 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         for g in sorted(groups, key=len, reverse=True):
             min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
         blocks = [pd.concat(s) for s in shares if s]
-        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline)
-                                        for b in blocks)
+        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline,
+                                                         max_concurrency) for b in blocks)
         records = [r for part in parts for r in part]
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
@@ -418,7 +423,7 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
 def kernel_basis(table, predictor=None, *, with_roofline: bool = True, **simulate):
     """``table`` simulated with kernels only: ``kernel_*`` (TTFT / TPOT and the run's diagnostics, ms) and,
     optionally, ``roofline_*`` — the basis of the serving calibration and of the engine-profile fits.
-    ``simulate`` takes :func:`predict_serving`'s ``artifacts`` and ``n_jobs``."""
+    ``simulate`` takes :func:`predict_serving`'s ``artifacts``, ``n_jobs`` and ``max_concurrency``."""
     out = predict_serving(table, predictor=predictor, profiles={}, with_roofline=with_roofline, **simulate)
     return out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
 

@@ -3,6 +3,7 @@ fit), and ``inference-sim evaluate --serving``."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import inference_sim.cli as cli
 from features.silicon import CSV_REQUIRED, read_serving_results
 from inference_sim import common
+from inference_sim.commands import prediction as cli_prediction
 from predictor.errors import InputError
 from predictor.overhead import OverheadModel
 from scheduler.engine import EngineConfig, Simulator
@@ -174,6 +176,17 @@ def test_predict_and_score_count_skips_by_reason(silicon_csv, hybrid):
     ape = np.abs(done["pred_tpot_ms"] / done["measured_tpot_ms"] - 1)
     assert report["tpot"]["mdape"] == pytest.approx(float(np.median(ape)))
     assert (done["roofline_tpot_ms"] < done["pred_tpot_ms"]).all()  # ideal kernels, no overhead
+
+
+def test_runs_over_the_client_limit_are_skipped_under_their_reason(silicon_csv, hybrid):
+    from scheduler import serving_eval
+
+    table = read_serving_results(silicon_csv).iloc[:2]  # 4 and 8 clients
+    report = score_serving(predict_serving(table, predictor=hybrid, with_roofline=False, max_concurrency=4))
+    assert report["predicted"] == 1 and report["skipped"] == {"concurrency_over_limit": 1}
+    # the CLI's default is the library's
+    default = inspect.signature(cli_prediction.evaluate).parameters["max_concurrency"].default
+    assert default == serving_eval.MAX_CONCURRENCY
 
 
 def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, capsys, monkeypatch, hybrid):

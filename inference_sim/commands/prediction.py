@@ -146,6 +146,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="--serving: write per-run predictions (CSV) here.")] = None,
     n_jobs: Annotated[int | None, typer.Option(min=1, max=64, help="--serving: worker processes (default: the "
                                                                     "CPUs this process may use).")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, max=65_536, help="--serving: runs with more clients are "
+                                                 "skipped (a run simulates about twice its clients in requests, so "
+                                                 "its time grows with them).")] = 4096,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -156,7 +159,7 @@ def evaluate(
     if (profiles is None) == (serving is None):
         raise InputError("--profiles / --serving: give exactly one of them")
     if serving is not None:
-        _evaluate_serving(serving, framework, gpu, tp, out, n_jobs, artifacts, as_json)
+        _evaluate_serving(serving, framework, gpu, tp, out, n_jobs, artifacts, as_json, max_concurrency)
         return
     from features.canonical import read_table
     from features.schema import validate
@@ -182,7 +185,7 @@ def _pct(value) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as_json) -> None:
+def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as_json, max_concurrency) -> None:
     """``evaluate --serving``: simulate each measured run closed-loop and score TTFT / TPOT."""
     from features.silicon import read_serving_results
     from predictor.atomic import atomic_write
@@ -204,7 +207,8 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
     n_jobs = n_jobs or min(available_cpus(), max(1, len(table)))
     predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
     predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs,
-                                  calibration=calibration, framework=None if calibration is None else framework)
+                                  calibration=calibration, framework=None if calibration is None else framework,
+                                  max_concurrency=max_concurrency)
     payload = score_serving(predictions)
     if out is not None:
         atomic_write(out, predictions.to_csv(index=False))
