@@ -101,7 +101,9 @@ def _h200_basis(path: Path | None, csv: Path) -> tuple[pd.DataFrame, pd.DataFram
     ok = ((a["skip"] == "") & (b["skip"] == "")).to_numpy()
     a, b = a[ok].reset_index(drop=True), b[ok].reset_index(drop=True)
     if path is not None:
-        pd.concat([a, b]).to_parquet(path)
+        from predictor.atomic import atomic_write
+
+        atomic_write(path, pd.concat([a, b]).to_parquet())
     return a, b
 
 
