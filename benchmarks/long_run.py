@@ -9,8 +9,8 @@ tokens, ``record_iterations=False`` (no per-iteration log) and every finished re
 temporary Parquet file (``stream_requests_to``). The child reports
 
 * its resident memory before the workload exists (``base``: interpreter, libraries, predictor tables),
-* the peak resident memory of the whole process (``VmHWM`` from ``/proc/self/status``, the same as
-  ``resource.getrusage(RUSAGE_SELF).ru_maxrss``),
+* the peak resident memory of the process (``VmHWM`` from ``/proc/self/status``; not ``ru_maxrss``, which on
+  Linux carries the parent's resident size across ``execve``, so a child of a large parent reported that),
 * wall time and simulated requests per wall second, and the size of the Parquet output.
 
 Memory should grow only with the compact per-request arrays the engine and the result keep (a few hundred
@@ -48,7 +48,10 @@ def _status_kib(field: str) -> int:
 
 
 def _peak_kib() -> int:
-    return max(_status_kib("VmHWM"), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # both KiB on Linux
+    """Peak resident memory of this process image, KiB: ``VmHWM``. ``ru_maxrss`` only where /proc is missing:
+    on Linux it survives ``execve``, so a child started from a large parent reports the parent's RSS (the copy it
+    was forked as) when that is larger than its own peak."""
+    return _status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # both KiB on Linux
 
 
 class _Sampler(threading.Thread):
