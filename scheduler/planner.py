@@ -155,6 +155,7 @@ class Planner(CandidateRanking):
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
         app = self.app
+        self._candidates_memo = {}  # candidates depend on what is prepared here (plan_candidates)
         self.search_draws = [app.sample(self.seed + k) for k in range(self.search_samples)]
         self.samples = [app.sample(self.seed + ESTIMATE_SEED_OFFSET + k) for k in range(self.samples_k)]
         self.planning = self.search_draws[0]
