@@ -35,8 +35,7 @@ class CandidateRanking:
         """The ``k`` candidate groups with the highest useful throughput (see the module docstring).
 
         A function of its arguments once the planner is prepared (rates, configurations and load times fixed), so
-        it is remembered: the beam's rollouts and levels ask for the same states again (about 45% of the calls
-        on the shipped examples)."""
+        it is remembered: the beam's rollouts and levels ask for the same states again."""
         app = self.app
         left = left or {n: len(self.planning.prompts[n]) for n in app.names}
         key = (frozenset(done), tuple(running.items()), k, tuple(left.items()))
