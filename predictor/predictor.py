@@ -200,13 +200,11 @@ class Predictor:
 
     def _sibling_bounded(self, ops: pd.DataFrame, gpu, predicted: np.ndarray) -> np.ndarray:
         """``predicted`` (ms) with rows on an unseen GPU bracketed by the trained GPUs around it
-        (:func:`predictor.sibling_bounds.bracket`); rows on trained GPUs are unchanged."""
-        from predictor.sibling_bounds import bracket
+        (:func:`predictor.sibling_bounds.bound_rows`); rows on trained GPUs are unchanged."""
+        from predictor.sibling_bounds import bound_rows
 
-        names = np.full(len(ops), "", dtype=object) if gpu is not None else ops["gpu"].to_numpy(dtype=object)
-        specs = {"": get_gpu(gpu)} if gpu is not None else {name: get_gpu(name) for name in set(names)}
-        return bracket(ops, names, specs, predicted, self._trained_gpus(),
-                       lambda rows, sibling: self.predict_ops(rows, sibling)["predicted_ms"].to_numpy())
+        return bound_rows(ops, gpu, predicted, self._trained_gpus(),
+                          lambda rows, sibling: self.predict_ops(rows, sibling)["predicted_ms"].to_numpy())
 
     # --- tables ---------------------------------------------------------------------------------
     @property

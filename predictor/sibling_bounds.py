@@ -133,3 +133,15 @@ def bracket(ops: pd.DataFrame, gpu_names: np.ndarray, specs: Mapping[str, GPUSpe
             value = np.minimum(value, np.min([predict_on(part, g) for g in slower], axis=0))
         out[rows] = value
     return out
+
+
+def bound_rows(ops: pd.DataFrame, gpu: GPUSpec | str | None, predicted: np.ndarray, trained: Sequence[GPUSpec],
+               predict_on: Callable[[pd.DataFrame, GPUSpec], np.ndarray]) -> np.ndarray:
+    """:func:`bracket` for op rows on ``gpu`` (or, when None, on the GPU named in each row's ``gpu`` column);
+    ``predicted`` itself when every row is on a trained GPU."""
+    names = np.full(len(ops), "", dtype=object) if gpu is not None else ops["gpu"].to_numpy(dtype=object)
+    specs = {"": get_gpu(gpu)} if gpu is not None else {name: get_gpu(name) for name in set(names)}
+    trained_names = {g.name for g in trained}
+    if all(spec.name in trained_names for spec in specs.values()):
+        return predicted
+    return bracket(ops, names, specs, predicted, trained, predict_on)
