@@ -80,7 +80,7 @@ def sibling_bounds(gpu: GPUSpec, trained: Iterable[GPUSpec], dtype: str) -> tupl
     slower = [t for t in others if dominates(gpu, t, dtype)]
     faster = [t for t in others if dominates(t, gpu, dtype)]
     # nearest slower: not dominated by another slower one; nearest faster: dominating no other faster one
-    nearest_slower = _frontier(slower, lambda h, g, d: dominates(h, g, d), dtype)
+    nearest_slower = _frontier(slower, dominates, dtype)
     nearest_faster = _frontier(faster, lambda h, g, d: dominates(g, h, d), dtype)
     return nearest_slower, nearest_faster
 

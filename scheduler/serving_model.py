@@ -115,19 +115,12 @@ class ServingCalibration:
     @classmethod
     def fit(cls, basis: pd.DataFrame, source: str = "") -> ServingCalibration:
         """Fit on every usable run of ``basis`` with measured TTFT and TPOT (see :func:`serving_features`)."""
-        import lightgbm as lgb
-
         rows = basis[usable(basis) & np.isfinite(basis["measured_ttft_ms"].to_numpy(float))
                      & np.isfinite(basis["measured_tpot_ms"].to_numpy(float))
                      & (basis["measured_ttft_ms"] > 0) & (basis["measured_tpot_ms"] > 0)]
         if len(rows) < MIN_ROWS:
             raise InputError(f"fit: {len(rows)} usable measured runs; need at least {MIN_ROWS}")
-        x = serving_features(rows)
-        models = {}
-        for target in TARGETS:
-            y = np.log(rows[f"measured_{target}_ms"].to_numpy(float) / rows[f"kernel_{target}_ms"].to_numpy(float))
-            data = lgb.Dataset(x.to_numpy(float), y, feature_name=list(FEATURES), free_raw_data=False)
-            models[target] = lgb.train(PARAMS, data, num_boost_round=ROUNDS)
+        models = fit_boosters(rows)
         counts = rows["framework"].value_counts().sort_index()
         ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
         return cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
@@ -179,6 +172,23 @@ class ServingCalibration:
             model.params["num_threads"] = available_cpus()
         return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
                    frozenset(str(i) for i in raw.get("fitted_ids", [])))
+
+
+def fit_boosters(rows: pd.DataFrame, features: tuple[str, ...] = FEATURES, params: dict | None = None,
+                 ratio: bool = True) -> dict:
+    """One LightGBM booster per target (:data:`TARGETS`) on ``features`` of ``rows`` (measured runs with their
+    kernel-only basis): of log(measured / simulated) when ``ratio`` (the calibration's form), else of log(measured).
+    ``params`` default to :data:`PARAMS`."""
+    import lightgbm as lgb
+
+    x = serving_features(rows)[list(features)].to_numpy(float)
+    models = {}
+    for target in TARGETS:
+        y = rows[f"measured_{target}_ms"].to_numpy(float)
+        y = np.log(y / rows[f"kernel_{target}_ms"].to_numpy(float) if ratio else y)
+        data = lgb.Dataset(x, y, feature_name=list(features), free_raw_data=False)
+        models[target] = lgb.train(params or PARAMS, data, num_boost_round=ROUNDS)
+    return models
 
 
 def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:

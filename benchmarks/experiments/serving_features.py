@@ -46,23 +46,14 @@ VARIANTS = {
 
 
 def _fit(rows: pd.DataFrame, variant: tuple) -> dict:
-    """The calibration's two boosters for ``variant`` (the parameters of :meth:`ServingCalibration.fit`)."""
-    import lightgbm as lgb
-
+    """The calibration's two boosters for ``variant`` (:func:`scheduler.serving_model.fit_boosters`)."""
     features, kind = variant[:2]
-    x = sm.serving_features(rows)[list(features)].to_numpy(float)
     params = dict(sm.PARAMS, objective=variant[2] if len(variant) > 2 else sm.PARAMS["objective"],
                   **(variant[3] if len(variant) > 3 else {}))
     if kind == "absolute":
         params.update(monotone_constraints=[1 if f in SPEED_INCREASING else 0 for f in features],
                       monotone_constraints_method="advanced")
-    models = {}
-    for target in sm.TARGETS:
-        y = np.log(rows[f"measured_{target}_ms"].to_numpy(float))
-        if kind == "ratio":
-            y = y - np.log(rows[f"kernel_{target}_ms"].to_numpy(float))
-        models[target] = lgb.train(params, lgb.Dataset(x, y, feature_name=list(features)), num_boost_round=sm.ROUNDS)
-    return models
+    return sm.fit_boosters(rows, features, params, ratio=kind == "ratio")
 
 
 def _predict(models: dict, rows: pd.DataFrame, variant: tuple, target: str) -> np.ndarray:

@@ -5,8 +5,8 @@ Run: ``python -m benchmarks.experiments.sibling_bounds [--rows 60000]``.
 For each GPU of the kernel data in turn, the residual model (the shipped artifact's parameters) is fitted on
 the other GPUs' rows and predicts the held-out GPU's rows twice: as the raw model does, and bracketed by its
 predictions of the same rows on the trained GPUs the held-out GPU dominates or is dominated by
-(:func:`predictor.sibling_bounds.bracket`, what the :class:`~predictor.predictor.Predictor` does for a GPU
-outside its training data). Prints, per held-out GPU, the sibling GPUs, the share of rows the raw model orders
+(the fold's model loaded as a :class:`~predictor.predictor.Predictor` whose artifact names the fold's
+training GPUs: exactly what the shipped predictor does for a GPU outside its training data). Prints, per held-out GPU, the sibling GPUs, the share of rows the raw model orders
 the wrong way round (slower than on a GPU the held-out one beats on every spec, or faster than on one that beats
 it), and MdAPE / p90 APE raw and bracketed, all measured in this run.
 """
@@ -18,19 +18,20 @@ import json
 
 import numpy as np
 
-from features.builder import build_features
-from predictor.artifact import SHIPPED_DIR
-from predictor.predictor import MIN_RATIO_TO_ROOFLINE
-from predictor.sibling_bounds import bracket, catalogue_specs, sibling_bounds
+from predictor.artifact import SHIPPED_DIR, Artifact
+from predictor.predictor import Predictor
+from predictor.sibling_bounds import catalogue_specs, sibling_bounds
 from training.dataset import balanced_sample, load_training_data
 from training.metrics import error_stats
 from training.models import ResidualModel
 from training.splits import leave_one_gpu_out
 
 
-def _clamped(model: ResidualModel, X, ideal_ms: np.ndarray) -> np.ndarray:
-    """The model's prediction (ms) with the predictor's floor at a fraction of the roofline."""
-    return ideal_ms * np.maximum(np.exp(model.predict_log_ratio(X)), MIN_RATIO_TO_ROOFLINE)
+def _fold_predictor(model: ResidualModel, training_gpus) -> Predictor:
+    """The :class:`Predictor` of a fold's model, as an artifact naming ``training_gpus`` would load it (none: the
+    raw model, no bracketing)."""
+    metadata = {"feature_names": list(model.features), "training_gpus": sorted(training_gpus)}
+    return Predictor(Artifact(model.booster_.model_to_string(), metadata, SHIPPED_DIR))
 
 
 def main() -> None:
@@ -48,15 +49,10 @@ def main() -> None:
         train = balanced_sample(data.table, fold.train_idx, args.rows, 0)
         model = ResidualModel(meta["params"], meta["num_boost_round"]).fit(data.X.iloc[train], data.log_ratio[train])
         test = data.table.iloc[fold.test_idx]
-        raw = _clamped(model, data.X.iloc[fold.test_idx], data.ideal_ms[fold.test_idx])
         trained = catalogue_specs(data.table["gpu"].iloc[fold.train_idx].unique())
         (spec,) = catalogue_specs([fold.held_out])
-        names = np.full(len(test), spec.name, dtype=object)
-
-        def predict_on(rows, gpu):
-            return _clamped(model, *build_features(rows, gpu))
-
-        bracketed = bracket(test, names, {spec.name: spec}, raw, trained, predict_on)
+        raw = _fold_predictor(model, []).predict_ops(test)["predicted_ms"].to_numpy()
+        bracketed = _fold_predictor(model, [g.name for g in trained]).predict_ops(test)["predicted_ms"].to_numpy()
         slower, faster = set(), set()
         for dtype in test["compute_dtype"].unique():
             s, f = sibling_bounds(spec, trained, dtype)
