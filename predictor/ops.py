@@ -34,7 +34,7 @@ import pandas as pd
 
 from predictor import op_blocks as blocks
 from predictor import opcost as oc
-from predictor.batch import BatchShape
+from predictor.batch import BatchShape, decode_batch
 from predictor.models import ModelSpec
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
@@ -189,3 +189,13 @@ def build_ops(
                  world_size=float(par.tp), **ctx.half_bits)
     rows.add("sampling", oc.SAMPLING, 1, samples, ctx.half, m=S, n=model.vocab_size, **ctx.half_bits)
     return rows.frame()
+
+
+def decode_launches(model: ModelSpec, tp: int | ParallelConfig, precision: Precision, context_len: int) -> float:
+    """Kernel launches on one GPU for one decode step of one sequence with ``context_len`` cached tokens: the
+    sum of :func:`build_ops`' ``count`` (× the pipeline's stage-times when ``pp`` > 1, as the predictor's
+    breakdown counts them). A physical measure of how much of a small decode step is per-kernel cost (launch,
+    tail, synchronisation) rather than work, which CUDA-graph replay and fused kernels change."""
+    par = as_parallel(tp)
+    count = float(build_ops(model, par, precision, decode_batch(1, int(context_len)))["count"].sum())
+    return count * par.pipeline_factor

@@ -198,10 +198,24 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     summary = closed_loop_summary(result, c)
     if summary["requests"] < len(measurement_window(len(wl), c)):
         raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
-    out = {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c)}
+    out = {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c),
+           "launches": _decode_launches(row, model, dtype, parallel)}
     if landed is not None:
         out["ttft_ms"], out["tpot_ms"] = _client_times(result, landed, c)
     return out
+
+
+def _decode_launches(row, model, dtype: str, parallel=None) -> float:
+    """Kernel launches of one decode step on one GPU of the instance that decodes (the decode pool of a
+    disaggregated run), at the run's ISL (:func:`predictor.ops.decode_launches`)."""
+    from predictor.ops import decode_launches
+    from predictor.precision import parse_dtype
+
+    if row["mode"] == "disagg":
+        parallel = row_parallel(row, "decode_")
+    elif parallel is None:
+        parallel = row_parallel(row)
+    return decode_launches(model, parallel, parse_dtype(dtype), int(row["isl"]))
 
 
 def _client_times(result, landed_s, concurrency: int) -> tuple[float, float]:

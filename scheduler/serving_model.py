@@ -10,7 +10,7 @@ as the log-ratio of measured over simulated time::
 ``f`` is a small LightGBM model (L1 loss, so it fits the median ratio) on **physical features only**
 (:data:`FEATURES`): the simulated times themselves (kernel-only hybrid and roofline), the closed loop's shape
 (ISL, OSL, clients per replica, the inter-completion gap), KV pressure, the parallel layout and the
-framework. No GPU or model identity is a feature, so a GPU or a model the fit never saw is predicted from its
+framework; TPOT also sees the kernel launches of a decode step (:data:`LAUNCH_FEATURES`). No GPU or model identity is a feature, so a GPU or a model the fit never saw is predicted from its
 simulated physics; held-out accuracy is measured by refitting without the held-out group
 (``benchmarks/experiments/serving_accuracy.py``).
 
@@ -35,6 +35,11 @@ FEATURES = ("framework", "disagg", "log_isl", "log_osl", "log_clients", "log_cli
             "log2_tp", "log2_ep", "log2_dp", "log_sim_ttft", "log_sim_tpot", "log_sim_first_ttft", "log_sim_queue",
             "log_roof_ttft", "log_roof_tpot", "kernel_over_roof_tpot", "kernel_over_roof_ttft", "kv_demand",
             "log_gap", "prefill_share")
+# TPOT also sees the kernel launches of a decode step: a small step's measured time on a CUDA-graph stack is
+# set by its per-kernel cost as much as by its simulated work (kept for TPOT only: no held-out gain on TTFT)
+LAUNCH_FEATURES = ("log_kernels", "log_kernels_per_ms")
+TARGET_FEATURES = {"ttft": FEATURES, "tpot": FEATURES + LAUNCH_FEATURES}
+ALL_FEATURES = FEATURES + LAUNCH_FEATURES
 TARGETS = ("ttft", "tpot")
 PARAMS = {"objective": "l1", "learning_rate": 0.05, "num_leaves": 7, "min_data_in_leaf": 40,
           "feature_fraction": 0.8, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
@@ -48,8 +53,9 @@ def _log(values) -> np.ndarray:
 
 
 def serving_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """:data:`FEATURES` of each run of a basis table (columns of :func:`scheduler.serving_eval.kernel_basis`:
-    ``kernel_{ttft,tpot,first_ttft,queue}_ms``, ``kernel_kv_tokens``, ``roofline_{ttft,tpot}_ms``, and the
+    """:data:`ALL_FEATURES` of each run of a basis table (columns of :func:`scheduler.serving_eval.kernel_basis`:
+    ``kernel_{ttft,tpot,first_ttft,queue}_ms``, ``kernel_kv_tokens``, ``kernel_launches``, ``roofline_{ttft,tpot}_ms``,
+    and the
     run's ``framework``, ``mode``, ``isl``, ``osl``, ``concurrency``, parallel degrees and pools)."""
     f = frame
     disagg = (f["mode"].astype(str) == "disagg").to_numpy()
@@ -77,13 +83,14 @@ def serving_features(frame: pd.DataFrame) -> pd.DataFrame:
         "kernel_over_roof_ttft": ttft / np.maximum(roof_ttft, 1e-6),
         "kv_demand": clients * (isl + osl) / np.maximum(f["kernel_kv_tokens"].to_numpy(float), 1.0),
         "log_gap": _log(cycle / clients), "prefill_share": ttft / np.maximum(cycle, 1e-6),
+        "log_kernels": _log(f["kernel_launches"]), "log_kernels_per_ms": _log(f["kernel_launches"] / tpot),
     }, index=frame.index)
-    return out[list(FEATURES)]
+    return out[list(ALL_FEATURES)]
 
 
 def usable(frame: pd.DataFrame) -> np.ndarray:
     """Rows whose basis is complete (finite, positive simulated times)."""
-    cols = ["kernel_ttft_ms", "kernel_tpot_ms", "roofline_ttft_ms", "roofline_tpot_ms"]
+    cols = ["kernel_ttft_ms", "kernel_tpot_ms", "roofline_ttft_ms", "roofline_tpot_ms", "kernel_launches"]
     if any(c not in frame for c in cols):
         return np.zeros(len(frame), bool)
     values = frame[cols].to_numpy(float)
@@ -130,14 +137,14 @@ class ServingCalibration:
         out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan}, index=basis.index)
         ok = usable(basis)
         if ok.any():
-            x = serving_features(basis[ok]).to_numpy(float)
+            x = serving_features(basis[ok])
             for target in TARGETS:
-                ratio = np.exp(self.models[target].predict(x))
+                ratio = np.exp(self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float)))
                 out.loc[ok, f"{target}_ms"] = basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float) * ratio
         return out
 
     def to_json(self) -> str:
-        return json.dumps({"format": "inference-sim serving calibration v1", "features": list(FEATURES),
+        return json.dumps({"format": "inference-sim serving calibration v2", "features": _feature_lists(),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
                            "fitted_ids": sorted(self.fitted_ids),
                            "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
@@ -165,8 +172,9 @@ class ServingCalibration:
                              "python -m benchmarks.experiments.serving_accuracy to fit it)") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"calibration: {str(file)!r} is not valid JSON") from None
-        if not isinstance(raw, dict) or raw.get("features") != list(FEATURES) or set(raw.get("models", {})) != set(TARGETS):
-            raise InputError(f"calibration: {str(file)!r} is not a serving calibration with features {list(FEATURES)}")
+        if not isinstance(raw, dict) or raw.get("features") != _feature_lists() or set(raw.get("models", {})) != set(TARGETS):
+            raise InputError(f"calibration: {str(file)!r} is not a serving calibration of this version (other features; "
+                             "refit it with python -m benchmarks.experiments.serving_accuracy)")
         models = {k: lgb.Booster(model_str=v) for k, v in raw["models"].items()}
         for model in models.values():
             model.params["num_threads"] = available_cpus()
@@ -174,20 +182,28 @@ class ServingCalibration:
                    frozenset(str(i) for i in raw.get("fitted_ids", [])))
 
 
-def fit_boosters(rows: pd.DataFrame, features: tuple[str, ...] = FEATURES, params: dict | None = None,
+def _feature_lists() -> dict:
+    return {t: list(TARGET_FEATURES[t]) for t in TARGETS}
+
+
+def fit_boosters(rows: pd.DataFrame, features: dict | None = None, params: dict | None = None,
                  ratio: bool = True) -> dict:
-    """One LightGBM booster per target (:data:`TARGETS`) on ``features`` of ``rows`` (measured runs with their
-    kernel-only basis): of log(measured / simulated) when ``ratio`` (the calibration's form), else of log(measured).
-    ``params`` default to :data:`PARAMS`."""
+    """One LightGBM booster per target (:data:`TARGETS`) on ``features[target]`` (default
+    :data:`TARGET_FEATURES`) of ``rows`` (measured runs with their kernel-only basis): of log(measured / simulated)
+    when ``ratio`` (the calibration's form), else of log(measured). ``params`` default to :data:`PARAMS`; a
+    callable ``params(names)`` gives each target's parameters from its feature names."""
     import lightgbm as lgb
 
-    x = serving_features(rows)[list(features)].to_numpy(float)
+    table = serving_features(rows)
     models = {}
     for target in TARGETS:
+        names = list((features or TARGET_FEATURES)[target])
+        x = table[names].to_numpy(float)
         y = rows[f"measured_{target}_ms"].to_numpy(float)
         y = np.log(y / rows[f"kernel_{target}_ms"].to_numpy(float) if ratio else y)
-        data = lgb.Dataset(x, y, feature_name=list(features), free_raw_data=False)
-        models[target] = lgb.train(params or PARAMS, data, num_boost_round=ROUNDS)
+        data = lgb.Dataset(x, y, feature_name=names, free_raw_data=False)
+        target_params = params(names) if callable(params) else params
+        models[target] = lgb.train(target_params or PARAMS, data, num_boost_round=ROUNDS)
     return models
 
 

@@ -105,3 +105,20 @@ def test_naive_attention_option_costs_more_than_flash(reference_gpu):
 def test_bad_chunks_are_input_errors(bad):
     with pytest.raises(ValueError, match=r"prefill\[0\]"):
         from_lists(prefill=bad)
+
+
+def test_decode_launches_count_every_kernel_of_one_decode_step():
+    from predictor.ops import decode_launches
+    from predictor.parallel import ParallelConfig
+
+    model, fp16 = get_model("llama-2-7b"), parse_dtype("fp16")
+    # 11 kernels per layer (2 norms, 4 projections, rope, attention, activation, 2 residual adds) + embedding,
+    # final norm, lm_head and sampling: the same count as build_ops' decode-only op list
+    assert decode_launches(model, 1, fp16, 1000) == 32 * 11 + 4
+    assert decode_launches(model, 1, fp16, 1000) == ops_for("llama-2-7b", decode=[1000])["count"].sum()
+    # TP adds an embedding all-reduce, two all-reduces per layer and the logits gather
+    assert decode_launches(model, 2, fp16, 1000) == decode_launches(model, 1, fp16, 1000) + 2 * 32 + 2
+    # two pipeline stages: each stage's kernels, run (micro-batches + stages − 1) times, as the breakdown counts
+    pp2 = ParallelConfig(tp=1, pp=2)
+    assert decode_launches(model, pp2, fp16, 1000) == pytest.approx(
+        build_ops(model, pp2, fp16, from_lists([], [1000]))["count"].sum() * pp2.pipeline_factor)

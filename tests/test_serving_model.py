@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from predictor.errors import InputError
-from scheduler.serving_model import FEATURES, ServingCalibration, held_out, mdape, serving_features
+from scheduler.serving_model import (ALL_FEATURES, FEATURES, LAUNCH_FEATURES, ServingCalibration, held_out, mdape,
+                                     serving_features)
 
 
-def _basis(n: int = 240, seed: int = 0) -> pd.DataFrame:
-    """Synthetic basis: measured TPOT = 0.6 × simulated on sglang and 1.3 × on vllm; measured TTFT = simulated
-    + a per-client gap term, so the truth is a function of the physical features only."""
+def _basis(n: int = 240, seed: int = 0, per_launch_ms: float = 0.0) -> pd.DataFrame:
+    """Synthetic basis: measured TPOT = 0.6 × simulated on sglang and 1.3 × on vllm (+ ``per_launch_ms`` per
+    kernel launch of a decode step); measured TTFT = simulated + a per-client gap term, so the truth is a
+    function of the physical features only."""
     rng = np.random.default_rng(seed)
     framework = rng.choice(["vllm", "sglang"], n)
     conc = rng.choice([1, 4, 16, 64, 256], n).astype(float)
@@ -28,8 +30,9 @@ def _basis(n: int = 240, seed: int = 0) -> pd.DataFrame:
         "system": rng.choice(["gpu_a", "gpu_b", "gpu_c"], n), "model": rng.choice(["m1", "m2"], n),
         "kernel_ttft_ms": ttft, "kernel_tpot_ms": tpot, "kernel_first_ttft_ms": ttft * 1.5,
         "kernel_queue_ms": 0.0, "kernel_kv_tokens": 1e6, "roofline_ttft_ms": ttft / 2, "roofline_tpot_ms": tpot / 2,
+        "kernel_launches": rng.choice([300.0, 450.0, 1200.0], n),
     })
-    frame["measured_tpot_ms"] = tpot * np.where(framework == "sglang", 0.6, 1.3)
+    frame["measured_tpot_ms"] = tpot * np.where(framework == "sglang", 0.6, 1.3) + per_launch_ms * frame["kernel_launches"]
     frame["measured_ttft_ms"] = ttft + (ttft + osl * tpot) / conc
     return frame
 
@@ -49,8 +52,19 @@ def _runs_csv(tmp_path, ids: list[str], backends: list[str]):
 
 def test_features_are_finite_and_named():
     x = serving_features(_basis())
-    assert list(x.columns) == list(FEATURES)
+    assert list(x.columns) == list(ALL_FEATURES) and set(FEATURES) < set(ALL_FEATURES)
     assert np.isfinite(x.to_numpy(float)).all()
+
+
+def test_tpot_learns_a_per_launch_cost_and_ttft_does_not_see_launches(tmp_path):
+    basis = _basis(400, per_launch_ms=0.01)
+    calibration = ServingCalibration.fit(basis)
+    raw = json.loads(calibration.to_json())
+    assert raw["features"]["tpot"] == list(FEATURES + LAUNCH_FEATURES) and raw["features"]["ttft"] == list(FEATURES)
+    few, many = basis.assign(kernel_launches=300.0), basis.assign(kernel_launches=1200.0)
+    gap_ms = (calibration.predict(many)["tpot_ms"] - calibration.predict(few)["tpot_ms"]).median()
+    assert gap_ms == pytest.approx(0.01 * 900, rel=0.3)  # 900 launches more at 0.01 ms each
+    np.testing.assert_array_equal(calibration.predict(many)["ttft_ms"], calibration.predict(few)["ttft_ms"])
 
 
 def test_fit_learns_framework_scales_and_beats_the_raw_simulation():

@@ -32,7 +32,7 @@ from predictor import Predictor
 from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
-from scheduler.serving_model import CALIBRATION_PATH, FEATURES, ServingCalibration, held_out
+from scheduler.serving_model import CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, ServingCalibration, held_out
 from benchmarks.experiments.serving_static import static_batch_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +166,8 @@ def _calibration_lines(calibration: ServingCalibration) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(calibration.frameworks.items()))
     return [f"Fitted on {calibration.fitted_rows:,} runs ({counts}); `inference-sim evaluate --serving` uses it. "
             "Features (physical only; no GPU or model identity): " + ", ".join(f"`{f}`" for f in FEATURES)
-            + ".", ""]
+            + "; TPOT also " + ", ".join(f"`{f}`" for f in LAUNCH_FEATURES)
+            + " (the kernel launches of a decode step on one GPU, and per simulated ms of TPOT).", ""]
 
 
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
@@ -237,6 +238,8 @@ def main() -> None:
         basis = pd.read_parquet(cache)
         if sorted(basis["id"]) != sorted(table["id"]):
             raise SystemExit(f"{cache} holds other runs than --serving / --max-per-group select; delete it")
+        if "kernel_launches" not in basis:
+            raise SystemExit(f"{cache} was written by an older version (no kernel_launches); delete it")
     else:
         basis = kernel_basis(table, predictor)
         if cache is not None:

@@ -31,17 +31,25 @@ ROOFLINE = ("log_roof_ttft", "log_roof_tpot")
 # every feature that moves with the GPU's speed or memory, each in the direction that cannot make a run faster
 SPEED_INCREASING = ("log_sim_ttft", "log_sim_tpot", "log_sim_first_ttft", "log_sim_queue", "log_roof_ttft",
                     "log_roof_tpot", "kv_demand", "log_gap")
-NO_DIRECTION = GPU_RATIOS + ("prefill_share",)
-MONOTONE_FEATURES = tuple(f for f in sm.FEATURES if f not in NO_DIRECTION)
-# name -> (features, target: "ratio" (log measured / simulated, as shipped) or "absolute" (log measured,
-# non-decreasing in every feature of SPEED_INCREASING))
+# "log_kernels_per_ms" falls as the step's simulated time grows, so it has no direction either
+NO_DIRECTION = GPU_RATIOS + ("prefill_share", "log_kernels_per_ms")
+
+
+def _without(drop: tuple[str, ...]) -> dict:
+    """The shipped per-target features less ``drop``."""
+    return {t: tuple(f for f in sm.TARGET_FEATURES[t] if f not in drop) for t in sm.TARGETS}
+
+
+# name -> (features per target, target: "ratio" (log measured / simulated, as shipped) or "absolute" (log
+# measured, non-decreasing in every feature of SPEED_INCREASING)[, objective[, tree parameters]])
 VARIANTS = {
-    "shipped": (sm.FEATURES, "ratio"),
-    "no kernel/roofline ratios": (tuple(f for f in sm.FEATURES if f not in GPU_RATIOS), "ratio"),
-    "no ratios, no roofline times": (tuple(f for f in sm.FEATURES if f not in GPU_RATIOS + ROOFLINE), "ratio"),
-    "shipped, smoother trees": (sm.FEATURES, "ratio", "l1", {"num_leaves": 4, "min_data_in_leaf": 80}),
-    "absolute, monotone, l2": (MONOTONE_FEATURES, "absolute", "l2"),
-    "absolute, monotone, huber": (MONOTONE_FEATURES, "absolute", "huber"),
+    "shipped": (sm.TARGET_FEATURES, "ratio"),
+    "no kernel launches (TPOT)": (_without(sm.LAUNCH_FEATURES), "ratio"),
+    "no kernel/roofline ratios": (_without(GPU_RATIOS), "ratio"),
+    "no ratios, no roofline times": (_without(GPU_RATIOS + ROOFLINE), "ratio"),
+    "shipped, smoother trees": (sm.TARGET_FEATURES, "ratio", "l1", {"num_leaves": 4, "min_data_in_leaf": 80}),
+    "absolute, monotone, l2": (_without(NO_DIRECTION), "absolute", "l2"),
+    "absolute, monotone, huber": (_without(NO_DIRECTION), "absolute", "huber"),
 }
 
 
@@ -51,14 +59,15 @@ def _fit(rows: pd.DataFrame, variant: tuple) -> dict:
     params = dict(sm.PARAMS, objective=variant[2] if len(variant) > 2 else sm.PARAMS["objective"],
                   **(variant[3] if len(variant) > 3 else {}))
     if kind == "absolute":
-        params.update(monotone_constraints=[1 if f in SPEED_INCREASING else 0 for f in features],
-                      monotone_constraints_method="advanced")
-    return sm.fit_boosters(rows, features, params, ratio=kind == "ratio")
+        return sm.fit_boosters(rows, features, lambda names: dict(
+            params, monotone_constraints=[1 if f in SPEED_INCREASING else 0 for f in names],
+            monotone_constraints_method="advanced"), ratio=False)
+    return sm.fit_boosters(rows, features, params)
 
 
 def _predict(models: dict, rows: pd.DataFrame, variant: tuple, target: str) -> np.ndarray:
     features, kind = variant[:2]
-    x = sm.serving_features(rows)[list(features)].to_numpy(float)
+    x = sm.serving_features(rows)[list(features[target])].to_numpy(float)
     base = rows[f"kernel_{target}_ms"].to_numpy(float) if kind == "ratio" else 1.0
     return base * np.exp(models[target].predict(x))
 
