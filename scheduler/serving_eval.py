@@ -450,6 +450,7 @@ def _calibrated(table, calibration, framework: str | None, **simulate):
     features = out.assign(framework=framework) if framework else out
     pred = calibration.predict(features)
     out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
+    out["anchor_runs"] = pred["anchor_runs"]
     out["in_calibration"] = out["id"].astype(str).isin(calibration.fitted_ids)
     return out
 
@@ -481,7 +482,8 @@ def score_serving(predictions) -> dict:
         (fractions), ``roofline`` {ttft, tpot}, and ``by_system`` / ``by_backend`` / ``by_model`` with the
         same scores per group (predicted rows only). With a serving calibration, also ``in_calibration``
         (predicted runs the calibration was fitted on: their scores are in-sample) and
-        ``not_in_calibration`` (the scores of the other runs).
+        ``not_in_calibration`` (the scores of the other runs), and ``anchored`` (runs predicted from the fit's
+        measurements of the same configuration on a sibling GPU; :mod:`scheduler.serving_anchors`).
     """
     done = predictions[predictions["skip"].fillna("") == ""] if "skip" in predictions else predictions.iloc[:0]
     skipped = predictions.loc[predictions["skip"].fillna("") != "", "skip"].value_counts() if "skip" in predictions else {}
@@ -497,4 +499,7 @@ def score_serving(predictions) -> dict:
         # runs the serving calibration was fitted on score in-sample: report the others apart
         report["in_calibration"] = int(seen.sum())
         report["not_in_calibration"] = _scores(done[~seen]) if (~seen).any() else {"rows": 0}
+    if "anchor_runs" in done:
+        # runs whose configuration the calibration's fit measured on a sibling GPU (scheduler.serving_anchors)
+        report["anchored"] = int((done["anchor_runs"].fillna(0) > 0).sum())
     return report

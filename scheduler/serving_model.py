@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import InputError
+from scheduler.serving_anchors import corrections, residual_table
 
 CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "serving_calibration.json"
 FRAMEWORK_CODES = {"vllm": 0, "sglang": 1, "trtllm": 2}
@@ -111,6 +112,9 @@ class ServingCalibration:
         Where the runs came from.
     fitted_ids : frozenset of str
         The ``id`` of every run of the fit (so that scores on them can be told apart as in-sample).
+    anchors : DataFrame, optional
+        The fit's residuals per run (:func:`scheduler.serving_anchors.residual_table`): a run whose configuration
+        the fit measured on another GPU is anchored to it (see :mod:`scheduler.serving_anchors`).
     """
 
     models: dict
@@ -118,6 +122,7 @@ class ServingCalibration:
     source: str = ""
     frameworks: dict = field(default_factory=dict)
     fitted_ids: frozenset = frozenset()
+    anchors: pd.DataFrame | None = None
 
     @classmethod
     def fit(cls, basis: pd.DataFrame, source: str = "") -> ServingCalibration:
@@ -130,23 +135,33 @@ class ServingCalibration:
         models = fit_boosters(rows)
         counts = rows["framework"].value_counts().sort_index()
         ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
-        return cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
+        fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
+        if "system" in rows:
+            fitted.anchors = residual_table(rows, fitted.predict(rows, anchored=False))
+        return fitted
 
-    def predict(self, basis: pd.DataFrame) -> pd.DataFrame:
-        """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete)."""
-        out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan}, index=basis.index)
+    def predict(self, basis: pd.DataFrame, anchored: bool = True) -> pd.DataFrame:
+        """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete), and
+        ``anchor_runs``: the fit's runs of the same configuration on other GPUs that anchor the row (when
+        ``anchored``; see :mod:`scheduler.serving_anchors`)."""
+        out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan, "anchor_runs": 0}, index=basis.index)
         ok = usable(basis)
         if ok.any():
             x = serving_features(basis[ok])
+            shift = corrections(self.anchors if anchored else None, basis[ok])
             for target in TARGETS:
-                ratio = np.exp(self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float)))
+                ratio = np.exp(self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float))
+                               + shift[target].to_numpy(float))
                 out.loc[ok, f"{target}_ms"] = basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float) * ratio
+            out.loc[ok, "anchor_runs"] = shift["runs"].to_numpy()
         return out
 
     def to_json(self) -> str:
         return json.dumps({"format": "inference-sim serving calibration v2", "features": _feature_lists(),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
                            "fitted_ids": sorted(self.fitted_ids),
+                           "anchors": (None if self.anchors is None else
+                                       {c: self.anchors[c].tolist() for c in ("key", "system", *TARGETS)}),
                            "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
                           indent=1, sort_keys=True) + "\n"
 
@@ -178,8 +193,9 @@ class ServingCalibration:
         models = {k: lgb.Booster(model_str=v) for k, v in raw["models"].items()}
         for model in models.values():
             model.params["num_threads"] = available_cpus()
+        anchors = pd.DataFrame(raw["anchors"]) if raw.get("anchors") else None
         return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
-                   frozenset(str(i) for i in raw.get("fitted_ids", [])))
+                   frozenset(str(i) for i in raw.get("fitted_ids", [])), anchors)
 
 
 def _feature_lists() -> dict:
@@ -210,7 +226,7 @@ def fit_boosters(rows: pd.DataFrame, features: dict | None = None, params: dict 
 def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:
     """Each usable run of ``basis`` predicted by a calibration fitted without its ``group`` value
     (``system``: leave one GPU out; ``model``: leave one model out). Returns the runs with ``pred_ttft_ms`` /
-    ``pred_tpot_ms`` and ``fit_rows``; groups whose complement has too few runs are left out."""
+    ``pred_tpot_ms``, the same without anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs are left out."""
     rows = basis[usable(basis)]
     parts = []
     for value in sorted(rows[group].astype(str).unique()):
@@ -219,9 +235,11 @@ def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:
             calibration = ServingCalibration.fit(rows[~mask])
         except InputError:
             continue
-        pred = calibration.predict(rows[mask])
+        pred, alone = calibration.predict(rows[mask]), calibration.predict(rows[mask], anchored=False)
         part = rows[mask].copy()
         part["pred_ttft_ms"], part["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
+        part["unanchored_ttft_ms"], part["unanchored_tpot_ms"] = alone["ttft_ms"], alone["tpot_ms"]
+        part["anchor_runs"] = pred["anchor_runs"]
         part["fit_rows"] = calibration.fitted_rows
         parts.append(part)
     return pd.concat(parts) if parts else rows.iloc[:0]

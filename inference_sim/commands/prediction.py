@@ -231,5 +231,8 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
                   f"{_pct(rest['tpot']['mdape'])}" if rest["rows"] else "")
         typer.echo(f"  note: {payload['in_calibration']:,} of these runs were in the serving calibration's fit, so "
                    f"their scores are in-sample{others} (held-out accuracy: docs/serving-accuracy.md)")
+    if payload.get("anchored"):
+        typer.echo(f"  {payload['anchored']:,} runs were anchored to the calibration's measurements of the same "
+                   "configuration on a sibling GPU (scheduler/serving_anchors.py)")
     if out is not None:
         typer.echo(f"  wrote {out}")

@@ -1,0 +1,83 @@
+"""Sibling anchoring of the serving calibration (scheduler/serving_anchors.py): keys, siblings, corrections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scheduler.serving_anchors import config_keys, corrections, siblings
+from scheduler.serving_model import ServingCalibration, mdape
+
+
+def _runs(**overrides) -> pd.DataFrame:
+    base = {"framework": "vllm", "model": "llama-3.1-8b", "mode": "agg", "gemm_quant_mode": "bf16",
+            "moe_quant_mode": "bf16", "isl": 1024, "osl": 128, "concurrency": 8, "tp": 1, "pp": 1,
+            "dp_attention": 1, "moe_tp": 1, "ep": 1, "system": "h100_sxm"}
+    return pd.DataFrame([{**base, **overrides}])
+
+
+def test_keys_read_numbers_alike_and_ignore_pools_of_aggregated_runs():
+    a, b = _runs(tp=8), _runs(tp=8.0, decode_tp_size=4)
+    assert config_keys(a).iloc[0] == config_keys(b).iloc[0]
+    assert config_keys(a).iloc[0] != config_keys(_runs(tp=4)).iloc[0]
+    disagg = [_runs(mode="disagg", decode_tp_size=t) for t in (4, 8)]
+    assert config_keys(disagg[0]).iloc[0] != config_keys(disagg[1]).iloc[0]
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("h200_sxm", "h100_sxm", True), ("h100-sxm", "b200", False), ("b200_sxm", "gb300", True),
+    ("b300_sxm", "gb200", True), ("h100_sxm", "h100-sxm", False), ("h100_sxm", "no-such-gpu", False),
+    ("h100_sxm", "mi300x", False),
+])
+def test_siblings_are_one_vendor_and_compute_class(a, b, expected):
+    assert siblings(a, b) is expected and siblings(b, a) is expected
+
+
+def test_corrections_average_sibling_gpus_only():
+    key = config_keys(_runs()).iloc[0]
+    table = pd.DataFrame({"key": [key, key, key], "system": ["h100_sxm", "b200_sxm", "gb200"],
+                          "ttft": [0.2, 0.5, 0.7], "tpot": [-0.1, 0.3, 0.1]})
+    query = pd.concat([_runs(system="h200_sxm"), _runs(system="h100_sxm"), _runs(system="b300_sxm"),
+                       _runs(system="h200_sxm", isl=2048)], ignore_index=True)
+    out = corrections(table, query)
+    assert out["runs"].tolist() == [1, 0, 2, 0]  # own GPU never; Blackwell never anchors Hopper; other keys never
+    assert out.loc[0, "ttft"] == pytest.approx(0.2) and out.loc[0, "tpot"] == pytest.approx(-0.1)
+    assert out.loc[2, "ttft"] == pytest.approx(0.6) and out.loc[2, "tpot"] == pytest.approx(0.2)
+    assert (out.loc[[1, 3], ["ttft", "tpot"]] == 0).all().all()
+
+
+def _anchored_basis(n_configs: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Each configuration measured on H100 and on H200; the measured times carry a per-configuration factor
+    (the stack's behaviour on it) that no feature sees, the same on both GPUs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(n_configs):
+        factor = float(np.exp(rng.normal(0, 0.4)))
+        conc, isl = c + 1, int(rng.choice([1024, 2048, 4096, 8192]))  # one configuration per c
+        osl = int(rng.choice([128, 256, 512, 1024]))
+        for system, speed in (("h100_sxm", 1.0), ("h200_sxm", 0.8)):
+            tpot, ttft = rng.uniform(5, 30) * speed, rng.uniform(50, 500) * speed
+            rows.append({"id": f"{system}-{c}", "framework": "vllm", "model": "m", "mode": "agg", "isl": isl,
+                         "osl": osl, "concurrency": conc, "tp": 1, "pp": 1, "ep": 1, "dp_attention": 1, "moe_tp": 1,
+                         "gemm_quant_mode": "bf16", "moe_quant_mode": "bf16", "gpus": 1, "system": system,
+                         "decode_tp_size": 1, "decode_moe_ep_size": 1, "decode_attention_dp_size": 1,
+                         "decode_num_workers": 1, "kernel_ttft_ms": ttft, "kernel_tpot_ms": tpot,
+                         "kernel_first_ttft_ms": ttft, "kernel_queue_ms": 0.0, "kernel_kv_tokens": 1e6,
+                         "kernel_launches": 400.0, "roofline_ttft_ms": ttft / 2, "roofline_tpot_ms": tpot / 2,
+                         "measured_ttft_ms": ttft * factor, "measured_tpot_ms": tpot * factor})
+    return pd.DataFrame(rows)
+
+
+def test_an_unseen_gpu_borrows_its_siblings_residuals(tmp_path):
+    basis = _anchored_basis()
+    h100, h200 = basis[basis["system"] == "h100_sxm"], basis[basis["system"] == "h200_sxm"]
+    calibration = ServingCalibration.fit(h100)  # H200 never measured
+    anchored, alone = calibration.predict(h200), calibration.predict(h200, anchored=False)
+    assert (anchored["anchor_runs"] == 1).all() and (alone["anchor_runs"] == 0).all()
+    for t in ("ttft", "tpot"):
+        assert mdape(anchored[f"{t}_ms"], h200[f"measured_{t}_ms"]) < 0.5 * mdape(alone[f"{t}_ms"], h200[f"measured_{t}_ms"])
+    # its own GPU's runs are never anchored (they would be their own answer)
+    assert (calibration.predict(h100)["anchor_runs"] == 0).all()
+    loaded = ServingCalibration.load(calibration.save(tmp_path / "cal.json"))
+    pd.testing.assert_frame_equal(loaded.predict(h200), anchored)
