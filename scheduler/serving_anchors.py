@@ -7,7 +7,10 @@ there is mostly what it gets wrong here too: the stack's behaviour on that confi
 settings, client, CUDA-graph sizes), which no physical feature carries. So the prediction is multiplied by the
 geometric mean of measured / calibrated over those sibling runs::
 
-    pred = calibrated × exp(mean_j log(measured_j / calibrated_j)),  j: same configuration, another GPU
+    pred = calibrated × exp(mean_j log(measured_j / calibrated_j)),  j: same configuration, a sibling GPU
+
+and kept in physical order with them: no slower than the (geometric mean) measurement on siblings its GPU
+dominates on every speed spec (an H200 against an H100), no faster than on siblings that dominate it.
 
 The GPU's own difference is left to the calibration (its prediction for this GPU against its predictions for
 the siblings). Runs on the query's own GPU never anchor it, so a GPU without measurements is predicted exactly
@@ -29,6 +32,7 @@ KEY_COLUMNS = (("framework", "model", "mode", "gemm_quant_mode", "moe_quant_mode
 TARGETS = ("ttft", "tpot")
 PEAK_RATIO_MAX = 1.25  # dense 16-bit tensor peaks this close: one compute class (B200 to GB300 span 1.11)
 HBM_RATIO_MAX = 1.5    # memory bandwidths this close (an H200 has 1.43 times an H100's)
+ANCHOR_COLUMNS = ("key", "system", "dtype", *TARGETS, *(f"measured_{t}" for t in TARGETS))  # residual_table's
 
 
 def _text(value) -> str:
@@ -53,14 +57,42 @@ def config_keys(frame: pd.DataFrame) -> pd.Series:
 
 
 def residual_table(rows: pd.DataFrame, predicted: pd.DataFrame) -> pd.DataFrame:
-    """Per fitted run: its configuration key, GPU (``system``) and log(measured / predicted) of TTFT and TPOT
-    (``predicted``: the calibration's ``ttft_ms`` / ``tpot_ms`` for ``rows``). Runs without a finite residual
-    on both targets are left out."""
-    out = pd.DataFrame({"key": config_keys(rows), "system": rows["system"].astype(str).str.lower()})
+    """Per fitted run: its configuration key, GPU (``system``), compute dtype (``dtype``), log(measured /
+    predicted) of TTFT and TPOT (``ttft``, ``tpot``; ``predicted``: the calibration's ``ttft_ms`` / ``tpot_ms``
+    for ``rows``) and log measured ms (``measured_ttft``, ``measured_tpot``). Runs without finite values are
+    left out."""
+    out = pd.DataFrame({"key": config_keys(rows), "system": rows["system"].astype(str).str.lower(),
+                        "dtype": compute_dtypes(rows)})
     for t in TARGETS:
-        out[t] = np.log(rows[f"measured_{t}_ms"].to_numpy(float) / predicted[f"{t}_ms"].to_numpy(float))
-    finite = np.isfinite(out[list(TARGETS)].to_numpy(float)).all(axis=1)
+        measured = rows[f"measured_{t}_ms"].to_numpy(float)
+        out[t] = np.log(measured / predicted[f"{t}_ms"].to_numpy(float))
+        out[f"measured_{t}"] = np.log(measured)
+    finite = np.isfinite(out[[*TARGETS, *(f"measured_{t}" for t in TARGETS)]].to_numpy(float)).all(axis=1)
     return out[finite].sort_values(["key", "system"], kind="stable").reset_index(drop=True)
+
+
+def compute_dtypes(frame: pd.DataFrame) -> np.ndarray:
+    """The tensor-core type each run computes in (``fp8``, ``fp4``, ``bf16``, ...: its dtype preset's
+    ``compute``), '' where the run's quantisation is unknown."""
+    from predictor.errors import InputError
+    from predictor.gpus import get_gpu
+    from predictor.precision import parse_dtype
+    from scheduler.serving_eval import Skip, row_dtype
+
+    if any(c not in frame for c in ("gemm_quant_mode", "moe_quant_mode", "system")):
+        return np.full(len(frame), "", dtype=object)
+    memo: dict = {}
+    out = []
+    for gemm, moe, system in zip(frame["gemm_quant_mode"], frame["moe_quant_mode"], frame["system"]):
+        key = (gemm, moe, system)
+        if key not in memo:
+            try:
+                row = {"gemm_quant_mode": gemm, "moe_quant_mode": moe}
+                memo[key] = parse_dtype(row_dtype(row, get_gpu(str(system)))).compute
+            except (InputError, Skip):
+                memo[key] = ""
+        out.append(memo[key])
+    return np.array(out, dtype=object)
 
 
 def siblings(a: str, b: str) -> bool:
@@ -92,23 +124,44 @@ def _siblings(a: str, b: str) -> bool:
 
 
 def corrections(table: pd.DataFrame | None, frame: pd.DataFrame) -> pd.DataFrame:
-    """For each run of ``frame``: ``runs`` (sibling runs: same key, measured on a :func:`siblings` GPU) and the
-    mean log residual of each target over them (0 where there is none)."""
-    out = pd.DataFrame({"runs": 0, **{t: 0.0 for t in TARGETS}}, index=frame.index)
+    """For each run of ``frame``: ``runs`` (sibling runs: same key, measured on a :func:`siblings` GPU), the mean
+    log residual of each target over them (0 where there is none), and bounds on each target's log ms from the
+    siblings' measurements: ``{t}_upper`` (mean log measured on the siblings this run's GPU dominates, in the
+    sense of :func:`predictor.sibling_bounds.dominates` for its compute dtype: it is no slower than there) and
+    ``{t}_lower`` (on the siblings that dominate it); ±inf where there are none."""
+    out = pd.DataFrame({"runs": 0, **{t: 0.0 for t in TARGETS}, **{f"{t}_upper": np.inf for t in TARGETS},
+                        **{f"{t}_lower": -np.inf for t in TARGETS}}, index=frame.index)
     if table is None or not len(table) or "system" not in frame or not len(frame):
         return out
     query = pd.DataFrame({"row": np.arange(len(frame)), "key": config_keys(frame).to_numpy(),
-                          "own": frame["system"].astype(str).str.lower().to_numpy()})
-    per_gpu = table.groupby(["key", "system"], sort=False)[list(TARGETS)].agg(["sum", "count"])
-    per_gpu.columns = [f"{t}_{stat}" for t, stat in per_gpu.columns]
+                          "own": frame["system"].astype(str).str.lower().to_numpy(), "dtype": compute_dtypes(frame)})
+    values = [*TARGETS, *(f"measured_{t}" for t in TARGETS)]
+    per_gpu = table.groupby(["key", "system"], sort=False)[values].agg(["sum", "count"])
+    per_gpu.columns = [f"{v}_{stat}" for v, stat in per_gpu.columns]
     pairs = query.merge(per_gpu.reset_index(), on="key")
     pairs = pairs[[siblings(a, b) for a, b in zip(pairs["own"], pairs["system"])]]
     if not len(pairs):
         return out
-    sums = pairs.groupby("row")[[f"{t}_{stat}" for t in TARGETS for stat in ("sum", "count")]].sum()
-    rows = sums.index.to_numpy()
-    counts = sums["ttft_count"].to_numpy()
+    sums = pairs.groupby("row")[[f"{v}_{stat}" for v in values for stat in ("sum", "count")]].sum()
+    rows, counts = sums.index.to_numpy(), sums["ttft_count"].to_numpy()
     out.iloc[rows, out.columns.get_loc("runs")] = counts.astype(int)
     for t in TARGETS:
         out.iloc[rows, out.columns.get_loc(t)] = sums[f"{t}_sum"].to_numpy() / counts
+    for side, faster, slower in (("upper", "own", "system"), ("lower", "system", "own")):
+        keep = [_dominates(f, s, d) for f, s, d in zip(pairs[faster], pairs[slower], pairs["dtype"])]
+        bounded = pairs[keep]
+        if not len(bounded):
+            continue
+        means = bounded.groupby("row")[[f"measured_{t}_{stat}" for t in TARGETS for stat in ("sum", "count")]].sum()
+        for t in TARGETS:
+            out.iloc[means.index.to_numpy(), out.columns.get_loc(f"{t}_{side}")] = (
+                means[f"measured_{t}_sum"].to_numpy() / means[f"measured_{t}_count"].to_numpy())
     return out
+
+
+@lru_cache(maxsize=None)
+def _dominates(fast: str, slow: str, dtype: str) -> bool:
+    from predictor.gpus import get_gpu
+    from predictor.sibling_bounds import dominates
+
+    return bool(dtype) and dominates(get_gpu(fast), get_gpu(slow), dtype)

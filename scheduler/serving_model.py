@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import InputError
-from scheduler.serving_anchors import corrections, residual_table
+from scheduler.serving_anchors import ANCHOR_COLUMNS, corrections, residual_table
 
 CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "serving_calibration.json"
 FRAMEWORK_CODES = {"vllm": 0, "sglang": 1, "trtllm": 2}
@@ -150,9 +150,10 @@ class ServingCalibration:
             x = serving_features(basis[ok])
             shift = corrections(self.anchors if anchored else None, basis[ok])
             for target in TARGETS:
-                ratio = np.exp(self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float))
-                               + shift[target].to_numpy(float))
-                out.loc[ok, f"{target}_ms"] = basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float) * ratio
+                log_ms = (np.log(basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float)) + shift[target].to_numpy(float)
+                          + self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float)))
+                log_ms = np.clip(log_ms, shift[f"{target}_lower"].to_numpy(float), shift[f"{target}_upper"].to_numpy(float))
+                out.loc[ok, f"{target}_ms"] = np.exp(log_ms)
             out.loc[ok, "anchor_runs"] = shift["runs"].to_numpy()
         return out
 
@@ -161,7 +162,7 @@ class ServingCalibration:
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
                            "fitted_ids": sorted(self.fitted_ids),
                            "anchors": (None if self.anchors is None else
-                                       {c: self.anchors[c].tolist() for c in ("key", "system", *TARGETS)}),
+                                       {c: self.anchors[c].tolist() for c in ANCHOR_COLUMNS}),
                            "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
                           indent=1, sort_keys=True) + "\n"
 

@@ -36,15 +36,33 @@ def test_siblings_are_one_vendor_and_compute_class(a, b, expected):
 
 def test_corrections_average_sibling_gpus_only():
     key = config_keys(_runs()).iloc[0]
-    table = pd.DataFrame({"key": [key, key, key], "system": ["h100_sxm", "b200_sxm", "gb200"],
-                          "ttft": [0.2, 0.5, 0.7], "tpot": [-0.1, 0.3, 0.1]})
+    table = pd.DataFrame({"key": [key] * 4, "system": ["h100_sxm", "b200_sxm", "gb200", "gb300"],
+                          "dtype": "bf16", "ttft": [0.2, 0.5, 0.7, 0.6], "tpot": [-0.1, 0.3, 0.1, 0.2],
+                          "measured_ttft": np.log([100.0, 50.0, 40.0, 30.0]),
+                          "measured_tpot": np.log([10.0, 5.0, 4.0, 3.0])})
     query = pd.concat([_runs(system="h200_sxm"), _runs(system="h100_sxm"), _runs(system="b300_sxm"),
-                       _runs(system="h200_sxm", isl=2048)], ignore_index=True)
+                       _runs(system="h200_sxm", isl=2048), _runs(system="gb200")], ignore_index=True)
     out = corrections(table, query)
-    assert out["runs"].tolist() == [1, 0, 2, 0]  # own GPU never; Blackwell never anchors Hopper; other keys never
+    assert out["runs"].tolist() == [1, 0, 3, 0, 2]  # own GPU never; Blackwell never anchors Hopper; other keys never
     assert out.loc[0, "ttft"] == pytest.approx(0.2) and out.loc[0, "tpot"] == pytest.approx(-0.1)
     assert out.loc[2, "ttft"] == pytest.approx(0.6) and out.loc[2, "tpot"] == pytest.approx(0.2)
     assert (out.loc[[1, 3], ["ttft", "tpot"]] == 0).all().all()
+    # an H200 dominates an H100 on every spec: no slower than the H100's measurement, no lower bound
+    assert out.loc[0, "ttft_upper"] == pytest.approx(np.log(100.0)) and out.loc[0, "tpot_lower"] == -np.inf
+    # a GB300 dominates a GB200 (a GB200 has the B200's compute but half its scale-out network: neither
+    # dominates the other): the GB200 is no faster than the GB300's measurement
+    assert out.loc[4, "tpot_lower"] == pytest.approx(np.log(3.0)) and out.loc[4, "tpot_upper"] == np.inf
+    assert out.loc[2, "tpot_lower"] == pytest.approx(np.log(3.0)) and out.loc[2, "tpot_upper"] == np.inf
+
+
+def test_an_anchored_prediction_keeps_the_order_of_measured_siblings():
+    basis = _anchored_basis()
+    h100, h200 = basis[basis["system"] == "h100_sxm"], basis[basis["system"] == "h200_sxm"].copy()
+    h200["kernel_tpot_ms"] = h200["kernel_tpot_ms"] * 3  # a simulation that has the H200 far slower
+    calibration = ServingCalibration.fit(h100)
+    predicted = calibration.predict(h200)["tpot_ms"].to_numpy()
+    assert (predicted <= h100["measured_tpot_ms"].to_numpy() * (1 + 1e-12)).all()
+    assert (calibration.predict(h200, anchored=False)["tpot_ms"].to_numpy() > h100["measured_tpot_ms"].to_numpy()).any()
 
 
 def _anchored_basis(n_configs: int = 60, seed: int = 0) -> pd.DataFrame:

@@ -109,7 +109,8 @@ def _anchor_lines(logo: pd.DataFrame) -> list[str]:
              "A run whose exact configuration the fit measured on a sibling GPU (one vendor, dense 16-bit peaks "
              f"within {PEAK_RATIO_MAX}× and HBM bandwidths within {HBM_RATIO_MAX}× of each other) is anchored to "
              "those measurements: the calibration's prediction times the geometric mean of measured / calibrated "
-             f"over them (`scheduler/serving_anchors.py`). Here {len(anchored):,} of {len(logo):,} held-out runs "
+             "over them, kept no slower than the measurement on a sibling its GPU dominates on every speed spec and "
+             f"no faster than on one that dominates it (`scheduler/serving_anchors.py`). Here {len(anchored):,} of {len(logo):,} held-out runs "
              f"({by_gpu}); the H100 has no sibling among the measured GPUs. MdAPE / p90 APE:", "",
              "| runs | TTFT anchored | TTFT calibration alone | TPOT anchored | TPOT calibration alone |",
              "|---|---|---|---|---|"]
