@@ -125,19 +125,20 @@ class ServingCalibration:
     anchors: pd.DataFrame | None = None
 
     @classmethod
-    def fit(cls, basis: pd.DataFrame, source: str = "") -> ServingCalibration:
-        """Fit on every usable run of ``basis`` with measured TTFT and TPOT (see :func:`serving_features`)."""
-        rows = basis[usable(basis) & np.isfinite(basis["measured_ttft_ms"].to_numpy(float))
-                     & np.isfinite(basis["measured_tpot_ms"].to_numpy(float))
-                     & (basis["measured_ttft_ms"] > 0) & (basis["measured_tpot_ms"] > 0)]
+    def fit(cls, basis: pd.DataFrame, source: str = "", anchor_runs: pd.DataFrame | None = None) -> ServingCalibration:
+        """Fit on every usable run of ``basis`` with measured TTFT and TPOT (see :func:`serving_features`).
+        ``anchor_runs`` (default: the fit's runs) are the measured runs kept for anchoring, each with its residual
+        against this calibration (:mod:`scheduler.serving_anchors`)."""
+        rows = _measured(basis)
         if len(rows) < MIN_ROWS:
             raise InputError(f"fit: {len(rows)} usable measured runs; need at least {MIN_ROWS}")
         models = fit_boosters(rows)
         counts = rows["framework"].value_counts().sort_index()
         ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
         fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
-        if "system" in rows:
-            fitted.anchors = residual_table(rows, fitted.predict(rows, anchored=False))
+        pool = rows if anchor_runs is None else _measured(anchor_runs)
+        if "system" in pool and len(pool):
+            fitted.anchors = residual_table(pool, fitted.predict(pool, anchored=False))
         return fitted
 
     def predict(self, basis: pd.DataFrame, anchored: bool = True) -> pd.DataFrame:
@@ -161,8 +162,9 @@ class ServingCalibration:
         return json.dumps({"format": "inference-sim serving calibration v2", "features": _feature_lists(),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
                            "fitted_ids": sorted(self.fitted_ids),
-                           "anchors": (None if self.anchors is None else
-                                       {c: self.anchors[c].tolist() for c in ANCHOR_COLUMNS}),
+                           # one CSV text (floats to 9 significant digits): thousands of runs stay compact
+                           "anchors_csv": (None if self.anchors is None else
+                                           self.anchors[list(ANCHOR_COLUMNS)].to_csv(index=False, float_format="%.9g")),
                            "models": {k: m.model_to_string() for k, m in sorted(self.models.items())}},
                           indent=1, sort_keys=True) + "\n"
 
@@ -194,9 +196,25 @@ class ServingCalibration:
         models = {k: lgb.Booster(model_str=v) for k, v in raw["models"].items()}
         for model in models.values():
             model.params["num_threads"] = available_cpus()
-        anchors = pd.DataFrame(raw["anchors"]) if raw.get("anchors") else None
+        anchors = _anchors_from_csv(raw["anchors_csv"]) if raw.get("anchors_csv") else None
         return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
                    frozenset(str(i) for i in raw.get("fitted_ids", [])), anchors)
+
+
+def _anchors_from_csv(text: str) -> pd.DataFrame:
+    import io
+
+    table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    for column in ANCHOR_COLUMNS[3:]:
+        table[column] = table[column].astype(float)
+    return table
+
+
+def _measured(basis: pd.DataFrame) -> pd.DataFrame:
+    """The usable runs of ``basis`` with finite, positive measured TTFT and TPOT."""
+    return basis[usable(basis) & np.isfinite(basis["measured_ttft_ms"].to_numpy(float))
+                 & np.isfinite(basis["measured_tpot_ms"].to_numpy(float))
+                 & (basis["measured_ttft_ms"] > 0) & (basis["measured_tpot_ms"] > 0)]
 
 
 def _feature_lists() -> dict:
@@ -224,16 +242,20 @@ def fit_boosters(rows: pd.DataFrame, features: dict | None = None, params: dict 
     return models
 
 
-def held_out(basis: pd.DataFrame, group: str) -> pd.DataFrame:
+def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each usable run of ``basis`` predicted by a calibration fitted without its ``group`` value
-    (``system``: leave one GPU out; ``model``: leave one model out). Returns the runs with ``pred_ttft_ms`` /
-    ``pred_tpot_ms``, the same without anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs are left out."""
+    (``system``: leave one GPU out; ``model``: leave one model out), anchored to ``anchor_runs`` (default: the
+    fit's runs) less that value too. Returns the runs with ``pred_ttft_ms`` / ``pred_tpot_ms``, the same without
+    anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs
+    are left out."""
     rows = basis[usable(basis)]
+    pool = anchor_runs if anchor_runs is not None and group in anchor_runs else None
     parts = []
     for value in sorted(rows[group].astype(str).unique()):
         mask = rows[group].astype(str) == value
         try:
-            calibration = ServingCalibration.fit(rows[~mask])
+            calibration = ServingCalibration.fit(
+                rows[~mask], anchor_runs=None if pool is None else pool[pool[group].astype(str) != value])
         except InputError:
             continue
         pred, alone = calibration.predict(rows[mask]), calibration.predict(rows[mask], anchored=False)

@@ -14,7 +14,9 @@ the roofline-only predictor. Three predictions per run are compared with the mea
 * **kernels only** — the hybrid predictor's kernels with the framework's scheduler defaults, no overhead;
 * **roofline** — ``Predictor.roofline_only()`` (ideal kernels, no overhead): the baseline.
 
-``--legacy`` adds the Vidur-era engine (one more simulation per run). Regenerating on the same inputs gives
+``--max-per-group`` (default 40) caps the runs per framework, GPU, model and mode that are fitted and scored, so
+that no GPU outweighs the rest (fitting on every run scored worse held out); every run is simulated, and all of
+them are the calibration's anchors (``scheduler.serving_anchors``). ``--legacy`` adds the Vidur-era engine (one more simulation per run). Regenerating on the same inputs gives
 the same bytes (the simulations and the fits are deterministic).
 """
 
@@ -101,7 +103,7 @@ def _goal_lines(logo: pd.DataFrame) -> list[str]:
     return out
 
 
-def _anchor_lines(logo: pd.DataFrame) -> list[str]:
+def _anchor_lines(logo: pd.DataFrame, anchor_runs: int) -> list[str]:
     """Held-out-GPU scores of the runs anchored to a sibling GPU's measurements, with and without the anchoring."""
     anchored = logo[logo["anchor_runs"] > 0]
     by_gpu = ", ".join(f"{g} {len(r)}" for g, r in anchored.groupby("system", sort=True)) or "none"
@@ -110,8 +112,10 @@ def _anchor_lines(logo: pd.DataFrame) -> list[str]:
              f"within {PEAK_RATIO_MAX}× and HBM bandwidths within {HBM_RATIO_MAX}× of each other) is anchored to "
              "those measurements: the calibration's prediction times the geometric mean of measured / calibrated "
              "over them, kept no slower than the measurement on a sibling its GPU dominates on every speed spec and "
-             f"no faster than on one that dominates it (`scheduler/serving_anchors.py`). Here {len(anchored):,} of {len(logo):,} held-out runs "
-             f"({by_gpu}); the H100 has no sibling among the measured GPUs. MdAPE / p90 APE:", "",
+             "no faster than on one that dominates it (`scheduler/serving_anchors.py`). The anchors are every "
+             f"predicted run of the CSV ({anchor_runs:,}, not only the fit's), each held-out GPU's own left out. "
+             f"Here {len(anchored):,} of {len(logo):,} held-out runs ({by_gpu}); the H100 has no sibling among the "
+             "measured GPUs. MdAPE / p90 APE:", "",
              "| runs | TTFT anchored | TTFT calibration alone | TPOT anchored | TPOT calibration alone |",
              "|---|---|---|---|---|"]
     for name, rows in ((f"anchored ({len(anchored):,})", anchored), (f"all ({len(logo):,})", logo)):
@@ -184,14 +188,16 @@ def _profiles_lines(profiles: dict) -> list[str]:
 
 def _calibration_lines(calibration: ServingCalibration) -> list[str]:
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(calibration.frameworks.items()))
-    return [f"Fitted on {calibration.fitted_rows:,} runs ({counts}); `inference-sim evaluate --serving` uses it. "
+    anchors = 0 if calibration.anchors is None else len(calibration.anchors)
+    return [f"Fitted on {calibration.fitted_rows:,} runs ({counts}) and anchored to {anchors:,} measured runs; "
+            "`inference-sim evaluate --serving` uses it. "
             "Features (physical only; no GPU or model identity): " + ", ".join(f"`{f}`" for f in FEATURES)
             + "; TPOT also " + ", ".join(f"`{f}`" for f in LAUNCH_FEATURES)
             + " (the kernel launches of a decode step on one GPU, and per simulated ms of TPOT).", ""]
 
 
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
-           profiles: dict, source: str, max_per_group: int, predictor) -> str:
+           profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -210,7 +216,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
         lines.append(f"| {f} | {s} | {m} | {len(rows)} |")
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "", *_ceiling_lines(done),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
-              "### Held-out GPU, by mode", "", *_by_mode(logo), *_anchor_lines(logo),
+              "### Held-out GPU, by mode", "", *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
               *_ttft_anatomy_lines(done),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
               "## The shipped calibration (`data/serving_calibration.json`)", "",
@@ -249,21 +255,25 @@ def main() -> None:
                         help="runs kept per (framework, GPU, model, mode), the first by id (0: all)")
     args = parser.parse_args()
     predictor = Predictor.load()
-    table = read_serving_results(args.serving)
+    every = read_serving_results(args.serving)
+    table = every
     if args.max_per_group:
-        table = (table.sort_values("id", kind="stable").groupby(["framework", "system", "model_path", "mode"])
+        table = (every.sort_values("id", kind="stable").groupby(["framework", "system", "model_path", "mode"])
                  .head(args.max_per_group).sort_index())
+    # every run is simulated: the sample is the calibration's fit and the scored runs; all runs are its anchors
     cache = Path(args.basis_cache) if args.basis_cache else None
     if cache is not None and cache.exists():
-        basis = pd.read_parquet(cache)
-        if sorted(basis["id"]) != sorted(table["id"]):
-            raise SystemExit(f"{cache} holds other runs than --serving / --max-per-group select; delete it")
-        if "kernel_launches" not in basis:
+        simulated = pd.read_parquet(cache)
+        if sorted(simulated["id"]) != sorted(every["id"]):
+            raise SystemExit(f"{cache} holds other runs than --serving has; delete it")
+        if "kernel_launches" not in simulated:
             raise SystemExit(f"{cache} was written by an older version (no kernel_launches); delete it")
     else:
-        basis = kernel_basis(table, predictor)
+        simulated = kernel_basis(every, predictor)
         if cache is not None:
-            atomic_write(cache, basis.to_parquet())
+            atomic_write(cache, simulated.to_parquet())
+    basis = simulated[simulated["id"].isin(set(table["id"]))]
+    anchors = simulated[simulated["skip"] == ""]
     done = basis[basis["skip"] == ""]
     if args.legacy:
         columns = [c for c in done.columns if not c.startswith(("pred_", "kernel_", "roofline_")) and c not in
@@ -272,14 +282,14 @@ def main() -> None:
         legacy = legacy.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
             columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
         done = done.join(legacy, on="id")
-    logo, lomo = held_out(done, "system"), held_out(done, "model")
-    calibration = ServingCalibration.fit(done, source=Path(args.serving).name)
+    logo, lomo = held_out(done, "system", anchors), held_out(done, "model", anchors)
+    calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     calibration.save(args.calibration_out)
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
-                                     predictor))
+                                  predictor, len(anchors)))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))
