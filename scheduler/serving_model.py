@@ -201,6 +201,15 @@ class ServingCalibration:
                    frozenset(str(i) for i in raw.get("fitted_ids", [])), anchors)
 
 
+def balanced_sample(runs: pd.DataFrame, max_per_group: int) -> pd.DataFrame:
+    """At most ``max_per_group`` runs per framework, GPU, model and mode (the first by ``id``; 0: every run), in
+    their original order: the runs the shipped calibration is fitted on, so that no GPU outweighs the rest."""
+    if not max_per_group:
+        return runs
+    return (runs.sort_values("id", kind="stable").groupby(["framework", "system", "model_path", "mode"])
+            .head(max_per_group).sort_index())
+
+
 def _anchors_from_csv(text: str) -> pd.DataFrame:
     import io
 

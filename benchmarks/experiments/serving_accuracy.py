@@ -35,7 +35,8 @@ from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
-from scheduler.serving_model import CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, ServingCalibration, held_out
+from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, ServingCalibration, balanced_sample,
+                                     held_out)
 from benchmarks.experiments.serving_static import static_batch_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -256,10 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     predictor = Predictor.load()
     every = read_serving_results(args.serving)
-    table = every
-    if args.max_per_group:
-        table = (every.sort_values("id", kind="stable").groupby(["framework", "system", "model_path", "mode"])
-                 .head(args.max_per_group).sort_index())
+    table = balanced_sample(every, args.max_per_group)
     # every run is simulated: the sample is the calibration's fit and the scored runs; all runs are its anchors
     cache = Path(args.basis_cache) if args.basis_cache else None
     if cache is not None and cache.exists():

@@ -3,7 +3,8 @@
 Run: ``python -m benchmarks.experiments.serving_features --basis-cache PATH [--h200-cache PATH]``.
 
 ``--basis-cache`` is the kernel-only basis that ``benchmarks.experiments.serving_accuracy --basis-cache PATH``
-writes (the silicon runs simulated once). For each calibration form (:data:`VARIANTS`: feature set, target — the
+writes (the silicon runs simulated once); the runs compared are its balanced sample, the shipped calibration's
+fit (``--max-per-group``). For each calibration form (:data:`VARIANTS`: feature set, target — the
 shipped log ratio of measured over simulated, or log measured time non-decreasing in every feature that moves with
 the GPU's speed or memory — objective and tree size) it prints the leave-one-GPU-out
 and leave-one-model-out TTFT / TPOT MdAPE (each group predicted by a calibration fitted without it), and a
@@ -112,8 +113,9 @@ def main() -> None:
     parser.add_argument("--basis-cache", required=True, help="parquet written by serving_accuracy --basis-cache")
     parser.add_argument("--h200-cache", default=None, help="parquet of the H100 runs simulated on H100 and H200")
     parser.add_argument("--serving", default=str(DEFAULT_CSV))
+    parser.add_argument("--max-per-group", type=int, default=40, help="as serving_accuracy's (0: every run)")
     args = parser.parse_args()
-    basis = pd.read_parquet(args.basis_cache)
+    basis = sm.balanced_sample(pd.read_parquet(args.basis_cache), args.max_per_group)  # the shipped fit's runs
     rows = basis[(basis["skip"] == "") & sm.usable(basis)].reset_index(drop=True)
     h100, h200 = _h200_basis(Path(args.h200_cache) if args.h200_cache else None, Path(args.serving))
     print(f"{len(rows)} runs; H200 check on {len(h100)} H100 runs")
