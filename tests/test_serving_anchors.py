@@ -99,3 +99,31 @@ def test_an_unseen_gpu_borrows_its_siblings_residuals(tmp_path):
     assert (calibration.predict(h100)["anchor_runs"] == 0).all()
     loaded = ServingCalibration.load(calibration.save(tmp_path / "cal.json"))
     pd.testing.assert_frame_equal(loaded.predict(h200), anchored)
+
+
+def test_evaluate_reports_the_runs_anchored_to_a_sibling_gpu(tmp_path, roofline):
+    from features.silicon import read_serving_results
+    from scheduler.serving_anchors import residual_table
+    from scheduler.serving_eval import predict_serving, score_serving
+
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({
+        "id": ["a", "b"], "backend": ["vllm"] * 2, "backend_version": ["0.19.0"] * 2,
+        "model_path": ["meta-llama/Llama-3.1-8B-Instruct"] * 2, "system": ["h100_sxm"] * 2, "mode": ["agg"] * 2,
+        "isl": [512, 256], "osl": [32, 16], "gemm_quant_mode": ["bf16"] * 2, "moe_quant_mode": ["bf16"] * 2,
+        "batch_size": [4, 2], "tp_size": [1, 1], "pp_size": [1, 1], "attention_dp_size": [1, 1],
+        "moe_tp_size": [1, 1], "moe_ep_size": [1, 1], "silicon_ttft_ms": [40.0, 30.0], "silicon_tpot_ms": [8.0, 6.0],
+    }).to_csv(path, index=False)
+    runs = read_serving_results(path)
+    calibration = ServingCalibration.fit(_anchored_basis())
+    first = predict_serving(runs, predictor=roofline, calibration=calibration)
+    # run "a" measured on an H200 at twice what the calibration predicts: it anchors "a" on the H100
+    sibling = first.iloc[[0]].assign(system="h200_sxm", measured_tpot_ms=2 * first["pred_tpot_ms"].iloc[0],
+                                     measured_ttft_ms=first["pred_ttft_ms"].iloc[0])
+    calibration.anchors = residual_table(sibling, calibration.predict(sibling, anchored=False))
+    out = predict_serving(runs, predictor=roofline, calibration=calibration)
+    assert out["anchor_runs"].tolist() == [1, 0]
+    # twice the TPOT (the H200 dominates the H100, so its measurement is also the H100's lower bound: the same here)
+    assert out["pred_tpot_ms"].iloc[0] == pytest.approx(2 * first["pred_tpot_ms"].iloc[0])
+    assert out["pred_tpot_ms"].iloc[1] == pytest.approx(first["pred_tpot_ms"].iloc[1])
+    assert score_serving(out)["anchored"] == 1
