@@ -43,14 +43,17 @@ class OpContext:
     naive: float               # 1.0 for materialised (naive) attention
     half: str                  # 16-bit compute dtype
 
+    # Only attention reads the KV cache: every other op carries kv_bits 16, the value all its measurements were
+    # taken with (a GEMM, norm or collective does not change with the cache's dtype; the residual model must not
+    # read a KV dtype into them). Attention rows take the precision's kv_bits (_attention_rows).
     @property
     def half_bits(self) -> dict:
-        return {"weight_bits": 16.0, "act_bits": 16.0, "kv_bits": self.precision.kv_bits}
+        return {"weight_bits": 16.0, "act_bits": 16.0, "kv_bits": 16.0}
 
     @property
     def quant_bits(self) -> dict:
         p = self.precision
-        return {"weight_bits": p.weight_bits, "act_bits": p.act_bits, "kv_bits": p.kv_bits}
+        return {"weight_bits": p.weight_bits, "act_bits": p.act_bits, "kv_bits": 16.0}
 
     def per_stage(self, layers: int) -> float:
         """Calls per iteration of an op present in ``layers`` layers: those of one pipeline stage."""
@@ -95,7 +98,7 @@ def _attention_rows(ctx: OpContext, prefix: str, layers: int, window: float, sha
         score = seqs * q * np.minimum(c + q, window + q)
     else:
         pairs, score = b.prefill_attention_pairs, b.prefill_score_elements
-    common = {"window": window, "naive_attention": ctx.naive, **ctx.half_bits}
+    common = {"window": window, "naive_attention": ctx.naive, **ctx.half_bits, "kv_bits": ctx.precision.kv_bits}
     rows.add(f"{prefix}_prefill", oc.ATTN_PREFILL, count, b.prefill_tokens > 0, ctx.half,
              batch=seqs, q_tokens=q, kv_len=q + c, attn_pairs=pairs, score_elements=score, **shape, **common)
     dseqs = b.decode_seqs

@@ -54,7 +54,7 @@ from predictor.table_grids import (  # noqa: F401  (re-exported: grids are part 
 )
 from predictor.table_lookup import TableLookups
 
-TABLE_FORMAT = 5
+TABLE_FORMAT = 6  # 6: ops that do not read the KV cache carry kv_bits 16 (predictor.op_blocks)
 # Coarse op groups for efficiency reporting (work tables); attention is handled analytically at lookup.
 WORK_GROUPS = ("gemm", "moe", "elementwise", "embedding", "collective", "sampling")
 _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elementwise", "add": "elementwise",
