@@ -26,6 +26,7 @@ import gc
 import itertools
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -126,6 +127,27 @@ def _fork_pool(planner, function: Callable, items: Sequence[tuple], processes: i
         _JOB = None
 
 
+STOP_TIMEOUT_S = 10.0  # how long ending a pool may take before its workers are killed and it is left behind
+
+
+def stop(pool) -> bool:
+    """End ``pool`` (``terminate`` and ``join``) within :data:`STOP_TIMEOUT_S`; True when it ended in time.
+
+    ``multiprocessing.Pool.terminate`` can wait forever: a worker killed while it was writing a result leaves a
+    partial message in the pipe, and the pool's result thread never stops reading it. A search stopped by its
+    budget terminates busy workers, so the pool is ended from a daemon thread; past the timeout its workers are
+    killed and its (daemon) handler threads abandoned. Every result the caller kept had arrived whole."""
+    ender = threading.Thread(target=lambda: (pool.terminate(), pool.join()), daemon=True)
+    ender.start()
+    ender.join(STOP_TIMEOUT_S)
+    if not ender.is_alive():
+        return True
+    for worker in getattr(pool, "_pool", []):  # the workers (CPython's Pool keeps them here)
+        if worker.exitcode is None:
+            worker.kill()
+    return False
+
+
 class OrderedPool:
     """Maps a planner method over work items in up to ``workers`` processes (see the module docstring).
 
@@ -166,8 +188,11 @@ class OrderedPool:
         if processes < 2 or not self._parallel(len(items)):
             yield from self._serial(function, items)
             return
-        with _fork_pool(self.planner, function, items, min(processes, len(items))) as pool:
+        pool = _fork_pool(self.planner, function, items, min(processes, len(items)))
+        try:
             yield from pool.imap(_work, range(len(items)), chunksize=1)
+        finally:
+            stop(pool)
 
     def start(self, function: Callable, items: Sequence[tuple], processes: int = 1) -> Background:
         """Run ``items`` in up to ``processes`` worker processes from now on, beside this one (in this process,
@@ -194,5 +219,4 @@ class Background:
             return self._pending.get() if self._pool is not None else self._pending()
         finally:
             if self._pool is not None:
-                self._pool.terminate()
-                self._pool.join()
+                stop(self._pool)

@@ -111,3 +111,32 @@ def test_beam_levels_in_a_pool_search_exactly_like_one_process(roofline, forks):
     pooled = Planner(Application.from_dict(spec), roofline, workers=2).run(baselines=False)
     assert forks.count(("_expand", 2)) >= 2  # at least two search levels in a pool
     assert _outcome(pooled) == _outcome(serial)
+
+
+def test_a_pool_that_cannot_end_is_left_behind_with_its_workers_killed(monkeypatch):
+    import multiprocessing
+    import threading
+    import time
+
+    class Stuck:  # a pool whose terminate never returns (CPython's can wait forever on a half-written result)
+        def __init__(self):
+            self.release = threading.Event()
+            self._pool = [multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))]
+            self._pool[0].start()
+
+        def terminate(self):
+            self.release.wait()
+
+        def join(self):
+            pass
+
+    monkeypatch.setattr(plan_pool, "STOP_TIMEOUT_S", 0.2)
+    stuck = Stuck()
+    t0 = time.perf_counter()
+    assert plan_pool.stop(stuck) is False
+    assert time.perf_counter() - t0 < 5
+    stuck._pool[0].join(5)
+    assert stuck._pool[0].exitcode is not None  # killed, not left running
+    stuck.release.set()
+    pool = multiprocessing.get_context("fork").Pool(1)
+    assert plan_pool.stop(pool) is True
