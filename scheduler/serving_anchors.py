@@ -1,9 +1,10 @@
 """Sibling anchoring: a run whose exact configuration was measured on another GPU borrows that measurement.
 
 The serving calibration (:mod:`scheduler.serving_model`) predicts a run from its simulation and physical
-features. When the calibration's own fit holds runs of the *same configuration* (framework, model, mode,
-quantisation, parallel layout and pools, ISL, OSL, concurrency) on *other* GPUs, what the calibration got wrong
-there is mostly what it gets wrong here too: the stack's behaviour on that configuration (its scheduler
+features. When the calibration's anchors — measured runs kept with it (by default those of its fit; the shipped
+one keeps every run of the silicon CSV) — hold runs of the *same configuration* (framework, model, mode,
+quantisation, parallel layout and pools, ISL, OSL, concurrency) on *sibling* GPUs (:func:`siblings`), what the
+calibration got wrong there is mostly what it gets wrong here too: the stack's behaviour on that configuration (its scheduler
 settings, client, CUDA-graph sizes), which no physical feature carries. So the prediction is multiplied by the
 geometric mean of measured / calibrated over those sibling runs::
 
@@ -16,6 +17,7 @@ The GPU's own difference is left to the calibration (its prediction for this GPU
 the siblings). Runs on the query's own GPU never anchor it, so a GPU without measurements is predicted exactly
 as it would be in use, and held-out scores (one GPU left out of the fit) measure this step honestly. A run
 with no sibling is predicted by the calibration alone. Framework versions are not part of the configuration.
+Looser keys (the same deployment at another ISL, OSL or concurrency) and non-sibling GPUs scored worse held out.
 """
 
 from __future__ import annotations
