@@ -239,7 +239,10 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "over the network); there is no admission delay.",
               "- Instances wider than one scale-up domain (more than 8 GPUs of an HGX node) run their collectives at "
               "the network's bandwidth (`scale_up_gpus`, `internode_bandwidth_gbps` in the GPU catalogue).",
-              "- The 4-bit checkpoints run on GPUs without fp4 tensor cores (H100) as weight-only `nvfp4-a16`.", ""]
+              "- The 4-bit checkpoints run on GPUs without fp4 tensor cores (H100) as weight-only `nvfp4-a16`.",
+              "- An anchored prediction inherits its siblings' measurement noise (repeats of one configuration differ: "
+              "see the references above), and a sibling's measurement bounds it only in the direction the GPUs' "
+              "specs order them.", ""]
     return "\n".join(lines)
 
 
