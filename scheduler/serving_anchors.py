@@ -27,14 +27,17 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-POOL_FIELDS = ("num_workers", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+from features.silicon import POOL_FIELDS  # the pools' columns of a measured run (batch sizes included)
+
 KEY_COLUMNS = (("framework", "model", "mode", "gemm_quant_mode", "moe_quant_mode", "isl", "osl", "concurrency",
                 "tp", "pp", "dp_attention", "moe_tp", "ep")
                + tuple(f"{role}_{f}" for role in ("prefill", "decode") for f in POOL_FIELDS))
 TARGETS = ("ttft", "tpot")
 PEAK_RATIO_MAX = 1.25  # dense 16-bit tensor peaks this close: one compute class (B200 to GB300 span 1.11)
 HBM_RATIO_MAX = 1.5    # memory bandwidths this close (an H200 has 1.43 times an H100's)
-ANCHOR_COLUMNS = ("key", "system", "dtype", *TARGETS, *(f"measured_{t}" for t in TARGETS))  # residual_table's
+ANCHOR_TEXT = ("key", "system", "dtype")
+ANCHOR_VALUES = (*TARGETS, *(f"measured_{t}" for t in TARGETS))  # log residuals, log measured ms
+ANCHOR_COLUMNS = ANCHOR_TEXT + ANCHOR_VALUES  # residual_table's
 
 
 def _text(value) -> str:

@@ -482,8 +482,8 @@ def score_serving(predictions) -> dict:
         (fractions), ``roofline`` {ttft, tpot}, and ``by_system`` / ``by_backend`` / ``by_model`` with the
         same scores per group (predicted rows only). With a serving calibration, also ``in_calibration``
         (predicted runs the calibration was fitted on: their scores are in-sample) and
-        ``not_in_calibration`` (the scores of the other runs), and ``anchored`` (runs predicted from the fit's
-        measurements of the same configuration on a sibling GPU; :mod:`scheduler.serving_anchors`).
+        ``not_in_calibration`` (the scores of the other runs), and ``anchored`` (runs predicted from the
+        calibration's measurements of the same configuration on a sibling GPU; :mod:`scheduler.serving_anchors`).
     """
     done = predictions[predictions["skip"].fillna("") == ""] if "skip" in predictions else predictions.iloc[:0]
     skipped = predictions.loc[predictions["skip"].fillna("") != "", "skip"].value_counts() if "skip" in predictions else {}
@@ -500,6 +500,6 @@ def score_serving(predictions) -> dict:
         report["in_calibration"] = int(seen.sum())
         report["not_in_calibration"] = _scores(done[~seen]) if (~seen).any() else {"rows": 0}
     if "anchor_runs" in done:
-        # runs whose configuration the calibration's fit measured on a sibling GPU (scheduler.serving_anchors)
+        # runs whose configuration the calibration's anchors hold on a sibling GPU (scheduler.serving_anchors)
         report["anchored"] = int((done["anchor_runs"].fillna(0) > 0).sum())
     return report

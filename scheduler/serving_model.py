@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import InputError
-from scheduler.serving_anchors import ANCHOR_COLUMNS, corrections, residual_table
+from scheduler.serving_anchors import ANCHOR_COLUMNS, ANCHOR_VALUES, corrections, residual_table
 
 CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "serving_calibration.json"
 FRAMEWORK_CODES = {"vllm": 0, "sglang": 1, "trtllm": 2}
@@ -113,8 +113,9 @@ class ServingCalibration:
     fitted_ids : frozenset of str
         The ``id`` of every run of the fit (so that scores on them can be told apart as in-sample).
     anchors : DataFrame, optional
-        The fit's residuals per run (:func:`scheduler.serving_anchors.residual_table`): a run whose configuration
-        the fit measured on another GPU is anchored to it (see :mod:`scheduler.serving_anchors`).
+        Measured runs kept with the calibration, each with its residual against it
+        (:func:`scheduler.serving_anchors.residual_table`): a run whose configuration they hold on a sibling GPU is
+        anchored to them (see :mod:`scheduler.serving_anchors`).
     """
 
     models: dict
@@ -143,7 +144,7 @@ class ServingCalibration:
 
     def predict(self, basis: pd.DataFrame, anchored: bool = True) -> pd.DataFrame:
         """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete), and
-        ``anchor_runs``: the fit's runs of the same configuration on other GPUs that anchor the row (when
+        ``anchor_runs``: the anchors' runs of the same configuration on sibling GPUs that anchor the row (when
         ``anchored``; see :mod:`scheduler.serving_anchors`)."""
         out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan, "anchor_runs": 0}, index=basis.index)
         ok = usable(basis)
@@ -214,7 +215,7 @@ def _anchors_from_csv(text: str) -> pd.DataFrame:
     import io
 
     table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    for column in ANCHOR_COLUMNS[3:]:
+    for column in ANCHOR_VALUES:
         table[column] = table[column].astype(float)
     return table
 
@@ -258,13 +259,12 @@ def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None =
     anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs
     are left out."""
     rows = basis[usable(basis)]
-    pool = anchor_runs if anchor_runs is not None and group in anchor_runs else None
     parts = []
     for value in sorted(rows[group].astype(str).unique()):
         mask = rows[group].astype(str) == value
         try:
             calibration = ServingCalibration.fit(
-                rows[~mask], anchor_runs=None if pool is None else pool[pool[group].astype(str) != value])
+                rows[~mask], anchor_runs=None if anchor_runs is None else anchor_runs[anchor_runs[group].astype(str) != value])
         except InputError:
             continue
         pred, alone = calibration.predict(rows[mask]), calibration.predict(rows[mask], anchored=False)

@@ -109,7 +109,7 @@ def _anchor_lines(logo: pd.DataFrame, anchor_runs: int) -> list[str]:
     anchored = logo[logo["anchor_runs"] > 0]
     by_gpu = ", ".join(f"{g} {len(r)}" for g, r in anchored.groupby("system", sort=True)) or "none"
     lines = ["### Held-out GPU, runs measured on a sibling GPU", "",
-             "A run whose exact configuration the fit measured on a sibling GPU (one vendor, dense 16-bit peaks "
+             "A run whose exact configuration the anchors hold on a sibling GPU (one vendor, dense 16-bit peaks "
              f"within {PEAK_RATIO_MAX}× and HBM bandwidths within {HBM_RATIO_MAX}× of each other) is anchored to "
              "those measurements: the calibration's prediction times the geometric mean of measured / calibrated "
              "over them, kept no slower than the measurement on a sibling its GPU dominates on every speed spec and "
