@@ -63,6 +63,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from scheduler.efficiency import EfficiencyRecorder
 from scheduler.engine_blocks import KVBlockManager
 from scheduler.engine_policies import POLICIES, ContinuousBatching, Policy, StaticBatching
@@ -196,11 +198,15 @@ class Simulator(KVBlockManager, IterationRunner):
 
     def run(self, workload: Workload, *, record_iterations: bool = True,
             progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
-            stream_requests_to=None) -> SimResult:
+            stream_requests_to=None, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> SimResult:
         """Simulate ``workload`` to completion (or until ``stop()`` returns True, or Ctrl-C).
 
         Parameters
         ----------
+        workload : Workload or scheduler.workload_stream.StreamedWorkload
+            A streamed workload runs windowed (:mod:`scheduler.engine_window`): memory flat in the number of
+            requests, the result's summary from accumulated statistics and its ``columns`` empty (rows go to
+            ``stream_requests_to``).
         record_iterations : bool
             Keep per-iteration records (for traces and plots). Summary statistics (KV utilisation, batch sizes,
             time between tokens) are accumulated either way, so long runs can leave this off.
@@ -212,22 +218,41 @@ class Simulator(KVBlockManager, IterationRunner):
         stop : callable, optional
             Polled after every iteration (or fast-forwarded run of decode steps); returning True ends the
             run early (the result is marked partial).
+        slo_ttft_ms, slo_tpot_ms : float, optional
+            A windowed run's SLO thresholds (ms): it counts their attainment as requests retire, and its
+            summary takes no others. An ordinary run takes thresholds in :meth:`SimResult.summary` instead.
         """
-        from scheduler.metrics import RequestStream, SimResult
+        from scheduler.metrics import RequestStream, SimResult, request_columns
 
-        state = self.begin(workload, lean=not self.record_work)
-        self._stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
+        stream = RequestStream(stream_requests_to) if stream_requests_to is not None else None
+        window = None
+        if hasattr(workload, "chunks"):
+            from scheduler.engine_window import Window
+            from scheduler.metrics_stream import RequestTotals
+
+            window = Window(self, workload, RequestTotals(slo_ttft_ms, slo_tpot_ms), stream)
+            state = self.begin(window.next_workload(), lean=not self.record_work)
+            window.label(state)
+            stream = None  # the window writes rows as they retire
+        else:
+            state = self.begin(workload, lean=not self.record_work)
+        self._stream = stream
         log = IterationLog()
         n = len(workload)
         try:
-            finished, iterations, partial = self._loop(state, log, n, record_iterations, progress, stop)
+            finished, iterations, partial = self._loop(state, log, n, record_iterations, progress, stop, window)
         except KeyboardInterrupt:
             partial = True  # Ctrl-C: keep what was simulated, marked partial
         if progress is not None:
-            progress(int(((state.status == DONE) | (state.status == REJECTED)).sum()), n)
+            ended = int(((state.status == DONE) | (state.status == REJECTED)).sum())
+            progress(ended + (window.retired if window is not None else 0), n)
         if self._stream is not None:
             self._stream.close(state, partial)
+        if window is not None:
+            window.close(state)
         result = SimResult.from_state(state, log, self, workload, partial=partial)
+        if window is not None:
+            result.columns, result.totals = request_columns(state, np.zeros(0, np.int64)), window.totals
         if state.closed is not None:
             result.meta["client_delay_ms"] = state.closed.delay_s * 1e3  # add to TTFT/E2E for times from the send
         return result
@@ -255,28 +280,35 @@ class Simulator(KVBlockManager, IterationRunner):
 
         return serve_timings(self, workload)
 
-    def _loop(self, state: _State, log: IterationLog, n: int, record_iterations: bool, progress, stop):
+    def _loop(self, state: _State, log: IterationLog, n: int, record_iterations: bool, progress, stop, window=None):
         next_arrival = 0
+        end = len(state.arrival)  # the window's end (n, unless a windowed run)
         finished = int((state.status == REJECTED).sum())
         iterations = 0
         partial = False
         while finished < n:
-            while next_arrival < n and state.arrival[next_arrival] <= self.now:
+            while next_arrival < end and state.arrival[next_arrival] <= self.now:
                 if state.status[next_arrival] == WAITING:
                     state.waiting.append(next_arrival)
                 next_arrival += 1
+            if next_arrival == end and window is not None and window.more:
+                shift, rejected = window.refill(state)  # the window's requests have all arrived: load more
+                next_arrival -= shift
+                end = len(state.arrival)
+                finished += rejected
+                continue
             if not state.running and not state.waiting:
-                if next_arrival >= n or math.isinf(state.arrival[next_arrival]):
+                if next_arrival >= end or math.isinf(state.arrival[next_arrival]):
                     break
                 self.now = float(state.arrival[next_arrival])
                 continue
-            arrival_limit = float(state.arrival[next_arrival]) if next_arrival < n else math.inf
+            arrival_limit = float(state.arrival[next_arrival]) if next_arrival < end else math.inf
             outcome, done, steps = self.advance(state, log, arrival_limit, record_iterations)
             finished += done
             if outcome == EVICTED:
                 continue
             if outcome == STUCK:
-                if next_arrival < n and not math.isinf(state.arrival[next_arrival]):
+                if next_arrival < end and not math.isinf(state.arrival[next_arrival]):
                     self.now = max(self.now, float(state.arrival[next_arrival]))
                     continue
                 # the head of the queue cannot fit even in an empty engine

@@ -216,6 +216,15 @@ class KVBlockManager:
         self._joined: dict[int, int] = {}  # running request → serial of its join (older heap entries are stale)
         self._serial = 0
 
+    def _renumber(self, renumber: np.ndarray) -> None:
+        """Follow a windowed run's compaction (:meth:`_State.compact`: old row → new row) in the eviction heap and
+        the join serials. Only running requests are in them, and compaction keeps every running request."""
+        joined = self._joined
+        self._latest = [(a, -int(renumber[-neg_r]), serial) for a, neg_r, serial in self._latest
+                        if joined.get(-neg_r) == serial]
+        heapq.heapify(self._latest)
+        self._joined = {int(renumber[r]): serial for r, serial in joined.items()}
+
     def join(self, state: _State, r: int) -> None:
         """Request ``r`` enters this engine's running batch (its work is counted from here)."""
         state.running.append(r)

@@ -162,6 +162,11 @@ class RunningStats:
                 "at_peak": 1.0 - self.kv_tokens_at_max / peak_slots if peak_slots > 0 else 0.0}
 
 
+# The per-request arrays of _State (first axis: request); _State.compact keeps them aligned.
+PER_REQUEST = ("arrival", "prompt", "output", "kv", "target", "generated", "blocks", "status", "first_scheduled",
+               "first_token", "finish", "preemptions", "last_token", "reject_reason", "prefilled", "work", "work_mark")
+
+
 class _State:
     """Per-request arrays plus the running list and waiting queue."""
 
@@ -198,6 +203,23 @@ class _State:
         self.closed = ClosedLoop(workload.concurrency) if workload.concurrency else None
         if self.closed is not None:
             self.arrival[:] = math.inf  # unsent; ClosedLoop.release stamps each send time
+        self.rid: np.ndarray | None = None  # request ids of a windowed run's rows (None: the row index is the id)
+
+    def compact(self, keep: np.ndarray, new: _State) -> np.ndarray:
+        """Keep only the requests ``keep`` (ascending row indices), then append ``new``'s requests (a windowed run,
+        :mod:`scheduler.engine_window`). The running list and queues are renumbered; kept requests stay in order,
+        so every tie broken by row index breaks the same way. Returns the map old row → new row (−1: dropped)."""
+        renumber = np.full(len(self.status), -1, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        for name in PER_REQUEST:
+            setattr(self, name, np.concatenate([getattr(self, name)[keep], getattr(new, name)]))
+        self.rid = np.concatenate([self.rid[keep], new.rid])
+        self.running = renumber[np.asarray(self.running, np.int64)].tolist()
+        self.waiting = deque(renumber[np.asarray(self.waiting, np.int64)].tolist())
+        self.partial = dict.fromkeys(renumber[np.asarray(list(self.partial), np.int64)].tolist())
+        self.running_version += 1
+        self._running_cache = None
+        return renumber
 
     def running_ids(self) -> np.ndarray:
         """The running list as an int64 array (do not modify it): cached until the list changes — a join or a

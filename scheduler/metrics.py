@@ -75,7 +75,9 @@ def request_columns(state, ids: np.ndarray | None = None) -> dict[str, np.ndarra
     take = (lambda a: a) if ids is None else (lambda a: a[ids])
     base = {k: take(getattr(state, attr)) for k, attr in _BASE.items()}
     work, peaks = _work_and_peaks(state, len(base["arrival_s"]), take)
-    out = {"request_id": np.arange(len(state.arrival)) if ids is None else np.asarray(ids)}
+    rows = np.arange(len(state.arrival)) if ids is None else np.asarray(ids)
+    rid = getattr(state, "rid", None)  # a windowed run's rows carry their request ids
+    out = {"request_id": rows if rid is None else rid[rows]}
     for name in COLUMN_ORDER[1:]:
         out[name] = base[name] if name in base else _derived(name, base.__getitem__, work, peaks)
     return out
@@ -140,9 +142,6 @@ class RequestStream:
             self._flush(state)
 
     def _flush(self, state, ids=None) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         if self.written is None:
             self.written = np.zeros(len(state.status), bool)
         ids = np.asarray(self.pending if ids is None else ids, np.int64)
@@ -150,13 +149,20 @@ class RequestStream:
         if ids.size == 0:
             self.pending = []
             return
-        table = pa.Table.from_pandas(_frame(request_columns(state, ids)), preserve_index=False)
+        self.write(request_columns(state, ids))
+        self.written[ids] = True
+        self.pending = []
+
+    def write(self, columns: dict) -> None:
+        """Append rows given as columns (:func:`request_columns`); a windowed run writes each retired row once."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(_frame(columns), preserve_index=False)
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
         self.writer.write_table(table)
-        self.written[ids] = True
-        self.rows += int(ids.size)
-        self.pending = []
+        self.rows += table.num_rows
 
     def close(self, state, partial: bool) -> Path:
         # Every row not yet in the file, whatever its status: rejected requests, requests still waiting or
@@ -165,19 +171,47 @@ class RequestStream:
         if self.written is None:
             self.written = np.zeros(len(state.status), bool)
         self._flush(state, np.flatnonzero(~self.written))
-        if self.writer is None:  # nothing at all: still leave a valid (empty) table
-            self._flush_empty(state)
+        return self.finish(state)
+
+    def finish(self, state) -> Path:
+        """Close the file and move it into place (an empty table, with the columns, when no row was written)."""
+        if self.writer is None:
+            self.write(request_columns(state, np.zeros(0, np.int64)))
         self.writer.close()
         self._target.__exit__(None, None, None)
         return self.path
 
-    def _flush_empty(self, state) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(_frame(request_columns(state, np.zeros(0, np.int64))), preserve_index=False)
-        self.writer = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
-        self.writer.write_table(table)
+def request_fields(c, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
+    """The per-request entries of a summary from a run's per-request columns ``c``: counts, makespan (s),
+    mean / p50 / p90 / p99 of TTFT, TPOT, E2E and queueing delay (ms) over finished requests, output tokens and
+    requests per second, SLO attainment and goodput, preemptions. (A windowed run accumulates the same entries
+    in :class:`scheduler.metrics_stream.RequestTotals`.)"""
+    status = c["status_code"]
+    done = status == 2
+    arrival = c["arrival_s"]
+    makespan = float(c["finish_s"][done].max() - arrival.min()) if done.any() else 0.0
+    out = {"requests": int(status.size), "finished": int(done.sum()), "rejected": int((status == 3).sum()),
+           "makespan_s": makespan}
+    for name in ("ttft", "tpot", "e2e", "queue"):
+        values = c[f"{name}_s"][done] * 1e3
+        finite = values[np.isfinite(values)]
+        out[f"{name}_ms"] = {"mean": float(finite.mean()) if finite.size else float("nan"),
+                             "p50": _pct(values, 0.5), "p90": _pct(values, 0.9), "p99": _pct(values, 0.99)}
+    tokens = float(c["output_tokens"][done].sum())
+    out["output_tokens_per_s"] = tokens / makespan if makespan > 0 else float("nan")
+    out["requests_per_s"] = float(done.sum()) / makespan if makespan > 0 else float("nan")
+    ok = np.ones(int(done.sum()), dtype=bool)
+    if slo_ttft_ms is not None:
+        ok &= c["ttft_s"][done] * 1e3 <= slo_ttft_ms
+    if slo_tpot_ms is not None:
+        tpot = c["tpot_s"][done] * 1e3
+        ok &= np.where(np.isnan(tpot), True, tpot <= slo_tpot_ms)
+    out["slo"] = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
+                  "attainment": float(ok.mean()) if ok.size else float("nan"),
+                  "goodput_requests_per_s": float(ok.sum()) / makespan if makespan > 0 else float("nan")}
+    out["preemptions"] = int(c["preemptions"].sum())
+    return out
 
 
 @dataclass
@@ -197,6 +231,7 @@ class SimResult:
     itl_counts: np.ndarray | None = None
     stats: object = None
     efficiency_source: object = None  # the efficiency dict, or the engine's recorder (reported on first use)
+    totals: object = None  # a windowed run's RequestTotals (its columns then hold no rows; see scheduler.engine_window)
     _requests: pd.DataFrame | None = None
 
     @property
@@ -235,32 +270,14 @@ class SimResult:
     # --- summary ---------------------------------------------------------------------------------
     def summary(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
         """Aggregate metrics (latencies in ms, rates per second of simulated time)."""
-        c = self.columns
-        status = c["status_code"]
-        done = status == 2
-        arrival = c["arrival_s"]
-        makespan = float(c["finish_s"][done].max() - arrival.min()) if done.any() else 0.0
-        out = {"requests": int(status.size), "finished": int(done.sum()), "rejected": int((status == 3).sum()),
-               "partial": self.partial, "makespan_s": makespan,
-               "iterations": int(self.stats.batch_counts.sum()) if self.stats is not None else int(len(self.iterations))}
-        for name in ("ttft", "tpot", "e2e", "queue"):
-            values = c[f"{name}_s"][done] * 1e3
-            finite = values[np.isfinite(values)]
-            out[f"{name}_ms"] = {"mean": float(finite.mean()) if finite.size else float("nan"),
-                                 "p50": _pct(values, 0.5), "p90": _pct(values, 0.9), "p99": _pct(values, 0.99)}
+        f = (self.totals.fields(slo_ttft_ms, slo_tpot_ms) if self.totals is not None
+             else request_fields(self.columns, slo_ttft_ms, slo_tpot_ms))
+        out = {k: f[k] for k in ("requests", "finished", "rejected")} | {
+            "partial": self.partial, "makespan_s": f["makespan_s"],
+            "iterations": int(self.stats.batch_counts.sum()) if self.stats is not None else int(len(self.iterations))}
+        out |= {f"{name}_ms": f[f"{name}_ms"] for name in ("ttft", "tpot", "e2e", "queue")}
         out["itl_ms"] = self.itl_percentiles()
-        tokens = float(c["output_tokens"][done].sum())
-        out["output_tokens_per_s"] = tokens / makespan if makespan > 0 else float("nan")
-        out["requests_per_s"] = float(done.sum()) / makespan if makespan > 0 else float("nan")
-        ok = np.ones(int(done.sum()), dtype=bool)
-        if slo_ttft_ms is not None:
-            ok &= c["ttft_s"][done] * 1e3 <= slo_ttft_ms
-        if slo_tpot_ms is not None:
-            tpot = c["tpot_s"][done] * 1e3
-            ok &= np.where(np.isnan(tpot), True, tpot <= slo_tpot_ms)
-        out["slo"] = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
-                      "attainment": float(ok.mean()) if ok.size else float("nan"),
-                      "goodput_requests_per_s": float(ok.sum()) / makespan if makespan > 0 else float("nan")}
+        out |= {k: f[k] for k in ("output_tokens_per_s", "requests_per_s", "slo")}
         st = self.stats
         if st is not None and st.batch_counts.sum():
             counts = st.batch_counts
@@ -273,7 +290,7 @@ class SimResult:
             out["batch_size"] = {"mean": float((sizes * counts).sum() / counts.sum()),
                                  "p50": float(sizes[np.searchsorted(cdf, 0.5)]), "p90": float(sizes[np.searchsorted(cdf, 0.9)]),
                                  "max": int(sizes[counts > 0].max())}
-        out["preemptions"] = int(c["preemptions"].sum())
+        out["preemptions"] = f["preemptions"]
         if self.efficiency:
             out["efficiency"] = self.efficiency
         out["kv_blocks"] = int(self.num_blocks)
