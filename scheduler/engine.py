@@ -253,6 +253,7 @@ class Simulator(KVBlockManager, IterationRunner):
         result = SimResult.from_state(state, log, self, workload, partial=partial)
         if window is not None:
             result.columns, result.totals = request_columns(state, np.zeros(0, np.int64)), window.totals
+            result.meta["windowed"] = True
         if state.closed is not None:
             result.meta["client_delay_ms"] = state.closed.delay_s * 1e3  # add to TTFT/E2E for times from the send
         return result

@@ -349,6 +349,10 @@ class SimResult:
         done = self.columns["status_code"] == 2
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
         for ax, col, title in zip(axes, ("ttft_s", "tpot_s", "e2e_s"), ("TTFT", "TPOT", "end-to-end"), strict=True):
+            if self.totals is not None:  # a windowed run: the CDF of its latency histogram
+                x_ms, cdf = self.totals.cdf(col[:-2])
+                if x_ms.size:
+                    ax.step(x_ms, cdf, where="post")
             v = self.columns[col][done]
             v = v[np.isfinite(v)] * 1e3
             if v.size:

@@ -102,3 +102,11 @@ class RequestTotals:
                       "goodput_requests_per_s": self.slo_ok / makespan if makespan > 0 else float("nan")}
         out["preemptions"] = self.preemptions
         return out
+
+    def cdf(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values in ms at the bins' middles, cumulative fraction) of latency ``name`` (``ttft``, ``tpot``, …)."""
+        counts = self.counts[name]
+        if not counts.sum():
+            return np.zeros(0), np.zeros(0)
+        used = counts > 0
+        return _MIDDLES_S[used] * 1e3, np.cumsum(counts)[used] / counts.sum()

@@ -72,6 +72,7 @@ def test_windowed_run_is_the_ordinary_run(predictor, monkeypatch, tmp_path, name
     pd.testing.assert_frame_equal(rows, ordinary.requests)  # every request, every column, bit for bit
     assert len(windowed.requests) == 0
     want, got = ordinary.summary(2000.0, 40.0), windowed.summary(2000.0, 40.0)
+    assert got["meta"].pop("windowed") is True
     assert set(got) == set(want)
     for key in want:
         if key.endswith("_ms") and key != "itl_ms":
@@ -133,3 +134,44 @@ def test_compaction_moves_every_per_request_array():
     state = _State(build_workload("poisson", 7, rate=1.0, prompt_len=3, output_len=2))
     arrays = {k for k, v in vars(state).items() if isinstance(v, np.ndarray) and v.shape[:1] == (7,)}
     assert arrays == set(PER_REQUEST)  # a new per-request array must be added to PER_REQUEST to survive compaction
+
+
+@pytest.fixture
+def cli_roofline(monkeypatch, predictor):
+    from inference_sim import common
+
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: predictor)
+
+
+SIMULATE = ["simulate", "--model", MODEL, "--gpu", GPU, "--rate", "8", "--num-requests", "600", "--trace",
+            "splitwise_code", "--max-num-seqs", "32", "--slo-ttft-ms", "800", "--json"]
+
+
+def test_cli_windowed_simulation_matches_the_ordinary_one(capsys, cli_roofline, monkeypatch, tmp_path):
+    import json
+
+    from inference_sim import cli
+
+    monkeypatch.setattr(engine_window, "CHUNK", 64)
+    assert cli.main(SIMULATE) == 0
+    ordinary = json.loads(capsys.readouterr().out)
+    assert cli.main([*SIMULATE, "--windowed", "--out", str(tmp_path / "out")]) == 0
+    windowed = json.loads(capsys.readouterr().out)
+    assert windowed["meta"]["windowed"] is True
+    for key in ("requests", "finished", "rejected", "rejected_reasons", "preemptions", "iterations", "batch_size"):
+        assert windowed[key] == ordinary[key], key
+    assert windowed["slo"]["attainment"] == ordinary["slo"]["attainment"]
+    for stat in ("p50", "p90", "p99"):
+        assert windowed["ttft_ms"][stat] == pytest.approx(ordinary["ttft_ms"][stat], rel=3e-3)
+    assert len(pd.read_parquet(tmp_path / "out" / "requests.parquet")) == 600
+    assert (tmp_path / "out" / "latency_cdf.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, field", [(["--workload", "trace"], "--workload"),
+                                          (["--concurrency", "4"], "--concurrency")])
+def test_cli_windowed_refuses_what_it_cannot_stream(capsys, cli_roofline, args, field):
+    from inference_sim import cli
+
+    assert cli.main(["simulate", "--model", MODEL, "--gpu", GPU, "--rate", "2", "--windowed", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {field}: ")
