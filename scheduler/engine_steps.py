@@ -153,8 +153,17 @@ class IterationRunner:
         kv_sum = int(kv.sum())
         # The run ends at the first of: a request's last step, the first step starting at or after the next
         # arrival, the first step whose new blocks do not fit. Step times are elementwise in the step index (start
-        # times a running sum), so timing a short prefix first (PREFIX_STEPS: an arrival usually comes soon) and the
-        # block needs of the steps left give the same values as the whole run.
+        # times a running sum) and block needs cumulative, so timing a short prefix first (PREFIX_STEPS: an arrival
+        # usually comes soon) and the block needs of the steps left give the same values as the whole run. With no
+        # arrival to come, the block limit is found first, so that no step past it is timed.
+        cumulative = None
+        if arrival_limit == math.inf:
+            cumulative = self._new_blocks_by_step(kv, blocks, steps)
+            over = np.flatnonzero(cumulative > self.free_blocks)
+            if over.size:
+                steps = int(over[0])
+                if steps < 2:
+                    return 0
         n = PREFIX_STEPS if steps > PREFIX_STEPS and arrival_limit < math.inf else steps
         while True:
             if budget is None:
@@ -173,12 +182,13 @@ class IterationRunner:
             steps = int(late[0])
             if steps < 2:
                 return 0
-        cumulative = self._new_blocks_by_step(kv, blocks, steps)
-        over = np.flatnonzero(cumulative > self.free_blocks)
-        if over.size:
-            steps = int(over[0])
-            if steps < 2:
-                return 0
+        if cumulative is None:
+            cumulative = self._new_blocks_by_step(kv, blocks, steps)
+            over = np.flatnonzero(cumulative > self.free_blocks)
+            if over.size:
+                steps = int(over[0])
+                if steps < 2:
+                    return 0
         durations, starts_s = durations[:steps], starts_s[:steps]
         if budget is None:
             contexts = kv_sum + b * np.arange(steps)

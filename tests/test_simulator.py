@@ -537,9 +537,11 @@ def test_request_filling_the_cache_to_the_last_token_runs(roofline):
 
 @pytest.mark.parametrize("config", [dict(), dict(chunked_prefill=False), dict(num_blocks=300),
                                     dict(policy="static", max_num_seqs=32)])
-def test_fast_forward_matches_stepping_one_iteration_at_a_time(hybrid, config):
-    """Decode fast-forwarding computes runs of decode-only steps at once; every iteration must be the same."""
-    wl = random_workload(5)
+@pytest.mark.parametrize("offline", [False, True])
+def test_fast_forward_matches_stepping_one_iteration_at_a_time(hybrid, config, offline):
+    """Decode fast-forwarding computes runs of decode-only steps at once; every iteration must be the same
+    (``offline``: every request at t = 0, so no arrival ends a run and the KV-block limit is found first)."""
+    wl = random_workload(5, rate=1e9) if offline else random_workload(5)
     step = Simulator(hybrid, *CONF, config=EngineConfig(fast_forward=False, **config)).run(wl)
     fast = Simulator(hybrid, *CONF, config=EngineConfig(fast_forward=True, **config)).run(wl)
     assert len(step.iterations) == len(fast.iterations)
