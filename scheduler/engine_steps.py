@@ -158,12 +158,9 @@ class IterationRunner:
         # arrival to come, the block limit is found first, so that no step past it is timed.
         cumulative = None
         if arrival_limit == math.inf:
-            cumulative = self._new_blocks_by_step(kv, blocks, steps)
-            over = np.flatnonzero(cumulative > self.free_blocks)
-            if over.size:
-                steps = int(over[0])
-                if steps < 2:
-                    return 0
+            cumulative, steps = self._block_limit(kv, blocks, steps)
+            if steps < 2:
+                return 0
         n = PREFIX_STEPS if steps > PREFIX_STEPS and arrival_limit < math.inf else steps
         while True:
             if budget is None:
@@ -183,12 +180,9 @@ class IterationRunner:
             if steps < 2:
                 return 0
         if cumulative is None:
-            cumulative = self._new_blocks_by_step(kv, blocks, steps)
-            over = np.flatnonzero(cumulative > self.free_blocks)
-            if over.size:
-                steps = int(over[0])
-                if steps < 2:
-                    return 0
+            cumulative, steps = self._block_limit(kv, blocks, steps)
+            if steps < 2:
+                return 0
         durations, starts_s = durations[:steps], starts_s[:steps]
         if budget is None:
             contexts = kv_sum + b * np.arange(steps)
@@ -234,6 +228,12 @@ class IterationRunner:
         state.kv[run] += steps
         state.generated[run] += steps
         return steps
+
+    def _block_limit(self, kv: np.ndarray, blocks: np.ndarray, steps: int) -> tuple[np.ndarray, int]:
+        """(cumulative new blocks of the next ``steps`` decode steps, how many of those steps fit the free blocks)."""
+        cumulative = self._new_blocks_by_step(kv, blocks, steps)
+        over = np.flatnonzero(cumulative > self.free_blocks)
+        return cumulative, int(over[0]) if over.size else steps
 
     def _new_blocks_by_step(self, kv: np.ndarray, blocks: np.ndarray, steps: int) -> np.ndarray:
         """Cumulative KV blocks the running sequences (``kv`` tokens, ``blocks`` held) must get by each of the next
