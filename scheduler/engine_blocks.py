@@ -88,7 +88,7 @@ class KVBlockManager:
                 needs = state.kv[decoding] >= state.blocks[decoding] * bs  # the next token starts a new block
             else:
                 needs = np.minimum(state.kv[decoding] + 1, self._budget) > state.blocks[decoding] * bs
-            need = int(needs.sum())
+            need = int(np.count_nonzero(needs))
             if need <= self.free_blocks:
                 state.blocks[decoding[needs]] += 1
                 self.free_blocks -= need
@@ -229,7 +229,8 @@ class KVBlockManager:
         """Request ``r`` enters this engine's running batch (its work is counted from here)."""
         state.running.append(r)
         state.running_version += 1
-        state.work_mark[r] = self.work_totals
+        if not (state.lean and self.stretch is None):  # else this engine never adds work: no mark to take
+            state.work_mark[r] = self.work_totals
         self._serial += 1
         self._joined[r] = self._serial
         heapq.heappush(self._latest, (-float(state.arrival[r]), -r, self._serial))
@@ -242,7 +243,8 @@ class KVBlockManager:
         state.running.remove(r)
         state.running_version += 1
         del self._joined[r]
-        state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
+        if not (state.lean and self.stretch is None):  # a latency-only engine's totals stay zero: nothing to add
+            state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
 
     def _finish(self, state: _State, r: int) -> int:
         state.status[r] = DONE

@@ -43,11 +43,14 @@ class IterationRunner:
         finished = 0
         budget = self._budget
         dec = np.asarray(decodes, np.int64)
-        p_ids = [r for r, _ in prefills]
-        p_chunks = [c for _, c in prefills]
-        p_kv = [int(state.kv[r]) for r in p_ids]
-        p_ctx = p_kv if budget is None else [min(k, budget) for k in p_kv]
-        completes = [k + c >= int(state.target[r]) for k, (r, c) in zip(p_kv, prefills, strict=True)]
+        if prefills:
+            p_ids = [r for r, _ in prefills]
+            p_chunks = [c for _, c in prefills]
+            p_kv = [int(state.kv[r]) for r in p_ids]
+            p_ctx = p_kv if budget is None else [min(k, budget) for k in p_kv]
+            completes = [k + c >= int(state.target[r]) for k, (r, c) in zip(p_kv, prefills, strict=True)]
+        else:  # a decode-only iteration
+            p_ids = p_chunks = p_kv = p_ctx = completes = ()
         if dec.size:
             kv_dec = state.kv[dec]
             dec_kv = kv_dec if budget is None else np.minimum(kv_dec, budget)
