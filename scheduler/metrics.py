@@ -317,6 +317,11 @@ class SimResult:
     # --- outputs ---------------------------------------------------------------------------------
     def write_requests(self, path: str | Path) -> Path:
         """Per-request table as Parquet (``.parquet``) or CSV (anything else), written atomically."""
+        if self.totals is not None:
+            from predictor.errors import InputError
+
+            raise InputError("requests: a windowed run keeps no per-request rows; give run() stream_requests_to "
+                             "(simulate --windowed --out) to write them as they finish")
         path = Path(path)
         with atomic_path(path) as tmp:
             if path.suffix.lower() == ".parquet":

@@ -175,3 +175,10 @@ def test_cli_windowed_refuses_what_it_cannot_stream(capsys, cli_roofline, args, 
     assert cli.main(["simulate", "--model", MODEL, "--gpu", GPU, "--rate", "2", "--windowed", *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {field}: ")
+
+
+def test_windowed_result_refuses_to_write_rows_it_does_not_keep(predictor, tmp_path):
+    result = Simulator(predictor, MODEL, GPU).run(stream_workload("poisson", 20, rate=2.0, prompt_len=50, output_len=5))
+    with pytest.raises(InputError, match="^requests: a windowed run keeps no per-request rows"):
+        result.write_requests(tmp_path / "rows.parquet")
+    assert not (tmp_path / "rows.parquet").exists()
