@@ -16,6 +16,8 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
   (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them; the CLI's
   ``--gpu``/``--tp`` fill them in when absent.
 
+A folder is read as every ``.csv`` and ``.json`` file directly in it (a benchmark sweep's results).
+
 Bad input raises :class:`predictor.errors.InputError` naming the field: a CSV missing a column, a
 negative or non-integer concurrency, an unknown backend.
 """
@@ -46,7 +48,9 @@ def read_serving_results(path: str | Path, *, gpu: str | None = None, tp: int | 
     Parameters
     ----------
     path : path
-        ``.csv`` (silicon schema) or ``.json`` (vLLM bench result).
+        ``.csv`` (silicon schema) or ``.json`` (vLLM bench result), or a folder: every ``.csv`` and ``.json`` file
+        directly in it (a benchmark sweep's results), read in name order into one table (ids that repeat across
+        files are prefixed with their file's name).
     gpu, tp : optional
         System and tensor-parallel degree for JSON results that do not record them.
     """
@@ -54,12 +58,23 @@ def read_serving_results(path: str | Path, *, gpu: str | None = None, tp: int | 
     if not file.exists():
         raise InputError(f"--serving: {str(file)!r} does not exist")
     if file.is_dir():
-        raise InputError(f"--serving: {str(file)!r} is a directory, expected a .csv or .json file")
+        return _from_folder(file, gpu, tp)
     if file.suffix.lower() == ".json":
         return _from_bench_json(file, gpu, tp)
     if file.suffix.lower() != ".csv":
         raise InputError(f"--serving: {str(file)!r} must end in .csv (silicon schema) or .json (vllm bench result)")
     return _from_silicon_csv(file)
+
+
+def _from_folder(folder: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".json"))
+    if not files:
+        raise InputError(f"--serving: folder {str(folder)!r} holds no .csv or .json file")
+    tables = [read_serving_results(f, gpu=gpu, tp=tp) for f in files]
+    out = pd.concat(tables, ignore_index=True)
+    if out["id"].duplicated().any():
+        out["id"] = [f"{f.name}:{i}" for f, t in zip(files, tables, strict=True) for i in t["id"]]
+    return out
 
 
 def _degree(values: pd.Series) -> np.ndarray:

@@ -71,6 +71,29 @@ def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
     assert (row["isl"], row["osl"], row["tp"]) == (512, 64, 2)
 
 
+def test_a_folder_of_results_is_read_as_one_table(tmp_path):
+    (tmp_path / "run_c4.json").write_text(json.dumps(BENCH))
+    (tmp_path / "run_c8.json").write_text(json.dumps(BENCH | {"max_concurrency": 8, "mean_ttft_ms": 50.0}))
+    pd.DataFrame(SILICON).to_csv(tmp_path / "silicon.csv", index=False)
+    (tmp_path / "notes.txt").write_text("not a result")
+    table = read_serving_results(tmp_path)
+    assert list(table["concurrency"]) == [4, 8, 4, 8, 2, 2]  # run_c4.json, run_c8.json, silicon.csv
+    assert table["id"].is_unique and list(table["id"][:2]) == ["run_c4#1", "run_c8#1"]
+
+
+def test_folders_with_clashing_ids_prefix_them_with_the_file(tmp_path):
+    for name in ("a.csv", "b.csv"):
+        pd.DataFrame(SILICON).to_csv(tmp_path / name, index=False)
+    table = read_serving_results(tmp_path)
+    assert len(table) == 8 and table["id"].is_unique and table["id"].iloc[0] == "a.csv:a_c4"
+
+
+def test_a_folder_without_results_is_a_one_line_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="^--serving: folder .* holds no .csv or .json file$"):
+        read_serving_results(tmp_path)
+
+
 def _changed_silicon(tmp_path, change: dict):
     """SILICON with a column dropped (``{"drop": name}``) or replaced, written to a CSV."""
     raw = dict(SILICON)

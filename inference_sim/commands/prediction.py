@@ -135,8 +135,8 @@ def evaluate(
     profiles: Annotated[Path | None, typer.Option(help="Canonical profile table (.parquet or .csv), e.g. from "
                                                        "`data ingest`.")] = None,
     serving: Annotated[Path | None, typer.Option(help="Measured serving runs: a silicon CSV (aiconfigurator schema, "
-                                                      "agg and disagg rows) or a `vllm bench serve --save-result` "
-                                                      "JSON.")] = None,
+                                                      "agg and disagg rows), a `vllm bench serve --save-result` "
+                                                      "JSON, or a folder of such files.")] = None,
     framework: Annotated[str | None, typer.Option(help="--serving: predict every run as this framework (vllm, "
                                                        "sglang, trtllm) instead of its own, or with the Vidur-era "
                                                        "engine (legacy).")] = None,
