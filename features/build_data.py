@@ -3,7 +3,8 @@
 Run ``inference-sim data build [--shared ../shared/data] [--out DIR]`` (``python -m features.build_data``
 with the same options does the same). Writes
 ``data/vidur/kernels.parquet``, ``data/aiconfigurator/kernels.parquet`` and
-``data/ingest_report.json`` (rows kept and rejected per reason) and ``data/aiconfigurator/COUNTS.md``. The published files are only read.
+``data/ingest_report.json`` (rows kept and rejected per reason), ``data/aiconfigurator/COUNTS.md`` and
+``data/aiconfigurator/model_configs.json.gz`` (the serving runs' model configs, :mod:`features.model_configs`). The published files are only read.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def build_kernel_data(shared_dir: str | Path = "../shared/data", out_dir: str | 
         atomic_write(out_dir / source / "LICENSE", (shared_dir / source / "LICENSE").read_bytes())
     write_report(reports, out_dir)
     from features.aic_counts import write_counts
+    from features.model_configs import build_model_configs
+
+    build_model_configs(shared_dir / "aiconfigurator" / "model_configs", out_dir / "aiconfigurator" / "model_configs.json.gz")
 
     write_counts(out_dir)
     return {k: v.to_dict() for k, v in reports.items()}

@@ -84,18 +84,29 @@ class Skip(Exception):
 
 @functools.lru_cache(maxsize=256)
 def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
-    """The model of ``model_path``: the catalogue (HF ids resolve as it grows), else the bundled
-    ``config.json`` (``<org>--<name>_config.json``; ``Llama-3.1`` is ``Meta-Llama-3.1``; an NVFP4 checkpoint
-    shares its base model's architecture). Raises :class:`Skip` ``unknown_model``."""
-    from predictor.models import get_model
+    """The model of ``model_path``: the catalogue (HF ids resolve as it grows), else the ``config.json`` of
+    ``<org>--<name>`` shipped in ``data/aiconfigurator/model_configs.json.gz`` (:mod:`features.model_configs`),
+    else the one in folder ``configs`` (``<org>--<name>_config.json``); ``Llama-3.1`` is ``Meta-Llama-3.1``, and an
+    NVFP4 or FP8 checkpoint shares its base model's architecture. Raises :class:`Skip` ``unknown_model``."""
+    from features.model_configs import shipped_config, shipped_stems
+    from predictor.models import get_model, parse_hf_config
+    from predictor.validate import record_quantization
 
     try:
         return get_model(model_path)
     except InputError as err:
         first = str(err)
-    folder = Path(configs)
     org, _, name = model_path.partition("/")
     bases = [name, name.replace("Llama-3.1", "Meta-Llama-3.1"), name.removesuffix("-NVFP4").removesuffix("-FP8")]
+    stems = [f"{org}--{b}" for b in bases] + [s for b in bases[2:] for s in shipped_stems() if s.endswith(f"--{b}")]
+    for stem in stems:
+        config = shipped_config(stem)
+        if config is not None:
+            try:
+                return record_quantization(config, parse_hf_config(config, name=model_path, source=f"{stem} config"))
+            except InputError as err:
+                raise Skip("unknown_model", f"{model_path}: {err}") from None
+    folder = Path(configs)
     files = [folder / f"{org}--{b}_config.json" for b in bases] + sorted(
         p for b in bases[2:] for p in folder.glob(f"*--{b}_config.json"))
     for file in files:
