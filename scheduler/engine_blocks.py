@@ -81,7 +81,8 @@ class KVBlockManager:
             if not state.running:
                 return []
             run = state.running_ids()
-            decoding = run[state.kv[run] >= state.target[run]]
+            # a running request short of its prefill target is always in state.partial (see admit, _iterate)
+            decoding = run if not state.partial else run[state.kv[run] >= state.target[run]]
             if decoding.size == 0:
                 return []
             if self._budget is None:

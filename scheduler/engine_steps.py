@@ -244,6 +244,8 @@ class IterationRunner:
         bs = self.config.block_size
         budget = self._budget
         first_new = blocks * bs - kv  # first step (0-based) that needs a new block, per sequence
+        if budget is None and steps <= bs:  # a short run: at most one new block per sequence, at its first step
+            return np.cumsum(np.bincount(first_new[first_new < steps], minlength=steps)[:steps])
         # last step (0-based) that may need a block: the run's end, or the step that reaches the budget
         last = np.full(len(kv), steps - 1, np.int64) if budget is None else np.minimum(steps - 1, budget - 1 - kv)
         room = first_new <= last
