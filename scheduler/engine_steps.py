@@ -84,8 +84,9 @@ class IterationRunner:
             log.running.append(len(state.running))
         # decode updates (vectorised)
         if dec.size:
-            _count_gaps(state, state.last_token[dec], start, self.now)
-            state.last_token[dec] = self.now
+            if not state.lean:  # token times only feed the time-between-tokens histogram
+                _count_gaps(state, state.last_token[dec], start, self.now)
+                state.last_token[dec] = self.now
             self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
             state.kv[dec] = kv_dec + 1
             generated = state.generated[dec] + 1
@@ -223,11 +224,11 @@ class IterationRunner:
         self.tokens_held += int(held_gain[-1])
         ends = starts_s + durations
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
-        _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
         if not state.lean:
+            _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
             np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
+            state.last_token[run] = float(ends[-1])
         self.now = float(ends[-1])
-        state.last_token[run] = self.now
         state.kv[run] += steps
         state.generated[run] += steps
         return steps
