@@ -188,12 +188,14 @@ class IterationRunner:
             if steps < 2:
                 return 0
         durations, starts_s = durations[:steps], starts_s[:steps]
-        if budget is None:
-            contexts = kv_sum + b * np.arange(steps)
-            held_gain = b * np.arange(1, steps + 1)
+        if budget is None:  # per-step contexts and tokens held: only statistics need them (not a lean run)
+            contexts = None if state.lean else kv_sum + b * np.arange(steps)
+            held_gain = None if state.lean else b * np.arange(1, steps + 1)
+            gained = b * steps
         else:
             held_gain = contexts[1:steps + 1] - contexts[0]
             contexts = contexts[:steps]
+            gained = int(held_gain[-1])
         if not state.lean:
             self.efficiency.add_decode_steps(b, contexts, durations * 1e3)
             flops, nbytes, roof_ms = self.bound.decode_steps_work(b, contexts)
@@ -221,7 +223,7 @@ class IterationRunner:
             self.stats.add_many(durations, len(run),
                                 self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps],
                                 self.tokens_held + held_gain)
-        self.tokens_held += int(held_gain[-1])
+        self.tokens_held += gained
         ends = starts_s + durations
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
         if not state.lean:
