@@ -83,8 +83,17 @@ class TableLookups:
             getattr(self, f"{table}_log_ms"))[0]))
 
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
-        """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path)."""
-        return _bilinear(self._lists()[2], DEC_SEQS_LOG, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
+        """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path). A run asks for few batch
+        sizes, so each one's cell on the batch axis is located once (the same cell and weight every time)."""
+        cells = self.__dict__.get("_seqs_cells")
+        if cells is None:
+            cells = self.__dict__["_seqs_cells"] = {}
+        cell = cells.get(seqs)
+        if cell is None:
+            if len(cells) >= MEMO_ENTRIES:
+                cells.clear()
+            cell = cells[seqs] = _cell(DEC_SEQS_LOG, seqs)
+        return _bilinear_at(self._lists()[2], cell, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
 
     def decode_column_ms(self, seqs: float, kv_mean: np.ndarray, ascending: bool = False) -> np.ndarray:
         """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
@@ -167,8 +176,11 @@ def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
     return i, (lv - grid_log[i]) / widths[i]
 
 
-def _bilinear(table: list, gx: list[float], gy: list[float], x: float, y: float, xmax: float, ymax: float) -> float:
-    i, wi = _cell(gx, x)
+def _bilinear_at(table: list, x_cell: tuple[int, float], gy: list[float], x: float, y: float, xmax: float,
+                 ymax: float) -> float:
+    """Bilinear interpolation of a log-valued ``table`` at (``x``, ``y``), the cell of ``x`` on its grid given
+    (``x_cell``: index and weight), linear extrapolation beyond the grids' ends."""
+    i, wi = x_cell
     j, wj = _cell(gy, y)
     row_i, row_i1 = table[i], table[i + 1]
     ai, aj = 1 - wi, 1 - wj
