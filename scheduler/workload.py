@@ -10,6 +10,7 @@ distribution (SamuLLM's no_robots output-length histograms, ``data/samullm/outpu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +131,14 @@ def read_trace(source: str | Path) -> pd.DataFrame:
 
 
 def output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
-    """(output lengths, probabilities) measured for ``model`` (SamuLLM names or catalogue aliases)."""
+    """(output lengths, probabilities) measured for ``model`` (SamuLLM names or catalogue aliases); new arrays on
+    every call, the shipped table read once per process."""
+    lengths, probs = _output_length_distribution(str(model))
+    return lengths.copy(), probs.copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
     from features.reference_data import read_output_lengths
     from predictor.models import resolve_model_name
 
