@@ -2,8 +2,8 @@
 
 :class:`KVBlockManager` is a mixin of :class:`scheduler.engine.Simulator`: it reads the engine's ``config``
 (:class:`~scheduler.engine_state.EngineConfig`), ``max_model_len``, ``num_blocks``, ``_budget`` (the per-sequence
-KV token cap or None), ``_contiguous`` (a contiguous reservation instead of paging), ``now`` (s) and
-``work_totals``, and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
+KV token cap or None), ``_contiguous`` (a contiguous reservation instead of paging), ``now`` (s),
+``work_totals`` and ``stretch`` (the co-location hook), and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
 after the budget cap) and ``preemptions_total`` up to date. Policies call its public methods. The preemption victim
 (the latest-arrived running request) comes from a heap kept by :meth:`KVBlockManager.join` and
 :meth:`KVBlockManager._leave`, O(log n) per eviction instead of a scan of the running batch.
@@ -226,11 +226,16 @@ class KVBlockManager:
         heapq.heapify(self._latest)
         self._joined = {int(renumber[r]): serial for r, serial in joined.items()}
 
+    def _counts_work(self, state: _State) -> bool:
+        """Whether this engine adds up its iterations' work (not a lean run, or a co-located one: ``stretch``
+        needs each iteration's work); when it does not, its work totals stay zero."""
+        return not state.lean or self.stretch is not None
+
     def join(self, state: _State, r: int) -> None:
         """Request ``r`` enters this engine's running batch (its work is counted from here)."""
         state.running.append(r)
         state.running_version += 1
-        if not (state.lean and self.stretch is None):  # else this engine never adds work: no mark to take
+        if self._counts_work(state):  # else the totals stay zero: no mark to take
             state.work_mark[r] = self.work_totals
         self._serial += 1
         self._joined[r] = self._serial
@@ -244,7 +249,7 @@ class KVBlockManager:
         state.running.remove(r)
         state.running_version += 1
         del self._joined[r]
-        if not (state.lean and self.stretch is None):  # a latency-only engine's totals stay zero: nothing to add
+        if self._counts_work(state):  # else the totals stay zero: nothing to add
             state.work[r] += np.subtract(self.work_totals, state.work_mark[r])
 
     def _finish(self, state: _State, r: int) -> int:

@@ -21,9 +21,8 @@ PREFIX_STEPS = 16  # decode steps timed first when an arrival may end a fast-for
 def _count_gaps(state: _State, last_token_s: np.ndarray, start_s: float, now_s: float) -> None:
     """Add each sequence's gap ``now_s − last_token_s`` (s; NaN: no token yet, not counted) to the
     time-between-tokens histogram. Sequences whose last token came at ``start_s`` (they ran in the iteration
-    just before) share one gap, binned once: the same counts as binning every gap, without a search per sequence."""
-    if state.lean:  # a timings-only run keeps no time-between-tokens histogram
-        return
+    just before) share one gap, binned once: the same counts as binning every gap, without a search per sequence.
+    Not called in a lean run (it keeps no time-between-tokens histogram, nor the token times)."""
     same = last_token_s == start_s
     shared = int(np.count_nonzero(same))
     if shared:
@@ -62,7 +61,7 @@ class IterationRunner:
         samples = sum(completes)
         dt_ms = self.bound.iteration_ms(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
         start = self.now
-        lean = state.lean and self.stretch is None  # a timings-only run keeps no work, efficiency or statistics
+        lean = not self._counts_work(state)  # a timings-only run keeps no work, efficiency or statistics
         if not lean:
             flops, nbytes, roof_ms = self.bound.work_scalar(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
             if self.stretch is not None:

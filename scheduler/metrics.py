@@ -201,17 +201,30 @@ def request_fields(c, slo_ttft_ms: float | None = None, slo_tpot_ms: float | Non
     tokens = float(c["output_tokens"][done].sum())
     out["output_tokens_per_s"] = tokens / makespan if makespan > 0 else float("nan")
     out["requests_per_s"] = float(done.sum()) / makespan if makespan > 0 else float("nan")
+    out["slo"] = slo_entry(slo_ttft_ms, slo_tpot_ms, slo_met(c, done, slo_ttft_ms, slo_tpot_ms), int(done.sum()),
+                           makespan)
+    out["preemptions"] = int(c["preemptions"].sum())
+    return out
+
+
+def slo_met(c, done: np.ndarray, slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> int:
+    """How many finished requests (mask ``done`` over columns ``c``) meet both SLOs (ms; None: no SLO; a one-token
+    output, whose TPOT is NaN, meets the TPOT SLO)."""
     ok = np.ones(int(done.sum()), dtype=bool)
     if slo_ttft_ms is not None:
         ok &= c["ttft_s"][done] * 1e3 <= slo_ttft_ms
     if slo_tpot_ms is not None:
         tpot = c["tpot_s"][done] * 1e3
         ok &= np.where(np.isnan(tpot), True, tpot <= slo_tpot_ms)
-    out["slo"] = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
-                  "attainment": float(ok.mean()) if ok.size else float("nan"),
-                  "goodput_requests_per_s": float(ok.sum()) / makespan if makespan > 0 else float("nan")}
-    out["preemptions"] = int(c["preemptions"].sum())
-    return out
+    return int(ok.sum())
+
+
+def slo_entry(slo_ttft_ms: float | None, slo_tpot_ms: float | None, met: int, finished: int, makespan_s: float) -> dict:
+    """A summary's ``slo`` entry: the thresholds, attainment (share of finished requests meeting both) and goodput
+    (requests meeting both per second of makespan)."""
+    return {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
+            "attainment": met / finished if finished else float("nan"),
+            "goodput_requests_per_s": met / makespan_s if makespan_s > 0 else float("nan")}
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 
 from predictor.errors import InputError
 from scheduler.engine_state import ITL_EDGES_S
+from scheduler.metrics import slo_entry, slo_met
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 _MIDDLES_S = np.concatenate([[0.0], np.sqrt(ITL_EDGES_S[:-1] * ITL_EDGES_S[1:]), [ITL_EDGES_S[-1]]])
@@ -74,14 +75,7 @@ class RequestTotals:
             values = values[np.isfinite(values)]
             self.sums_ms[name] += float((values * 1e3).sum())
             self.counts[name] += np.bincount(np.searchsorted(ITL_EDGES_S, values), minlength=len(ITL_EDGES_S) + 1)
-        ok = np.ones(int(done.sum()), dtype=bool)
-        slo_ttft_ms, slo_tpot_ms = self.slo_ms
-        if slo_ttft_ms is not None:
-            ok &= columns["ttft_s"][done] * 1e3 <= slo_ttft_ms
-        if slo_tpot_ms is not None:
-            tpot = columns["tpot_s"][done] * 1e3
-            ok &= np.where(np.isnan(tpot), True, tpot <= slo_tpot_ms)
-        self.slo_ok += int(ok.sum())
+        self.slo_ok += slo_met(columns, done, *self.slo_ms)
 
     def fields(self, slo_ttft_ms: float | None = None, slo_tpot_ms: float | None = None) -> dict:
         """The per-request entries of a summary (keys as :func:`scheduler.metrics.request_fields`)."""
@@ -97,9 +91,7 @@ class RequestTotals:
                 f"p{int(q * 100)}": _hist_quantile(counts, q) * 1e3 for q in (0.5, 0.9, 0.99)}
         out["output_tokens_per_s"] = self.output_tokens / makespan if makespan > 0 else float("nan")
         out["requests_per_s"] = self.finished / makespan if makespan > 0 else float("nan")
-        out["slo"] = {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms,
-                      "attainment": self.slo_ok / self.finished if self.finished else float("nan"),
-                      "goodput_requests_per_s": self.slo_ok / makespan if makespan > 0 else float("nan")}
+        out["slo"] = slo_entry(slo_ttft_ms, slo_tpot_ms, self.slo_ok, self.finished, makespan)
         out["preemptions"] = self.preemptions
         return out
 

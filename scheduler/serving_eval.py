@@ -98,23 +98,18 @@ def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
         first = str(err)
     org, _, name = model_path.partition("/")
     bases = [name, name.replace("Llama-3.1", "Meta-Llama-3.1"), name.removesuffix("-NVFP4").removesuffix("-FP8")]
-    stems = [f"{org}--{b}" for b in bases] + [s for b in bases[2:] for s in shipped_stems() if s.endswith(f"--{b}")]
-    for stem in stems:
-        config = shipped_config(stem)
-        if config is not None:
-            try:
-                return record_quantization(config, parse_hf_config(config, name=model_path, source=f"{stem} config"))
-            except InputError as err:
-                raise Skip("unknown_model", f"{model_path}: {err}") from None
     folder = Path(configs)
-    files = [folder / f"{org}--{b}_config.json" for b in bases] + sorted(
-        p for b in bases[2:] for p in folder.glob(f"*--{b}_config.json"))
-    for file in files:
-        if file.exists():
-            try:
-                return get_model(file)
-            except InputError as err:
-                raise Skip("unknown_model", f"{model_path}: {err}") from None
+    known = set(shipped_stems()) | {p.name.removesuffix("_config.json") for p in folder.glob("*--*_config.json")}
+    stems = [f"{org}--{b}" for b in bases] + sorted(s for b in bases[2:] for s in known if s.endswith(f"--{b}"))
+    for stem in stems:  # the shipped config of a stem first, else the folder's file
+        config, file = shipped_config(stem), folder / f"{stem}_config.json"
+        if config is None and not file.exists():
+            continue
+        try:
+            return (get_model(file) if config is None else
+                    record_quantization(config, parse_hf_config(config, name=model_path, source=f"{stem} config")))
+        except InputError as err:
+            raise Skip("unknown_model", f"{model_path}: {err}") from None
     raise Skip("unknown_model", first)
 
 

@@ -100,17 +100,26 @@ def arrivals(kind: str, n: int, *, rate: float | None = None, cv: float = 1.0, s
         return np.zeros(n)
     if kind not in ("poisson", "gamma"):
         raise InputError(f"--workload: unknown value {kind!r}; allowed: {', '.join(ARRIVALS)}")
+    check_arrival_process(kind, rate, cv)
+    gaps = arrival_gaps(kind, np.random.default_rng(seed), n, rate, cv)
+    return np.cumsum(gaps) - gaps[0]
+
+
+def check_arrival_process(kind: str, rate: float | None, cv: float) -> None:
+    """A ``poisson`` or ``gamma`` process needs a rate > 0 (requests/s) and, for gamma, a cv > 0."""
     if rate is None or not np.isfinite(rate) or rate <= 0:
         raise InputError(f"--rate: a {kind} workload needs a rate > 0 requests/s, got {rate!r}")
-    rng = np.random.default_rng(seed)
+    if kind == "gamma" and (not np.isfinite(cv) or cv <= 0):
+        raise InputError(f"--cv: must be > 0, got {cv!r}")
+
+
+def arrival_gaps(kind: str, rng: np.random.Generator, n: int, rate: float, cv: float = 1.0) -> np.ndarray:
+    """The next ``n`` inter-arrival gaps (s) of a ``poisson`` or ``gamma`` process (checked parameters) drawn from
+    ``rng``: drawn in pieces, the same gaps as drawn at once."""
     if kind == "poisson":
-        gaps = rng.exponential(1.0 / rate, n)
-    else:
-        if not np.isfinite(cv) or cv <= 0:
-            raise InputError(f"--cv: must be > 0, got {cv!r}")
-        shape = 1.0 / cv**2
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
-    return np.cumsum(gaps) - gaps[0]
+        return rng.exponential(1.0 / rate, n)
+    shape = 1.0 / cv**2
+    return rng.gamma(shape, 1.0 / (rate * shape), n)
 
 
 def read_trace(source: str | Path) -> pd.DataFrame:

@@ -21,7 +21,8 @@ import numpy as np
 
 from predictor.errors import InputError
 from predictor.validate import check_arrivals, check_rate
-from scheduler.workload import _check_count, output_length_distribution, read_trace
+from scheduler.workload import (_check_count, arrival_gaps, check_arrival_process, output_length_distribution,
+                                read_trace)
 
 STREAMED_ARRIVALS = ("offline", "poisson", "gamma")
 
@@ -65,7 +66,7 @@ class StreamedWorkload:
             if self.kind == "offline":
                 arrival = np.zeros(k)
             else:
-                gaps = self._gaps(arrival_rng, k)
+                gaps = arrival_gaps(self.kind, arrival_rng, k, self.rate, self.cv)
                 if first_gap is None:
                     first_gap = float(gaps[0])
                 gaps[0] += carry  # a sequential running sum, as np.cumsum over the whole array
@@ -85,12 +86,6 @@ class StreamedWorkload:
                 outputs = table["output_tokens"].to_numpy(np.int64)[rows]
             yield arrival, prompts, outputs
 
-    def _gaps(self, rng: np.random.Generator, k: int) -> np.ndarray:
-        if self.kind == "poisson":
-            return rng.exponential(1.0 / self.rate, k)
-        shape = 1.0 / self.cv**2
-        return rng.gamma(shape, 1.0 / (self.rate * shape), k)
-
     def _table(self):
         needs = self.trace is not None or self.prompt_len is None or (self.output_len is None and self.output_dist is None)
         return read_trace(self.trace or "splitwise_conv") if needs else None
@@ -103,12 +98,9 @@ def stream_workload(kind: str, num_requests: int, *, rate: float | None = None, 
     if kind not in STREAMED_ARRIVALS:
         raise InputError(f"--workload: {kind!r} cannot be streamed; allowed: {', '.join(STREAMED_ARRIVALS)}")
     n = _check_count("--num-requests", num_requests)
-    if kind != "offline":
-        if rate is None:
-            raise InputError(f"--rate: a {kind} workload needs a rate > 0 requests/s, got None")
+    if kind != "offline":  # as build_workload: the plausible range first, then the process's own parameters
         check_rate(rate)
-    if kind == "gamma" and (not np.isfinite(cv) or cv <= 0):
-        raise InputError(f"--cv: must be > 0, got {cv!r}")
+        check_arrival_process(kind, rate, cv)
     if prompt_len is not None:
         prompt_len = _check_count("--prompt-len", prompt_len, 10_000_000)
     if output_len is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -225,8 +226,7 @@ def explained_summary(result, summary: dict) -> dict:
         counts = result.totals.reject_reasons
     else:
         status = result.columns["status_code"]
-        reasons = [str(r) for r in result.columns["reject_reason"][status == 3]]
-        counts = {r: reasons.count(r) for r in set(reasons)}
+        counts = Counter(str(r) for r in result.columns["reject_reason"][status == 3])
     summary = {**summary, "rejected_reasons": {r: counts[r] for r in sorted(counts)}}
     from predictor.validate import json_safe
 
