@@ -34,10 +34,10 @@ link bandwidth and latency, which collectives need.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from predictor import opcost as oc
 from predictor.gpus import GPUSpec, get_gpu
+from predictor.lazy import pandas as pd
 from predictor.roofline import hardware_arrays, roofline_arrays
 
 GEMM_TILE = 128.0

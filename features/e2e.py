@@ -22,10 +22,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from predictor.errors import InputError
 from predictor.gpus import get_gpu
+from predictor.lazy import pandas as pd
 from predictor.models import resolve_model_name
 
 # --- Splitwise --------------------------------------------------------------------------------

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from features import e2e
 from predictor.atomic import atomic_path, atomic_write
 from predictor.errors import InputError, unknown_name
+from predictor.lazy import pandas as pd
 
 #: The repository's ``data/`` folder (the default for the read helpers).
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -324,17 +323,26 @@ def build_reference_data(shared_dir: str | Path = "../shared/data", out_dir: str
 
 
 # --- reading ----------------------------------------------------------------------------------
-def _read(rel: str, data_dir: str | Path | None, columns: tuple[str, ...]) -> pd.DataFrame:
+def _path(rel: str, data_dir: str | Path | None) -> Path:
     path = (DEFAULT_DATA_DIR if data_dir is None else Path(data_dir)) / rel
     if not path.is_file():
         raise InputError(
             f"{path}: reference data file does not exist; build it with "
             "features.reference_data.build_reference_data"
         )
-    df = pd.read_parquet(path)
-    missing = [c for c in columns if c not in df.columns]
+    return path
+
+
+def _check_columns(path: Path, present, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in present]
     if missing:
         raise InputError(f"{path}: missing column {missing[0]!r}; rebuild the reference data")
+
+
+def _read(rel: str, data_dir: str | Path | None, columns: tuple[str, ...]) -> pd.DataFrame:
+    path = _path(rel, data_dir)
+    df = pd.read_parquet(path)
+    _check_columns(path, df.columns, columns)
     return df
 
 
@@ -359,6 +367,34 @@ def read_trace(name: str, data_dir: str | Path | None = None) -> pd.DataFrame:
     if name not in TRACE_SOURCES:
         raise unknown_name("trace", name, TRACE_SOURCES)
     return _read(f"vidur/traces/{name}.parquet", data_dir, e2e.TRACE_COLUMNS)
+
+
+def read_trace_columns(name: str, data_dir: str | Path | None = None) -> dict:
+    """:func:`read_trace`'s columns as numpy arrays. They are cached (:mod:`predictor.array_cache`, keyed by the
+    Parquet file's SHA-256), so that a later process reads them without importing pandas (a quarter of the
+    simulate command's start-up)."""
+    import hashlib
+
+    from predictor.array_cache import cache_dir, load_arrays, save_arrays
+
+    if name not in TRACE_SOURCES:
+        raise unknown_name("trace", name, TRACE_SOURCES)
+    path = _path(f"vidur/traces/{name}.parquet", data_dir)
+    folder = cache_dir()
+    cached = None
+    if folder is not None:
+        cached = folder / "traces" / f"{name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:32]}.npz"
+        arrays = load_arrays(cached, e2e.TRACE_COLUMNS)
+        if arrays is not None:
+            return arrays
+    table = read_trace(name, data_dir)
+    arrays = {c: table[c].to_numpy() for c in e2e.TRACE_COLUMNS}
+    if cached is not None:
+        try:
+            save_arrays(cached, arrays)
+        except OSError:  # a read-only cache only costs the next process the read
+            pass
+    return arrays
 
 
 def read_output_lengths(data_dir: str | Path | None = None) -> pd.DataFrame:

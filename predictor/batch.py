@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-import pandas as pd
 
 from predictor.errors import InputError
+from predictor.lazy import pandas as pd
 
 REQUIRED_COLUMNS = ("prefill_tokens", "prefill_attention_pairs", "decode_seqs", "decode_context_tokens")
 OPTIONAL_COLUMNS = ("prefill_seqs", "prefill_kv_tokens", "prefill_score_elements", "sample_tokens")

@@ -13,7 +13,8 @@ GEMM ``n``/``k`` and MoE widths are the per-GPU (tensor-parallel shard) sizes.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from predictor.lazy import pandas as pd
 
 GEMM = "gemm"
 ATTN_PREFILL = "attn_prefill"

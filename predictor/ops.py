@@ -30,11 +30,11 @@ are replicated (each GPU holds one).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from predictor import op_blocks as blocks
 from predictor import opcost as oc
 from predictor.batch import BatchShape, decode_batch
+from predictor.lazy import pandas as pd
 from predictor.models import ModelSpec
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
+
+from predictor.lazy import pandas as pd
 
 COMPONENTS = ("schedule_ms", "sampler_ms", "prepare_inputs_ms", "process_outputs_ms")
 

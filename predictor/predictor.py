@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from predictor.artifact import MLFLOW_HTTP_TIMEOUT_S, Artifact, _download_mlflow_artifact, load_artifact  # noqa: F401
 from predictor.bound import BoundPredictor, kernel_ms_scalar  # re-exported: predictor.predictor.BoundPredictor
@@ -33,6 +32,7 @@ from predictor.batch import BatchShape, from_frame, from_lists
 from predictor.cpus import available_cpus
 from predictor.errors import InputError
 from predictor.gpus import GPUSpec, get_gpu
+from predictor.lazy import pandas as pd
 from predictor.models import ModelSpec, get_model
 from predictor.ops import build_ops
 from predictor.overhead import NO_OVERHEAD, OverheadModel

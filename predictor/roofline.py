@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from predictor import opcost as oc
 from predictor.gpus import COMPUTE_DTYPES, GPUSpec, get_gpu
+from predictor.lazy import pandas as pd
 
 ROOFLINE_COLUMNS = ("flops", "bytes", "link_bytes", "intensity", "compute_ms", "memory_ms", "network_ms",
                     "ideal_ms", "bound")

@@ -26,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from predictor.array_cache import cache_dir, load_arrays, save_arrays  # noqa: F401  (cache_dir re-exported)
 from predictor.batch import BatchShape
 from predictor.gpus import GPUSpec
 from predictor.models import ModelSpec
@@ -200,22 +200,13 @@ class IterationTables(TableLookups):
 
     def save(self, path: Path) -> None:
         """Write the arrays and their SHA-256 (checked by :meth:`load`) atomically."""
-        from predictor.atomic import atomic_path
-
-        arrays = {"num_layers": np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS}}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, sha256=np.array(_arrays_digest(arrays)), **arrays)
+        save_arrays(path, {"num_layers": np.array(self.num_layers), **{k: getattr(self, k) for k in self._ARRAYS}})
 
     @classmethod
     def load(cls, path: Path) -> IterationTables | None:
         """A cached table, or None when the file is missing, unreadable or fails its checksum (then rebuilt)."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("num_layers", *cls._ARRAYS)}
-                if str(data["sha256"]) != _arrays_digest(arrays):
-                    return None
-        except (OSError, ValueError, KeyError, EOFError):
+        arrays = load_arrays(path, ("num_layers", *cls._ARRAYS))
+        if arrays is None:
             return None
         return cls(**{k: arrays[k] for k in cls._ARRAYS}, num_layers=int(arrays["num_layers"]))
 
@@ -402,28 +393,9 @@ class IterationTables(TableLookups):
                 roof, flops, nbytes = roof + max(f / peak, b / bw) * 1e3, flops + f, nbytes + b
         return flops, nbytes, roof
 
-def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``arrays`` (the table cache's checksum)."""
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def architecture(model: ModelSpec) -> ModelSpec:
     """The model with its name and context limit blanked: models that share shapes share tables."""
     return dataclasses.replace(model, name="", max_position_embeddings=0)
-
-
-def cache_dir() -> Path | None:
-    """Where tables are cached: ``$INFERENCE_SIM_CACHE_DIR`` or ``~/.cache/inference-sim/tables``;
-    ``INFERENCE_SIM_NO_CACHE=1`` turns caching off."""
-    if os.environ.get("INFERENCE_SIM_NO_CACHE") == "1":
-        return None
-    root = os.environ.get("INFERENCE_SIM_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "inference-sim" / "tables"
 
 
 def cache_key(predictor_id: str, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig, precision: Precision) -> str:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from predictor.atomic import atomic_path, atomic_write, save_figure
+from predictor.lazy import pandas as pd
 
 STATUS = {0: "waiting", 1: "running", 2: "finished", 3: "rejected"}
 
@@ -236,7 +236,7 @@ class SimResult:
     """
 
     columns: dict
-    iterations: pd.DataFrame
+    iteration_columns: object  # the iteration log: a dict of arrays, or a DataFrame (see :attr:`iterations`)
     config: dict
     num_blocks: int
     partial: bool = False
@@ -259,6 +259,14 @@ class SimResult:
         return source
 
     @property
+    def iterations(self) -> pd.DataFrame:
+        """One row per logged iteration (``start_s``, ``duration_s`` in s; sequence, token and KV-block counts);
+        built on first use (a run whose caller reads only its summary never imports pandas)."""
+        if not isinstance(self.iteration_columns, pd.DataFrame):
+            self.iteration_columns = pd.DataFrame(self.iteration_columns)
+        return self.iteration_columns
+
+    @property
     def requests(self) -> pd.DataFrame:
         if self._requests is None:
             self._requests = _frame(self.columns)
@@ -266,12 +274,12 @@ class SimResult:
 
     @classmethod
     def from_state(cls, state, log, engine, workload, partial: bool = False) -> SimResult:
-        iterations = pd.DataFrame({
+        iterations = {
             "start_s": np.asarray(log.start_s, float), "duration_s": np.asarray(log.duration_s, float),
             "decode_seqs": np.asarray(log.decode_seqs, np.int64), "prefill_seqs": np.asarray(log.prefill_seqs, np.int64),
             "prefill_tokens": np.asarray(log.prefill_tokens, np.int64),
             "kv_blocks_used": np.asarray(log.kv_blocks_used, np.int64), "running": np.asarray(log.running, np.int64),
-        })
+        }
         meta = {"workload": workload.name, "predictor": engine.predictor_name, "model": engine.bound.model.name,
                 "gpu": engine.bound.gpu.name, "tp": engine.bound.tp, "dtype": engine.bound.precision.label,
                 "parallel": engine.bound.parallel.to_dict(), "gpus": engine.bound.parallel.gpus,

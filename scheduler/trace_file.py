@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from predictor.errors import InputError
+from predictor.lazy import pandas as pd
 from predictor.validate import MAX_ARRIVAL_S, check_regular_file
 
 TOKEN_COLUMNS = ("num_prefill_tokens", "num_decode_tokens")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from predictor.errors import InputError
+from predictor.lazy import pandas as pd
 from predictor.validate import check_arrivals, check_rate
 
 ARRIVALS = ("offline", "poisson", "gamma", "trace", "concurrency")
@@ -122,6 +122,34 @@ def arrival_gaps(kind: str, rng: np.random.Generator, n: int, rate: float, cv: f
     return rng.gamma(shape, 1.0 / (rate * shape), n)
 
 
+@dataclass(frozen=True)
+class TraceColumns:
+    """A request trace as arrays: ``arrival_s`` (s, NaN where a request has none), ``prompt_tokens`` and
+    ``output_tokens``; ``dropped`` counts the rows left out on reading, by reason."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    dropped: dict
+
+    def __len__(self) -> int:
+        return len(self.prompt_tokens)
+
+
+def trace_columns(source: str | Path) -> TraceColumns:
+    """:func:`read_trace` as a :class:`TraceColumns`; a shipped trace is read without importing pandas."""
+    text = str(source)
+    if text in SHIPPED_TRACES:
+        from features.reference_data import read_trace_columns
+
+        columns = read_trace_columns(text)
+        return TraceColumns(columns["arrival_s"].astype(float), columns["prompt_tokens"].astype(np.int64),
+                            columns["output_tokens"].astype(np.int64), {})
+    table = read_trace(source)
+    return TraceColumns(table["arrival_s"].to_numpy(float), table["prompt_tokens"].to_numpy(np.int64),
+                        table["output_tokens"].to_numpy(np.int64), dict(table.attrs.get("dropped", {})))
+
+
 def read_trace(source: str | Path) -> pd.DataFrame:
     """A request trace: a shipped name (``splitwise_conv``, ``splitwise_code``, ``arxiv_summarization``) or a
     Vidur/Azure CSV with ``num_prefill_tokens``, ``num_decode_tokens`` and optionally ``arrived_at`` (s)."""
@@ -208,16 +236,16 @@ def build_workload(
     # a trace that was named is always read (and so checked), even when fixed lengths leave it unused
     needs_trace = (kind == "trace" or trace is not None or prompt_len is None
                    or (output_len is None and output_dist is None))
-    table = read_trace(trace or "splitwise_conv") if needs_trace else None
+    table = trace_columns(trace or "splitwise_conv") if needs_trace else None
     if table is not None and len(table) == 0:
-        dropped = table.attrs.get("dropped", {})
+        dropped = table.dropped
         why = f" ({', '.join(f'{k}: {v}' for k, v in dropped.items())} rows dropped)" if dropped else ""
         raise InputError(f"--trace: {str(trace or 'splitwise_conv')!r} has no valid requests (every row needs whole "
                          f"num_prefill_tokens and num_decode_tokens >= 1){why}")
-    if kind == "trace" and table["arrival_s"].isna().all():
+    if kind == "trace" and np.isnan(table.arrival_s).all():
         raise InputError(f"--trace: {trace or 'splitwise_conv'!r} has no arrival times; use --workload poisson or offline")
-    if kind == "trace" and table["arrival_s"].isna().any():
-        missing = int(table["arrival_s"].isna().sum())
+    if kind == "trace" and np.isnan(table.arrival_s).any():
+        missing = int(np.isnan(table.arrival_s).sum())
         raise InputError(f"--trace: {str(trace or 'splitwise_conv')!r} has {missing} request(s) without an arrival "
                          f"time (arrived_at); fill them in, or use --workload poisson or offline")
     if num_requests is None:
@@ -228,9 +256,8 @@ def build_workload(
     rng_seed = seed
     if table is not None:
         rows = np.arange(n) % len(table)  # a trace shorter than n is replayed cyclically
-        table = table.iloc[rows].reset_index(drop=True)
     if kind == "trace":
-        t = table["arrival_s"].to_numpy(float)
+        t = table.arrival_s[rows]
         span = t.max() - t.min() if len(t) else 0.0
         laps = np.arange(n) // max(len(set(rows)), 1)
         arrival = (t - t.min()) + laps * (span + 1.0)
@@ -243,13 +270,13 @@ def build_workload(
     if prompt_len is not None:
         prompts = np.full(n, _check_count("--prompt-len", prompt_len, 10_000_000), dtype=np.int64)
     else:
-        prompts = table["prompt_tokens"].to_numpy(np.int64)
+        prompts = table.prompt_tokens[rows]
     if output_dist is not None:
         outputs = sample_output_lengths(output_dist, n, seed=rng_seed + 1)
     elif output_len is not None:
         outputs = np.full(n, _check_count("--output-len", output_len, 10_000_000), dtype=np.int64)
     else:
-        outputs = table["output_tokens"].to_numpy(np.int64)
+        outputs = table.output_tokens[rows]
     if kind == "concurrency" and stagger:
         first = min(concurrency, n)
         outputs = outputs.copy()

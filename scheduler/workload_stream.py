@@ -22,7 +22,7 @@ import numpy as np
 from predictor.errors import InputError
 from predictor.validate import check_arrivals, check_rate
 from scheduler.workload import (_check_count, arrival_gaps, check_arrival_process, output_length_distribution,
-                                read_trace)
+                                trace_columns)
 
 STREAMED_ARRIVALS = ("offline", "poisson", "gamma")
 
@@ -76,19 +76,19 @@ class StreamedWorkload:
             check_arrivals(arrival, "--rate")
             rows = np.arange(start, start + k) % len(table) if table is not None else None
             prompts = (np.full(k, self.prompt_len, np.int64) if self.prompt_len is not None
-                       else table["prompt_tokens"].to_numpy(np.int64)[rows])
+                       else table.prompt_tokens[rows])
             if output is not None:
                 lengths, probs = output
                 outputs = output_rng.choice(lengths, size=k, p=probs / probs.sum()).astype(np.int64)
             elif self.output_len is not None:
                 outputs = np.full(k, self.output_len, np.int64)
             else:
-                outputs = table["output_tokens"].to_numpy(np.int64)[rows]
+                outputs = table.output_tokens[rows]
             yield arrival, prompts, outputs
 
     def _table(self):
         needs = self.trace is not None or self.prompt_len is None or (self.output_len is None and self.output_dist is None)
-        return read_trace(self.trace or "splitwise_conv") if needs else None
+        return trace_columns(self.trace or "splitwise_conv") if needs else None
 
 
 def stream_workload(kind: str, num_requests: int, *, rate: float | None = None, cv: float = 1.0,

@@ -58,6 +58,35 @@ def test_roofline_simulation_loads_neither_lightgbm_nor_mlflow_matplotlib_dask()
     assert out.splitlines()[-1] == "LOADED []"
 
 
+def test_simulation_with_warm_caches_does_not_import_pandas(tmp_path):
+    code = ("import sys\nfrom inference_sim.cli import main\n"
+            "assert main(['simulate', '--model', 'llama-2-7b', '--gpu', 'a100-80gb', '--roofline', '--workload', "
+            "'poisson', '--rate', '4', '--trace', 'splitwise_conv', '--num-requests', '50', '--json']) == 0\n"
+            "print('PANDAS', 'pandas' in sys.modules, 'pyarrow' in sys.modules)")
+    first = _python(code, INFERENCE_SIM_CACHE_DIR=str(tmp_path))
+    again = _python(code, INFERENCE_SIM_CACHE_DIR=str(tmp_path))
+    assert first.splitlines()[-1] == "PANDAS True True"  # read the trace's Parquet and cached its arrays
+    assert again.splitlines()[-1] == "PANDAS False False"  # cached tables and trace: neither library
+    assert first.splitlines()[:-1] == again.splitlines()[:-1]  # identical summary
+
+
+def test_trace_cache_holds_the_parquet_columns_and_a_damaged_file_is_reread(tmp_path, monkeypatch):
+    from features import reference_data
+
+    monkeypatch.setenv("INFERENCE_SIM_CACHE_DIR", str(tmp_path))
+    table = reference_data.read_trace("splitwise_code")
+    first = reference_data.read_trace_columns("splitwise_code")  # read from Parquet, then cached
+    (cached,) = (tmp_path / "traces").glob("splitwise_code-*.npz")
+    again = reference_data.read_trace_columns("splitwise_code")  # from the cache
+    for name, column in table.items():
+        for arrays in (first, again):
+            assert arrays[name].dtype == column.dtype
+            np.testing.assert_array_equal(arrays[name], column.to_numpy())
+    cached.write_bytes(b"not a zip file")
+    np.testing.assert_array_equal(reference_data.read_trace_columns("splitwise_code")["prompt_tokens"],
+                                  table["prompt_tokens"].to_numpy())
+
+
 @pytest.mark.slow
 def test_hybrid_simulation_with_cached_tables_does_not_load_lightgbm(tmp_path):
     code = ("import sys\nfrom inference_sim.cli import main\n"
