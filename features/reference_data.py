@@ -369,26 +369,25 @@ def read_trace(name: str, data_dir: str | Path | None = None) -> pd.DataFrame:
     return _read(f"vidur/traces/{name}.parquet", data_dir, e2e.TRACE_COLUMNS)
 
 
-def read_trace_columns(name: str, data_dir: str | Path | None = None) -> dict:
-    """:func:`read_trace`'s columns as numpy arrays. They are cached (:mod:`predictor.array_cache`, keyed by the
-    Parquet file's SHA-256), so that a later process reads them without importing pandas (a quarter of the
-    simulate command's start-up)."""
+def _cached_columns(rel: str, data_dir: str | Path | None, columns: tuple[str, ...]) -> dict:
+    """Columns of a shipped Parquet file as numpy arrays, cached (:mod:`predictor.array_cache`, keyed by the file's
+    SHA-256) so that a later process reads them without importing pandas and pyarrow (a quarter of a second)."""
     import hashlib
 
     from predictor.array_cache import cache_dir, load_arrays, save_arrays
 
-    if name not in TRACE_SOURCES:
-        raise unknown_name("trace", name, TRACE_SOURCES)
-    path = _path(f"vidur/traces/{name}.parquet", data_dir)
+    path = _path(rel, data_dir)
     folder = cache_dir()
     cached = None
     if folder is not None:
-        cached = folder / "traces" / f"{name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:32]}.npz"
-        arrays = load_arrays(cached, e2e.TRACE_COLUMNS)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+        cached = folder / "reference" / f"{rel.replace('/', '-').removesuffix('.parquet')}-{digest}.npz"
+        arrays = load_arrays(cached, columns)
         if arrays is not None:
             return arrays
-    table = read_trace(name, data_dir)
-    arrays = {c: table[c].to_numpy() for c in e2e.TRACE_COLUMNS}
+    table = _read(rel, data_dir, columns)
+    arrays = {c: table[c].to_numpy() for c in columns}
+    arrays = {c: a.astype(str) if a.dtype == object else a for c, a in arrays.items()}  # text: no pickle in the cache
     if cached is not None:
         try:
             save_arrays(cached, arrays)
@@ -397,9 +396,21 @@ def read_trace_columns(name: str, data_dir: str | Path | None = None) -> dict:
     return arrays
 
 
+def read_trace_columns(name: str, data_dir: str | Path | None = None) -> dict:
+    """:func:`read_trace`'s columns as numpy arrays (cached: see :func:`_cached_columns`)."""
+    if name not in TRACE_SOURCES:
+        raise unknown_name("trace", name, TRACE_SOURCES)
+    return _cached_columns(f"vidur/traces/{name}.parquet", data_dir, e2e.TRACE_COLUMNS)
+
+
 def read_output_lengths(data_dir: str | Path | None = None) -> pd.DataFrame:
     """SamuLLM output-length distributions: ``model``, ``output_len`` (tokens), ``prob``, ``max_model_len``."""
     return _read(OUTPUT_LENGTHS_FILE, data_dir, e2e.OUTPUT_LENGTH_COLUMNS)
+
+
+def read_output_length_columns(data_dir: str | Path | None = None) -> dict:
+    """:func:`read_output_lengths`'s columns as numpy arrays (cached: see :func:`_cached_columns`)."""
+    return _cached_columns(OUTPUT_LENGTHS_FILE, data_dir, e2e.OUTPUT_LENGTH_COLUMNS)
 
 
 def read_model_init_costs(data_dir: str | Path | None = None) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import numpy as np
 
 
 def cache_dir() -> Path | None:
-    """Where tables are cached (shipped traces in its ``traces/`` folder): ``$INFERENCE_SIM_CACHE_DIR`` or
+    """Where tables are cached (shipped reference columns in its ``reference/`` folder): ``$INFERENCE_SIM_CACHE_DIR`` or
     ``~/.cache/inference-sim/tables``; ``INFERENCE_SIM_NO_CACHE=1`` turns caching off."""
     if os.environ.get("INFERENCE_SIM_NO_CACHE") == "1":
         return None

@@ -8,9 +8,9 @@ An application runs a set of prompts through several LLMs on one multi-GPU node:
   prompt, available only once that upstream request has finished (e.g. summarise, then evaluate).
 
 Prompt lengths come from a trace, a fixed value or a distribution; output lengths from a model's measured
-distribution (SamuLLM's no_robots histograms), a fixed value, or a distribution. A model entry with
-``count: n`` stands for n independent LLMs (e.g. several evaluators). :meth:`Application.sample` draws one
-set of lengths (seeded); the planner draws K of them (sampling then simulation).
+distribution (SamuLLM's no_robots histograms), a trace's output lengths, a fixed value, or a distribution. A
+model entry with ``count: n`` stands for n independent LLMs (e.g. several evaluators). :meth:`Application.sample`
+draws one set of lengths (seeded); the planner draws K of them (sampling then simulation).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ TOPOLOGIES = ("ensemble", "routing", "chain")
 
 
 class LengthSpec(BaseModel):
-    """Where lengths come from: exactly one of ``fixed``, ``measured`` (a model's distribution), ``trace``
-    (prompt lengths only) or ``lognormal`` (``mean`` tokens and ``sigma``, clipped to [``min``, ``max``])."""
+    """Where lengths come from: exactly one of ``fixed``, ``measured`` (a model's distribution), ``trace`` (its
+    prompt lengths for prompts, its output lengths for a model's outputs) or ``lognormal`` (``mean`` tokens and ``sigma``, clipped to [``min``, ``max``])."""
 
     model_config = ConfigDict(extra="forbid")
     fixed: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -256,9 +256,9 @@ class Application:
         for label, lengths in [("prompts", spec.prompts)] + [(f"models.{e.name}.output_lengths", e.output_lengths)
                                                              for e in spec.models]:
             if lengths.trace is not None:  # read (and so checked) now, not at the first sample
-                from scheduler.workload import read_trace
+                from scheduler.workload import trace_columns
 
-                table = _as_field(f"{label}.trace", read_trace, lengths.trace)
+                table = _as_field(f"{label}.trace", trace_columns, lengths.trace)
                 if len(table) == 0:
                     raise InputError(f"app: {label}.trace: {lengths.trace!r} has no valid requests")
 
@@ -287,7 +287,9 @@ class Application:
         return _upstream_order(self.llms)
 
     # --- sampling ----------------------------------------------------------------------------
-    def _draw(self, spec: LengthSpec, n: int, rng: np.random.Generator, cap: np.ndarray | int | None) -> np.ndarray:
+    def _draw(self, spec: LengthSpec, n: int, rng: np.random.Generator, cap: np.ndarray | int | None,
+              output: bool = False) -> np.ndarray:
+        """``n`` lengths from ``spec`` (a trace gives its prompt lengths, or with ``output`` its output lengths)."""
         if spec.fixed is not None:
             values = np.full(n, spec.fixed, dtype=np.int64)
         elif spec.measured is not None:
@@ -296,10 +298,10 @@ class Application:
             lengths, probs = output_length_distribution(spec.measured)
             values = rng.choice(lengths, size=n, p=probs / probs.sum()).astype(np.int64)
         elif spec.trace is not None:
-            from scheduler.workload import read_trace
+            from scheduler.workload import trace_columns
 
-            table = read_trace(spec.trace)
-            values = table["prompt_tokens"].to_numpy(np.int64)[rng.integers(0, len(table), n)]
+            table = trace_columns(spec.trace)
+            values = (table.output_tokens if output else table.prompt_tokens)[rng.integers(0, len(table), n)]
         else:
             mu = np.log(spec.mean) - spec.sigma**2 / 2
             values = np.round(rng.lognormal(mu, spec.sigma, n)).astype(np.int64)
@@ -341,10 +343,10 @@ class Application:
             p = np.minimum(p, llm.max_model_len - 1)
             cap = llm.max_model_len - p
             if mean_lengths:
-                draws = self._draw(llm.output_lengths, 20_000, np.random.default_rng(seed + 7), None)
+                draws = self._draw(llm.output_lengths, 20_000, np.random.default_rng(seed + 7), None, output=True)
                 o = np.full(len(p), max(int(round(draws.mean())), 1))
             else:
-                o = self._draw(llm.output_lengths, len(p), rng, None)
+                o = self._draw(llm.output_lengths, len(p), rng, None, output=True)
             cut[name] = {"prompts_cut": prompts_cut, "outputs_capped": int((o > cap).sum()), "requests": len(p)}
             o = np.maximum(np.minimum(o, cap), 1)
             prompts[name], outputs[name] = p.astype(np.int64), o.astype(np.int64)

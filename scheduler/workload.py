@@ -176,11 +176,11 @@ def output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=64)
 def _output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
-    from features.reference_data import read_output_lengths
+    from features.reference_data import read_output_length_columns
     from predictor.models import resolve_model_name
 
-    table = read_output_lengths()
-    names = sorted(table["model"].unique())
+    table = read_output_length_columns()
+    names = sorted(set(table["model"].tolist()))
     chosen = model if model in names else None
     if chosen is None:
         key = resolve_model_name(model)
@@ -189,8 +189,8 @@ def _output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:
         chosen = (base or matches or [None])[0]
     if chosen is None:
         raise InputError(f"--output-dist: no measured output-length distribution for {model!r}; available: {', '.join(names)}")
-    rows = table[table["model"] == chosen]
-    return rows["output_len"].to_numpy(np.int64), rows["prob"].to_numpy(float)
+    rows = table["model"] == chosen
+    return table["output_len"][rows].astype(np.int64), table["prob"][rows].astype(float)
 
 
 def sample_output_lengths(model: str, n: int, seed: int = 0, max_len: int | None = None) -> np.ndarray:

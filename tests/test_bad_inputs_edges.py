@@ -291,6 +291,21 @@ def test_plan_counts_prompts_and_outputs_cut_to_the_context():
         "60 outputs capped")
 
 
+def test_a_trace_gives_prompt_lengths_to_prompts_and_output_lengths_to_outputs():
+    from scheduler.app import Application
+    from scheduler.workload import trace_columns
+
+    trace = trace_columns("splitwise_conv")
+    app = Application.from_dict({"topology": "ensemble", "prompts": {"trace": "splitwise_conv", "count": 400},
+                                 "models": [{"name": "a", "model": "llama-3.1-8b",
+                                             "output_lengths": {"trace": "splitwise_conv"}}]})
+    sample = app.sample(3)
+    assert np.isin(sample.prompts["a"], trace.prompt_tokens).all()
+    assert np.isin(sample.outputs["a"], trace.output_tokens).all()
+    # the two columns differ: outputs drawn from the prompt column would not sit in the output column
+    assert not np.isin(sample.prompts["a"], trace.output_tokens).all()
+
+
 def test_plan_without_cuts_has_no_warning():
     from scheduler.app import Application
 

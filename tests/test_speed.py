@@ -76,7 +76,7 @@ def test_trace_cache_holds_the_parquet_columns_and_a_damaged_file_is_reread(tmp_
     monkeypatch.setenv("INFERENCE_SIM_CACHE_DIR", str(tmp_path))
     table = reference_data.read_trace("splitwise_code")
     first = reference_data.read_trace_columns("splitwise_code")  # read from Parquet, then cached
-    (cached,) = (tmp_path / "traces").glob("splitwise_code-*.npz")
+    (cached,) = (tmp_path / "reference").glob("vidur-traces-splitwise_code-*.npz")
     again = reference_data.read_trace_columns("splitwise_code")  # from the cache
     for name, column in table.items():
         for arrays in (first, again):
@@ -85,6 +85,18 @@ def test_trace_cache_holds_the_parquet_columns_and_a_damaged_file_is_reread(tmp_
     cached.write_bytes(b"not a zip file")
     np.testing.assert_array_equal(reference_data.read_trace_columns("splitwise_code")["prompt_tokens"],
                                   table["prompt_tokens"].to_numpy())
+
+
+def test_output_length_cache_keeps_model_names_as_text(tmp_path, monkeypatch):
+    from features import reference_data
+
+    monkeypatch.setenv("INFERENCE_SIM_CACHE_DIR", str(tmp_path))
+    table = reference_data.read_output_lengths()
+    for arrays in (reference_data.read_output_length_columns(), reference_data.read_output_length_columns()):
+        assert arrays["model"].dtype.kind == "U"  # no object arrays: the cache loads without pickle
+        assert arrays["model"].tolist() == table["model"].tolist()
+        np.testing.assert_array_equal(arrays["prob"], table["prob"].to_numpy())
+    assert len(list((tmp_path / "reference").glob("samullm-*.npz"))) == 1
 
 
 @pytest.mark.slow
