@@ -16,6 +16,7 @@ worse on held-out GPUs and models than the one built on de-synchronised clients 
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,26 +83,41 @@ class Skip(Exception):
         self.reason = reason
 
 
-@functools.lru_cache(maxsize=256)
-def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
-    """The model of ``model_path``: the catalogue (HF ids resolve as it grows), else the ``config.json`` of
-    ``<org>--<name>`` shipped in ``data/aiconfigurator/model_configs.json.gz`` (:mod:`features.model_configs`),
-    else the one in folder ``configs`` (``<org>--<name>_config.json``); ``Llama-3.1`` is ``Meta-Llama-3.1``, and an
-    NVFP4 or FP8 checkpoint shares its base model's architecture. Raises :class:`Skip` ``unknown_model``."""
+# Name parts that change a checkpoint's weights or tuning, not its architecture (removed from the end, repeatedly;
+# a version is a lower-case "v": "-v0.1" is a revision, "-V3" a model)
+_VARIANT_SUFFIX = re.compile(r"[-_.](?:instruct|chat|thinking|base|it|hf|fp8|nvfp4|fp4|mxfp4|awq|gptq|int4|int8|w4a16|w8a8|"
+                             r"dynamic|static|per-?tensor|block|quantized|exp|(?-i:v)\d+(?:\.\d+)?|\d{4})$", re.IGNORECASE)
+# Releases that keep an earlier release's architecture (config.json shapes), by the name they resolve to
+_SAME_ARCHITECTURE = ((re.compile(r"^(?:Meta-)?Llama-3\.[23]-(70B|8B)$", re.IGNORECASE), r"Llama-3.1-\1"),
+                      (re.compile(r"^MiniMax-M2(?:\.1)?$", re.IGNORECASE), "MiniMax-M2.5"),
+                      (re.compile(r"^Kimi-K2(?:-.*)?$", re.IGNORECASE), "Kimi-K2.5"),
+                      (re.compile(r"^Qwen2\.5-72B$", re.IGNORECASE), "Qwen2-72B"))
+
+
+def variant_bases(name: str) -> list[str]:
+    """``name`` (no organisation) less its variant suffixes (:data:`_VARIANT_SUFFIX`: tuning, quantisation, dates,
+    versions), step by step, then the release whose architecture it keeps (:data:`_SAME_ARCHITECTURE`)."""
+    out = [name]
+    while (shorter := _VARIANT_SUFFIX.sub("", out[-1])) != out[-1] and shorter:
+        out.append(shorter)
+    for base in list(out):
+        for pattern, target in _SAME_ARCHITECTURE:
+            if pattern.match(base):
+                out.append(pattern.sub(target, base))
+    return list(dict.fromkeys(out))
+
+
+def _from_configs(model_path: str, org: str, bases: list[str], suffix_from: int, configs: str):
+    """The model of the first config found for ``<org>--<base>``, else (for ``bases[suffix_from:]``) of any
+    organisation's ``--<base>``: the shipped config first, else the folder's file; None if there is none."""
     from features.model_configs import shipped_config, shipped_stems
     from predictor.models import get_model, parse_hf_config
     from predictor.validate import record_quantization
 
-    try:
-        return get_model(model_path)
-    except InputError as err:
-        first = str(err)
-    org, _, name = model_path.partition("/")
-    bases = [name, name.replace("Llama-3.1", "Meta-Llama-3.1"), name.removesuffix("-NVFP4").removesuffix("-FP8")]
     folder = Path(configs)
     known = set(shipped_stems()) | {p.name.removesuffix("_config.json") for p in folder.glob("*--*_config.json")}
-    stems = [f"{org}--{b}" for b in bases] + sorted(s for b in bases[2:] for s in known if s.endswith(f"--{b}"))
-    for stem in stems:  # the shipped config of a stem first, else the folder's file
+    stems = [f"{org}--{b}" for b in bases] + sorted(s for b in bases[suffix_from:] for s in known if s.endswith(f"--{b}"))
+    for stem in stems:
         config, file = shipped_config(stem), folder / f"{stem}_config.json"
         if config is None and not file.exists():
             continue
@@ -110,6 +126,40 @@ def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
                     record_quantization(config, parse_hf_config(config, name=model_path, source=f"{stem} config")))
         except InputError as err:
             raise Skip("unknown_model", f"{model_path}: {err}") from None
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def resolve_model(model_path: str, configs: str = str(MODEL_CONFIGS)):
+    """The model of ``model_path``: the catalogue (HF ids resolve as it grows), else the ``config.json`` of
+    ``<org>--<name>`` shipped in ``data/aiconfigurator/model_configs.json.gz`` (:mod:`features.model_configs`),
+    else the one in folder ``configs`` (``<org>--<name>_config.json``); ``Llama-3.1`` is ``Meta-Llama-3.1``, and an
+    NVFP4 or FP8 checkpoint shares its base model's architecture. Failing those, a variant of the name
+    (:func:`variant_bases`: less its tuning, quantisation, date or version suffixes, or an earlier release of the
+    same architecture) is looked up the same ways. Raises :class:`Skip` ``unknown_model``."""
+    from predictor.models import get_model
+
+    try:
+        return get_model(model_path)
+    except InputError as err:
+        first = str(err)
+    org, _, name = model_path.partition("/")
+    bases = [name, name.replace("Llama-3.1", "Meta-Llama-3.1"), name.removesuffix("-NVFP4").removesuffix("-FP8")]
+    found = _from_configs(model_path, org, bases, 2, configs)
+    if found is not None:
+        return found
+    # a variant (tuning, quantisation, date, a release of the same architecture) of a catalogue model or a config
+    variants = variant_bases(name)[1:]
+    for base in variants:
+        for candidate in (f"{org}/{base}", base):
+            try:
+                return get_model(candidate)
+            except InputError:
+                pass
+    found = _from_configs(model_path, org, variants + [v.replace("Llama-3.1", "Meta-Llama-3.1") for v in variants], 0,
+                          configs)
+    if found is not None:
+        return found
     raise Skip("unknown_model", first)
 
 

@@ -41,3 +41,30 @@ def test_a_model_outside_the_catalogue_resolves_from_the_shipped_configs(tmp_pat
     assert resolve_model("nvidia/Qwen3.5-27B-NVFP4", configs=str(tmp_path / "no_shared")).num_layers == model.num_layers
     with pytest.raises(Skip):
         resolve_model("acme/NoSuchModel-9B", configs=str(tmp_path / "no_shared"))
+
+
+def _shape(model) -> tuple:
+    return (model.num_layers, model.hidden_size, model.intermediate_size, model.num_heads, model.num_kv_heads,
+            model.head_dim, model.num_experts, model.moe_intermediate_size, model.mla)
+
+
+@pytest.mark.parametrize(("variant", "base"), [
+    ("meta-llama/Llama-3.3-70B-Instruct", "meta-llama/Llama-3.1-70B"),       # a release of the same architecture
+    ("nvidia/Llama-3.1-8B-Instruct-FP8", "meta-llama/Llama-3.1-8B-Instruct"),  # a quantised checkpoint
+    ("MiniMaxAI/MiniMax-M2.1", "MiniMaxAI/MiniMax-M2.5"),
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "Qwen/Qwen3-235B-A22B"),      # tuning, date and quantisation
+    ("moonshotai/Kimi-K2-Instruct-0905", "moonshotai/Kimi-K2.5"),
+    ("Qwen/Qwen3.5-27B-Instruct", "Qwen/Qwen3.5-27B"),                        # a shipped config's variant
+])
+def test_a_variant_of_a_known_model_resolves_to_its_architecture(variant, base, tmp_path):
+    no_shared = str(tmp_path / "no_shared")
+    assert _shape(resolve_model(variant, configs=no_shared)) == _shape(resolve_model(base, configs=no_shared))
+
+
+def test_variant_suffixes_leave_model_names_and_unknown_models_alone(tmp_path):
+    from scheduler.serving_eval import variant_bases
+
+    assert variant_bases("DeepSeek-V3") == ["DeepSeek-V3"]  # an upper-case V is the model's name, not a revision
+    assert variant_bases("Mixtral-8x7B-v0.1") == ["Mixtral-8x7B-v0.1", "Mixtral-8x7B"]
+    with pytest.raises(Skip):
+        resolve_model("acme/NoSuchModel-9B-Instruct-FP8", configs=str(tmp_path / "no_shared"))
