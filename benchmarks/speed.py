@@ -14,6 +14,7 @@ timing), and the cold build is reported separately.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ SIM_REQUESTS, SIM_RATE = 4096, 6.0
 SIMULATE = ["simulate", "--model", MODEL, "--gpu", GPU, "--workload", "poisson", "--rate", str(SIM_RATE), "--trace",
             "splitwise_conv", "--num-requests", str(SIM_REQUESTS), "--json"]
 EXAMPLES = ("chain_summary", "colocation", "ensemble_llm_blender", "routing_routerbench")
+PACKAGES = ("inference_sim", "predictor", "features", "scheduler", "training")
 
 
 class Timed:
@@ -211,8 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     shown = (f"{' --plans' if args.plans else ''}"
              f"{' --examples ' + args.examples if args.plans and examples != EXAMPLES else ''}"
              f"{' --memory' if args.memory else ''}")
+    # the project's bytecode is compiled first, as ``pip install`` does for installed packages (a session with
+    # PYTHONDONTWRITEBYTECODE set would otherwise recompile every changed module in every timed command)
+    compiled = all(compileall.compile_dir(ROOT / package, quiet=1) for package in PACKAGES)
     print(f"python -m benchmarks.speed{shown}: {available_cpus()} CPUs available, load average "
-          f"{os.getloadavg()[0]:.1f}")
+          f"{os.getloadavg()[0]:.1f}; project bytecode compiled first: {'yes' if compiled else 'NO'}")
     print("| figure | value | reference (same run) |\n|---|---|---|", flush=True)
     sections = [lambda: startup(args.repeats), lambda: loading(args.repeats), tables, prediction,
                 lambda: simulation(args.repeats)]

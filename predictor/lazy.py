@@ -21,10 +21,13 @@ class LazyModule:
         self._module: ModuleType | None = None
 
     def __getattr__(self, attr: str):
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attr)
+        return getattr(self._module or self.load(), attr)
+
+    def load(self) -> ModuleType:
+        """The module, imported now if it is not yet (e.g. before forking workers that would each import it)."""
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return self._module
 
     def __repr__(self) -> str:
         return f"<lazy module {self._name!r} ({'loaded' if self._module is not None else 'not loaded'})>"

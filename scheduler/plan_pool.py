@@ -118,6 +118,9 @@ def _init_worker() -> None:
 def _fork_pool(planner, function: Callable, items: Sequence[tuple], processes: int):
     """A ``fork`` pool of ``processes`` workers for ``items`` (forked now: the job is theirs from the start)."""
     global _JOB
+    from predictor.lazy import pandas
+
+    pandas.load()  # imported once here, not once in every worker (the items build op tables and results)
     _JOB = (planner, function, items)
     gc.freeze()  # the workers' garbage collector then leaves the inherited objects (and their pages) alone
     try:
