@@ -145,6 +145,8 @@ def simulation(repeats: int) -> list[tuple[str, str, str]]:
         Timed(_cli(*args), 1)  # warm the table cache
     hybrid = Timed(_cli(*SIMULATE), repeats)
     roof = Timed(_cli(*SIMULATE, "--roofline"), repeats)
+    one = [*SIMULATE[:SIMULATE.index("--num-requests") + 1], "1", "--json"]
+    fixed = Timed(_cli(*one), repeats)  # start-up, loading and reporting: what does not grow with the requests
     finished = json.loads(hybrid.out)["finished"]
 
     from predictor import Predictor
@@ -163,7 +165,10 @@ def simulation(repeats: int) -> list[tuple[str, str, str]]:
     return [(f"simulate {SIM_REQUESTS:,} Splitwise-conv requests, whole command", str(hybrid),
              f"--roofline: {roof}; python -c pass: {bare}; {finished:,} finished"),
             ("  requests simulated beyond interpreter start", rate(hybrid),
-             f"--roofline {rate(roof)}; engine loop alone, in process: {SIM_REQUESTS / engine:,.0f} per wall s")]
+             f"--roofline {rate(roof)}; engine loop alone, in process: {SIM_REQUESTS / engine:,.0f} per wall s"),
+            ("  the same command with 1 request (fixed cost)", str(fixed),
+             f"{SIM_REQUESTS:,} requests at 10,000 per wall s beyond interpreter start would take "
+             f"{SIM_REQUESTS / 10_000 + bare.wall_s:.2f} s wall in all")]
 
 
 def plans(examples: tuple[str, ...] = EXAMPLES) -> list[tuple[str, str, str]]:
