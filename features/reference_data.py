@@ -371,7 +371,7 @@ def read_trace(name: str, data_dir: str | Path | None = None) -> pd.DataFrame:
 
 def _cached_columns(rel: str, data_dir: str | Path | None, columns: tuple[str, ...]) -> dict:
     """Columns of a shipped Parquet file as numpy arrays, cached (:mod:`predictor.array_cache`, keyed by the file's
-    SHA-256) so that a later process reads them without importing pandas and pyarrow (a quarter of a second)."""
+    SHA-256) so that a later process reads them without importing pandas and pyarrow."""
     import hashlib
 
     from predictor.array_cache import cache_dir, load_arrays, save_arrays

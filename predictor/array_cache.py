@@ -1,8 +1,8 @@
 """A disk cache of plain numpy arrays: checksummed ``.npz`` files, written atomically, loaded without pickle.
 
-The predictor's lookup tables (:mod:`predictor.tables`) and the shipped request traces
-(:func:`features.reference_data.read_trace_columns`) are cached here, so a later process loads them in
-milliseconds instead of rebuilding them (or importing pandas to read them).
+The predictor's lookup tables (:mod:`predictor.tables`) and columns of the shipped reference data (request traces,
+output-length distributions: :func:`features.reference_data._cached_columns`) are cached here, so a later process
+loads them in milliseconds instead of rebuilding them (or importing pandas to read them).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 
 def cache_dir() -> Path | None:
-    """Where tables are cached (shipped reference columns in its ``reference/`` folder): ``$INFERENCE_SIM_CACHE_DIR`` or
+    """Where tables are cached (reference columns in its ``reference/`` folder): ``$INFERENCE_SIM_CACHE_DIR`` or
     ``~/.cache/inference-sim/tables``; ``INFERENCE_SIM_NO_CACHE=1`` turns caching off."""
     if os.environ.get("INFERENCE_SIM_NO_CACHE") == "1":
         return None

@@ -1,8 +1,9 @@
 """Heavy modules imported on first use, so a command that never touches them does not pay their import.
 
 ``from predictor.lazy import pandas as pd`` gives an object that imports pandas the first time one of its
-attributes is read (about a quarter of a second on 2 cores) and forwards to it from then on. The simulate path
-keeps pandas out of its hot loops, so the forwarding costs nothing there; everything else sees plain pandas.
+attributes is read (pandas' import is a large share of a short command's start-up) and forwards to it from then
+on. The simulate path keeps pandas out of its hot loops, so the forwarding costs nothing there; everything else
+sees plain pandas.
 """
 
 from __future__ import annotations

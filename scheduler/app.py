@@ -30,7 +30,8 @@ TOPOLOGIES = ("ensemble", "routing", "chain")
 
 class LengthSpec(BaseModel):
     """Where lengths come from: exactly one of ``fixed``, ``measured`` (a model's distribution), ``trace`` (its
-    prompt lengths for prompts, its output lengths for a model's outputs) or ``lognormal`` (``mean`` tokens and ``sigma``, clipped to [``min``, ``max``])."""
+    prompt lengths for prompts, its output lengths for a model's outputs) or ``lognormal`` (``mean`` tokens and
+    ``sigma``, clipped to [``min``, ``max``])."""
 
     model_config = ConfigDict(extra="forbid")
     fixed: int | None = Field(default=None, ge=1, le=1_000_000)

@@ -85,8 +85,9 @@ class Skip(Exception):
 
 # Name parts that change a checkpoint's weights or tuning, not its architecture (removed from the end, repeatedly;
 # a version is a lower-case "v": "-v0.1" is a revision, "-V3" a model)
-_VARIANT_SUFFIX = re.compile(r"[-_.](?:instruct|chat|thinking|base|it|hf|fp8|nvfp4|fp4|mxfp4|awq|gptq|int4|int8|w4a16|w8a8|"
-                             r"dynamic|static|per-?tensor|block|quantized|exp|(?-i:v)\d+(?:\.\d+)?|\d{4})$", re.IGNORECASE)
+_VARIANT_SUFFIX = re.compile(r"[-_.](?:instruct|chat|thinking|base|it|hf|fp8|nvfp4|fp4|mxfp4|awq|gptq|int4|int8|"
+                             r"w4a16|w8a8|dynamic|static|per-?tensor|block|quantized|exp|(?-i:v)\d+(?:\.\d+)?|\d{4})$",
+                             re.IGNORECASE)
 # Releases that keep an earlier release's architecture (config.json shapes), by the name they resolve to
 _SAME_ARCHITECTURE = ((re.compile(r"^(?:Meta-)?Llama-3\.[23]-(70B|8B)$", re.IGNORECASE), r"Llama-3.1-\1"),
                       (re.compile(r"^MiniMax-M2(?:\.1)?$", re.IGNORECASE), "MiniMax-M2.5"),
@@ -116,7 +117,8 @@ def _from_configs(model_path: str, org: str, bases: list[str], suffix_from: int,
 
     folder = Path(configs)
     known = set(shipped_stems()) | {p.name.removesuffix("_config.json") for p in folder.glob("*--*_config.json")}
-    stems = [f"{org}--{b}" for b in bases] + sorted(s for b in bases[suffix_from:] for s in known if s.endswith(f"--{b}"))
+    stems = [f"{org}--{b}" for b in bases]
+    stems += sorted(s for b in bases[suffix_from:] for s in known if s.endswith(f"--{b}"))
     for stem in stems:
         config, file = shipped_config(stem), folder / f"{stem}_config.json"
         if config is None and not file.exists():

@@ -62,7 +62,8 @@ def test_lazy_module_imports_on_first_attribute_and_forwards():
     out = _python("import sys\nfrom predictor.lazy import LazyModule\nm = LazyModule('json')\n"
                   "sys.modules.pop('json', None)\nprint('json' in sys.modules, repr(m))\n"
                   "print(m.dumps([1]), 'json' in sys.modules, m.load() is sys.modules['json'], repr(m))")
-    assert out.splitlines() == ["False <lazy module 'json' (not loaded)>", "[1] True True <lazy module 'json' (loaded)>"]
+    assert out.splitlines() == ["False <lazy module 'json' (not loaded)>",
+                                "[1] True True <lazy module 'json' (loaded)>"]
 
 
 def test_simulation_with_warm_caches_does_not_import_pandas(tmp_path):
