@@ -1,0 +1,83 @@
+"""Experiment: does ``evaluate --serving`` order an unseen GPU physically against the GPU it resembles?
+
+Run: ``python -m benchmarks.experiments.unseen_gpu_sanity [--serving PATH] [--source h100_sxm] [--target h200_sxm]
+[--per-framework 60] [--seed 1]``.
+
+The silicon CSV has no H200 runs, and the kernel tables have no H200. This takes up to ``--per-framework`` measured
+runs of ``--source`` per framework (a seeded sample), relabels them as ``--target`` and predicts both versions with
+the shipped serving calibration, as ``inference-sim evaluate --serving`` does. It prints, per framework and
+overall, the 10th, 50th and 90th percentiles of predicted-target / predicted-source and of predicted-target /
+measured-source, for TTFT and TPOT.
+
+A relabelled run is anchored to its own measurement on the source (a sibling GPU), and kept no slower than it when
+the target dominates the source on every speed spec (an H200 against an H100): predicted-target / measured-source
+is then at most 1, and its size is the calibration's view of the target's speed-up. The source's own runs are
+never anchored to themselves, so predicted-target / predicted-source also carries the calibration's error on the
+source. This is a sanity check of direction and size, not an accuracy score: nothing here was measured on the
+target.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.silicon import read_serving_results
+from scheduler.serving_eval import predict_serving
+from scheduler.serving_model import ServingCalibration
+
+DEFAULT_CSV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "aiconfigurator" / \
+    "silicon_sample_without_h200.csv"
+
+
+def _percentiles(ratio: pd.Series) -> str:
+    values = ratio.to_numpy(float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return "—"
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return f"{p50:.2f} ({p10:.2f}–{p90:.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serving", default=str(DEFAULT_CSV))
+    parser.add_argument("--source", default="h100_sxm", help="GPU whose measured runs are relabelled")
+    parser.add_argument("--target", default="h200_sxm", help="GPU they are relabelled as")
+    parser.add_argument("--per-framework", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--n-jobs", type=int, default=2)
+    args = parser.parse_args()
+    runs = read_serving_results(args.serving)
+    runs = runs[runs["system"].astype(str).str.lower() == args.source]
+    if runs.empty:
+        raise SystemExit(f"--source: no runs on {args.source!r} in {args.serving}")
+    chosen = [g.sample(min(len(g), args.per_framework), random_state=args.seed).index
+              for _, g in runs.groupby("framework")]
+    picked = runs.loc[sorted(i for index in chosen for i in index)]
+    relabelled = picked.assign(system=args.target)
+    calibration = ServingCalibration.load()
+    source = predict_serving(picked, n_jobs=args.n_jobs, calibration=calibration).set_index("id")
+    target = predict_serving(relabelled, n_jobs=args.n_jobs, calibration=calibration).set_index("id")
+    both = (source["skip"] == "") & (target["skip"] == "")
+    print(f"{len(picked):,} runs of {args.source} relabelled {args.target}; {int(both.sum()):,} predicted as both")
+    print(f"| framework | runs | TTFT {args.target}/{args.source} predicted | TTFT {args.target} predicted / "
+          f"{args.source} measured | TPOT {args.target}/{args.source} predicted | TPOT {args.target} predicted / "
+          f"{args.source} measured |\n|---|---|---|---|---|---|")
+    frameworks = sorted(source.loc[both, "framework"].unique())
+    for name in [*frameworks, "all"]:
+        keep = both & ((source["framework"] == name) if name != "all" else True)
+        cells = []
+        for metric in ("ttft", "tpot"):
+            predicted_target = target.loc[keep, f"pred_{metric}_ms"]
+            cells += [_percentiles(predicted_target / source.loc[keep, f"pred_{metric}_ms"]),
+                      _percentiles(predicted_target / source.loc[keep, f"measured_{metric}_ms"])]
+        print(f"| {name} | {int(keep.sum()):,} | " + " | ".join(cells) + " |")
+    print("median (10th–90th percentile) of each ratio")
+
+
+if __name__ == "__main__":
+    main()
