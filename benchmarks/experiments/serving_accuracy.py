@@ -38,6 +38,7 @@ from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, ServingCalibration, balanced_sample,
                                      held_out)
 from benchmarks.experiments.serving_static import static_batch_lines
+from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "aiconfigurator" / "silicon_sample_without_h200.csv"
@@ -197,8 +198,23 @@ def _calibration_lines(calibration: ServingCalibration) -> list[str]:
             + " (the kernel launches of a decode step on one GPU, and per simulated ms of TPOT).", ""]
 
 
+def _unseen_gpu_lines(lines: list[str] | None) -> list[str]:
+    if not lines:
+        return []
+    return ["### A GPU without measurements: H100 runs relabelled H200", "",
+            "The CSV holds no H200 run and the kernel tables no H200 kernel, so nothing here scores an H200 "
+            "prediction. It checks direction and size instead (`benchmarks/experiments/unseen_gpu_sanity.py`): each "
+            "sampled H100 run is predicted as measured and once more relabelled `h200_sxm`, with the calibration "
+            "above. The relabelled run is anchored to the H100 measurements of its own configuration and kept no "
+            "slower than their geometric mean (an H200 dominates an H100 on every speed spec), so the second ratio "
+            "of each metric is at most 1 wherever the configuration was measured once; the first also carries the "
+            "calibration's error on the H100 prediction, which is not anchored to its own measurement.", "",
+            *lines, ""]
+
+
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
-           profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int) -> str:
+           profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int,
+           unseen: list[str] | None = None) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -219,6 +235,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
               "### Held-out GPU, by mode", "", *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
               *_ttft_anatomy_lines(done),
+              *_unseen_gpu_lines(unseen),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
               "## The shipped calibration (`data/serving_calibration.json`)", "",
               *_calibration_lines(calibration),
@@ -289,8 +306,9 @@ def main() -> None:
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     calibration.save(args.calibration_out)
+    unseen = sanity_lines(every, calibration)
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
-                                  predictor, len(anchors)))
+                                  predictor, len(anchors), unseen))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))

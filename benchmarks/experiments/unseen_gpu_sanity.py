@@ -42,6 +42,34 @@ def _percentiles(ratio: pd.Series) -> str:
     return f"{p50:.2f} ({p10:.2f}–{p90:.2f})"
 
 
+def sanity_lines(runs: pd.DataFrame, calibration: ServingCalibration, source: str = "h100_sxm",
+                 target: str = "h200_sxm", per_framework: int = 60, seed: int = 1, n_jobs: int = 2) -> list[str]:
+    """The check's table as Markdown lines (see the module docstring) for the measured ``runs`` (silicon schema)."""
+    runs = runs[runs["system"].astype(str).str.lower() == source]
+    if runs.empty:
+        raise SystemExit(f"--source: no runs on {source!r}")
+    chosen = [g.sample(min(len(g), per_framework), random_state=seed).index for _, g in runs.groupby("framework")]
+    picked = runs.loc[sorted(i for index in chosen for i in index)]
+    predicted_source = predict_serving(picked, n_jobs=n_jobs, calibration=calibration).set_index("id")
+    predicted_target = predict_serving(picked.assign(system=target), n_jobs=n_jobs,
+                                       calibration=calibration).set_index("id")
+    both = (predicted_source["skip"] == "") & (predicted_target["skip"] == "")
+    lines = [f"{len(picked):,} runs of {source} (at most {per_framework} per framework, seed {seed}) relabelled "
+             f"{target}; {int(both.sum()):,} predicted as both. Median (10th–90th percentile) of each ratio:", "",
+             f"| framework | runs | TTFT {target}/{source} predicted | TTFT {target} predicted / {source} measured | "
+             f"TPOT {target}/{source} predicted | TPOT {target} predicted / {source} measured |",
+             "|---|---|---|---|---|---|"]
+    for name in [*sorted(predicted_source.loc[both, "framework"].unique()), "all"]:
+        keep = both & ((predicted_source["framework"] == name) if name != "all" else True)
+        cells = []
+        for metric in ("ttft", "tpot"):
+            ahead = predicted_target.loc[keep, f"pred_{metric}_ms"]
+            cells += [_percentiles(ahead / predicted_source.loc[keep, f"pred_{metric}_ms"]),
+                      _percentiles(ahead / predicted_source.loc[keep, f"measured_{metric}_ms"])]
+        lines.append(f"| {name} | {int(keep.sum()):,} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serving", default=str(DEFAULT_CSV))
@@ -51,32 +79,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args()
-    runs = read_serving_results(args.serving)
-    runs = runs[runs["system"].astype(str).str.lower() == args.source]
-    if runs.empty:
-        raise SystemExit(f"--source: no runs on {args.source!r} in {args.serving}")
-    chosen = [g.sample(min(len(g), args.per_framework), random_state=args.seed).index
-              for _, g in runs.groupby("framework")]
-    picked = runs.loc[sorted(i for index in chosen for i in index)]
-    relabelled = picked.assign(system=args.target)
-    calibration = ServingCalibration.load()
-    source = predict_serving(picked, n_jobs=args.n_jobs, calibration=calibration).set_index("id")
-    target = predict_serving(relabelled, n_jobs=args.n_jobs, calibration=calibration).set_index("id")
-    both = (source["skip"] == "") & (target["skip"] == "")
-    print(f"{len(picked):,} runs of {args.source} relabelled {args.target}; {int(both.sum()):,} predicted as both")
-    print(f"| framework | runs | TTFT {args.target}/{args.source} predicted | TTFT {args.target} predicted / "
-          f"{args.source} measured | TPOT {args.target}/{args.source} predicted | TPOT {args.target} predicted / "
-          f"{args.source} measured |\n|---|---|---|---|---|---|")
-    frameworks = sorted(source.loc[both, "framework"].unique())
-    for name in [*frameworks, "all"]:
-        keep = both & ((source["framework"] == name) if name != "all" else True)
-        cells = []
-        for metric in ("ttft", "tpot"):
-            predicted_target = target.loc[keep, f"pred_{metric}_ms"]
-            cells += [_percentiles(predicted_target / source.loc[keep, f"pred_{metric}_ms"]),
-                      _percentiles(predicted_target / source.loc[keep, f"measured_{metric}_ms"])]
-        print(f"| {name} | {int(keep.sum()):,} | " + " | ".join(cells) + " |")
-    print("median (10th–90th percentile) of each ratio")
+    print("\n".join(sanity_lines(read_serving_results(args.serving), ServingCalibration.load(), args.source,
+                                 args.target, args.per_framework, args.seed, args.n_jobs)))
 
 
 if __name__ == "__main__":
