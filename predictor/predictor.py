@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from predictor.array_cache import cache_dir
 from predictor.artifact import MLFLOW_HTTP_TIMEOUT_S, Artifact, _download_mlflow_artifact, load_artifact  # noqa: F401
 from predictor.bound import BoundPredictor, kernel_ms_scalar  # re-exported: predictor.predictor.BoundPredictor
 from predictor.batch import BatchShape, from_frame, from_lists
@@ -223,7 +224,7 @@ class Predictor:
         """The :class:`~predictor.tables.IterationTables` of one configuration.
 
         Built on first use (about a second), kept in memory, and cached on disk (see
-        :func:`predictor.tables.cache_dir`) so later processes load them in milliseconds. Models with the
+        :func:`predictor.array_cache.cache_dir`) so later processes load them in milliseconds. Models with the
         same shapes share tables.
         """
         from predictor import tables as tb
@@ -234,7 +235,7 @@ class Predictor:
         table = self._tables.get(key)
         if table is None:
             model.check_parallel(tp)
-            folder = tb.cache_dir()
+            folder = cache_dir()
             path = folder / f"{tb.cache_key(self.identity, model, gpu, tp, precision)}.npz" if folder else None
             table = tb.IterationTables.load(path) if path is not None and path.exists() else None
             if table is None:

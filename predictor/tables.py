@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictor.array_cache import cache_dir, load_arrays, save_arrays  # noqa: F401  (cache_dir re-exported)
+from predictor.array_cache import load_arrays, save_arrays
 from predictor.batch import BatchShape
 from predictor.gpus import GPUSpec
 from predictor.models import ModelSpec

@@ -137,34 +137,26 @@ class TraceColumns:
 
 
 def trace_columns(source: str | Path) -> TraceColumns:
-    """:func:`read_trace` as a :class:`TraceColumns`; a shipped trace is read without importing pandas."""
+    """A request trace: a shipped name (``splitwise_conv``, ``splitwise_code``, ``arxiv_summarization``; read from
+    the array cache, without pandas) or a Vidur/Azure CSV with ``num_prefill_tokens``, ``num_decode_tokens`` and
+    optionally ``arrived_at`` (s)."""
     text = str(source)
     if text in SHIPPED_TRACES:
         from features.reference_data import read_trace_columns
 
         columns = read_trace_columns(text)
-        return TraceColumns(columns["arrival_s"].astype(float), columns["prompt_tokens"].astype(np.int64),
-                            columns["output_tokens"].astype(np.int64), {})
-    table = read_trace(source)
-    return TraceColumns(table["arrival_s"].to_numpy(float), table["prompt_tokens"].to_numpy(np.int64),
-                        table["output_tokens"].to_numpy(np.int64), dict(table.attrs.get("dropped", {})))
-
-
-def read_trace(source: str | Path) -> pd.DataFrame:
-    """A request trace: a shipped name (``splitwise_conv``, ``splitwise_code``, ``arxiv_summarization``) or a
-    Vidur/Azure CSV with ``num_prefill_tokens``, ``num_decode_tokens`` and optionally ``arrived_at`` (s)."""
-    from features.reference_data import read_trace as read_shipped
+        return TraceColumns(np.asarray(columns["arrival_s"], float), np.asarray(columns["prompt_tokens"], np.int64),
+                            np.asarray(columns["output_tokens"], np.int64), {})
     from scheduler.trace_file import read_trace_file
 
-    text = str(source)
-    if text in SHIPPED_TRACES:
-        return read_shipped(text)
     path = Path(text)
     if not path.exists():
         raise InputError(f"--trace: {text!r} is neither a shipped trace ({', '.join(SHIPPED_TRACES)}) nor an existing file")
     if path.is_dir():
         raise InputError(f"--trace: {text!r} is a directory, expected a CSV file")
-    return read_trace_file(path)  # strict: a bad row is an error naming its line
+    table = read_trace_file(path)  # strict: a bad row is an error naming its line
+    return TraceColumns(table["arrival_s"].to_numpy(float), table["prompt_tokens"].to_numpy(np.int64),
+                        table["output_tokens"].to_numpy(np.int64), dict(table.attrs.get("dropped", {})))
 
 
 def output_length_distribution(model: str) -> tuple[np.ndarray, np.ndarray]:

@@ -44,10 +44,11 @@ def _percentiles(ratio: pd.Series) -> str:
 
 def sanity_lines(runs: pd.DataFrame, calibration: ServingCalibration, source: str = "h100_sxm",
                  target: str = "h200_sxm", per_framework: int = 60, seed: int = 1, n_jobs: int = 2) -> list[str]:
-    """The check's table as Markdown lines (see the module docstring) for the measured ``runs`` (silicon schema)."""
+    """The check's table as Markdown lines (see the module docstring) for the measured ``runs`` (silicon schema);
+    none when ``runs`` holds no run on ``source``."""
     runs = runs[runs["system"].astype(str).str.lower() == source]
     if runs.empty:
-        raise SystemExit(f"--source: no runs on {source!r}")
+        return []
     chosen = [g.sample(min(len(g), per_framework), random_state=seed).index for _, g in runs.groupby("framework")]
     picked = runs.loc[sorted(i for index in chosen for i in index)]
     predicted_source = predict_serving(picked, n_jobs=n_jobs, calibration=calibration).set_index("id")
@@ -79,8 +80,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--n-jobs", type=int, default=2)
     args = parser.parse_args()
-    print("\n".join(sanity_lines(read_serving_results(args.serving), ServingCalibration.load(), args.source,
-                                 args.target, args.per_framework, args.seed, args.n_jobs)))
+    lines = sanity_lines(read_serving_results(args.serving), ServingCalibration.load(), args.source, args.target,
+                         args.per_framework, args.seed, args.n_jobs)
+    if not lines:
+        raise SystemExit(f"--source: no runs on {args.source!r} in {args.serving}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
