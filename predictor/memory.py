@@ -40,6 +40,7 @@ def _is_classic(model: ModelSpec, par: ParallelConfig) -> bool:
     """A GQA model with one MLP kind under plain TP: the closed-form paths below apply."""
     return (par.is_plain_tp and model.mla is None and model.linear_attention is None and not model.layer_types
             and not model.shared_expert_intermediate_size and model.dense_layer_count in (0, model.num_layers)
+            and model.num_mlp_layers < 0 and not model.moe_latent_size
             and not (model.qk_norm or model.attn_output_gate or model.attention_sinks))
 
 
@@ -101,7 +102,7 @@ def _weights_from_ops(model: ModelSpec, par: ParallelConfig, precision: Precisio
         per_row = np.where(lm_head, 0.0, per_row)
     linear = float((count * per_row * wbytes).sum())
     embedding = math.ceil(model.vocab_size / par.tp) * model.hidden_size * 2
-    norms = (model.num_layers * model.norms_per_layer + 1) * model.norm_params_per_norm() * 2
+    norms = (model.layer_norm_count + 1) * model.norm_params_per_norm() * 2
     return linear + embedding + norms
 
 

@@ -4,7 +4,9 @@ Families: ``deepseek_v2``/``deepseek_v3``/``kimi_k2`` (MLA + fine-grained MoE wi
 ``deepseek_v32``/``glm_moe_dsa`` (the same plus DeepSeek sparse attention: GLM-5), ``qwen3``,
 ``qwen3_moe``, ``qwen3_next``/``qwen3_5*`` (gated delta-net linear attention interleaved with gated full
 attention), ``gpt_oss`` (alternating sliding-window and full attention with sinks, MoE with biases),
-``glm4_moe``, ``minimax_m2`` and ``llama4_text`` (chunked attention, interleaved MoE with a shared expert).
+``glm4_moe``, ``minimax_m2``, ``llama4_text`` (chunked attention, interleaved MoE with a shared expert) and
+``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
+``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert).
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -16,7 +18,7 @@ the served model (they are not counted; speculative use is a separate what-if); 
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.model_parts import HF_LAYER_TYPES, LinearAttentionSpec, MLASpec, SparseIndexSpec
+from predictor.model_parts import HF_LAYER_TYPES, LinearAttentionSpec, Mamba2Spec, MLASpec, SparseIndexSpec
 
 WRAPPER_KEY = "text_config"
 
@@ -34,6 +36,11 @@ def _int(cfg: dict, key: str, source: str, default=None, required: bool = True):
 def _flag(cfg: dict, key: str, source: str, default: bool = False) -> bool:
     value = _models()._get(cfg, key, source, default=default, required=False, kind=bool)
     return bool(value) if value is not None else default
+
+
+def _optional(cfg: dict, key: str, source: str) -> int:
+    """A positive integer key that may be absent or null (0 then)."""
+    return _int(cfg, key, source) if cfg.get(key) is not None else 0
 
 
 def _fraction(cfg: dict, key: str, source: str, default: float) -> float:
@@ -224,10 +231,85 @@ def qwen3_next(cfg: dict, name: str, source: str):
     )
 
 
+def step3p7(cfg: dict, name: str, source: str):
+    """Step-3.7-Flash: full and sliding-window GQA layers (``layer_types``), dense MLPs in the first
+    ``first_k_dense_replace`` layers, then fine-grained MoE with ``n_shared_experts`` × ``share_expert_dim``."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "num_experts", source)
+    shared = (_optional(cfg, "n_shared_experts", source) or 1) * _optional(cfg, "share_expert_dim", source)
+    return _models()._common(
+        cfg, name, source, qk_norm=_flag(cfg, "use_qk_norm", source),
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=_int(cfg, "moe_intermediate_size", source), shared_expert_intermediate_size=shared,
+        num_moe_layers=_moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0),
+        router_bias=_flag(cfg, "use_moe_router_bias", source),
+        layer_types=_layer_types(cfg, source, layers), sliding_window=_optional(cfg, "sliding_window", source),
+    )
+
+
+NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}  # hybrid_override_pattern's letters
+
+
+def _nemotron_blocks(cfg: dict, source: str) -> list[str]:
+    """Each block's kind, from ``hybrid_override_pattern`` (one letter per block) or ``layers_block_type``."""
+    pattern = cfg.get("hybrid_override_pattern")
+    if isinstance(pattern, str) and pattern:
+        unknown = sorted(set(pattern) - set(NEMOTRON_BLOCKS))
+        if unknown:
+            raise InputError(f"{source}: key 'hybrid_override_pattern' has unknown letter(s) {unknown}; allowed: "
+                             f"{', '.join(NEMOTRON_BLOCKS)}")
+        return [NEMOTRON_BLOCKS[c] for c in pattern]
+    blocks = cfg.get("layers_block_type")
+    if isinstance(blocks, list) and blocks:
+        unknown = sorted({str(b) for b in blocks} - set(NEMOTRON_BLOCKS.values()))
+        if unknown:
+            raise InputError(f"{source}: key 'layers_block_type' has unknown value(s) {unknown}; allowed: "
+                             f"{', '.join(NEMOTRON_BLOCKS.values())}")
+        return [str(b) for b in blocks]
+    raise InputError(f"{source}: missing required key 'hybrid_override_pattern' (or 'layers_block_type')")
+
+
+def nemotron_h(cfg: dict, name: str, source: str):
+    """Nemotron-H and Nemotron-3: a stack of blocks holding one Mamba-2 mixer, GQA attention, a ReLU² MLP or an
+    MoE (routed experts in ``moe_latent_size`` when declared, plus a shared expert) each. The mixers are the
+    spec's layers (``layer_types``: ``linear`` for Mamba-2, ``full`` for attention); the MLP blocks are counted
+    apart (``num_mlp_layers``)."""
+    blocks = _nemotron_blocks(cfg, source)
+    declared = cfg.get("num_hidden_layers")
+    if declared is not None and declared != len(blocks):
+        raise InputError(f"{source}: num_hidden_layers ({declared}) differs from the {len(blocks)} blocks listed")
+    mixers = tuple("linear" if b == "mamba" else "full" for b in blocks if b in ("mamba", "attention"))
+    if not mixers:
+        raise InputError(f"{source}: no mamba or attention block in the block pattern")
+    mamba = Mamba2Spec(
+        num_key_heads=_int(cfg, "n_groups", source), key_head_dim=_int(cfg, "ssm_state_size", source),
+        num_value_heads=_int(cfg, "mamba_num_heads", source), value_head_dim=_int(cfg, "mamba_head_dim", source),
+        conv_kernel=_int(cfg, "conv_kernel", source, default=4, required=False) or 4,
+        conv_bias=_flag(cfg, "use_conv_bias", source, default=True),
+    )
+    moe_blocks = blocks.count("moe")
+    moe = {}
+    if moe_blocks:
+        experts = _int(cfg, "n_routed_experts", source)
+        moe = dict(num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+                   moe_intermediate_size=_int(cfg, "moe_intermediate_size", source), num_moe_layers=moe_blocks,
+                   shared_expert_intermediate_size=_optional(cfg, "moe_shared_expert_intermediate_size", source),
+                   moe_latent_size=_optional(cfg, "moe_latent_size", source),
+                   router_bias=True)
+    bias = _flag(cfg, "attention_bias", source)
+    return _models()._common(
+        dict(cfg, num_hidden_layers=len(mixers)), name, source, gated_mlp=False,
+        activation=str(cfg.get("mlp_hidden_act", "relu2")), qkv_bias=bias, o_bias=bias,
+        mlp_bias=_flag(cfg, "mlp_bias", source), rotary_fraction=_fraction(cfg, "partial_rotary_factor", source, 1.0),
+        layer_types=mixers, linear_attention=mamba, num_mlp_layers=moe_blocks + blocks.count("mlp"), **moe,
+    )
+
+
 PARSERS = {
     "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v32": deepseek, "kimi_k2": deepseek,
     "glm_moe_dsa": deepseek, "glm4_moe": glm4_moe, "qwen3": qwen3, "qwen3_moe": qwen3_moe,
     "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
-    "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4,
+    "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
+    "step3p7": step3p7,
 }

@@ -11,6 +11,8 @@ holds at most one of each; the op builders in :mod:`predictor.op_blocks` read th
   every cached token and each query attends to its ``topk`` best only.
 * :class:`LinearAttentionSpec` — gated delta-net layers (Qwen3.5 / Qwen3-Next): a fixed recurrent state
   per sequence instead of a KV cache, plus a short causal convolution.
+* :class:`Mamba2Spec` — Mamba-2 mixers (Nemotron-H): the same shape of state (heads × d_state × head_dim) and
+  convolution, keys and queries being the B and C projections shared by each group of heads.
 """
 
 from __future__ import annotations
@@ -100,10 +102,17 @@ class LinearAttentionSpec:
         """Channels through the causal convolution: q, k and v."""
         return 2 * self.key_dim + self.value_dim
 
+    #: Op-name prefix of this mixer's projections, convolution and norm.
+    op_prefix = "gdn"
+
+    @property
+    def in_proj_width(self) -> int:
+        """Outputs of the input projections: q, k, v, the output gate z, and the β and α gates per value head."""
+        return 2 * self.key_dim + 2 * self.value_dim + 2 * self.num_value_heads
+
     def linear_params(self, hidden: int) -> int:
-        """in_proj for q, k, v and the output gate z; in_proj for the β and α gates; out_proj."""
-        return hidden * (2 * self.key_dim + 2 * self.value_dim) + hidden * 2 * self.num_value_heads \
-            + self.value_dim * hidden
+        """The input projections (:attr:`in_proj_width`) and out_proj."""
+        return hidden * self.in_proj_width + self.value_dim * hidden
 
     def small_params(self) -> int:
         """Convolution weights, A_log and dt_bias per value head, the gated RMSNorm weight."""
@@ -115,3 +124,24 @@ class LinearAttentionSpec:
         heads = max(self.num_value_heads // tp, 1)
         conv = self.conv_dim / tp * (self.conv_kernel - 1) * 2
         return heads * self.key_head_dim * self.value_head_dim * STATE_BYTES + conv
+
+
+@dataclass(frozen=True)
+class Mamba2Spec(LinearAttentionSpec):
+    """Mamba-2 mixer dimensions in :class:`LinearAttentionSpec` terms: ``num_key_heads`` = ``n_groups`` (B and C
+    are shared by each group of heads), ``key_head_dim`` = ``ssm_state_size``, ``num_value_heads`` =
+    ``mamba_num_heads``, ``value_head_dim`` = ``mamba_head_dim`` (so ``value_dim`` is the inner width)."""
+
+    conv_bias: bool = True
+
+    op_prefix = "mamba"
+
+    @property
+    def in_proj_width(self) -> int:
+        """in_proj's outputs: the gate z and x (inner width each), B and C (groups × d_state each), dt per head."""
+        return 2 * self.value_dim + 2 * self.key_dim + self.num_value_heads
+
+    def small_params(self) -> int:
+        """Convolution weights (and bias), A_log, D and dt_bias per head, the gated RMSNorm over the inner width."""
+        conv = self.conv_dim * (self.conv_kernel + (1 if self.conv_bias else 0))
+        return conv + 3 * self.num_value_heads + self.value_dim

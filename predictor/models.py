@@ -110,7 +110,13 @@ class ModelSpec:
         RMSNorm on each query and key head (Qwen3, MiniMax); a sigmoid output gate doubling the query
         projection (Qwen3.5); a learned sink logit per head (gpt-oss; one extra score per query, not costed).
     mla, sparse_index, linear_attention : optional parts
-        See :mod:`predictor.model_parts`.
+        See :mod:`predictor.model_parts` (``linear_attention`` may be a Mamba-2 mixer, Nemotron-H).
+    num_mlp_layers : int
+        Layers with an MLP block (-1: every layer). Hybrid models whose blocks each hold one mixer or one MLP
+        (Nemotron-H) count their mixers in ``num_layers`` and their MLP blocks here; each block has one norm.
+    moe_latent_size : int
+        Width the routed experts work in (0: ``hidden_size``). Nemotron-3's latent MoE projects each token
+        down to it before dispatch and back up after the combine (two more GEMMs per MoE layer).
     """
 
     name: str
@@ -150,6 +156,8 @@ class ModelSpec:
     mla: MLASpec | None = None
     sparse_index: SparseIndexSpec | None = None
     linear_attention: LinearAttentionSpec | None = None
+    num_mlp_layers: int = -1
+    moe_latent_size: int = 0
 
     def __post_init__(self) -> None:
         if self.norms_per_layer == 0:
@@ -178,16 +186,34 @@ class ModelSpec:
         return self.moe_intermediate_size or self.intermediate_size
 
     @property
+    def mlp_layer_count(self) -> int:
+        """Layers (blocks) with an MLP, dense or MoE."""
+        return self.num_layers if self.num_mlp_layers < 0 else self.num_mlp_layers
+
+    @property
     def moe_layer_count(self) -> int:
         """Layers with an MoE block."""
         if not self.is_moe:
             return 0
-        return self.num_layers if self.num_moe_layers < 0 else self.num_moe_layers
+        return self.mlp_layer_count if self.num_moe_layers < 0 else self.num_moe_layers
 
     @property
     def dense_layer_count(self) -> int:
         """Layers with a dense MLP."""
-        return self.num_layers - self.moe_layer_count
+        return self.mlp_layer_count - self.moe_layer_count
+
+    @property
+    def expert_input_size(self) -> int:
+        """Width of a routed expert's input and output: the latent (Nemotron-3) or the hidden size."""
+        return self.moe_latent_size or self.hidden_size
+
+    @property
+    def layer_norm_count(self) -> int:
+        """Norms inside the decoder layers (the final norm excluded): ``norms_per_layer`` per layer, or one per
+        mixer block and one per MLP block when not every layer has an MLP (``num_mlp_layers``)."""
+        if self.num_mlp_layers < 0:
+            return self.num_layers * self.norms_per_layer
+        return self.num_layers + self.num_mlp_layers
 
     def attention_layer_counts(self) -> dict[str, int]:
         """Layers per attention kind, e.g. ``{"sliding": 18, "full": 18}`` for gpt-oss."""
@@ -228,9 +254,10 @@ class ModelSpec:
             return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
         return self._gqa_attention_params()
 
-    def dense_mlp_params(self, width: int | None = None) -> int:
-        """Weights and biases of a dense MLP of ``width`` (default ``intermediate_size``)."""
-        h, f = self.hidden_size, width if width is not None else self.intermediate_size
+    def dense_mlp_params(self, width: int | None = None, hidden: int | None = None) -> int:
+        """Weights and biases of a dense MLP of ``width`` (default ``intermediate_size``) on inputs of ``hidden``
+        (default ``hidden_size``)."""
+        h, f = hidden or self.hidden_size, width if width is not None else self.intermediate_size
         n_in = 2 if self.gated_mlp else 1
         params = n_in * h * f + f * h
         if self.mlp_bias:
@@ -239,7 +266,7 @@ class ModelSpec:
 
     def expert_params(self) -> int:
         """One routed expert (weights and biases)."""
-        return self.dense_mlp_params(self.expert_intermediate_size)
+        return self.dense_mlp_params(self.expert_intermediate_size, self.expert_input_size)
 
     def shared_expert_params(self) -> int:
         """The shared experts of one MoE layer, with Qwen's gate."""
@@ -252,7 +279,9 @@ class ModelSpec:
         """Weights and biases of one MoE layer's MLP block (all experts, shared experts and the router) for an
         MoE model, else of the dense MLP."""
         if self.is_moe:
-            return self.num_experts * self.expert_params() + self.router_params() + self.shared_expert_params()
+            latent = 2 * self.hidden_size * self.moe_latent_size  # the down and up projections around the experts
+            return (self.num_experts * self.expert_params() + self.router_params() + self.shared_expert_params()
+                    + latent)
         return self.dense_mlp_params()
 
     def norm_params_per_norm(self) -> int:
@@ -292,7 +321,7 @@ class ModelSpec:
         """Total parameters (tied embeddings counted once; multi-token-prediction heads not counted)."""
         attention = sum(n * self.attention_params(kind) for kind, n in self.attention_layer_counts().items())
         mlp = self.dense_layer_count * self.dense_mlp_params() + self.moe_layer_count * self.mlp_params()
-        norms = self.num_layers * self.norms_per_layer * self.norm_params_per_norm()
+        norms = self.layer_norm_count * self.norm_params_per_norm()
         return (
             self.embedding_params() + attention + mlp + norms
             + self.norm_params_per_norm()  # final norm
@@ -481,7 +510,7 @@ def _internlm(cfg: dict, name: str, source: str) -> ModelSpec:
 
 _PARSERS = {
     "llama": _llama_like, "mistral": _llama_like, "phi3": _llama_like,
-    "mixtral": _mixtral, "qwen2": _qwen2, "qwen": _qwen_v1, "gemma": _gemma,
+    "mixtral": _mixtral, "qwen2": _qwen2, "mimo": _qwen2, "qwen": _qwen_v1, "gemma": _gemma,
     "phi": _phi, "internlm": _internlm,
 }  # gpt_neox, mpt and chatglm: predictor.model_families_classic (merged in by _registry)
 

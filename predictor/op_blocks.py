@@ -167,13 +167,15 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
 
 
 def linear_attention(ctx: OpContext, layers: int) -> None:
-    """Gated delta-net layers (Qwen3.5 / Qwen3-Next): projections, causal convolution, the recurrent kernel
-    (chunked over prefill tokens, one step per decode token) and the gated output norm."""
+    """Gated delta-net layers (Qwen3.5 / Qwen3-Next) or Mamba-2 mixers (Nemotron-H): projections, causal
+    convolution, the recurrent kernel (chunked over prefill tokens, one step per decode token) and the gated
+    output norm. Mamba-2's scan is costed as the delta rule over the same state (heads × d_state × head_dim):
+    the same state traffic, somewhat more FLOPs than the scan does (which only compute-bound prefill feels)."""
     m, tp = ctx.model, ctx.par.tp
     la = m.linear_attention
     T, b = ctx.local.tokens, ctx.local
-    ctx.gemm("gdn_in_proj", layers, T, (2 * la.key_dim + 2 * la.value_dim + 2 * la.num_value_heads) / tp, m.hidden_size)
-    ctx.elementwise("gdn_conv", oc.NORM, layers, T, la.conv_dim / tp)
+    ctx.gemm(f"{la.op_prefix}_in_proj", layers, T, la.in_proj_width / tp, m.hidden_size)
+    ctx.elementwise(f"{la.op_prefix}_conv", oc.NORM, layers, T, la.conv_dim / tp)
     heads = max(la.num_value_heads // tp, 1)
     shape = {"heads": heads, "head_dim": la.key_head_dim, "v_head_dim": la.value_head_dim}
     seqs, q, _ = _chunk_means(b)
@@ -181,8 +183,8 @@ def linear_attention(ctx: OpContext, layers: int) -> None:
                  batch=seqs, q_tokens=q, **shape, **ctx.half_bits)
     ctx.rows.add("linear_attn_decode", oc.LINEAR_ATTN, ctx.per_stage(layers), b.decode_seqs > 0, ctx.half,
                  batch=b.decode_seqs, q_tokens=1.0, **shape, **ctx.half_bits)
-    ctx.elementwise("gdn_gated_norm", oc.ACT, layers, T, la.value_dim / tp, gated=1.0)
-    ctx.gemm("gdn_out_proj", layers, T, m.hidden_size, la.value_dim / tp)
+    ctx.elementwise(f"{la.op_prefix}_gated_norm", oc.ACT, layers, T, la.value_dim / tp, gated=1.0)
+    ctx.gemm(f"{la.op_prefix}_out_proj", layers, T, m.hidden_size, la.value_dim / tp)
 
 
 # --- MLP ----------------------------------------------------------------------------------------
@@ -209,20 +211,25 @@ def moe_mlp(ctx: OpContext, layers: int) -> None:
     ctx.gemm("moe_router", layers, T_local, m.num_experts, m.hidden_size, quantised=False)
     if m.shared_expert_intermediate_size:
         dense_mlp(ctx, layers, m.shared_expert_intermediate_size, prefix="shared_")
+    width = m.expert_input_size
+    if m.moe_latent_size:  # Nemotron-3's latent MoE: tokens go to the experts (and back) at the latent width
+        ctx.gemm("moe_latent_down_proj", layers, T_local, width, m.hidden_size)
     a2a = par.dp_attention > 1 and par.stage_gpus > 1
-    msg = T_local * m.experts_per_token * m.hidden_size * 2.0
+    msg = T_local * m.experts_per_token * width * 2.0
     if a2a:
         ctx.rows.add("moe_dispatch", oc.ALLTOALL, ctx.per_stage(layers), T_local > 0, ctx.half, msg_bytes=msg,
                      world_size=float(par.stage_gpus), **ctx.half_bits)
     tokens = T_all if par.dp_attention > 1 else T_local
     ctx.rows.add(
         "moe_experts", oc.MOE, ctx.per_stage(layers), tokens > 0, ctx.precision.compute,
-        m=tokens, k=m.hidden_size, n=m.expert_intermediate_size // par.moe_tp, experts=m.num_experts,
+        m=tokens, k=width, n=m.expert_intermediate_size // par.moe_tp, experts=m.num_experts,
         experts_local=m.num_experts // par.ep, topk=m.experts_per_token, gated=float(m.gated_mlp), **ctx.quant_bits,
     )
     if a2a:
         ctx.rows.add("moe_combine", oc.ALLTOALL, ctx.per_stage(layers), T_local > 0, ctx.half, msg_bytes=msg,
                      world_size=float(par.stage_gpus), **ctx.half_bits)
+    if m.moe_latent_size:
+        ctx.gemm("moe_latent_up_proj", layers, T_local, m.hidden_size, width)
 
 
 def mlp_allreduces(ctx: OpContext) -> None:
@@ -232,7 +239,7 @@ def mlp_allreduces(ctx: OpContext) -> None:
     T = ctx.local.tokens
     dense, moe = m.dense_layer_count, m.moe_layer_count
     if not m.is_moe or par.dp_attention == 1 and par.stage_gpus == par.tp:
-        ctx.allreduce("mlp_allreduce", ctx.per_stage(m.num_layers), T, par.tp)
+        ctx.allreduce("mlp_allreduce", ctx.per_stage(m.mlp_layer_count), T, par.tp)
         return
     if dense:
         ctx.allreduce("mlp_allreduce", ctx.per_stage(dense), T, par.tp)

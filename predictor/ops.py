@@ -170,14 +170,15 @@ def build_ops(
     ctx.allreduce("attn_allreduce", stage_layers, T, par.tp)
     if not model.parallel_attn_mlp:
         ctx.elementwise("attn_residual_add", oc.ADD, L, T, H)
+    M = model.mlp_layer_count  # L but for hybrids whose blocks hold a mixer or an MLP (Nemotron-H)
     if not model.parallel_attn_mlp or model.norms_per_layer == 2:
-        ctx.elementwise("post_attn_norm", oc.NORM, L, T, H)  # parallel two-norm models: the MLP's own norm
+        ctx.elementwise("post_attn_norm", oc.NORM, M, T, H)  # parallel two-norm models: the MLP's own norm
     if model.moe_layer_count:
         blocks.moe_mlp(ctx, model.moe_layer_count)
     if model.dense_layer_count:
         blocks.dense_mlp(ctx, model.dense_layer_count, model.intermediate_size)
     blocks.mlp_allreduces(ctx)
-    ctx.elementwise("mlp_residual_add", oc.ADD, L, T, H)
+    ctx.elementwise("mlp_residual_add", oc.ADD, M, T, H)
     if par.pp > 1:
         rows.add("pp_send", oc.P2P, 1, has_tokens, ctx.half, msg_bytes=T * H * 2.0, world_size=2.0, **ctx.half_bits)
     rows.add("final_norm", oc.NORM, 1, has_tokens, ctx.half, m=T, n=H, **ctx.half_bits)

@@ -19,15 +19,18 @@ from predictor.parallel import ParallelConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TODAY = ("deepseek-v3", "kimi-k2.5", "glm-5", "qwen3-235b-a22b", "qwen3-32b", "qwen3.5-397b-a17b", "gpt-oss-120b",
-         "minimax-m2.5", "llama-4-maverick", "llama-3.1-70b")
+         "minimax-m2.5", "llama-4-maverick", "llama-3.1-70b", "nemotron-3-super-120b-a12b", "step-3.7-flash")
 
 
 def _kinds(model) -> str:
     parts = [f"{n} {kind}" for kind, n in model.attention_layer_counts().items()]
     if model.is_moe:
         shared = f" + shared {model.shared_expert_intermediate_size}" if model.shared_expert_intermediate_size else ""
+        latent = f" (latent {model.moe_latent_size})" if model.moe_latent_size else ""
         parts.append(f"MoE {model.moe_layer_count} layers: top-{model.experts_per_token} of {model.num_experts} "
-                     f"× {model.expert_intermediate_size}{shared}")
+                     f"× {model.expert_intermediate_size}{latent}{shared}")
+    elif model.num_mlp_layers >= 0:  # hybrid blocks: the MLP blocks are counted apart from the mixers
+        parts.append(f"MLP {model.dense_layer_count} blocks")
     return "; ".join(parts)
 
 
@@ -75,7 +78,9 @@ def main() -> str:
         "Parameters count every weight and bias once (tied embeddings once); vision towers and multi-token-prediction",
         "layers are not part of the language model counted here. Attention kinds: `full` (GQA), `sliding` and",
         "`chunked` (a window bounds the keys), `mla` (DeepSeek latent attention; with GLM-5's sparse indexer the",
-        "window is the indexer's top-k), `linear` (gated delta-net, a fixed state per sequence).",
+        "window is the indexer's top-k), `linear` (gated delta-net or Nemotron-H's Mamba-2, a fixed state per",
+        "sequence). Nemotron-H's blocks hold one mixer or one MLP each: its layers are the mixers, its MLP blocks",
+        "are listed apart.",
         "",
         *catalogue_table(),
         "",

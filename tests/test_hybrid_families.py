@@ -1,0 +1,125 @@
+"""Nemotron-H / Nemotron-3 (Mamba-2 mixers, attention, ReLU² MLP or latent MoE, one per block), Step-3.7-Flash and
+MiMo-7B: parameter counts against published totals, the block structure, Mamba-2 state and op shapes by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictor import Predictor
+from predictor.batch import from_lists
+from predictor.errors import InputError
+from predictor.gpus import get_gpu
+from predictor.memory import plan_memory
+from predictor.models import get_model, parse_hf_config
+from predictor.ops import build_ops
+from predictor.parallel import ParallelConfig
+from predictor.precision import parse_dtype
+
+FP16, FP8 = parse_dtype("fp16"), parse_dtype("fp8")
+
+# Published totals in billions (the names carry them; NVIDIA's Nano card gives 31.6B total, 3.6B active with the
+# embeddings; StepFun's Step-3.5/3.7-Flash: 196B total, 11B active).
+PUBLISHED_TOTAL_B = {"nemotron-3-nano-30b-a3b": 31.6, "nemotron-3-super-120b-a12b": 120,
+                     "nemotron-3-ultra-550b-a55b": 550, "nemotron-h-56b": 56, "step-3.7-flash": 196}
+PUBLISHED_ACTIVE_B = {"nemotron-3-nano-30b-a3b": 3.6, "step-3.7-flash": 11}
+
+
+def ops_for(name, tp=1, dtype=FP16, prefill=(), decode=()):
+    return build_ops(get_model(name), tp, dtype, from_lists(prefill, decode)).set_index("op")
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_TOTAL_B))
+def test_total_parameters_within_one_percent_of_published(name):
+    assert get_model(name).param_count() / 1e9 == pytest.approx(PUBLISHED_TOTAL_B[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_ACTIVE_B))
+def test_active_parameters_within_two_percent_of_published(name):
+    assert get_model(name).active_param_count() / 1e9 == pytest.approx(PUBLISHED_ACTIVE_B[name], rel=0.02)
+
+
+def test_nemotron_blocks_become_mixers_and_mlp_blocks():
+    nano = get_model("nemotron-3-nano-30b-a3b")  # 52 blocks: 23 Mamba-2, 6 attention, 23 MoE
+    assert nano.attention_layer_counts() == {"linear": 23, "full": 6} and nano.num_layers == 29
+    assert nano.mlp_layer_count == nano.moe_layer_count == 23 and nano.dense_layer_count == 0
+    assert nano.layer_norm_count == 52 and not nano.gated_mlp and nano.activation == "relu2"
+    dense = get_model("nemotron-h-56b")  # 118 blocks: 54 Mamba-2, 10 attention, 54 MLP
+    assert dense.attention_layer_counts() == {"linear": 54, "full": 10}
+    assert dense.dense_layer_count == 54 and dense.moe_layer_count == 0 and dense.layer_norm_count == 118
+
+
+def test_the_two_spellings_of_the_block_pattern_agree():
+    base = {"model_type": "nemotron_h", "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000, "n_groups": 2, "ssm_state_size": 16,
+            "mamba_num_heads": 8, "mamba_head_dim": 32}
+    letters = parse_hf_config({**base, "hybrid_override_pattern": "M-M*-"})
+    words = parse_hf_config({**base, "layers_block_type": ["mamba", "mlp", "mamba", "attention", "mlp"]})
+    assert letters.param_count() == words.param_count()
+    assert letters.attention_layer_counts() == {"linear": 2, "full": 1} and letters.dense_layer_count == 2
+    with pytest.raises(InputError, match="hybrid_override_pattern.*'X'.*allowed"):
+        parse_hf_config({**base, "hybrid_override_pattern": "MX"})
+    with pytest.raises(InputError, match="num_hidden_layers"):
+        parse_hf_config({**base, "hybrid_override_pattern": "M-", "num_hidden_layers": 3})
+
+
+def test_mamba_state_by_hand():
+    nano = get_model("nemotron-3-nano-30b-a3b")
+    mamba = nano.linear_attention  # 64 heads × head_dim 64, d_state 128, 8 groups, conv kernel 4
+    conv_channels = 64 * 64 + 2 * 8 * 128
+    per_layer = 64 * 128 * 64 * 4 + conv_channels * 3 * 2  # fp32 state + the last 3 conv inputs at 16 bits
+    assert mamba.state_bytes_per_seq() == per_layer
+    assert nano.per_sequence_cache_bytes() == 23 * per_layer
+    assert nano.kv_cache_bytes_per_token() == 6 * 2 * 2 * 128 * 2  # only the attention blocks cache tokens
+
+
+def test_mamba_ops_by_hand():
+    ops = ops_for("nemotron-3-nano-30b-a3b", tp=2, decode=[1000] * 4)
+    inner, groups_state = 64 * 64, 8 * 128
+    assert ops.loc["mamba_in_proj", "n"] == (2 * inner + 2 * groups_state + 64) / 2
+    assert ops.loc["mamba_in_proj", "count"] == 23 and ops.loc["attn_decode", "count"] == 6
+    assert ops.loc["linear_attn_decode", "heads"] == 32  # Mamba heads split over TP
+    assert ops.loc["post_attn_norm", "count"] == ops.loc["mlp_residual_add", "count"] == 23
+    assert ops.loc["input_norm", "count"] == ops.loc["attn_residual_add", "count"] == 29
+    assert "gdn_in_proj" not in ops.index and "gdn_in_proj" in ops_for("qwen3.5-397b-a17b", 8, decode=[10]).index
+
+
+def test_latent_moe_routes_tokens_at_the_latent_width():
+    ops = ops_for("nemotron-3-super-120b-a12b", tp=8, dtype=FP8, decode=[2000] * 8)
+    assert ops.loc["moe_experts", "k"] == 1024 and ops.loc["moe_experts", "gated"] == 0
+    assert ops.loc["moe_latent_down_proj", ["n", "k"]].tolist() == [1024, 4096]
+    assert ops.loc["moe_latent_up_proj", ["n", "k"]].tolist() == [4096, 1024]
+    par = ParallelConfig(tp=1, dp_attention=8, ep=8)
+    a2a = build_ops(get_model("nemotron-3-super-120b-a12b"), par, FP8, from_lists([], [2000] * 8)).set_index("op")
+    assert a2a.loc["moe_dispatch", "msg_bytes"] == 1 * 22 * 1024 * 2  # one local token × top-22 × latent × 2 bytes
+    nano = ops_for("nemotron-3-nano-30b-a3b", decode=[100])
+    assert "moe_latent_down_proj" not in nano.index and nano.loc["moe_experts", "k"] == 2688
+
+
+def test_memory_counts_every_weight_once():
+    model = get_model("nemotron-3-super-120b-a12b")
+    plan = plan_memory(model, get_gpu("h100-sxm"), 8, FP8)
+    # fp8 linears plus 16-bit embeddings, lm_head, router and norms: between 1 and 1.1 bytes per parameter
+    assert 1.0 < plan.weights_bytes * 8 / model.param_count() < 1.1
+
+
+def test_step_layers_and_shared_expert():
+    step = get_model("step-3.7-flash")
+    assert step.attention_layer_counts() == {"full": 12, "sliding": 33} and step.sliding_window == 512
+    assert step.moe_layer_count == 42 and step.dense_layer_count == 3 and step.shared_expert_intermediate_size == 1280
+    ops = ops_for("step-3.7-flash", tp=8, decode=[4000] * 2)
+    assert ops.loc["sliding_attn_decode", "window"] == 512 and ops.loc["sliding_attn_decode", "attn_pairs"] == 2 * 512
+
+
+def test_mimo_is_a_qwen2_style_decoder_with_qkv_bias():
+    mimo = get_model("XiaomiMiMo/MiMo-7B-Base")
+    assert mimo.name == "mimo-7b" and mimo.qkv_bias and mimo.attention_layer_counts() == {"full": 36}
+
+
+@pytest.mark.parametrize("name,tp", [("nemotron-3-nano-30b-a3b", 2), ("step-3.7-flash", 8)])
+def test_predictor_tables_serve_the_new_families(name, tp):
+    p = Predictor.roofline_only()
+    fast = p.predict_iteration(name, "h100-sxm", tp, "fp8", prefill=[(512, 0)], decode=[2000] * 8)
+    assert fast.kernel_ms == pytest.approx(fast.ops["total_ms"].sum(), rel=0.03)
+    assert np.isfinite(fast.total_ms) and isinstance(fast.ops, pd.DataFrame)
