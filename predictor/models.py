@@ -3,8 +3,8 @@
 A :class:`ModelSpec` is the small set of numbers the roofline needs. Supported ``model_type``
 families: llama, mistral, mixtral (MoE), qwen2, qwen (v1), gemma, phi (phi-2), phi3, internlm,
 gpt_neox, mpt, chatglm here, and today's families (DeepSeek/Kimi MLA + MoE, GLM, Qwen3/3.5, gpt-oss,
-MiniMax, Llama-4) in :mod:`predictor.model_families`. Any other ``model_type`` is an
-:class:`~predictor.errors.InputError` naming it.
+MiniMax, Llama-4, Nemotron-H, Step-3.7) in :mod:`predictor.model_families`; ``mimo`` (MiMo-7B) parses as
+qwen2. Any other ``model_type`` is an :class:`~predictor.errors.InputError` naming it.
 
 Family notes for the less common configs:
 
