@@ -6,7 +6,8 @@ Families: ``deepseek_v2``/``deepseek_v3``/``kimi_k2`` (MLA + fine-grained MoE wi
 attention), ``gpt_oss`` (alternating sliding-window and full attention with sinks, MoE with biases),
 ``glm4_moe``, ``minimax_m2``, ``llama4_text`` (chunked attention, interleaved MoE with a shared expert) and
 ``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
-``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert).
+``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert); ``minimax_m3`` /
+``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers).
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -178,6 +179,57 @@ def minimax_m2(cfg: dict, name: str, source: str):
     )
 
 
+def _flags(cfg: dict, key: str, source: str, layers: int) -> list[bool] | None:
+    """A per-layer 0/1 list (``moe_layer_freq``, ``sparse_attention_freq``); None when absent or not a list."""
+    raw = cfg.get(key)
+    if not isinstance(raw, list):
+        return None
+    if len(raw) != layers or any(v not in (0, 1) for v in raw):
+        raise InputError(f"{source}: key {key!r} must list 0 or 1 for each of the {layers} layers")
+    return [bool(v) for v in raw]
+
+
+def minimax_m3(cfg: dict, name: str, source: str):
+    """MiniMax-M3: MiniMax-M2's GQA with per-head QK norm and partial RoPE, dense MLPs (``dense_intermediate_size``)
+    in the layers ``moe_layer_freq`` marks 0, MoE with a shared expert in the others, and block-sparse attention
+    (``sparse_attention_config``) in the layers it marks: an indexer scores every cached key and each query keeps
+    ``sparse_topk_blocks`` (+ local and initial) blocks of ``sparse_block_size`` tokens (layer kind ``sparse``)."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "num_local_experts", source)
+    head_dim = _int(cfg, "head_dim", source)
+    rotary = _int(cfg, "rotary_dim", source, default=head_dim, required=False) or head_dim
+    moe = _flags(cfg, "moe_layer_freq", source, layers)
+    moe_layers = sum(moe) if moe is not None else _moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0)
+    types, sparse = (), None
+    sa = cfg.get("sparse_attention_config")
+    if isinstance(sa, dict) and sa.get("use_sparse_attention"):
+        where = f"{source} sparse_attention_config"
+        marks = _flags(sa, "sparse_attention_freq", where, layers)
+        types = tuple("sparse" if on else "full" for on in (marks if marks is not None else [True] * layers))
+        kept = _int(sa, "sparse_topk_blocks", where) + (sa.get("sparse_local_block") or 0) \
+            + (sa.get("sparse_init_block") or 0)
+        sparse = SparseIndexSpec(heads=_int(sa, "sparse_num_index_heads", where),
+                                 head_dim=_int(sa, "sparse_index_dim", where),
+                                 topk=kept * _int(sa, "sparse_block_size", where))
+    expert = _optional(cfg, "moe_intermediate_size", source) or _int(cfg, "intermediate_size", source)
+    dense = _optional(cfg, "dense_intermediate_size", source) or expert
+    return _models()._common(
+        dict(cfg, intermediate_size=dense), name, source, qk_norm=_flag(cfg, "use_qk_norm", source),
+        rotary_fraction=rotary / head_dim, num_experts=experts,
+        experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"), moe_intermediate_size=expert,
+        shared_expert_intermediate_size=_optional(cfg, "shared_intermediate_size", source), num_moe_layers=moe_layers,
+        router_bias=_flag(cfg, "use_routing_bias", source), layer_types=types, sparse_index=sparse,
+    )
+
+
+def minimax_m3_vl(cfg: dict, name: str, source: str):
+    """MiniMax-M3's multimodal checkpoint: the language model under ``text_config`` (which names no model_type)."""
+    text = cfg.get(WRAPPER_KEY)
+    if not isinstance(text, dict):
+        raise InputError(f"{source}: missing required key {WRAPPER_KEY!r}")
+    return minimax_m3(dict(text, model_type="minimax_m3"), name, f"{source} {WRAPPER_KEY}")
+
+
 def llama4(cfg: dict, name: str, source: str):
     layers = _int(cfg, "num_hidden_layers", source)
     experts = _int(cfg, "num_local_experts", source)
@@ -311,5 +363,5 @@ PARSERS = {
     "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
     "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
-    "step3p7": step3p7,
+    "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl,
 }

@@ -8,7 +8,8 @@ holds at most one of each; the op builders in :mod:`predictor.op_blocks` read th
   low-rank ``q_lora_rank`` bottleneck, keys and values compressed into one ``kv_lora_rank`` latent plus a
   shared ``qk_rope_head_dim`` RoPE key per token — the only thing cached.
 * :class:`SparseIndexSpec` — DeepSeek sparse attention (DeepSeek-V3.2, GLM-5): a light "indexer" scores
-  every cached token and each query attends to its ``topk`` best only.
+  every cached token and each query attends to its ``topk`` best only. MiniMax-M3's block-sparse GQA layers
+  (kind ``sparse``) use the same spec: ``topk`` is then the kept blocks' tokens.
 * :class:`LinearAttentionSpec` — gated delta-net layers (Qwen3.5 / Qwen3-Next): a fixed recurrent state
   per sequence instead of a KV cache, plus a short causal convolution.
 * :class:`Mamba2Spec` — Mamba-2 mixers (Nemotron-H): the same shape of state (heads × d_state × head_dim) and
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Attention kinds a layer can have (``ModelSpec.attention_layer_counts`` keys).
-ATTENTION_KINDS = ("full", "sliding", "chunked", "linear", "mla")
+ATTENTION_KINDS = ("full", "sliding", "chunked", "linear", "mla", "sparse")
 #: HF ``layer_types`` values → attention kind.
 HF_LAYER_TYPES = {
     "full_attention": "full", "attention": "full", "sliding_attention": "sliding",

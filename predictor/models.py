@@ -252,6 +252,8 @@ class ModelSpec:
             return params
         if kind == "linear":
             return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
+        if kind == "sparse":  # block-sparse GQA (MiniMax-M3): queries of the indexer come from the hidden state
+            return self._gqa_attention_params() + self.sparse_index.linear_params(h, h) + self.sparse_index.norm_params()
         return self._gqa_attention_params()
 
     def dense_mlp_params(self, width: int | None = None, hidden: int | None = None) -> int:
@@ -346,7 +348,10 @@ class ModelSpec:
         (:meth:`per_sequence_cache_bytes`). Times the KV element bytes.
         """
         counts = self.attention_layer_counts()
-        elems = counts.get("full", 0) * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        sparse = counts.get("sparse", 0)  # block-sparse GQA layers cache every token, and the indexer's key
+        elems = (counts.get("full", 0) + sparse) * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        if sparse:
+            elems += sparse * self.sparse_index.head_dim
         if self.mla is not None:
             per_layer = self.mla.latent_dim + (self.sparse_index.head_dim if self.sparse_index is not None else 0)
             elems += counts.get("mla", 0) * per_layer

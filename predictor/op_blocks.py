@@ -110,8 +110,9 @@ def _attention_rows(ctx: OpContext, prefix: str, layers: int, window: float, sha
 
 
 def gqa_attention(ctx: OpContext, counts: dict[str, int]) -> None:
-    """Grouped-query attention layers of kinds ``full``, ``sliding`` and ``chunked`` (one shared set of
-    projections; per-kind attention rows whose window bounds the keys)."""
+    """Grouped-query attention layers of kinds ``full``, ``sliding``, ``chunked`` and ``sparse`` (one shared set
+    of projections; per-kind attention rows whose window bounds the keys). Block-sparse layers (MiniMax-M3)
+    attend to the indexer's kept tokens after it scores every cached key (:func:`_sparse_indexer`)."""
     m, tp = ctx.model, ctx.par.tp
     layers = sum(counts.values())
     T = ctx.local.tokens
@@ -123,12 +124,27 @@ def gqa_attention(ctx: OpContext, counts: dict[str, int]) -> None:
     if m.rotary_fraction > 0:
         ctx.elementwise("rope", oc.ROPE, layers, T, (heads + kv) * hd * m.rotary_fraction)
     shape = {"heads": heads, "kv_heads": kv, "head_dim": hd}
-    for kind, prefix in (("full", "attn"), ("sliding", "sliding_attn"), ("chunked", "chunked_attn")):
+    windows = {"full": 0.0, "sliding": float(m.sliding_window), "chunked": float(m.sliding_window),
+               "sparse": float(m.sparse_index.topk) if m.sparse_index is not None else 0.0}
+    for kind, prefix in (("full", "attn"), ("sliding", "sliding_attn"), ("chunked", "chunked_attn"),
+                         ("sparse", "sparse_attn")):
         if counts.get(kind):
-            _attention_rows(ctx, prefix, counts[kind], float(m.sliding_window if kind != "full" else 0), shape)
+            if kind == "sparse":
+                _sparse_indexer(ctx, "sparse_index", counts[kind], m.hidden_size)
+            _attention_rows(ctx, prefix, counts[kind], windows[kind], shape)
     if m.attn_output_gate:
         ctx.elementwise("attn_gate", oc.ACT, layers, T, heads * hd, gated=1.0)
     ctx.gemm("o_proj", layers, T, m.hidden_size, heads * hd)
+
+
+def _sparse_indexer(ctx: OpContext, prefix: str, layers: int, q_input: int) -> None:
+    """The sparse-attention indexer: its query (from a ``q_input``-wide activation) and key projections, then
+    scores of every cached key (an MQA over the indexer's one key head, one output per query and key)."""
+    m, T, sparse = ctx.model, ctx.local.tokens, ctx.model.sparse_index
+    ctx.gemm(f"{prefix}_q_proj", layers, T, sparse.heads * sparse.head_dim, q_input)
+    ctx.gemm(f"{prefix}_k_proj", layers, T, sparse.head_dim + sparse.heads, m.hidden_size)
+    _attention_rows(ctx, prefix, layers, 0.0, {"heads": sparse.heads, "kv_heads": 1, "head_dim": sparse.head_dim,
+                                                "v_head_dim": 1.0, "latent_kv": 1.0})
 
 
 def mla_attention(ctx: OpContext, layers: int) -> None:
@@ -148,10 +164,7 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
     ctx.elementwise("rope", oc.ROPE, layers, T, (heads + 1) * mla.qk_rope_head_dim)
     window = float(sparse.topk) if sparse is not None else 0.0
     if sparse is not None:
-        ctx.gemm("dsa_index_q_proj", layers, T, sparse.heads * sparse.head_dim, mla.q_lora_rank or m.hidden_size)
-        ctx.gemm("dsa_index_k_proj", layers, T, sparse.head_dim + sparse.heads, m.hidden_size)
-        _attention_rows(ctx, "dsa_index", layers, 0.0, {"heads": sparse.heads, "kv_heads": 1, "head_dim": sparse.head_dim,
-                                                         "v_head_dim": 1.0, "latent_kv": 1.0})
+        _sparse_indexer(ctx, "dsa_index", layers, mla.q_lora_rank or m.hidden_size)
     # prefill: decompress every key of each chunk (cached context included) through kv_b_proj
     ctx.gemm("mla_kv_b_proj_prefill", layers, b.prefill_kv_tokens, heads * (mla.qk_nope_head_dim + mla.v_head_dim),
              mla.kv_lora_rank)

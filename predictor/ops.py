@@ -160,7 +160,7 @@ def build_ops(
     ctx.allreduce("embedding_allreduce", 1, T, par.tp)
     ctx.elementwise("input_norm", oc.NORM, L, T, H)
     counts = model.attention_layer_counts()
-    gqa = {k: n for k, n in counts.items() if k in ("full", "sliding", "chunked")}
+    gqa = {k: n for k, n in counts.items() if k in ("full", "sliding", "chunked", "sparse")}
     if gqa:
         blocks.gqa_attention(ctx, gqa)
     if counts.get("mla"):

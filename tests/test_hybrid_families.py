@@ -3,6 +3,9 @@ MiMo-7B: parameter counts against published totals, the block structure, Mamba-2
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -123,3 +126,26 @@ def test_predictor_tables_serve_the_new_families(name, tp):
     fast = p.predict_iteration(name, "h100-sxm", tp, "fp8", prefill=[(512, 0)], decode=[2000] * 8)
     assert fast.kernel_ms == pytest.approx(fast.ops["total_ms"].sum(), rel=0.03)
     assert np.isfinite(fast.total_ms) and isinstance(fast.ops, pd.DataFrame)
+
+
+def test_minimax_m3_block_sparse_layers():
+    m3 = get_model("minimax-m3")
+    assert m3.attention_layer_counts() == {"full": 3, "sparse": 57} and m3.dense_layer_count == 3
+    assert m3.sparse_index.topk == (16 + 1) * 128  # top-16 blocks plus the local block, of 128 tokens
+    # every layer caches K and V (4 heads × 128, 2 bytes); the 57 sparse layers also the indexer's 128-wide key
+    assert m3.kv_cache_bytes_per_token() == 60 * 2 * 4 * 128 * 2 + 57 * 128 * 2
+    ops = ops_for("minimax-m3", tp=8, dtype=FP8, decode=[100_000] * 2)
+    every_key = 2 * 100_001  # each decode attends its cached context and its own new token
+    assert ops.loc["sparse_attn_decode", "attn_pairs"] == 2 * 2176 and ops.loc["attn_decode", "attn_pairs"] == every_key
+    assert ops.loc["sparse_index_decode", "attn_pairs"] == every_key and ops.loc["sparse_index_decode", "count"] == 57
+    assert ops.loc["sparse_index_q_proj", ["n", "k"]].tolist() == [4 * 128, 6144]
+    assert get_model("nvidia/MiniMax-M3-NVFP4").param_count() == m3.param_count()  # the multimodal wrapper's text model
+
+
+def test_minimax_m3_bad_per_layer_lists_name_the_key():
+    cfg = json.loads(resources.files("predictor.catalog").joinpath("models/minimax-m3.json").read_text())
+    cfg["sparse_attention_config"]["sparse_attention_freq"] = [1] * 59
+    with pytest.raises(InputError, match="sparse_attention_freq.*60 layers"):
+        parse_hf_config(cfg)
+    with pytest.raises(InputError, match="text_config"):
+        parse_hf_config({"model_type": "minimax_m3_vl"})

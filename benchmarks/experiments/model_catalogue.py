@@ -19,7 +19,8 @@ from predictor.parallel import ParallelConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TODAY = ("deepseek-v3", "kimi-k2.5", "glm-5", "qwen3-235b-a22b", "qwen3-32b", "qwen3.5-397b-a17b", "gpt-oss-120b",
-         "minimax-m2.5", "llama-4-maverick", "llama-3.1-70b", "nemotron-3-super-120b-a12b", "step-3.7-flash")
+         "minimax-m2.5", "llama-4-maverick", "llama-3.1-70b", "nemotron-3-super-120b-a12b", "step-3.7-flash",
+         "minimax-m3")
 
 
 def _kinds(model) -> str:
@@ -78,7 +79,8 @@ def main() -> str:
         "Parameters count every weight and bias once (tied embeddings once); vision towers and multi-token-prediction",
         "layers are not part of the language model counted here. Attention kinds: `full` (GQA), `sliding` and",
         "`chunked` (a window bounds the keys), `mla` (DeepSeek latent attention; with GLM-5's sparse indexer the",
-        "window is the indexer's top-k), `linear` (gated delta-net or Nemotron-H's Mamba-2, a fixed state per",
+        "window is the indexer's top-k), `sparse` (MiniMax-M3's block-sparse GQA: an indexer scores every cached",
+        "key, each query keeps its top blocks), `linear` (gated delta-net or Nemotron-H's Mamba-2, a fixed state per",
         "sequence). Nemotron-H's blocks hold one mixer or one MLP each: its layers are the mixers, its MLP blocks",
         "are listed apart.",
         "",
