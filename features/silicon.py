@@ -114,7 +114,7 @@ def _from_silicon_csv(file: Path) -> pd.DataFrame:
                          f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}")
     conc = _silicon_concurrency(raw)
     out = pd.DataFrame({
-        "id": raw["id"].astype(str) if "id" in raw else [f"row{i + 1}" for i in range(len(raw))],
+        "id": _unique_ids(raw["id"].astype(str)) if "id" in raw else [f"row{i + 1}" for i in range(len(raw))],
         "framework": _frameworks(raw["backend"], "backend"),
         "backend_version": raw["backend_version"].fillna("unknown").astype(str),
         "model_path": raw["model_path"].astype(str), "system": raw["system"].astype(str),
@@ -133,6 +133,16 @@ def _from_silicon_csv(file: Path) -> pd.DataFrame:
             column = f"{pool}_{name}"
             out[column] = _degree(raw[column]) if column in raw else 1
     return out
+
+
+def _unique_ids(ids: pd.Series) -> pd.Series:
+    """Run ids made unique (predictions join back on them): each repeat of an id gets its row number,
+    ``<id>@row<n>``; the first occurrence keeps its id."""
+    repeat = ids.duplicated(keep="first").to_numpy()
+    if not repeat.any():
+        return ids
+    rows = pd.Series([f"@row{i + 1}" for i in range(len(ids))], index=ids.index)
+    return ids.where(~repeat, ids + rows)
 
 
 def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:

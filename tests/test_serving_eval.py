@@ -88,6 +88,16 @@ def test_folders_with_clashing_ids_prefix_them_with_the_file(tmp_path):
     assert len(table) == 8 and table["id"].is_unique and table["id"].iloc[0] == "a.csv:a_c4"
 
 
+def test_repeated_ids_in_one_csv_are_made_unique_and_each_row_predicted_once(tmp_path, hybrid):
+    rows = {k: [v[0], v[1]] for k, v in SILICON.items()} | {"id": ["same", "same"]}
+    rows["isl"] = [512, 1024]
+    pd.DataFrame(rows).to_csv(tmp_path / "dup.csv", index=False)
+    table = read_serving_results(tmp_path / "dup.csv")
+    assert list(table["id"]) == ["same", "same@row2"]
+    out = predict_serving(table, predictor=hybrid, with_roofline=False)
+    assert len(out) == 2 and out["pred_ttft_ms"].iloc[1] > out["pred_ttft_ms"].iloc[0]  # joined to its own row
+
+
 def test_a_folder_without_results_is_a_one_line_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="^--serving: folder .* holds no .csv or .json file$"):
