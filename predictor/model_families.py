@@ -7,7 +7,8 @@ attention), ``gpt_oss`` (alternating sliding-window and full attention with sink
 ``glm4_moe``, ``minimax_m2``, ``llama4_text`` (chunked attention, interleaved MoE with a shared expert) and
 ``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
 ``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert); ``minimax_m3`` /
-``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers).
+``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers) and
+``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE beside the MLP).
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -19,7 +20,14 @@ the served model (they are not counted; speculative use is a separate what-if); 
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.model_parts import HF_LAYER_TYPES, LinearAttentionSpec, Mamba2Spec, MLASpec, SparseIndexSpec
+from predictor.model_parts import (
+    HF_LAYER_TYPES,
+    GlobalAttentionSpec,
+    LinearAttentionSpec,
+    Mamba2Spec,
+    MLASpec,
+    SparseIndexSpec,
+)
 
 WRAPPER_KEY = "text_config"
 
@@ -299,6 +307,33 @@ def step3p7(cfg: dict, name: str, source: str):
     )
 
 
+def gemma4(cfg: dict, name: str, source: str):
+    """Gemma-4: sliding-window and full GQA layers (``layer_types``), the full ones with their own head width and
+    KV heads (``global_head_dim``, ``num_global_key_value_heads``; values equal to keys with
+    ``attention_k_eq_v``), tied embeddings, GeGLU MLP; with ``enable_moe_block`` every layer adds routed experts
+    (``num_experts``, ``top_k_experts`` × ``moe_intermediate_size``) beside its dense MLP (counted as an always-on
+    shared expert of ``intermediate_size``). Gemma's extra per-layer norms (four, not two) are not counted."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    head_dim = _int(cfg, "head_dim", source)
+    kv = _int(cfg, "num_key_value_heads", source)
+    glob = GlobalAttentionSpec(head_dim=_optional(cfg, "global_head_dim", source) or head_dim,
+                               kv_heads=_optional(cfg, "num_global_key_value_heads", source) or kv,
+                               k_eq_v=_flag(cfg, "attention_k_eq_v", source))
+    moe = {}
+    if cfg.get("enable_moe_block"):
+        experts = _int(cfg, "num_experts", source)
+        moe = dict(num_experts=experts, experts_per_token=_topk(cfg, source, experts, "top_k_experts"),
+                   moe_intermediate_size=_int(cfg, "moe_intermediate_size", source),
+                   shared_expert_intermediate_size=_int(cfg, "intermediate_size", source))
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
+    bias = _flag(cfg, "attention_bias", source)
+    return _models()._common(
+        dict(cfg, tie_word_embeddings=cfg.get("tie_word_embeddings", True)), name, source, activation=str(act),
+        qkv_bias=bias, o_bias=bias, qk_norm=True, layer_types=_layer_types(cfg, source, layers),
+        sliding_window=_optional(cfg, "sliding_window", source), global_attention=glob, **moe,
+    )
+
+
 NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}  # hybrid_override_pattern's letters
 
 
@@ -363,5 +398,5 @@ PARSERS = {
     "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
     "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
-    "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl,
+    "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl, "gemma4_text": gemma4,
 }

@@ -12,6 +12,8 @@ holds at most one of each; the op builders in :mod:`predictor.op_blocks` read th
   (kind ``sparse``) use the same spec: ``topk`` is then the kept blocks' tokens.
 * :class:`LinearAttentionSpec` — gated delta-net layers (Qwen3.5 / Qwen3-Next): a fixed recurrent state
   per sequence instead of a KV cache, plus a short causal convolution.
+* :class:`GlobalAttentionSpec` — the full-attention layers' own GQA shape when it differs from the sliding
+  layers' (Gemma-4: wider heads, fewer KV heads, values that are the keys).
 * :class:`Mamba2Spec` — Mamba-2 mixers (Nemotron-H): the same shape of state (heads × d_state × head_dim) and
   convolution, keys and queries being the B and C projections shared by each group of heads.
 """
@@ -78,6 +80,21 @@ class SparseIndexSpec:
     def norm_params(self) -> int:
         """The LayerNorm (weight and bias) on the indexer key."""
         return 2 * self.head_dim
+
+
+@dataclass(frozen=True)
+class GlobalAttentionSpec:
+    """Head width and KV heads of the ``full`` layers; ``k_eq_v``: their values are their keys (one projection,
+    one cached tensor per token: HF ``attention_k_eq_v``)."""
+
+    head_dim: int
+    kv_heads: int
+    k_eq_v: bool = False
+
+    @property
+    def kv_tensors(self) -> int:
+        """Tensors cached per KV head and token: K and V, or K alone when the values are the keys."""
+        return 1 if self.k_eq_v else 2
 
 
 @dataclass(frozen=True)

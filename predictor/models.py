@@ -43,7 +43,7 @@ from pathlib import Path
 from predictor.safe_yaml import load_shipped
 
 from predictor.errors import InputError, unknown_name
-from predictor.model_parts import LinearAttentionSpec, MLASpec, SparseIndexSpec
+from predictor.model_parts import GlobalAttentionSpec, LinearAttentionSpec, MLASpec, SparseIndexSpec
 from predictor.validate import read_json_file, record_quantization
 
 SUPPORTED_FAMILIES = (  # classic families parsed here; today's in predictor.model_families (supported_families())
@@ -114,6 +114,8 @@ class ModelSpec:
     num_mlp_layers : int
         Layers with an MLP block (-1: every layer). Hybrid models whose blocks each hold one mixer or one MLP
         (Nemotron-H) count their mixers in ``num_layers`` and their MLP blocks here; each block has one norm.
+    global_attention : GlobalAttentionSpec, optional
+        The ``full`` layers' own head width and KV heads (Gemma-4); None: every GQA layer has the model's.
     moe_latent_size : int
         Width the routed experts work in (0: ``hidden_size``). Nemotron-3's latent MoE projects each token
         down to it before dispatch and back up after the combine (two more GEMMs per MoE layer).
@@ -158,6 +160,7 @@ class ModelSpec:
     linear_attention: LinearAttentionSpec | None = None
     num_mlp_layers: int = -1
     moe_latent_size: int = 0
+    global_attention: GlobalAttentionSpec | None = None
 
     def __post_init__(self) -> None:
         if self.norms_per_layer == 0:
@@ -226,17 +229,26 @@ class ModelSpec:
             counts[kind] = counts.get(kind, 0) + 1
         return counts
 
-    def _gqa_attention_params(self) -> int:
+    def gqa_shape(self, kind: str = "full") -> tuple[int, int, int]:
+        """(head_dim, KV heads, cached tensors per KV head) of a GQA layer of ``kind``."""
+        g = self.global_attention
+        if kind == "full" and g is not None:
+            return g.head_dim, g.kv_heads, g.kv_tensors
+        return self.head_dim, self.num_kv_heads, 2
+
+    def _gqa_attention_params(self, kind: str = "full") -> int:
         h = self.hidden_size
-        params = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
+        head_dim, kv_heads, tensors = self.gqa_shape(kind)
+        q, kv = self.num_heads * head_dim, kv_heads * head_dim * tensors  # K and V projections (K alone if K = V)
+        params = h * (q + kv) + q * h
         if self.qkv_bias:
-            params += self.q_size + 2 * self.kv_size
+            params += q + kv
         if self.o_bias:
             params += h
         if self.attn_output_gate:
-            params += h * self.q_size  # the gate half of the doubled query projection
+            params += h * q  # the gate half of the doubled query projection
         if self.qk_norm:
-            params += 2 * self.head_dim
+            params += 2 * head_dim
         if self.attention_sinks:
             params += self.num_heads
         return params
@@ -254,7 +266,7 @@ class ModelSpec:
             return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
         if kind == "sparse":  # block-sparse GQA (MiniMax-M3): queries of the indexer come from the hidden state
             return self._gqa_attention_params() + self.sparse_index.linear_params(h, h) + self.sparse_index.norm_params()
-        return self._gqa_attention_params()
+        return self._gqa_attention_params(kind)
 
     def dense_mlp_params(self, width: int | None = None, hidden: int | None = None) -> int:
         """Weights and biases of a dense MLP of ``width`` (default ``intermediate_size``) on inputs of ``hidden``
@@ -342,14 +354,18 @@ class ModelSpec:
     def kv_cache_bytes_per_token(self, kv_bits: int = 16, tp: int = 1) -> float:
         """KV-cache bytes per token on one GPU, over the layers that cache every token.
 
-        GQA layers: 2 (K and V) × kv_heads/tp × head_dim; MLA layers: the latent (kv_lora_rank + rope dims),
+        GQA layers: 2 (K and V; 1 where the values are the keys) × kv_heads/tp × head_dim (the full layers'
+        own shape with :attr:`global_attention`); MLA layers: the latent (kv_lora_rank + rope dims),
         the same on every TP rank (it is not split by heads), plus the sparse indexer's key (DSA);
         sliding/chunked and linear-attention layers cache per sequence instead
         (:meth:`per_sequence_cache_bytes`). Times the KV element bytes.
         """
         counts = self.attention_layer_counts()
         sparse = counts.get("sparse", 0)  # block-sparse GQA layers cache every token, and the indexer's key
-        elems = (counts.get("full", 0) + sparse) * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        elems = sparse * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        if counts.get("full"):
+            head_dim, kv_heads, tensors = self.gqa_shape("full")
+            elems += counts["full"] * tensors * max(1, kv_heads // tp) * head_dim
         if sparse:
             elems += sparse * self.sparse_index.head_dim
         if self.mla is not None:
@@ -378,8 +394,9 @@ class ModelSpec:
             )
         if not self._kv_ok(tp):
             ok = [t for t in (1, 2, 4, 8, 16) if self.num_heads % t == 0 and self._kv_ok(t)]
+            full = f" ({self.global_attention.kv_heads} in its full layers)" if self.global_attention else ""
             raise InputError(
-                f"--tp: {tp} neither divides nor is a multiple of {self.name}'s {self.num_kv_heads} KV heads; "
+                f"--tp: {tp} neither divides nor is a multiple of {self.name}'s {self.num_kv_heads} KV heads{full}; "
                 f"allowed: {ok}"
             )
 
@@ -406,8 +423,8 @@ class ModelSpec:
                              f"--ep (allowed moe_tp: {[t for t in (1, 2, 4, 8, 16, 32, 64) if width % t == 0]})")
 
     def _kv_ok(self, tp: int) -> bool:
-        kv = self.num_kv_heads
-        return kv % tp == 0 or tp % kv == 0
+        kvs = (self.num_kv_heads,) + ((self.global_attention.kv_heads,) if self.global_attention else ())
+        return all(kv % tp == 0 or tp % kv == 0 for kv in kvs)
 
     def to_dict(self) -> dict:
         return asdict(self)

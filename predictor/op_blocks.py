@@ -112,29 +112,43 @@ def _attention_rows(ctx: OpContext, prefix: str, layers: int, window: float, sha
 def gqa_attention(ctx: OpContext, counts: dict[str, int]) -> None:
     """Grouped-query attention layers of kinds ``full``, ``sliding``, ``chunked`` and ``sparse`` (one shared set
     of projections; per-kind attention rows whose window bounds the keys). Block-sparse layers (MiniMax-M3)
-    attend to the indexer's kept tokens after it scores every cached key (:func:`_sparse_indexer`)."""
+    attend to the indexer's kept tokens after it scores every cached key (:func:`_sparse_indexer`). Full layers
+    with a shape of their own (:attr:`~predictor.models.ModelSpec.global_attention`, Gemma-4) get their own
+    projections (``global_*``)."""
+    if ctx.model.global_attention is not None and counts.get("full"):
+        _gqa_group(ctx, {"full": counts["full"]}, "global_")
+        counts = {kind: n for kind, n in counts.items() if kind != "full"}
+    if counts:
+        _gqa_group(ctx, counts, "")
+
+
+def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
+    """Projections (op names prefixed ``prefix``) and attention rows of GQA layers that share one shape."""
     m, tp = ctx.model, ctx.par.tp
     layers = sum(counts.values())
     T = ctx.local.tokens
-    hd, heads, kv = m.head_dim, m.num_heads // tp, m.kv_heads_per_gpu(tp)
+    hd, kv_heads, tensors = m.gqa_shape(next(iter(counts)))
+    heads, kv = m.num_heads // tp, max(1, kv_heads // tp)
     q_width = heads * hd * (2 if m.attn_output_gate else 1)
-    ctx.gemm("qkv_proj", layers, T, q_width + 2 * kv * hd, m.hidden_size)
+    ctx.gemm(f"{prefix}qkv_proj", layers, T, q_width + tensors * kv * hd, m.hidden_size)
     if m.qk_norm:
-        ctx.elementwise("qk_norm", oc.NORM, layers, T, (heads + kv) * hd)
+        ctx.elementwise(f"{prefix}qk_norm", oc.NORM, layers, T, (heads + kv) * hd)
     if m.rotary_fraction > 0:
-        ctx.elementwise("rope", oc.ROPE, layers, T, (heads + kv) * hd * m.rotary_fraction)
+        ctx.elementwise(f"{prefix}rope", oc.ROPE, layers, T, (heads + kv) * hd * m.rotary_fraction)
     shape = {"heads": heads, "kv_heads": kv, "head_dim": hd}
+    if tensors == 1:  # the values are the keys: one cached tensor read for both (as MLA's shared latent)
+        shape |= {"v_head_dim": float(hd), "latent_kv": 1.0}
     windows = {"full": 0.0, "sliding": float(m.sliding_window), "chunked": float(m.sliding_window),
                "sparse": float(m.sparse_index.topk) if m.sparse_index is not None else 0.0}
-    for kind, prefix in (("full", "attn"), ("sliding", "sliding_attn"), ("chunked", "chunked_attn"),
-                         ("sparse", "sparse_attn")):
+    for kind, rows in (("full", "attn"), ("sliding", "sliding_attn"), ("chunked", "chunked_attn"),
+                       ("sparse", "sparse_attn")):
         if counts.get(kind):
             if kind == "sparse":
                 _sparse_indexer(ctx, "sparse_index", counts[kind], m.hidden_size)
-            _attention_rows(ctx, prefix, counts[kind], windows[kind], shape)
+            _attention_rows(ctx, rows, counts[kind], windows[kind], shape)
     if m.attn_output_gate:
-        ctx.elementwise("attn_gate", oc.ACT, layers, T, heads * hd, gated=1.0)
-    ctx.gemm("o_proj", layers, T, m.hidden_size, heads * hd)
+        ctx.elementwise(f"{prefix}attn_gate", oc.ACT, layers, T, heads * hd, gated=1.0)
+    ctx.gemm(f"{prefix}o_proj", layers, T, m.hidden_size, heads * hd)
 
 
 def _sparse_indexer(ctx: OpContext, prefix: str, layers: int, q_input: int) -> None:

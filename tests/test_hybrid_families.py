@@ -149,3 +149,30 @@ def test_minimax_m3_bad_per_layer_lists_name_the_key():
         parse_hf_config(cfg)
     with pytest.raises(InputError, match="text_config"):
         parse_hf_config({"model_type": "minimax_m3_vl"})
+
+
+@pytest.mark.parametrize("name,total_b,active_b", [("gemma-4-26b-a4b", 25.2, 3.8), ("gemma-4-31b", 30.7, 30.7)])
+def test_gemma4_parameters_match_the_model_card(name, total_b, active_b):
+    m = get_model(name)  # Google's Gemma 4 card: 26B A4B = 25.2B total, 3.8B active; 31B = 30.7B
+    assert m.param_count() / 1e9 == pytest.approx(total_b, rel=0.01)
+    assert m.active_param_count() / 1e9 == pytest.approx(active_b, rel=0.01)
+
+
+def test_gemma4_full_layers_have_their_own_shape_and_cache_keys_only():
+    m = get_model("gemma-4-26b-a4b")  # sliding: 8 KV heads × 256; full: 2 KV heads × 512, values = keys
+    assert m.attention_layer_counts() == {"sliding": 25, "full": 5} and m.sliding_window == 1024
+    assert m.kv_cache_bytes_per_token() == 5 * 1 * 2 * 512 * 2
+    assert m.per_sequence_cache_bytes() == 25 * 1024 * 2 * 8 * 256 * 2
+    ops = ops_for("gemma-4-26b-a4b", tp=2, decode=[5000] * 4)
+    assert ops.loc["global_qkv_proj", "n"] == (8 * 512 + 1 * 512) and ops.loc["global_qkv_proj", "count"] == 5
+    assert ops.loc["qkv_proj", "n"] == (8 * 256 + 2 * 4 * 256) and ops.loc["qkv_proj", "count"] == 25
+    assert ops.loc["attn_decode", ["head_dim", "kv_heads", "latent_kv"]].tolist() == [512, 1, 1]
+    assert ops.loc["sliding_attn_decode", ["head_dim", "kv_heads", "latent_kv"]].tolist() == [256, 4, 0]
+    assert ops.loc["shared_gate_up_proj", "n"] == 2 * 2112 / 2 and ops.loc["moe_experts", "topk"] == 8
+    odd = parse_hf_config({"model_type": "gemma4_text", "hidden_size": 768, "num_attention_heads": 12,
+                           "num_key_value_heads": 4, "num_global_key_value_heads": 3, "head_dim": 64,
+                           "global_head_dim": 128, "intermediate_size": 1024, "vocab_size": 1000,
+                           "num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"]})
+    odd.check_tp(1)
+    with pytest.raises(InputError, match=r"--tp: 2 neither divides .* 4 KV heads \(3 in its full layers\); allowed: \[1\]"):
+        odd.check_tp(2)  # divides the sliding layers' 4 KV heads but not the full layers' 3
