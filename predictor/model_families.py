@@ -8,7 +8,8 @@ attention), ``gpt_oss`` (alternating sliding-window and full attention with sink
 ``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
 ``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert); ``minimax_m3`` /
 ``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers) and
-``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE beside the MLP).
+``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE beside the MLP) and
+``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths).
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -334,6 +335,40 @@ def gemma4(cfg: dict, name: str, source: str):
     )
 
 
+def _deci_width(mult: float, hidden: int) -> int:
+    """DeciLM's MLP width for ``ffn_mult``: ⌊2·mult·hidden/3⌋ rounded up to a multiple of 256."""
+    width = int(2 * mult * hidden / 3)
+    return -(-width // 256) * 256
+
+
+def nemotron_nas(cfg: dict, name: str, source: str):
+    """Llama-Nemotron (DeciLM, ``nemotron-nas``): a Llama whose layers were searched per block (``block_configs``):
+    attention removed in some layers (``no_op``), each MLP its own width (``ffn_mult``). Attention layers are the
+    spec's layers and MLP blocks are counted apart (``num_mlp_layers``); the MLPs get their mean width, which keeps
+    their weights and FLOPs (their GEMM shapes are averaged). Blocks replaced by a linear layer, and attention
+    layers with different KV-head groupings, are not supported."""
+    blocks = cfg.get("block_configs")
+    layers = _int(cfg, "num_hidden_layers", source)
+    if not isinstance(blocks, list) or len(blocks) != layers or not all(isinstance(b, dict) for b in blocks):
+        raise InputError(f"{source}: key 'block_configs' must list one block per layer ({layers})")
+    attention = [b.get("attention") or {} for b in blocks]
+    ffn = [b.get("ffn") or {} for b in blocks]
+    if any(part.get("replace_with_linear") for part in attention + ffn):
+        raise InputError(f"{source}: block_configs with replace_with_linear are not supported; allowed: false")
+    groups = {a.get("n_heads_in_group") for a in attention if not a.get("no_op")}
+    heads = _int(cfg, "num_attention_heads", source)
+    if len(groups) != 1 or not isinstance(next(iter(groups)), int) or heads % next(iter(groups)):
+        raise InputError(f"{source}: block_configs must give every attention layer one n_heads_in_group dividing "
+                         f"{heads} heads, got {sorted(map(str, groups))}")
+    widths = [_deci_width(float(f.get("ffn_mult") or 0), _int(cfg, "hidden_size", source))
+              for f in ffn if not f.get("no_op")]
+    mixers = sum(1 for a in attention if not a.get("no_op"))
+    spec = dict(cfg, num_hidden_layers=mixers, num_key_value_heads=heads // next(iter(groups)),
+                intermediate_size=round(sum(widths) / max(len(widths), 1)) or 1)
+    return _models()._common(spec, name, source, mlp_bias=_flag(cfg, "mlp_bias", source),
+                             num_mlp_layers=len(widths))
+
+
 NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}  # hybrid_override_pattern's letters
 
 
@@ -399,4 +434,5 @@ PARSERS = {
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
     "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
     "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl, "gemma4_text": gemma4,
+    "nemotron-nas": nemotron_nas,
 }

@@ -176,3 +176,16 @@ def test_gemma4_full_layers_have_their_own_shape_and_cache_keys_only():
     odd.check_tp(1)
     with pytest.raises(InputError, match=r"--tp: 2 neither divides .* 4 KV heads \(3 in its full layers\); allowed: \[1\]"):
         odd.check_tp(2)  # divides the sliding layers' 4 KV heads but not the full layers' 3
+
+
+def test_llama_nemotron_super_blocks():
+    m = get_model("nvidia/Llama-3_3-Nemotron-Super-49B-v1")  # NVIDIA's card: 49.9B parameters
+    assert m.name == "llama-3.3-nemotron-super-49b" and m.param_count() / 1e9 == pytest.approx(49.9, rel=0.01)
+    assert m.attention_layer_counts() == {"full": 49} and m.mlp_layer_count == 80 and m.num_kv_heads == 8
+    # ffn_mult 5.25 → 28,672 wide (Llama-3-70B's MLP); the 80 MLPs' mean width keeps their total weights
+    widths = 49 * 28672 + 10 * 7168 + 8 * 5632 + 6 * 14336 + 6 * 2816 + 17920
+    assert m.intermediate_size == round(widths / 80)
+    cfg = json.loads(resources.files("predictor.catalog").joinpath("models/llama-3.3-nemotron-super-49b.json").read_text())
+    cfg["block_configs"][3]["ffn"]["replace_with_linear"] = True
+    with pytest.raises(InputError, match="replace_with_linear are not supported"):
+        parse_hf_config(cfg)
