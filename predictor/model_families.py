@@ -9,7 +9,8 @@ attention), ``gpt_oss`` (alternating sliding-window and full attention with sink
 ``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert); ``minimax_m3`` /
 ``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers) and
 ``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE beside the MLP) and
-``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths).
+``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths),
+``mimo_v2_flash`` (sliding and full GQA layers of their own KV heads, values narrower than keys, MoE).
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -335,6 +336,33 @@ def gemma4(cfg: dict, name: str, source: str):
     )
 
 
+def mimo_v2(cfg: dict, name: str, source: str):
+    """MiMo-V2-Flash: sliding-window layers (``hybrid_layer_pattern`` 1; ``swa_num_key_value_heads``, sinks) and
+    full layers (0; ``num_key_value_heads``), 192-wide queries and keys with ``v_head_dim``-wide values, dense
+    MLPs where ``moe_layer_freq`` is 0 and routed experts elsewhere."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    experts = _int(cfg, "n_routed_experts", source)
+    pattern = _flags(cfg, "hybrid_layer_pattern", source, layers)
+    types = tuple("sliding" if swa else "full" for swa in (pattern or [False] * layers))
+    moe = _flags(cfg, "moe_layer_freq", source, layers)
+    head_dim = _int(cfg, "head_dim", source)
+    full_kv = _int(cfg, "num_key_value_heads", source)
+    swa_kv = _optional(cfg, "swa_num_key_value_heads", source) or full_kv
+    if _optional(cfg, "swa_num_attention_heads", source) not in (0, _int(cfg, "num_attention_heads", source)):
+        raise InputError(f"{source}: swa_num_attention_heads must equal num_attention_heads (one query width)")
+    shared = _optional(cfg, "n_shared_experts", source) * _int(cfg, "moe_intermediate_size", source)
+    return _models()._common(
+        dict(cfg, num_key_value_heads=swa_kv), name, source, layer_types=types,
+        sliding_window=_optional(cfg, "sliding_window", source), v_head_dim=_optional(cfg, "v_head_dim", source),
+        global_attention=GlobalAttentionSpec(head_dim=head_dim, kv_heads=full_kv),
+        rotary_fraction=_fraction(cfg, "partial_rotary_factor", source, 1.0),
+        attention_sinks=_flag(cfg, "add_swa_attention_sink_bias", source),
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=_int(cfg, "moe_intermediate_size", source), shared_expert_intermediate_size=shared,
+        num_moe_layers=sum(moe) if moe is not None else -1, router_bias=cfg.get("topk_method") == "noaux_tc",
+    )
+
+
 def _deci_width(mult: float, hidden: int) -> int:
     """DeciLM's MLP width for ``ffn_mult``: ⌊2·mult·hidden/3⌋ rounded up to a multiple of 256."""
     width = int(2 * mult * hidden / 3)
@@ -434,5 +462,5 @@ PARSERS = {
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
     "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
     "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl, "gemma4_text": gemma4,
-    "nemotron-nas": nemotron_nas,
+    "nemotron-nas": nemotron_nas, "mimo_v2_flash": mimo_v2,
 }

@@ -114,6 +114,9 @@ class ModelSpec:
     num_mlp_layers : int
         Layers with an MLP block (-1: every layer). Hybrid models whose blocks each hold one mixer or one MLP
         (Nemotron-H) count their mixers in ``num_layers`` and their MLP blocks here; each block has one norm.
+    v_head_dim : int
+        Value (and attention output) width per head of the GQA layers when it differs from ``head_dim``
+        (MiMo-V2: 192-wide queries and keys, 128-wide values); 0: ``head_dim``.
     global_attention : GlobalAttentionSpec, optional
         The ``full`` layers' own head width and KV heads (Gemma-4); None: every GQA layer has the model's.
     moe_latent_size : int
@@ -161,6 +164,7 @@ class ModelSpec:
     num_mlp_layers: int = -1
     moe_latent_size: int = 0
     global_attention: GlobalAttentionSpec | None = None
+    v_head_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.norms_per_layer == 0:
@@ -229,24 +233,26 @@ class ModelSpec:
             counts[kind] = counts.get(kind, 0) + 1
         return counts
 
-    def gqa_shape(self, kind: str = "full") -> tuple[int, int, int]:
-        """(head_dim, KV heads, cached tensors per KV head) of a GQA layer of ``kind``."""
+    def gqa_shape(self, kind: str = "full") -> tuple[int, int, int, int]:
+        """(query/key head width, value head width, KV heads, cached tensors per KV head: 2, or 1 when the values
+        are the keys) of a GQA layer of ``kind``."""
         g = self.global_attention
         if kind == "full" and g is not None:
-            return g.head_dim, g.kv_heads, g.kv_tensors
-        return self.head_dim, self.num_kv_heads, 2
+            return g.head_dim, g.head_dim if g.k_eq_v else self.v_head_dim or g.head_dim, g.kv_heads, g.kv_tensors
+        return self.head_dim, self.v_head_dim or self.head_dim, self.num_kv_heads, 2
 
     def _gqa_attention_params(self, kind: str = "full") -> int:
         h = self.hidden_size
-        head_dim, kv_heads, tensors = self.gqa_shape(kind)
-        q, kv = self.num_heads * head_dim, kv_heads * head_dim * tensors  # K and V projections (K alone if K = V)
-        params = h * (q + kv) + q * h
+        head_dim, v_dim, kv_heads, tensors = self.gqa_shape(kind)
+        q = self.num_heads * head_dim
+        kv = kv_heads * (head_dim + (v_dim if tensors == 2 else 0))  # K and V projections (K alone if K = V)
+        params = h * (q + kv) + self.num_heads * v_dim * h
         if self.qkv_bias:
             params += q + kv
         if self.o_bias:
             params += h
         if self.attn_output_gate:
-            params += h * q  # the gate half of the doubled query projection
+            params += h * self.num_heads * v_dim  # the gate on each head's output, projected with the query
         if self.qk_norm:
             params += 2 * head_dim
         if self.attention_sinks:
@@ -351,6 +357,11 @@ class ModelSpec:
         """KV heads held by one GPU at tensor parallelism ``tp`` (replicated when kv_heads < tp)."""
         return max(1, self.num_kv_heads // tp)
 
+    def _kv_elems(self, tp: int, kind: str = "sliding") -> int:
+        """Elements one GQA layer of ``kind`` caches per token on one GPU: keys and values of its KV heads/tp."""
+        head_dim, v_dim, kv_heads, tensors = self.gqa_shape(kind)
+        return max(1, kv_heads // tp) * (head_dim + (v_dim if tensors == 2 else 0))
+
     def kv_cache_bytes_per_token(self, kv_bits: int = 16, tp: int = 1) -> float:
         """KV-cache bytes per token on one GPU, over the layers that cache every token.
 
@@ -362,10 +373,9 @@ class ModelSpec:
         """
         counts = self.attention_layer_counts()
         sparse = counts.get("sparse", 0)  # block-sparse GQA layers cache every token, and the indexer's key
-        elems = sparse * 2 * self.kv_heads_per_gpu(tp) * self.head_dim
+        elems = sparse * self._kv_elems(tp)
         if counts.get("full"):
-            head_dim, kv_heads, tensors = self.gqa_shape("full")
-            elems += counts["full"] * tensors * max(1, kv_heads // tp) * head_dim
+            elems += counts["full"] * self._kv_elems(tp, "full")
         if sparse:
             elems += sparse * self.sparse_index.head_dim
         if self.mla is not None:
@@ -378,7 +388,7 @@ class ModelSpec:
         window of every sliding/chunked layer, and the recurrent state of every linear-attention layer."""
         counts = self.attention_layer_counts()
         windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
-        out = windowed * self.sliding_window * 2 * self.kv_heads_per_gpu(tp) * self.head_dim * kv_bits / 8
+        out = windowed * self.sliding_window * self._kv_elems(tp, "sliding") * kv_bits / 8
         if self.linear_attention is not None:
             out += counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
         return out

@@ -127,10 +127,10 @@ def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
     m, tp = ctx.model, ctx.par.tp
     layers = sum(counts.values())
     T = ctx.local.tokens
-    hd, kv_heads, tensors = m.gqa_shape(next(iter(counts)))
+    hd, vd, kv_heads, tensors = m.gqa_shape(next(iter(counts)))
     heads, kv = m.num_heads // tp, max(1, kv_heads // tp)
-    q_width = heads * hd * (2 if m.attn_output_gate else 1)
-    ctx.gemm(f"{prefix}qkv_proj", layers, T, q_width + tensors * kv * hd, m.hidden_size)
+    q_width = heads * hd + (heads * vd if m.attn_output_gate else 0)
+    ctx.gemm(f"{prefix}qkv_proj", layers, T, q_width + kv * (hd + (vd if tensors == 2 else 0)), m.hidden_size)
     if m.qk_norm:
         ctx.elementwise(f"{prefix}qk_norm", oc.NORM, layers, T, (heads + kv) * hd)
     if m.rotary_fraction > 0:
@@ -138,6 +138,8 @@ def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
     shape = {"heads": heads, "kv_heads": kv, "head_dim": hd}
     if tensors == 1:  # the values are the keys: one cached tensor read for both (as MLA's shared latent)
         shape |= {"v_head_dim": float(hd), "latent_kv": 1.0}
+    elif vd != hd:
+        shape["v_head_dim"] = float(vd)
     windows = {"full": 0.0, "sliding": float(m.sliding_window), "chunked": float(m.sliding_window),
                "sparse": float(m.sparse_index.topk) if m.sparse_index is not None else 0.0}
     for kind, rows in (("full", "attn"), ("sliding", "sliding_attn"), ("chunked", "chunked_attn"),
@@ -147,8 +149,8 @@ def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
                 _sparse_indexer(ctx, "sparse_index", counts[kind], m.hidden_size)
             _attention_rows(ctx, rows, counts[kind], windows[kind], shape)
     if m.attn_output_gate:
-        ctx.elementwise(f"{prefix}attn_gate", oc.ACT, layers, T, heads * hd, gated=1.0)
-    ctx.gemm(f"{prefix}o_proj", layers, T, m.hidden_size, heads * hd)
+        ctx.elementwise(f"{prefix}attn_gate", oc.ACT, layers, T, heads * vd, gated=1.0)
+    ctx.gemm(f"{prefix}o_proj", layers, T, m.hidden_size, heads * vd)
 
 
 def _sparse_indexer(ctx: OpContext, prefix: str, layers: int, q_input: int) -> None:

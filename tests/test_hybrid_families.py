@@ -189,3 +189,16 @@ def test_llama_nemotron_super_blocks():
     cfg["block_configs"][3]["ffn"]["replace_with_linear"] = True
     with pytest.raises(InputError, match="replace_with_linear are not supported"):
         parse_hf_config(cfg)
+
+
+def test_mimo_v2_flash_values_narrower_than_keys():
+    m = get_model("XiaomiMiMo/MiMo-V2-Flash")  # Xiaomi's card: 309B total, 15B active
+    assert m.param_count() / 1e9 == pytest.approx(309, rel=0.01)
+    assert m.active_param_count() / 1e9 == pytest.approx(15, rel=0.03)
+    assert m.attention_layer_counts() == {"full": 9, "sliding": 39} and m.dense_layer_count == 1
+    assert m.kv_cache_bytes_per_token() == 9 * 4 * (192 + 128) * 2  # full layers: 4 KV heads, keys 192, values 128
+    assert m.per_sequence_cache_bytes() == 39 * 128 * 8 * (192 + 128) * 2  # 128-token windows of 8 KV heads
+    ops = ops_for("mimo-v2-flash", tp=4, decode=[3000] * 2)
+    assert ops.loc["qkv_proj", "n"] == 16 * 192 + 2 * (192 + 128) and ops.loc["o_proj", "k"] == 16 * 128
+    assert ops.loc["global_qkv_proj", "n"] == 16 * 192 + 1 * (192 + 128)
+    assert ops.loc["sliding_attn_decode", "v_head_dim"] == 128 and ops.loc["attn_decode", "v_head_dim"] == 128
