@@ -7,7 +7,9 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
   ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (the benchmark's concurrency), ``tp_size``,
   ``pp_size``, ``attention_dp_size``, ``moe_tp_size``, ``moe_ep_size``, ``silicon_ttft_ms``,
   ``silicon_tpot_ms``; for disaggregated rows also ``prefill_*`` / ``decode_*`` pool sizes
-  (``num_workers``, ``tp_size``, ``batch_size``). A degree of 0 or empty means 1.
+  (``num_workers``, ``tp_size``, ``batch_size``). A degree of 0 or empty means 1. A disaggregated row without
+  ``prefill_num_workers`` or ``decode_num_workers`` (the CSV's ``source_file`` rows) is simulated with one
+  worker per pool; column ``pool_workers_given`` is False for it (True for every other row).
 * **vLLM bench JSON** (``vllm bench serve --save-result``; one object or a list of them). Keys read:
   ``backend`` (default ``vllm``), ``model_id``, ``max_concurrency`` (else ``num_prompts``: all at once),
   ``random_input_len`` / ``random_output_len`` (else ``total_input_tokens`` / ``total_output_tokens``
@@ -132,7 +134,17 @@ def _from_silicon_csv(file: Path) -> pd.DataFrame:
         for name in POOL_FIELDS:
             column = f"{pool}_{name}"
             out[column] = _degree(raw[column]) if column in raw else 1
+    out["pool_workers_given"] = _workers_given(raw, out["mode"])
     return out
+
+
+def _workers_given(raw: pd.DataFrame, mode: pd.Series) -> np.ndarray:
+    """False for a disaggregated row that gives no ``prefill_num_workers`` or ``decode_num_workers``."""
+    given = np.ones(len(raw), bool)
+    for pool in ("prefill", "decode"):
+        column = f"{pool}_num_workers"
+        given &= pd.to_numeric(raw[column], errors="coerce").notna().to_numpy() if column in raw else False
+    return given | (mode != "disagg").to_numpy()
 
 
 def _unique_ids(ids: pd.Series) -> pd.Series:
@@ -204,4 +216,5 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
     for pool in ("prefill", "decode"):
         for name in POOL_FIELDS:
             out[f"{pool}_{name}"] = 1
+    out["pool_workers_given"] = True
     return out

@@ -235,6 +235,22 @@ def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, c
     assert len(pd.read_csv(out_csv)) == 4
 
 
+def test_disagg_rows_without_worker_counts_are_flagged_and_warned_about(tmp_path, capsys, monkeypatch, hybrid):
+    rows = {k: v[:2] for k, v in SILICON.items()} | {"mode": ["disagg", "disagg"], "batch_size": [None, None],
+                                                     "id": ["x_c4_", "y_c4_"]}
+    rows |= {f"{pool}_{name}": [1, 1] for pool in ("prefill", "decode") for name in ("tp_size", "batch_size")}
+    rows |= {"prefill_num_workers": [2, None], "decode_num_workers": [1, 1]}
+    pd.DataFrame(rows).to_csv(tmp_path / "disagg.csv", index=False)
+    table = read_serving_results(tmp_path / "disagg.csv")
+    assert list(table["pool_workers_given"]) == [True, False] and list(table["prefill_num_workers"]) == [2, 1]
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
+    code = cli.main(["evaluate", "--serving", str(tmp_path / "disagg.csv"), "--json", "--n-jobs", "1"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.strip() == ("warning: 1 disaggregated runs give no prefill_num_workers or "
+                                         "decode_num_workers: each of their pools is simulated as one worker "
+                                         "(docs/serving-accuracy.md scores these runs apart)")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"drop": "batch_size"}, "batch_size"),
     ({"batch_size": [-1, 8, 2, 2]}, "concurrency"),

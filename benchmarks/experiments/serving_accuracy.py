@@ -89,9 +89,24 @@ def _by_mode(frame: pd.DataFrame) -> list[str]:
     variants = _variants(frame)
     lines = ["| mode | runs | " + " | ".join(f"TTFT {n}" for n, _ in variants) + " | "
              + " | ".join(f"TPOT {n}" for n, _ in variants) + " |", "|" + "---|" * (2 + 2 * len(variants))]
-    for mode, rows in frame.groupby("mode", sort=True):
+    given = frame["pool_workers_given"].astype(bool) if "pool_workers_given" in frame else True
+    label = np.where(frame["mode"] != "disagg", frame["mode"],
+                     np.where(given, "disagg, worker counts given", "disagg, no worker counts (one per pool)"))
+    for mode, rows in frame.groupby(label, sort=True):
         lines.append(f"| {mode} | {len(rows)} | " + " | ".join(_row(rows, variants)) + " |")
     return lines + [""]
+
+
+def _mode_note(frame: pd.DataFrame) -> list[str]:
+    disagg = frame[frame["mode"] == "disagg"]
+    missing = int((~disagg["pool_workers_given"].astype(bool)).sum()) if "pool_workers_given" in disagg else 0
+    if not missing:
+        return []
+    return [f"{missing:,} of the {len(disagg):,} disaggregated runs scored here come from CSV rows that give no "
+            "`prefill_num_workers` / `decode_num_workers` (the `source_file` rows; some repeat a measurement that "
+            "another row gives with its worker counts). They are simulated with one worker per pool, often far "
+            "fewer GPUs than were measured, so their simulated prefill queue can dwarf the measured TTFT; "
+            "`evaluate --serving` warns about such rows.", ""]
 
 
 def _goal_lines(logo: pd.DataFrame) -> list[str]:
@@ -233,7 +248,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
         lines.append(f"| {f} | {s} | {m} | {len(rows)} |")
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "", *_ceiling_lines(done),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
-              "### Held-out GPU, by mode", "", *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
+              "### Held-out GPU, by mode", "", *_mode_note(logo), *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
               *_ttft_anatomy_lines(done),
               *_unseen_gpu_lines(unseen),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
@@ -290,6 +305,9 @@ def main() -> None:
         simulated = kernel_basis(every, predictor)
         if cache is not None:
             atomic_write(cache, simulated.to_parquet())
+    # whether a disaggregated run gives its pools' worker counts comes from the CSV (a cache may predate the column)
+    simulated = simulated.drop(columns=["pool_workers_given"], errors="ignore").merge(
+        every[["id", "pool_workers_given"]], on="id", how="left")
     basis = simulated[simulated["id"].isin(set(table["id"]))]
     anchors = simulated[simulated["skip"] == ""]
     done = basis[basis["skip"] == ""]

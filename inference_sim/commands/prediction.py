@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -193,6 +194,11 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
     from scheduler.serving_eval import predict_serving, score_serving
 
     table = read_serving_results(path, gpu=gpu, tp=tp)
+    guessed = int((~table["pool_workers_given"].astype(bool)).sum())
+    if guessed:
+        warnings.warn(f"{guessed:,} disaggregated runs give no prefill_num_workers or decode_num_workers: each of "
+                      "their pools is simulated as one worker (docs/serving-accuracy.md scores these runs apart)",
+                      stacklevel=1)
     profiles = load_profiles()
     calibration = None
     if framework is not None:
