@@ -41,7 +41,8 @@ import pandas as pd
 from features import schema
 from features.schema import IngestReport
 from predictor.errors import InputError
-from predictor.models import ModelSpec, get_model, resolve_model_name
+from predictor.model_spec import ModelSpec
+from predictor.models import get_model, resolve_model_name
 from predictor.ops import linear_shapes, rope_width
 
 SOURCE = "vidur"

@@ -18,7 +18,8 @@ from predictor.batch import BatchShape, decode_batch, from_lists, prefill_batch
 from predictor.errors import InputError
 from predictor.gpus import GPUSpec, get_gpu
 from predictor.memory import plan_memory
-from predictor.models import ModelSpec, get_model
+from predictor.model_spec import ModelSpec
+from predictor.models import get_model
 from predictor.ops import build_ops
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision, parse_dtype

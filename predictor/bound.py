@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from predictor.gpus import GPUSpec
-from predictor.models import ModelSpec
+from predictor.model_spec import ModelSpec
 from predictor.overhead import NO_OVERHEAD, OverheadModel
 from predictor.parallel import ParallelConfig
 from predictor.precision import Precision

@@ -24,7 +24,7 @@ import numpy as np
 
 from predictor.errors import InputError, ModelDoesNotFitError
 from predictor.gpus import GPUSpec
-from predictor.models import ModelSpec
+from predictor.model_spec import ModelSpec
 from predictor.ops import ITERATION_OPS, linear_shapes
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision

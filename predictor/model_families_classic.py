@@ -4,7 +4,8 @@ conventions each follows (its module docstring describes these three families' c
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.models import ModelSpec, _common, _get
+from predictor.model_spec import ModelSpec
+from predictor.models import _common, _get
 
 def _gpt_neox(cfg: dict, name: str, source: str) -> ModelSpec:
     # GPT-NeoX keeps two LayerNorms per layer whether or not the residual is parallel.

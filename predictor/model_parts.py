@@ -1,7 +1,7 @@
 """Architecture parts of today's models that a classic GQA decoder does not have.
 
 Each part is a small frozen dataclass holding the config's numbers, with its parameter count and
-cache/state footprint as methods (pure, in elements or bytes as named). :class:`~predictor.models.ModelSpec`
+cache/state footprint as methods (pure, in elements or bytes as named). :class:`~predictor.model_spec.ModelSpec`
 holds at most one of each; the op builders in :mod:`predictor.op_blocks` read them.
 
 * :class:`MLASpec` — DeepSeek-V2/V3, Kimi-K2 and GLM-5 multi-head latent attention: queries through a

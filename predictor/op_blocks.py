@@ -25,7 +25,7 @@ import numpy as np
 
 from predictor import opcost as oc
 from predictor.batch import BatchShape
-from predictor.models import ModelSpec
+from predictor.model_spec import ModelSpec
 from predictor.parallel import ParallelConfig
 from predictor.precision import Precision
 
@@ -113,7 +113,7 @@ def gqa_attention(ctx: OpContext, counts: dict[str, int]) -> None:
     """Grouped-query attention layers of kinds ``full``, ``sliding``, ``chunked`` and ``sparse`` (one shared set
     of projections; per-kind attention rows whose window bounds the keys). Block-sparse layers (MiniMax-M3)
     attend to the indexer's kept tokens after it scores every cached key (:func:`_sparse_indexer`). Full layers
-    with a shape of their own (:attr:`~predictor.models.ModelSpec.global_attention`, Gemma-4) get their own
+    with a shape of their own (:attr:`~predictor.model_spec.ModelSpec.global_attention`, Gemma-4) get their own
     projections (``global_*``)."""
     if ctx.model.global_attention is not None and counts.get("full"):
         _gqa_group(ctx, {"full": counts["full"]}, "global_")

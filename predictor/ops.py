@@ -35,7 +35,7 @@ from predictor import op_blocks as blocks
 from predictor import opcost as oc
 from predictor.batch import BatchShape, decode_batch
 from predictor.lazy import pandas as pd
-from predictor.models import ModelSpec
+from predictor.model_spec import ModelSpec
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
 

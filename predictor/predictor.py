@@ -34,7 +34,8 @@ from predictor.cpus import available_cpus
 from predictor.errors import InputError
 from predictor.gpus import GPUSpec, get_gpu
 from predictor.lazy import pandas as pd
-from predictor.models import ModelSpec, get_model
+from predictor.model_spec import ModelSpec
+from predictor.models import get_model
 from predictor.ops import build_ops
 from predictor.overhead import NO_OVERHEAD, OverheadModel
 from predictor.parallel import ParallelConfig, as_parallel

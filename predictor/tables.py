@@ -34,7 +34,7 @@ import numpy as np
 from predictor.array_cache import load_arrays, save_arrays
 from predictor.batch import BatchShape
 from predictor.gpus import GPUSpec
-from predictor.models import ModelSpec
+from predictor.model_spec import ModelSpec
 from predictor.ops import build_ops
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision

@@ -188,7 +188,7 @@ class LLM:
     """One model of the application (a ``count`` entry expanded to ``name-1``, ``name-2``, …)."""
 
     name: str
-    spec: object  # predictor.models.ModelSpec
+    spec: object  # predictor.model_spec.ModelSpec
     model_id: str  # as written in the spec (a catalogue name, HF id or config path)
     output_lengths: LengthSpec
     upstream: str | None

@@ -2,7 +2,7 @@
 
 * A configuration is a replica of ``tp × pp`` GPUs (``tp``-way tensor parallel, ``pp`` pipeline stages,
   the experts of an MoE model spread ``ep``-way over the TP GPUs) × ``dp`` replicas. The layout must fit
-  the model (:meth:`predictor.models.ModelSpec.check_parallel`), the weights must fit with room for at least
+  the model (:meth:`predictor.model_spec.ModelSpec.check_parallel`), the weights must fit with room for at least
   one full-context sequence of KV cache (:func:`predictor.memory.plan_memory`), and each replica's GPUs
   must sit in one NVLink group, aligned to a multiple of its size (the usual way groups are carved out).
 * Expert parallelism (``ep = tp``) is offered for every MoE model; pipeline parallelism (2 or 4 stages)

@@ -194,7 +194,7 @@ class Sweep:
 
     spec: SweepSpec
     source: str
-    model: Any  # predictor.models.ModelSpec
+    model: Any  # predictor.model_spec.ModelSpec
     gpus: dict  # catalogue name -> predictor.gpus.GPUSpec, in grid order
     prices: dict  # catalogue name -> USD per GPU-hour
     prices_path: Path

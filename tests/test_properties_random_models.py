@@ -40,7 +40,8 @@ from predictor.batch import from_lists
 from predictor.errors import InputError, ModelDoesNotFitError
 from predictor.gpus import GPUSpec, PeakTflops
 from predictor.memory import plan_memory
-from predictor.models import ModelSpec, parse_hf_config
+from predictor.model_spec import ModelSpec
+from predictor.models import parse_hf_config
 from predictor.ops import build_ops
 from predictor.precision import parse_dtype
 from predictor.predictor import MIN_RATIO_TO_ROOFLINE
