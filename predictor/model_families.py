@@ -1,16 +1,15 @@
 """Hugging Face ``config.json`` parsers of today's model families (each a small function of the config).
 
 Families: ``deepseek_v2``/``deepseek_v3``/``kimi_k2`` (MLA + fine-grained MoE with shared experts),
-``deepseek_v32``/``glm_moe_dsa`` (the same plus DeepSeek sparse attention: GLM-5), ``qwen3``,
-``qwen3_moe``, ``qwen3_next``/``qwen3_5*`` (gated delta-net linear attention interleaved with gated full
-attention), ``gpt_oss`` (alternating sliding-window and full attention with sinks, MoE with biases),
-``glm4_moe``, ``minimax_m2``, ``llama4_text`` (chunked attention, interleaved MoE with a shared expert) and
-``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
-``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE with a shared expert); ``minimax_m3`` /
-``minimax_m3_vl`` (block-sparse GQA with an indexer, MoE with a shared expert after dense layers) and
-``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE beside the MLP) and
-``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths),
-``mimo_v2_flash`` (sliding and full GQA layers of their own KV heads, values narrower than keys, MoE).
+``deepseek_v32``/``glm_moe_dsa`` (the same plus DeepSeek sparse attention: GLM-5), ``deepseek_v4`` (compressed
+sparse attention over one shared key/value head), ``qwen3``, ``qwen3_moe``, ``qwen3_next``/``qwen3_5*`` (gated
+delta-net linear attention interleaved with gated full attention), ``gpt_oss`` (alternating sliding-window and
+full attention with sinks, MoE with biases), ``glm4_moe``, ``minimax_m2``, ``minimax_m3`` / ``minimax_m3_vl``
+(block-sparse GQA with an indexer, MoE with a shared expert after dense layers), ``llama4_text`` (chunked
+attention, interleaved MoE with a shared expert), ``step3p7`` (Step-3.7-Flash: sliding and full GQA layers, MoE
+with a shared expert), ``gemma4_text`` (Gemma-4: sliding and wider full GQA layers, keys as values, optional MoE
+beside the MLP) and ``mimo_v2_flash`` (sliding and full GQA layers of their own KV heads, values narrower than
+keys, MoE). NVIDIA's hybrids (Nemotron-H, Llama-Nemotron) are in :mod:`predictor.model_families_hybrid`.
 Multimodal wrappers (``kimi_k25``, ``llama4``, ``qwen3_5_moe``, ...) hold the language model under
 ``text_config``; only that part is modelled (vision towers are neither counted nor costed).
 
@@ -24,9 +23,9 @@ from __future__ import annotations
 from predictor.errors import InputError
 from predictor.model_parts import (
     HF_LAYER_TYPES,
+    CompressedAttentionSpec,
     GlobalAttentionSpec,
     LinearAttentionSpec,
-    Mamba2Spec,
     MLASpec,
     SparseIndexSpec,
 )
@@ -143,6 +142,41 @@ def deepseek(cfg: dict, name: str, source: str):
         moe_intermediate_size=moe_inter, shared_expert_intermediate_size=shared * moe_inter,
         num_moe_layers=sum(1 for i in range(layers) if i >= first_dense and i % freq == 0),
         router_bias=cfg.get("topk_method") == "noaux_tc",
+    )
+
+
+def deepseek_v4(cfg: dict, name: str, source: str):
+    """DeepSeek-V4 (``deepseek_v4``; SGLang's reference configs say ``deepseek_ref``): compressed attention per
+    layer from ``compress_ratios`` (0: the sliding window only; the lower ratio with the indexer, the higher one
+    dense over its entries; entries past the layers belong to the multi-token-prediction layers and are dropped),
+    MoE in every layer with a shared expert. The first ``num_hash_layers`` route by token hash (no router weights:
+    counted as routed layers with a router, a few million parameters too many)."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    ratios = cfg.get("compress_ratios")
+    if not isinstance(ratios, list) or len(ratios) < layers or not all(isinstance(r, int) and r >= 0 for r in ratios):
+        raise InputError(f"{source}: key 'compress_ratios' must list a ratio ≥ 0 for each of the {layers} layers")
+    ratios = ratios[:layers]
+    levels = sorted({r for r in ratios if r})
+    if len(levels) > 2:
+        raise InputError(f"{source}: compress_ratios has {len(levels)} compression ratios {levels}; allowed: at most 2")
+    csa, hca = (levels + [0, 0])[:2]  # no ratio: window layers only; one: csa only
+    kinds = tuple("window" if r == 0 else "csa" if r == csa else "hca" for r in ratios)
+    spec = CompressedAttentionSpec(
+        q_lora_rank=_int(cfg, "q_lora_rank", source), head_dim=_int(cfg, "head_dim", source),
+        rope_dim=_int(cfg, "qk_rope_head_dim", source), o_lora_rank=_int(cfg, "o_lora_rank", source),
+        o_groups=_int(cfg, "o_groups", source), window=_int(cfg, "sliding_window", source), csa_ratio=csa,
+        hca_ratio=hca, index_heads=_int(cfg, "index_n_heads", source), index_head_dim=_int(cfg, "index_head_dim", source),
+        index_topk=_int(cfg, "index_topk", source), hc_mult=_optional(cfg, "hc_mult", source) or 1)
+    if _int(cfg, "num_attention_heads", source) % spec.o_groups:
+        raise InputError(f"{source}: o_groups ({spec.o_groups}) must divide num_attention_heads")
+    experts = _int(cfg, "n_routed_experts", source)
+    moe_inter = _int(cfg, "moe_intermediate_size", source)
+    return _models()._common(
+        dict(cfg, num_key_value_heads=1, intermediate_size=moe_inter), name, source, layer_types=kinds,
+        compressed_attention=spec, rotary_fraction=spec.rope_dim / spec.head_dim,
+        num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
+        moe_intermediate_size=moe_inter, shared_expert_intermediate_size=_optional(cfg, "n_shared_experts", source)
+        * moe_inter, router_bias=cfg.get("topk_method") == "noaux_tc",
     )
 
 
@@ -363,104 +397,12 @@ def mimo_v2(cfg: dict, name: str, source: str):
     )
 
 
-def _deci_width(mult: float, hidden: int) -> int:
-    """DeciLM's MLP width for ``ffn_mult``: ⌊2·mult·hidden/3⌋ rounded up to a multiple of 256."""
-    width = int(2 * mult * hidden / 3)
-    return -(-width // 256) * 256
-
-
-def nemotron_nas(cfg: dict, name: str, source: str):
-    """Llama-Nemotron (DeciLM, ``nemotron-nas``): a Llama whose layers were searched per block (``block_configs``):
-    attention removed in some layers (``no_op``), each MLP its own width (``ffn_mult``). Attention layers are the
-    spec's layers and MLP blocks are counted apart (``num_mlp_layers``); the MLPs get their mean width, which keeps
-    their weights and FLOPs (their GEMM shapes are averaged). Blocks replaced by a linear layer, and attention
-    layers with different KV-head groupings, are not supported."""
-    blocks = cfg.get("block_configs")
-    layers = _int(cfg, "num_hidden_layers", source)
-    if not isinstance(blocks, list) or len(blocks) != layers or not all(isinstance(b, dict) for b in blocks):
-        raise InputError(f"{source}: key 'block_configs' must list one block per layer ({layers})")
-    attention = [b.get("attention") or {} for b in blocks]
-    ffn = [b.get("ffn") or {} for b in blocks]
-    if any(part.get("replace_with_linear") for part in attention + ffn):
-        raise InputError(f"{source}: block_configs with replace_with_linear are not supported; allowed: false")
-    groups = {a.get("n_heads_in_group") for a in attention if not a.get("no_op")}
-    heads = _int(cfg, "num_attention_heads", source)
-    if len(groups) != 1 or not isinstance(next(iter(groups)), int) or heads % next(iter(groups)):
-        raise InputError(f"{source}: block_configs must give every attention layer one n_heads_in_group dividing "
-                         f"{heads} heads, got {sorted(map(str, groups))}")
-    widths = [_deci_width(float(f.get("ffn_mult") or 0), _int(cfg, "hidden_size", source))
-              for f in ffn if not f.get("no_op")]
-    mixers = sum(1 for a in attention if not a.get("no_op"))
-    spec = dict(cfg, num_hidden_layers=mixers, num_key_value_heads=heads // next(iter(groups)),
-                intermediate_size=round(sum(widths) / max(len(widths), 1)) or 1)
-    return _models()._common(spec, name, source, mlp_bias=_flag(cfg, "mlp_bias", source),
-                             num_mlp_layers=len(widths))
-
-
-NEMOTRON_BLOCKS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}  # hybrid_override_pattern's letters
-
-
-def _nemotron_blocks(cfg: dict, source: str) -> list[str]:
-    """Each block's kind, from ``hybrid_override_pattern`` (one letter per block) or ``layers_block_type``."""
-    pattern = cfg.get("hybrid_override_pattern")
-    if isinstance(pattern, str) and pattern:
-        unknown = sorted(set(pattern) - set(NEMOTRON_BLOCKS))
-        if unknown:
-            raise InputError(f"{source}: key 'hybrid_override_pattern' has unknown letter(s) {unknown}; allowed: "
-                             f"{', '.join(NEMOTRON_BLOCKS)}")
-        return [NEMOTRON_BLOCKS[c] for c in pattern]
-    blocks = cfg.get("layers_block_type")
-    if isinstance(blocks, list) and blocks:
-        unknown = sorted({str(b) for b in blocks} - set(NEMOTRON_BLOCKS.values()))
-        if unknown:
-            raise InputError(f"{source}: key 'layers_block_type' has unknown value(s) {unknown}; allowed: "
-                             f"{', '.join(NEMOTRON_BLOCKS.values())}")
-        return [str(b) for b in blocks]
-    raise InputError(f"{source}: missing required key 'hybrid_override_pattern' (or 'layers_block_type')")
-
-
-def nemotron_h(cfg: dict, name: str, source: str):
-    """Nemotron-H and Nemotron-3: a stack of blocks holding one Mamba-2 mixer, GQA attention, a ReLU² MLP or an
-    MoE (routed experts in ``moe_latent_size`` when declared, plus a shared expert) each. The mixers are the
-    spec's layers (``layer_types``: ``linear`` for Mamba-2, ``full`` for attention); the MLP blocks are counted
-    apart (``num_mlp_layers``)."""
-    blocks = _nemotron_blocks(cfg, source)
-    declared = cfg.get("num_hidden_layers")
-    if declared is not None and declared != len(blocks):
-        raise InputError(f"{source}: num_hidden_layers ({declared}) differs from the {len(blocks)} blocks listed")
-    mixers = tuple("linear" if b == "mamba" else "full" for b in blocks if b in ("mamba", "attention"))
-    if not mixers:
-        raise InputError(f"{source}: no mamba or attention block in the block pattern")
-    mamba = Mamba2Spec(
-        num_key_heads=_int(cfg, "n_groups", source), key_head_dim=_int(cfg, "ssm_state_size", source),
-        num_value_heads=_int(cfg, "mamba_num_heads", source), value_head_dim=_int(cfg, "mamba_head_dim", source),
-        conv_kernel=_int(cfg, "conv_kernel", source, default=4, required=False) or 4,
-        conv_bias=_flag(cfg, "use_conv_bias", source, default=True),
-    )
-    moe_blocks = blocks.count("moe")
-    moe = {}
-    if moe_blocks:
-        experts = _int(cfg, "n_routed_experts", source)
-        moe = dict(num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
-                   moe_intermediate_size=_int(cfg, "moe_intermediate_size", source), num_moe_layers=moe_blocks,
-                   shared_expert_intermediate_size=_optional(cfg, "moe_shared_expert_intermediate_size", source),
-                   moe_latent_size=_optional(cfg, "moe_latent_size", source),
-                   router_bias=True)
-    bias = _flag(cfg, "attention_bias", source)
-    return _models()._common(
-        dict(cfg, num_hidden_layers=len(mixers)), name, source, gated_mlp=False,
-        activation=str(cfg.get("mlp_hidden_act", "relu2")), qkv_bias=bias, o_bias=bias,
-        mlp_bias=_flag(cfg, "mlp_bias", source), rotary_fraction=_fraction(cfg, "partial_rotary_factor", source, 1.0),
-        layer_types=mixers, linear_attention=mamba, num_mlp_layers=moe_blocks + blocks.count("mlp"), **moe,
-    )
-
-
 PARSERS = {
-    "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v32": deepseek, "kimi_k2": deepseek,
+    "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v4": deepseek_v4, "deepseek_ref": deepseek_v4, "deepseek_v32": deepseek, "kimi_k2": deepseek,
     "glm_moe_dsa": deepseek, "glm4_moe": glm4_moe, "qwen3": qwen3, "qwen3_moe": qwen3_moe,
     "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,
-    "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4, "nemotron_h": nemotron_h,
+    "gpt_oss": gpt_oss, "minimax_m2": minimax_m2, "llama4_text": llama4,
     "step3p7": step3p7, "minimax_m3": minimax_m3, "minimax_m3_vl": minimax_m3_vl, "gemma4_text": gemma4,
-    "nemotron-nas": nemotron_nas, "mimo_v2_flash": mimo_v2,
+    "mimo_v2_flash": mimo_v2,
 }

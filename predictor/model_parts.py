@@ -16,6 +16,9 @@ holds at most one of each; the op builders in :mod:`predictor.op_blocks` read th
   layers' (Gemma-4: wider heads, fewer KV heads, values that are the keys).
 * :class:`Mamba2Spec` — Mamba-2 mixers (Nemotron-H): the same shape of state (heads × d_state × head_dim) and
   convolution, keys and queries being the B and C projections shared by each group of heads.
+* :class:`CompressedAttentionSpec` — DeepSeek-V4's attention: one shared key/value head per token, a sliding
+  window of recent tokens in every layer, plus the older tokens compressed ``ratio`` to one entry — with an
+  indexer keeping the top entries (``csa`` layers) or all of them (``hca`` layers, a higher ratio).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 #: Attention kinds a layer can have (``ModelSpec.attention_layer_counts`` keys).
-ATTENTION_KINDS = ("full", "sliding", "chunked", "linear", "mla", "sparse")
+ATTENTION_KINDS = ("full", "sliding", "chunked", "linear", "mla", "sparse", "window", "csa", "hca")
 #: HF ``layer_types`` values → attention kind.
 HF_LAYER_TYPES = {
     "full_attention": "full", "attention": "full", "sliding_attention": "sliding",
@@ -163,3 +166,53 @@ class Mamba2Spec(LinearAttentionSpec):
         """Convolution weights (and bias), A_log, D and dt_bias per head, the gated RMSNorm over the inner width."""
         conv = self.conv_dim * (self.conv_kernel + (1 if self.conv_bias else 0))
         return conv + 3 * self.num_value_heads + self.value_dim
+
+
+@dataclass(frozen=True)
+class CompressedAttentionSpec:
+    """DeepSeek-V4 attention (HF ``deepseek_v4`` keys): queries through a ``q_lora_rank`` bottleneck into ``heads``
+    of ``head_dim``; one ``head_dim`` key/value head per token, shared by every query head (its last ``rope_dim``
+    dims rotary); the output through ``o_groups`` groups of heads, each projected to ``o_lora_rank``, then to the
+    hidden size. Every layer attends the last ``window`` tokens as they are; ``csa`` layers also attend the
+    ``index_topk`` best of the older tokens compressed ``csa_ratio`` to one entry (an indexer of ``index_heads``
+    × ``index_head_dim`` scores every entry), ``hca`` layers every entry of ``hca_ratio`` tokens; ``window``
+    layers nothing more. The compressors' own small weights and the hyper-connections' mixing weights
+    (``hc_mult`` residual streams) are not counted."""
+
+    q_lora_rank: int
+    head_dim: int
+    rope_dim: int
+    o_lora_rank: int
+    o_groups: int
+    window: int
+    csa_ratio: int
+    hca_ratio: int
+    index_heads: int
+    index_head_dim: int
+    index_topk: int
+    hc_mult: int = 1
+
+    def ratio(self, kind: str) -> int:
+        """Tokens per compressed entry in layers of ``kind`` (0: the window only)."""
+        return {"csa": self.csa_ratio, "hca": self.hca_ratio}.get(kind, 0)
+
+    def linear_params(self, hidden: int, heads: int, kind: str) -> int:
+        """q_a, q_b, the key/value projection, the grouped low-rank output (o_a, o_b), and a csa layer's indexer
+        (its query from the query latent, its key, its per-head weights)."""
+        q = hidden * self.q_lora_rank + self.q_lora_rank * heads * self.head_dim
+        out = heads * self.head_dim * self.o_lora_rank + self.o_groups * self.o_lora_rank * hidden
+        index = (self.q_lora_rank * self.index_heads * self.index_head_dim + hidden * self.index_head_dim
+                 + hidden * self.index_heads) if kind == "csa" else 0
+        return q + hidden * self.head_dim + out + index
+
+    def norm_params(self) -> int:
+        """The RMSNorms on the query latent and the key/value head."""
+        return self.q_lora_rank + self.head_dim
+
+    def cached_per_token(self, kind: str) -> float:
+        """Elements a layer of ``kind`` keeps per token of context beyond its window: the compressed entry's share
+        (head_dim / ratio), and a csa layer's indexer key share (index_head_dim / ratio)."""
+        r = self.ratio(kind)
+        if not r:
+            return 0.0
+        return (self.head_dim + (self.index_head_dim if kind == "csa" else 0)) / r

@@ -18,7 +18,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from predictor.errors import InputError
-from predictor.model_parts import GlobalAttentionSpec, LinearAttentionSpec, MLASpec, SparseIndexSpec
+from predictor.model_parts import (
+    CompressedAttentionSpec,
+    GlobalAttentionSpec,
+    LinearAttentionSpec,
+    MLASpec,
+    SparseIndexSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class ModelSpec:
     num_mlp_layers : int
         Layers with an MLP block (-1: every layer). Hybrid models whose blocks each hold one mixer or one MLP
         (Nemotron-H) count their mixers in ``num_layers`` and their MLP blocks here; each block has one norm.
+    compressed_attention : CompressedAttentionSpec, optional
+        DeepSeek-V4's attention (layer kinds ``window``, ``csa`` and ``hca``); see :mod:`predictor.model_parts`.
     v_head_dim : int
         Value (and attention output) width per head of the GQA layers when it differs from ``head_dim``
         (MiMo-V2: 192-wide queries and keys, 128-wide values); 0: ``head_dim``.
@@ -135,6 +143,7 @@ class ModelSpec:
     moe_latent_size: int = 0
     global_attention: GlobalAttentionSpec | None = None
     v_head_dim: int = 0
+    compressed_attention: CompressedAttentionSpec | None = None
 
     def __post_init__(self) -> None:
         if self.norms_per_layer == 0:
@@ -242,6 +251,9 @@ class ModelSpec:
             return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
         if kind == "sparse":  # block-sparse GQA (MiniMax-M3): queries of the indexer come from the hidden state
             return self._gqa_attention_params() + self.sparse_index.linear_params(h, h) + self.sparse_index.norm_params()
+        if kind in ("window", "csa", "hca"):
+            ca = self.compressed_attention
+            return ca.linear_params(h, self.num_heads, kind) + ca.norm_params()
         return self._gqa_attention_params(kind)
 
     def dense_mlp_params(self, width: int | None = None, hidden: int | None = None) -> int:
@@ -336,12 +348,16 @@ class ModelSpec:
         """KV-cache bytes per token on one GPU, over the layers that cache every token.
 
         GQA layers: 2 (K and V; 1 where the values are the keys) × kv_heads/tp × head_dim (the full layers'
-        own shape with :attr:`global_attention`); MLA layers: the latent (kv_lora_rank + rope dims),
+        own shape with :attr:`global_attention`); DeepSeek-V4's layers: their compressed entries' share
+        (:meth:`~predictor.model_parts.CompressedAttentionSpec.cached_per_token`); MLA layers: the latent (kv_lora_rank + rope dims),
         the same on every TP rank (it is not split by heads), plus the sparse indexer's key (DSA);
         sliding/chunked and linear-attention layers cache per sequence instead
         (:meth:`per_sequence_cache_bytes`). Times the KV element bytes.
         """
         counts = self.attention_layer_counts()
+        if self.compressed_attention is not None:  # DeepSeek-V4: compressed entries (one head, not split by TP)
+            return sum(n * self.compressed_attention.cached_per_token(kind) for kind, n in counts.items()) \
+                * kv_bits / 8
         sparse = counts.get("sparse", 0)  # block-sparse GQA layers cache every token, and the indexer's key
         elems = sparse * self._kv_elems(tp)
         if counts.get("full"):
@@ -355,12 +371,16 @@ class ModelSpec:
 
     def per_sequence_cache_bytes(self, kv_bits: int = 16, tp: int = 1) -> float:
         """Cache bytes one running sequence holds on one GPU whatever its length (upper bound): the full
-        window of every sliding/chunked layer, and the recurrent state of every linear-attention layer."""
+        window of every sliding/chunked layer (and of every DeepSeek-V4 layer), and the recurrent state of every
+        linear-attention layer."""
         counts = self.attention_layer_counts()
         windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
         out = windowed * self.sliding_window * self._kv_elems(tp, "sliding") * kv_bits / 8
         if self.linear_attention is not None:
             out += counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
+        if self.compressed_attention is not None:  # DeepSeek-V4: every layer's window of uncompressed tokens
+            ca = self.compressed_attention
+            out += self.num_layers * ca.window * ca.head_dim * kv_bits / 8
         return out
 
     def check_tp(self, tp: int) -> None:

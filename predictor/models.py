@@ -154,8 +154,9 @@ _PARSERS = {
 def _registry() -> dict:
     from predictor.model_families import PARSERS
     from predictor.model_families_classic import PARSERS as CLASSIC
+    from predictor.model_families_hybrid import PARSERS as HYBRID
 
-    return {**_PARSERS, **CLASSIC, **PARSERS}
+    return {**_PARSERS, **CLASSIC, **PARSERS, **HYBRID}
 
 
 def supported_families() -> tuple[str, ...]:

@@ -19,7 +19,7 @@ upper bound for the slowest stage).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -193,6 +193,50 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
     _attention_rows(ctx, "mla_attn", layers, window, prefill_shape, decode_shape)
     ctx.gemm("mla_absorb_v_decode", layers, b.decode_seqs, heads * mla.v_head_dim, mla.kv_lora_rank, quantised=False)
     ctx.gemm("o_proj", layers, T, m.hidden_size, heads * mla.v_head_dim)
+
+
+def compressed_attention(ctx: OpContext, counts: dict[str, int]) -> None:
+    """DeepSeek-V4 layers (kinds ``window``, ``csa``, ``hca``; :class:`~predictor.model_parts.CompressedAttentionSpec`):
+    query latent and heads, the one shared key/value head (MQA over it, keys and values read once), every
+    layer's window of recent tokens, and the compressed entries: a csa layer's indexer scores all of them and its
+    queries keep the top ``index_topk``; an hca layer's queries attend all. Compressed attention is costed on the
+    batch with its contexts divided by the ratio (the compressors' own small GEMMs are not costed). The grouped
+    low-rank output is one GEMM of the same FLOPs and weights. The ``hc_mult`` residual streams add one
+    elementwise mix of ``hc_mult`` × hidden per sublayer."""
+    m, tp = ctx.model, ctx.par.tp
+    ca = m.compressed_attention
+    layers = sum(counts.values())
+    T = ctx.local.tokens
+    heads = m.num_heads // tp
+    ctx.gemm("v4_q_a_proj", layers, T, ca.q_lora_rank, m.hidden_size)
+    ctx.elementwise("v4_latent_norm", oc.NORM, layers, T, ca.q_lora_rank + ca.head_dim)
+    ctx.gemm("v4_q_b_proj", layers, T, heads * ca.head_dim, ca.q_lora_rank)
+    ctx.gemm("v4_kv_proj", layers, T, ca.head_dim, m.hidden_size)
+    ctx.elementwise("rope", oc.ROPE, layers, T, (heads + 1) * ca.rope_dim)
+    shape = {"heads": heads, "kv_heads": 1, "head_dim": ca.head_dim, "v_head_dim": ca.head_dim, "latent_kv": 1.0}
+    _attention_rows(ctx, "v4_window_attn", layers, float(ca.window), shape)
+    for kind in ("csa", "hca"):
+        if not counts.get(kind):
+            continue
+        r = ca.ratio(kind)
+        b = ctx.local
+        compressed = replace(b, prefill_kv_tokens=b.prefill_kv_tokens / r,
+                                         prefill_attention_pairs=b.prefill_attention_pairs / r,
+                                         prefill_score_elements=b.prefill_score_elements / r,
+                                         decode_context_tokens=b.decode_context_tokens / r)
+        view = replace(ctx, local=compressed)
+        if kind == "csa":
+            view.gemm("v4_index_q_proj", counts[kind], T, ca.index_heads * ca.index_head_dim, ca.q_lora_rank)
+            view.gemm("v4_index_k_proj", counts[kind], T, ca.index_head_dim + ca.index_heads, m.hidden_size)
+            _attention_rows(view, "v4_index", counts[kind], 0.0,
+                            {"heads": ca.index_heads, "kv_heads": 1, "head_dim": ca.index_head_dim,
+                             "v_head_dim": 1.0, "latent_kv": 1.0})
+        _attention_rows(view, f"v4_{kind}_attn", counts[kind], float(ca.index_topk) if kind == "csa" else 0.0, shape)
+    groups = max(ca.o_groups // tp, 1)
+    ctx.gemm("v4_o_a_proj", layers, T, groups * ca.o_lora_rank, heads * ca.head_dim / groups)
+    ctx.gemm("v4_o_b_proj", layers, T, m.hidden_size, groups * ca.o_lora_rank)
+    if ca.hc_mult > 1:
+        ctx.elementwise("hc_mix", oc.ADD, 2 * layers, T, ca.hc_mult * m.hidden_size)
 
 
 def linear_attention(ctx: OpContext, layers: int) -> None:

@@ -167,6 +167,9 @@ def build_ops(
         blocks.mla_attention(ctx, counts["mla"])
     if counts.get("linear"):
         blocks.linear_attention(ctx, counts["linear"])
+    v4 = {k: n for k, n in counts.items() if k in ("window", "csa", "hca")}
+    if v4:
+        blocks.compressed_attention(ctx, v4)
     ctx.allreduce("attn_allreduce", stage_layers, T, par.tp)
     if not model.parallel_attn_mlp:
         ctx.elementwise("attn_residual_add", oc.ADD, L, T, H)

@@ -120,7 +120,7 @@ def test_mimo_is_a_qwen2_style_decoder_with_qkv_bias():
     assert mimo.name == "mimo-7b" and mimo.qkv_bias and mimo.attention_layer_counts() == {"full": 36}
 
 
-@pytest.mark.parametrize("name,tp", [("nemotron-3-nano-30b-a3b", 2), ("step-3.7-flash", 8)])
+@pytest.mark.parametrize("name,tp", [("nemotron-3-nano-30b-a3b", 2), ("step-3.7-flash", 8), ("deepseek-v4-flash", 8)])
 def test_predictor_tables_serve_the_new_families(name, tp):
     p = Predictor.roofline_only()
     fast = p.predict_iteration(name, "h100-sxm", tp, "fp8", prefill=[(512, 0)], decode=[2000] * 8)
@@ -202,3 +202,38 @@ def test_mimo_v2_flash_values_narrower_than_keys():
     assert ops.loc["qkv_proj", "n"] == 16 * 192 + 2 * (192 + 128) and ops.loc["o_proj", "k"] == 16 * 128
     assert ops.loc["global_qkv_proj", "n"] == 16 * 192 + 1 * (192 + 128)
     assert ops.loc["sliding_attn_decode", "v_head_dim"] == 128 and ops.loc["attn_decode", "v_head_dim"] == 128
+
+
+@pytest.mark.parametrize("name,total_b,active_b,rel_total,rel_active", [
+    ("deepseek-v4-flash", 284, 13, 0.01, 0.05),  # DeepSeek's headline figures: 284B total, 13B active
+    ("deepseek-v4-pro", 1600, 49, 0.03, 0.01),   # "1.6T" total, 49B active
+])
+def test_deepseek_v4_parameters_match_the_headline(name, total_b, active_b, rel_total, rel_active):
+    m = get_model(name)
+    assert m.param_count() / 1e9 == pytest.approx(total_b, rel=rel_total)
+    assert m.active_param_count() / 1e9 == pytest.approx(active_b, rel=rel_active)
+
+
+def test_deepseek_v4_compressed_cache_and_attention_by_hand():
+    m = get_model("deepseek-ai/DeepSeek-V4-Flash")  # 2 window-only, 21 csa (ratio 4), 20 hca (ratio 128) layers
+    assert m.name == "deepseek-v4-flash" and m.attention_layer_counts() == {"window": 2, "csa": 21, "hca": 20}
+    # beyond the window, a csa layer keeps a 512-wide entry and a 128-wide indexer key per 4 tokens, hca 512 per 128
+    assert m.kv_cache_bytes_per_token(16) == (21 * (512 + 128) / 4 + 20 * 512 / 128) * 2
+    assert m.per_sequence_cache_bytes(16) == 43 * 128 * 512 * 2  # every layer's 128-token window
+    ops = ops_for("deepseek-v4-flash", tp=8, dtype=FP8, decode=[100_000] * 2)
+    assert ops.loc["v4_window_attn_decode", "attn_pairs"] == 2 * 128 and ops.loc["v4_window_attn_decode", "count"] == 43
+    assert ops.loc["v4_csa_attn_decode", "attn_pairs"] == 2 * 512  # the indexer's top 512 entries
+    assert ops.loc["v4_hca_attn_decode", "attn_pairs"] == 2 * (100_000 / 128 + 1)
+    assert ops.loc["v4_index_decode", "attn_pairs"] == 2 * (100_000 / 4 + 1) and ops.loc["v4_index_decode", "count"] == 21
+    assert ops.loc["v4_q_b_proj", "n"] == 64 // 8 * 512 and ops.loc["v4_kv_proj", "n"] == 512  # one shared KV head
+    assert ops.loc["v4_o_a_proj", ["n", "k"]].tolist() == [1 * 1024, 8 * 512]  # 8 groups of 8 heads: one per GPU
+
+
+def test_deepseek_v4_bad_ratios_name_the_key():
+    cfg = json.loads(resources.files("predictor.catalog").joinpath("models/deepseek-v4-flash.json").read_text())
+    cfg["compress_ratios"] = [4, 16, 128] * 15
+    with pytest.raises(InputError, match="compress_ratios has 3 compression ratios"):
+        parse_hf_config(cfg)
+    cfg["compress_ratios"] = [4] * 10
+    with pytest.raises(InputError, match="'compress_ratios' must list a ratio"):
+        parse_hf_config(cfg)

@@ -20,7 +20,7 @@ from predictor.parallel import ParallelConfig
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 TODAY = ("deepseek-v3", "kimi-k2.5", "glm-5", "qwen3-235b-a22b", "qwen3-32b", "qwen3.5-397b-a17b", "gpt-oss-120b",
          "minimax-m2.5", "llama-4-maverick", "llama-3.1-70b", "nemotron-3-super-120b-a12b", "step-3.7-flash",
-         "minimax-m3", "gemma-4-26b-a4b")
+         "minimax-m3", "gemma-4-26b-a4b", "deepseek-v4-flash")
 
 
 def _kinds(model) -> str:
@@ -82,8 +82,10 @@ def main() -> str:
         "window is the indexer's top-k), `sparse` (MiniMax-M3's block-sparse GQA: an indexer scores every cached",
         "key, each query keeps its top blocks), `linear` (gated delta-net or Nemotron-H's Mamba-2, a fixed state per",
         "sequence). Nemotron-H's blocks hold one mixer or one MLP each: its layers are the mixers, its MLP blocks",
-        "are listed apart. Gemma-4's full layers have their own head width and KV heads, and cache keys only (the",
-        "values are the keys); its 26B-A4B runs routed experts beside every layer's dense MLP (listed as shared).",
+        "are listed apart. DeepSeek-V4's layers: `window` (the last 128 tokens only), `csa` and `hca` (the window",
+        "plus older tokens compressed 4 or 128 to one entry; a csa layer's indexer keeps the top entries). Gemma-4's",
+        "full layers have their own head width and KV heads, and cache keys only (the values are the keys); its",
+        "26B-A4B runs routed experts beside every layer's dense MLP (listed as shared).",
         "",
         *catalogue_table(),
         "",
