@@ -165,7 +165,8 @@ def deepseek_v4(cfg: dict, name: str, source: str):
         q_lora_rank=_int(cfg, "q_lora_rank", source), head_dim=_int(cfg, "head_dim", source),
         rope_dim=_int(cfg, "qk_rope_head_dim", source), o_lora_rank=_int(cfg, "o_lora_rank", source),
         o_groups=_int(cfg, "o_groups", source), window=_int(cfg, "sliding_window", source), csa_ratio=csa,
-        hca_ratio=hca, index_heads=_int(cfg, "index_n_heads", source), index_head_dim=_int(cfg, "index_head_dim", source),
+        hca_ratio=hca, index_heads=_int(cfg, "index_n_heads", source),
+        index_head_dim=_int(cfg, "index_head_dim", source),
         index_topk=_int(cfg, "index_topk", source), hc_mult=_optional(cfg, "hc_mult", source) or 1)
     if _int(cfg, "num_attention_heads", source) % spec.o_groups:
         raise InputError(f"{source}: o_groups ({spec.o_groups}) must divide num_attention_heads")
@@ -398,7 +399,8 @@ def mimo_v2(cfg: dict, name: str, source: str):
 
 
 PARSERS = {
-    "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v4": deepseek_v4, "deepseek_ref": deepseek_v4, "deepseek_v32": deepseek, "kimi_k2": deepseek,
+    "deepseek_v2": deepseek, "deepseek_v3": deepseek, "deepseek_v32": deepseek, "kimi_k2": deepseek,
+    "deepseek_v4": deepseek_v4, "deepseek_ref": deepseek_v4,
     "glm_moe_dsa": deepseek, "glm4_moe": glm4_moe, "qwen3": qwen3, "qwen3_moe": qwen3_moe,
     "qwen3_vl_text": qwen3, "qwen3_vl_moe_text": qwen3_moe,
     "qwen3_next": qwen3_next, "qwen3_5_text": qwen3_next, "qwen3_5_moe_text": qwen3_next,

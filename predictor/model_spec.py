@@ -250,7 +250,8 @@ class ModelSpec:
         if kind == "linear":
             return self.linear_attention.linear_params(h) + self.linear_attention.small_params()
         if kind == "sparse":  # block-sparse GQA (MiniMax-M3): queries of the indexer come from the hidden state
-            return self._gqa_attention_params() + self.sparse_index.linear_params(h, h) + self.sparse_index.norm_params()
+            indexer = self.sparse_index.linear_params(h, h) + self.sparse_index.norm_params()
+            return self._gqa_attention_params() + indexer
         if kind in ("window", "csa", "hca"):
             ca = self.compressed_attention
             return ca.linear_params(h, self.num_heads, kind) + ca.norm_params()
@@ -349,9 +350,9 @@ class ModelSpec:
 
         GQA layers: 2 (K and V; 1 where the values are the keys) × kv_heads/tp × head_dim (the full layers'
         own shape with :attr:`global_attention`); DeepSeek-V4's layers: their compressed entries' share
-        (:meth:`~predictor.model_parts.CompressedAttentionSpec.cached_per_token`); MLA layers: the latent (kv_lora_rank + rope dims),
-        the same on every TP rank (it is not split by heads), plus the sparse indexer's key (DSA);
-        sliding/chunked and linear-attention layers cache per sequence instead
+        (:meth:`~predictor.model_parts.CompressedAttentionSpec.cached_per_token`); MLA layers: the latent
+        (kv_lora_rank + rope dims), the same on every TP rank (it is not split by heads), plus the sparse indexer's
+        key (DSA); sliding/chunked and linear-attention layers cache per sequence instead
         (:meth:`per_sequence_cache_bytes`). Times the KV element bytes.
         """
         counts = self.attention_layer_counts()

@@ -221,9 +221,9 @@ def compressed_attention(ctx: OpContext, counts: dict[str, int]) -> None:
         r = ca.ratio(kind)
         b = ctx.local
         compressed = replace(b, prefill_kv_tokens=b.prefill_kv_tokens / r,
-                                         prefill_attention_pairs=b.prefill_attention_pairs / r,
-                                         prefill_score_elements=b.prefill_score_elements / r,
-                                         decode_context_tokens=b.decode_context_tokens / r)
+                             prefill_attention_pairs=b.prefill_attention_pairs / r,
+                             prefill_score_elements=b.prefill_score_elements / r,
+                             decode_context_tokens=b.decode_context_tokens / r)
         view = replace(ctx, local=compressed)
         if kind == "csa":
             view.gemm("v4_index_q_proj", counts[kind], T, ca.index_heads * ca.index_head_dim, ca.q_lora_rank)
