@@ -67,14 +67,15 @@ def test_lazy_module_imports_on_first_attribute_and_forwards():
 
 
 def test_simulation_with_warm_caches_does_not_import_pandas(tmp_path):
+    """Nor, with --json (no progress bar is drawn), rich's progress module."""
     code = ("import sys\nfrom inference_sim.cli import main\n"
             "assert main(['simulate', '--model', 'llama-2-7b', '--gpu', 'a100-80gb', '--roofline', '--workload', "
             "'poisson', '--rate', '4', '--trace', 'splitwise_conv', '--num-requests', '50', '--json']) == 0\n"
-            "print('PANDAS', 'pandas' in sys.modules, 'pyarrow' in sys.modules)")
+            "print('PANDAS', 'pandas' in sys.modules, 'pyarrow' in sys.modules, 'rich.progress' in sys.modules)")
     first = _python(code, INFERENCE_SIM_CACHE_DIR=str(tmp_path))
     again = _python(code, INFERENCE_SIM_CACHE_DIR=str(tmp_path))
-    assert first.splitlines()[-1] == "PANDAS True True"  # read the trace's Parquet and cached its arrays
-    assert again.splitlines()[-1] == "PANDAS False False"  # cached tables and trace: neither library
+    assert first.splitlines()[-1] == "PANDAS True True False"  # read the trace's Parquet and cached its arrays
+    assert again.splitlines()[-1] == "PANDAS False False False"  # cached tables and trace: neither library
     assert first.splitlines()[:-1] == again.splitlines()[:-1]  # identical summary
 
 

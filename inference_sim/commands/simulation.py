@@ -18,6 +18,21 @@ from inference_sim.common import app
 SIM_OUTPUTS = ("requests.parquet", "summary.json", "trace.json", "latency_cdf.png", "batch_kv_over_time.png")
 
 
+@contextlib.contextmanager
+def _progress_bar(total: int, enabled: bool):
+    """A transient progress bar on stderr, yielding its ``progress(done, total)`` callback; with ``enabled`` false
+    (``--json``) nothing is drawn, rich is not even imported, and the callback is None."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task("sim", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
 @app.command()
 def simulate(
     model: Annotated[str, typer.Option(help="Catalogue model, HF id, or path to a config.json.")],
@@ -86,8 +101,6 @@ def simulate(
     Metrics that cannot be computed (no finished request, no decode step) are ``null`` in JSON, each
     with its reason under ``null_reasons``.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from predictor import Predictor, get_gpu
     from predictor.atomic import atomic_write
     from predictor.output_dir import OutputFolder
@@ -127,11 +140,8 @@ def simulate(
     sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), layout, dtype, config, profile=timed_by)
     folder = OutputFolder(out, SIM_OUTPUTS, force=force) if out is not None else None
     with folder if folder is not None else contextlib.nullcontext() as staging:
-        with Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      transient=True, disable=as_json) as bar:
-            task = bar.add_task("sim", total=len(wl))
-            result = sim.run(wl, record_iterations=out is not None and iteration_log,
-                             progress=lambda done, total: bar.update(task, completed=done),
+        with _progress_bar(len(wl), enabled=not as_json) as progress:
+            result = sim.run(wl, record_iterations=out is not None and iteration_log, progress=progress,
                              stream_requests_to=staging / "requests.parquet" if staging is not None else None,
                              slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
         summary = explained_summary(result, result.summary(slo_ttft_ms, slo_tpot_ms))
