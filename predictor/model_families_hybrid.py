@@ -1,17 +1,18 @@
-"""Parsers of NVIDIA's searched and hybrid families, whose layers are not all alike (see
-:mod:`predictor.model_families` for the shared helpers and the other families of today).
+"""Parsers of hybrid and searched families, whose layers are not all alike (see :mod:`predictor.model_families`
+for the shared helpers and the other families of today).
 
 ``nemotron_h`` (Nemotron-H / Nemotron-3: blocks of one Mamba-2 mixer, attention, MLP or latent MoE each) and
-``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths).
-Both keep the mixers (attention or Mamba-2) as the spec's layers and count their MLP blocks apart
-(``ModelSpec.num_mlp_layers``).
+``nemotron-nas`` (Llama-Nemotron Super: a Llama with attention removed in some layers and per-layer MLP widths)
+keep the mixers (attention or Mamba-2) as the spec's layers and count their MLP blocks apart
+(``ModelSpec.num_mlp_layers``). ``kimi_linear`` (Kimi-Linear, Kimi-K3 under ``text_config``): Kimi delta attention
+layers interleaved with gated MLA layers, latent MoE.
 """
 
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.model_families import _flag, _fraction, _int, _models, _optional, _topk
-from predictor.model_parts import Mamba2Spec
+from predictor.model_families import _flag, _fraction, _int, _mla, _models, _optional, _topk
+from predictor.model_parts import KDASpec, Mamba2Spec
 
 
 def _deci_width(mult: float, hidden: int) -> int:
@@ -106,4 +107,53 @@ def nemotron_h(cfg: dict, name: str, source: str):
     )
 
 
-PARSERS = {"nemotron_h": nemotron_h, "nemotron-nas": nemotron_nas}
+def _layer_list(raw, key: str, source: str, layers: int) -> set[int]:
+    """A 1-based list of layer numbers, as a set of 0-based indices."""
+    if not isinstance(raw, list) or not all(isinstance(i, int) and 1 <= i <= layers for i in raw):
+        raise InputError(f"{source}: key {key!r} must list layer numbers 1..{layers}")
+    return {i - 1 for i in raw}
+
+
+def kimi_linear(cfg: dict, name: str, source: str):
+    """Kimi-Linear / Kimi-K3: ``linear_attn_config.kda_layers`` are Kimi delta attention, ``full_attn_layers`` MLA
+    (with ``mla_use_output_gate`` a gate on each head's output; with ``mla_use_nope`` no RoPE); dense MLPs in the
+    first ``first_k_dense_replace`` layers, then MoE whose routed experts work at ``routed_expert_hidden_size``
+    (a latent width) beside ``num_shared_experts`` shared ones. Not checked against a published total: the
+    config does not say which of KDA's gates ``use_full_rank_gate`` widens (the forget gate here), and its
+    ``attn_res_block_size`` is not modelled."""
+    layers = _int(cfg, "num_hidden_layers", source)
+    la = cfg.get("linear_attn_config")
+    if not isinstance(la, dict):
+        raise InputError(f"{source}: missing required key 'linear_attn_config'")
+    where = f"{source} linear_attn_config"
+    kda = _layer_list(la.get("kda_layers"), "kda_layers", where, layers)
+    full = _layer_list(la.get("full_attn_layers"), "full_attn_layers", where, layers)
+    if kda & full or len(kda | full) != layers:
+        raise InputError(f"{where}: kda_layers and full_attn_layers must split the {layers} layers between them")
+    heads, head_dim = _int(la, "num_heads", where), _int(la, "head_dim", where)
+    kda_spec = KDASpec(num_key_heads=heads, num_value_heads=heads, key_head_dim=head_dim, value_head_dim=head_dim,
+                       conv_kernel=_optional(la, "short_conv_kernel_size", where) or 4,
+                       full_rank_gate=_flag(la, "use_full_rank_gate", where))
+    mla = _mla(cfg, source)
+    experts = _int(cfg, "num_experts", source)
+    width = _int(cfg, "moe_intermediate_size", source)
+    latent = _optional(cfg, "routed_expert_hidden_size", source)
+    first_dense = cfg.get("first_k_dense_replace") or 0
+    freq = _optional(cfg, "moe_layer_freq", source) or 1
+    spec = dict(cfg, num_key_value_heads=_int(cfg, "num_attention_heads", source), head_dim=mla.qk_head_dim)
+    return _models()._common(
+        spec, name, source, mla=mla, linear_attention=kda_spec,
+        layer_types=tuple("linear" if i in kda else "full" for i in range(layers)),
+        attn_output_gate=_flag(cfg, "mla_use_output_gate", source),
+        rotary_fraction=0.0 if _flag(cfg, "mla_use_nope", source) else mla.qk_rope_head_dim / mla.qk_head_dim,
+        num_experts=experts,
+        experts_per_token=_topk(cfg, source, experts, "num_experts_per_token", "num_experts_per_tok"),
+        moe_intermediate_size=width,
+        shared_expert_intermediate_size=_optional(cfg, "num_shared_experts", source) * width,
+        moe_latent_size=0 if latent == _int(cfg, "hidden_size", source) else latent,
+        num_moe_layers=sum(1 for i in range(layers) if i >= first_dense and i % freq == 0),
+        router_bias=cfg.get("topk_method") == "noaux_tc",
+    )
+
+
+PARSERS = {"nemotron_h": nemotron_h, "nemotron-nas": nemotron_nas, "kimi_linear": kimi_linear}

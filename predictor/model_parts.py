@@ -16,6 +16,8 @@ holds at most one of each; the op builders in :mod:`predictor.op_blocks` read th
   layers' (Gemma-4: wider heads, fewer KV heads, values that are the keys).
 * :class:`Mamba2Spec` — Mamba-2 mixers (Nemotron-H): the same shape of state (heads × d_state × head_dim) and
   convolution, keys and queries being the B and C projections shared by each group of heads.
+* :class:`KDASpec` — Kimi delta attention (Kimi-Linear, Kimi-K3): gated delta-net's state with a forget gate
+  per channel, a β per head and a low-rank output gate.
 * :class:`CompressedAttentionSpec` — DeepSeek-V4's attention: one shared key/value head per token, a sliding
   window of recent tokens in every layer, plus the older tokens compressed ``ratio`` to one entry — with an
   indexer keeping the top entries (``csa`` layers) or all of them (``hca`` layers, a higher ratio).
@@ -166,6 +168,35 @@ class Mamba2Spec(LinearAttentionSpec):
         """Convolution weights (and bias), A_log, D and dt_bias per head, the gated RMSNorm over the inner width."""
         conv = self.conv_dim * (self.conv_kernel + (1 if self.conv_bias else 0))
         return conv + 3 * self.num_value_heads + self.value_dim
+
+
+@dataclass(frozen=True)
+class KDASpec(LinearAttentionSpec):
+    """Kimi delta attention in :class:`LinearAttentionSpec` terms (``heads`` key and value heads of ``head_dim``):
+    q, k and v projections each through a short convolution, a per-channel forget gate (from the hidden state at
+    full rank with ``full_rank_gate``, else through a ``head_dim`` bottleneck), a β per head, an output gate
+    through a ``head_dim`` bottleneck, the gated RMSNorm and out_proj. The bottlenecks' second GEMMs (``head_dim``
+    → the value width) are counted as weights but not costed (their FLOPs are ~2% of the projections')."""
+
+    full_rank_gate: bool = True
+
+    op_prefix = "kda"
+
+    @property
+    def in_proj_width(self) -> int:
+        """Projections from the hidden state: q, k, v, the forget gate (or its bottleneck), β, the output gate's
+        bottleneck."""
+        gate = self.value_dim if self.full_rank_gate else self.value_head_dim
+        return 2 * self.key_dim + self.value_dim + gate + self.num_value_heads + self.value_head_dim
+
+    def linear_params(self, hidden: int) -> int:
+        """The hidden-state projections, out_proj, and the bottlenecks' second halves."""
+        second = self.value_head_dim * self.value_dim * (1 if self.full_rank_gate else 2)
+        return hidden * self.in_proj_width + self.value_dim * hidden + second
+
+    def small_params(self) -> int:
+        """The q/k/v convolutions' weights, A_log per head, dt_bias per channel, the output norm's weight."""
+        return self.conv_dim * self.conv_kernel + self.num_value_heads + self.value_dim + self.value_head_dim
 
 
 @dataclass(frozen=True)

@@ -244,6 +244,8 @@ class ModelSpec:
         h = self.hidden_size
         if kind == "mla":
             params = self.mla.linear_params(h, self.num_heads) + self.mla.norm_params()
+            if self.attn_output_gate:  # a sigmoid gate on each head's output, projected from the hidden state
+                params += h * self.num_heads * self.mla.v_head_dim
             if self.sparse_index is not None:
                 params += self.sparse_index.linear_params(h, self.mla.q_lora_rank) + self.sparse_index.norm_params()
             return params

@@ -177,7 +177,8 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
         ctx.gemm("mla_q_b_proj", layers, T, heads * mla.qk_head_dim, mla.q_lora_rank)
     else:
         ctx.gemm("mla_q_proj", layers, T, heads * mla.qk_head_dim, m.hidden_size)
-    ctx.elementwise("rope", oc.ROPE, layers, T, (heads + 1) * mla.qk_rope_head_dim)
+    if m.rotary_fraction > 0:  # Kimi-K3's MLA layers use no positional encoding
+        ctx.elementwise("rope", oc.ROPE, layers, T, (heads + 1) * mla.qk_rope_head_dim)
     window = float(sparse.topk) if sparse is not None else 0.0
     if sparse is not None:
         _sparse_indexer(ctx, "dsa_index", layers, mla.q_lora_rank or m.hidden_size)
@@ -192,6 +193,9 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
                     "latent_kv": 1.0}
     _attention_rows(ctx, "mla_attn", layers, window, prefill_shape, decode_shape)
     ctx.gemm("mla_absorb_v_decode", layers, b.decode_seqs, heads * mla.v_head_dim, mla.kv_lora_rank, quantised=False)
+    if m.attn_output_gate:  # Kimi-K3: a sigmoid gate on each head's output
+        ctx.gemm("mla_gate_proj", layers, T, heads * mla.v_head_dim, m.hidden_size)
+        ctx.elementwise("attn_gate", oc.ACT, layers, T, heads * mla.v_head_dim, gated=1.0)
     ctx.gemm("o_proj", layers, T, m.hidden_size, heads * mla.v_head_dim)
 
 

@@ -243,3 +243,17 @@ def test_deepseek_v4_bad_ratios_name_the_key():
     cfg["compress_ratios"] = [4] * 10
     with pytest.raises(InputError, match="'compress_ratios' must list a ratio"):
         parse_hf_config(cfg)
+
+
+def test_kimi_k3_delta_attention_and_gated_mla_by_hand():
+    m = get_model("moonshotai/Kimi-K3")  # 69 KDA layers, 24 MLA layers (every 4th and the last), latent MoE
+    assert m.name == "kimi-k3" and m.attention_layer_counts() == {"linear": 69, "mla": 24}
+    assert m.moe_layer_count == 92 and m.dense_layer_count == 1 and m.moe_latent_size == 3584
+    assert m.kv_cache_bytes_per_token() == 24 * (512 + 64) * 2  # only the MLA layers cache tokens
+    heads_dim = 96 * 128
+    ops = ops_for("kimi-k3", tp=8, dtype=FP8, decode=[4000] * 4)
+    # q, k, v, the full-rank forget gate, β per head, the output gate's 128-wide bottleneck; split over TP 8
+    assert ops.loc["kda_in_proj", "n"] == (4 * heads_dim + 96 + 128) / 8 and ops.loc["kda_in_proj", "count"] == 69
+    assert ops.loc["mla_gate_proj", "n"] == 12 * 128 and "rope" not in ops.index  # gated MLA without RoPE
+    assert ops.loc["moe_experts", "k"] == 3584 and ops.loc["moe_experts", "topk"] == 16
+    assert "rope" in ops_for("deepseek-v3", tp=8, decode=[10]).index  # other MLA models keep their RoPE
