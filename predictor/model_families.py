@@ -53,6 +53,27 @@ def _optional(cfg: dict, key: str, source: str) -> int:
     return _int(cfg, key, source) if cfg.get(key) is not None else 0
 
 
+def _count(cfg: dict, key: str, source: str) -> int:
+    """A count ≥ 0 that may be absent or null (0 then): e.g. ``first_k_dense_replace``."""
+    value = cfg.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{source}: key {key!r} must be an integer ≥ 0, got {value!r}")
+    return value
+
+
+def _layer_indices(cfg: dict, key: str, source: str, layers: int) -> list[int]:
+    """A list of 0-based layer indices (e.g. ``mlp_only_layers``); absent or null: none."""
+    raw = cfg.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers
+                                            for i in raw):
+        raise InputError(f"{source}: key {key!r} must list layer indices 0..{layers - 1}")
+    return raw
+
+
 def _fraction(cfg: dict, key: str, source: str, default: float) -> float:
     value = _models()._get(cfg, key, source, default=default, required=False, kind=float)
     return float(value) if value is not None else default
@@ -99,7 +120,7 @@ def qwen3_moe(cfg: dict, name: str, source: str):
     layers = _int(cfg, "num_hidden_layers", source)
     experts = _int(cfg, "num_experts", source)
     step = _int(cfg, "decoder_sparse_step", source, default=1, required=False) or 1
-    dense_list = cfg.get("mlp_only_layers") or []
+    dense_list = _layer_indices(cfg, "mlp_only_layers", source, layers)
     return _models()._common(
         cfg, name, source, qk_norm=True, num_experts=experts,
         experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
@@ -127,7 +148,7 @@ def deepseek(cfg: dict, name: str, source: str):
     experts = _int(cfg, "n_routed_experts", source)
     moe_inter = _int(cfg, "moe_intermediate_size", source)
     shared = _int(cfg, "n_shared_experts", source, default=0, required=False) if cfg.get("n_shared_experts") else 0
-    first_dense = cfg.get("first_k_dense_replace") or 0
+    first_dense = _count(cfg, "first_k_dense_replace", source)
     freq = _int(cfg, "moe_layer_freq", source, default=1, required=False) or 1
     sparse = None
     if cfg.get("index_topk") is not None:
@@ -176,7 +197,7 @@ def deepseek_v4(cfg: dict, name: str, source: str):
         dict(cfg, num_key_value_heads=1, intermediate_size=moe_inter), name, source, layer_types=kinds,
         compressed_attention=spec, rotary_fraction=spec.rope_dim / spec.head_dim,
         num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
-        moe_intermediate_size=moe_inter, shared_expert_intermediate_size=_optional(cfg, "n_shared_experts", source)
+        moe_intermediate_size=moe_inter, shared_expert_intermediate_size=_count(cfg, "n_shared_experts", source)
         * moe_inter, router_bias=cfg.get("topk_method") == "noaux_tc",
     )
 
@@ -185,14 +206,14 @@ def glm4_moe(cfg: dict, name: str, source: str):
     layers = _int(cfg, "num_hidden_layers", source)
     experts = _int(cfg, "n_routed_experts", source)
     moe_inter = _int(cfg, "moe_intermediate_size", source)
-    shared = cfg.get("n_shared_experts") or 0
+    shared = _count(cfg, "n_shared_experts", source)
     bias = _flag(cfg, "attention_bias", source)
     return _models()._common(
         cfg, name, source, qkv_bias=bias, qk_norm=_flag(cfg, "use_qk_norm", source),
         rotary_fraction=_fraction(cfg, "partial_rotary_factor", source, 0.5),
         num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
         moe_intermediate_size=moe_inter, shared_expert_intermediate_size=int(shared) * moe_inter,
-        num_moe_layers=_moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0),
+        num_moe_layers=_moe_layers(layers, first_dense=_count(cfg, "first_k_dense_replace", source)),
         router_bias=True,
     )
 
@@ -216,7 +237,7 @@ def minimax_m2(cfg: dict, name: str, source: str):
     rotary = _int(cfg, "rotary_dim", source, default=head_dim, required=False) or head_dim
     if rotary > head_dim:
         raise InputError(f"{source}: rotary_dim ({rotary}) exceeds head_dim ({head_dim})")
-    shared = cfg.get("shared_intermediate_size") or 0
+    shared = _count(cfg, "shared_intermediate_size", source)
     return _models()._common(
         cfg, name, source, qk_norm=_flag(cfg, "use_qk_norm", source), rotary_fraction=rotary / head_dim,
         num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
@@ -244,15 +265,16 @@ def minimax_m3(cfg: dict, name: str, source: str):
     head_dim = _int(cfg, "head_dim", source)
     rotary = _int(cfg, "rotary_dim", source, default=head_dim, required=False) or head_dim
     moe = _flags(cfg, "moe_layer_freq", source, layers)
-    moe_layers = sum(moe) if moe is not None else _moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0)
+    first_dense = _count(cfg, "first_k_dense_replace", source)
+    moe_layers = sum(moe) if moe is not None else _moe_layers(layers, first_dense=first_dense)
     types, sparse = (), None
     sa = cfg.get("sparse_attention_config")
     if isinstance(sa, dict) and sa.get("use_sparse_attention"):
         where = f"{source} sparse_attention_config"
         marks = _flags(sa, "sparse_attention_freq", where, layers)
         types = tuple("sparse" if on else "full" for on in (marks if marks is not None else [True] * layers))
-        kept = _int(sa, "sparse_topk_blocks", where) + (sa.get("sparse_local_block") or 0) \
-            + (sa.get("sparse_init_block") or 0)
+        kept = _int(sa, "sparse_topk_blocks", where) + _count(sa, "sparse_local_block", where) \
+            + _count(sa, "sparse_init_block", where)
         sparse = SparseIndexSpec(heads=_int(sa, "sparse_num_index_heads", where),
                                  head_dim=_int(sa, "sparse_index_dim", where),
                                  topk=kept * _int(sa, "sparse_block_size", where))
@@ -315,9 +337,10 @@ def qwen3_next(cfg: dict, name: str, source: str):
         step = _int(cfg, "decoder_sparse_step", source, default=1, required=False) or 1
         moe = dict(num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
                    moe_intermediate_size=_int(cfg, "moe_intermediate_size", source),
-                   shared_expert_intermediate_size=cfg.get("shared_expert_intermediate_size") or 0,
+                   shared_expert_intermediate_size=_count(cfg, "shared_expert_intermediate_size", source),
                    shared_expert_gate=bool(cfg.get("shared_expert_intermediate_size")),
-                   num_moe_layers=_moe_layers(layers, step, dense_list=cfg.get("mlp_only_layers") or []))
+                   num_moe_layers=_moe_layers(layers, step, dense_list=_layer_indices(cfg, "mlp_only_layers", source,
+                                                                                      layers)))
         if cfg.get("intermediate_size") is None:  # every layer MoE: no dense width declared
             spec = dict(cfg, intermediate_size=moe["moe_intermediate_size"])
     rope = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else cfg
@@ -333,12 +356,13 @@ def step3p7(cfg: dict, name: str, source: str):
     ``first_k_dense_replace`` layers, then fine-grained MoE with ``n_shared_experts`` × ``share_expert_dim``."""
     layers = _int(cfg, "num_hidden_layers", source)
     experts = _int(cfg, "num_experts", source)
-    shared = (_optional(cfg, "n_shared_experts", source) or 1) * _optional(cfg, "share_expert_dim", source)
+    copies = _count(cfg, "n_shared_experts", source) if cfg.get("n_shared_experts") is not None else 1
+    shared = copies * _count(cfg, "share_expert_dim", source)
     return _models()._common(
         cfg, name, source, qk_norm=_flag(cfg, "use_qk_norm", source),
         num_experts=experts, experts_per_token=_topk(cfg, source, experts, "num_experts_per_tok"),
         moe_intermediate_size=_int(cfg, "moe_intermediate_size", source), shared_expert_intermediate_size=shared,
-        num_moe_layers=_moe_layers(layers, first_dense=cfg.get("first_k_dense_replace") or 0),
+        num_moe_layers=_moe_layers(layers, first_dense=_count(cfg, "first_k_dense_replace", source)),
         router_bias=_flag(cfg, "use_moe_router_bias", source),
         layer_types=_layer_types(cfg, source, layers), sliding_window=_optional(cfg, "sliding_window", source),
     )
@@ -385,7 +409,7 @@ def mimo_v2(cfg: dict, name: str, source: str):
     swa_kv = _optional(cfg, "swa_num_key_value_heads", source) or full_kv
     if _optional(cfg, "swa_num_attention_heads", source) not in (0, _int(cfg, "num_attention_heads", source)):
         raise InputError(f"{source}: swa_num_attention_heads must equal num_attention_heads (one query width)")
-    shared = _optional(cfg, "n_shared_experts", source) * _int(cfg, "moe_intermediate_size", source)
+    shared = _count(cfg, "n_shared_experts", source) * _int(cfg, "moe_intermediate_size", source)
     return _models()._common(
         dict(cfg, num_key_value_heads=swa_kv), name, source, layer_types=types,
         sliding_window=_optional(cfg, "sliding_window", source), v_head_dim=_optional(cfg, "v_head_dim", source),

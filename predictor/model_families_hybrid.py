@@ -11,7 +11,7 @@ layers interleaved with gated MLA layers, latent MoE.
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.model_families import _flag, _fraction, _int, _mla, _models, _optional, _topk
+from predictor.model_families import _count, _flag, _fraction, _int, _mla, _models, _optional, _topk
 from predictor.model_parts import KDASpec, Mamba2Spec
 
 
@@ -37,13 +37,16 @@ def nemotron_nas(cfg: dict, name: str, source: str):
         raise InputError(f"{source}: block_configs with replace_with_linear are not supported; allowed: false")
     groups = {a.get("n_heads_in_group") for a in attention if not a.get("no_op")}
     heads = _int(cfg, "num_attention_heads", source)
-    if len(groups) != 1 or not isinstance(next(iter(groups)), int) or heads % next(iter(groups)):
+    group = next(iter(groups)) if len(groups) == 1 else None
+    if not isinstance(group, int) or isinstance(group, bool) or group < 1 or heads % group:
         raise InputError(f"{source}: block_configs must give every attention layer one n_heads_in_group dividing "
                          f"{heads} heads, got {sorted(map(str, groups))}")
-    widths = [_deci_width(float(f.get("ffn_mult") or 0), _int(cfg, "hidden_size", source))
-              for f in ffn if not f.get("no_op")]
+    mults = [f.get("ffn_mult") for f in ffn if not f.get("no_op")]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in mults):
+        raise InputError(f"{source}: block_configs ffn_mult must be a number > 0 in every MLP block")
+    widths = [_deci_width(float(v), _int(cfg, "hidden_size", source)) for v in mults]
     mixers = sum(1 for a in attention if not a.get("no_op"))
-    spec = dict(cfg, num_hidden_layers=mixers, num_key_value_heads=heads // next(iter(groups)),
+    spec = dict(cfg, num_hidden_layers=mixers, num_key_value_heads=heads // group,
                 intermediate_size=round(sum(widths) / max(len(widths), 1)) or 1)
     return _models()._common(spec, name, source, mlp_bias=_flag(cfg, "mlp_bias", source),
                              num_mlp_layers=len(widths))
@@ -138,7 +141,7 @@ def kimi_linear(cfg: dict, name: str, source: str):
     experts = _int(cfg, "num_experts", source)
     width = _int(cfg, "moe_intermediate_size", source)
     latent = _optional(cfg, "routed_expert_hidden_size", source)
-    first_dense = cfg.get("first_k_dense_replace") or 0
+    first_dense = _count(cfg, "first_k_dense_replace", source)
     freq = _optional(cfg, "moe_layer_freq", source) or 1
     spec = dict(cfg, num_key_value_heads=_int(cfg, "num_attention_heads", source), head_dim=mla.qk_head_dim)
     return _models()._common(
@@ -149,7 +152,7 @@ def kimi_linear(cfg: dict, name: str, source: str):
         num_experts=experts,
         experts_per_token=_topk(cfg, source, experts, "num_experts_per_token", "num_experts_per_tok"),
         moe_intermediate_size=width,
-        shared_expert_intermediate_size=_optional(cfg, "num_shared_experts", source) * width,
+        shared_expert_intermediate_size=_count(cfg, "num_shared_experts", source) * width,
         moe_latent_size=0 if latent == _int(cfg, "hidden_size", source) else latent,
         num_moe_layers=sum(1 for i in range(layers) if i >= first_dense and i % freq == 0),
         router_bias=cfg.get("topk_method") == "noaux_tc",

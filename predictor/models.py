@@ -178,13 +178,13 @@ def parse_hf_config(cfg: object, name: str = "custom", source: str = "config.jso
     if not isinstance(cfg, dict):
         raise InputError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
     text = cfg.get("text_config")
-    if isinstance(text, dict) and text.get("model_type") is not None and cfg.get("model_type") not in _PARSERS:
+    if isinstance(text, dict) and text.get("model_type") is not None and str(cfg.get("model_type")) not in _PARSERS:
         cfg, source = text, f"{source} text_config"
     model_type = cfg.get("model_type")
     if model_type is None:
         raise InputError(f"{source}: missing required key 'model_type'")
     parsers = _registry()
-    if model_type not in parsers:
+    if not isinstance(model_type, str) or model_type not in parsers:
         raise InputError(
             f"{source}: unsupported model_type {model_type!r}; allowed: {', '.join(parsers)}"
         )

@@ -194,6 +194,13 @@ def test_llama_nemotron_super_blocks():
     cfg["block_configs"][3]["ffn"]["replace_with_linear"] = True
     with pytest.raises(InputError, match="replace_with_linear are not supported"):
         parse_hf_config(cfg)
+    cfg["block_configs"][3]["ffn"] = {"ffn_mult": "wide"}
+    with pytest.raises(InputError, match="ffn_mult must be a number > 0"):
+        parse_hf_config(cfg)
+    cfg["block_configs"][3]["ffn"] = {"ffn_mult": 1.0}
+    cfg["block_configs"][0]["attention"]["n_heads_in_group"] = 0
+    with pytest.raises(InputError, match="one n_heads_in_group dividing 64 heads"):
+        parse_hf_config(cfg)
 
 
 def test_mimo_v2_flash_values_narrower_than_keys():
@@ -257,3 +264,21 @@ def test_kimi_k3_delta_attention_and_gated_mla_by_hand():
     assert ops.loc["mla_gate_proj", "n"] == 12 * 128 and "rope" not in ops.index  # gated MLA without RoPE
     assert ops.loc["moe_experts", "k"] == 3584 and ops.loc["moe_experts", "topk"] == 16
     assert "rope" in ops_for("deepseek-v3", tp=8, decode=[10]).index  # other MLA models keep their RoPE
+
+
+@pytest.mark.parametrize("name,path,value", [
+    ("minimax-m3", ("model_type",), [1]),
+    ("step-3.7-flash", ("first_k_dense_replace",), "x"),
+    ("qwen3-30b-a3b", ("mlp_only_layers",), 3),
+    ("minimax-m2.5", ("shared_intermediate_size",), "x"),
+    ("minimax-m3", ("sparse_attention_config", "sparse_local_block"), "x"),
+    ("qwen3.5-397b-a17b", ("text_config", "shared_expert_intermediate_size"), [1]),
+])
+def test_malformed_config_values_are_input_errors_naming_the_key(name, path, value):
+    cfg = catalogue_config(name)
+    where = cfg
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = value
+    with pytest.raises(InputError, match=path[-1]):
+        parse_hf_config(cfg)
