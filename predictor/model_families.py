@@ -63,15 +63,16 @@ def _count(cfg: dict, key: str, source: str) -> int:
     return value
 
 
-def _layer_indices(cfg: dict, key: str, source: str, layers: int) -> list[int]:
-    """A list of 0-based layer indices (e.g. ``mlp_only_layers``); absent or null: none."""
+def _layer_indices(cfg: dict, key: str, source: str, layers: int, first: int = 0) -> list[int]:
+    """A list of layer indices (e.g. ``mlp_only_layers``) numbered from ``first``, returned 0-based; absent or
+    null: none."""
     raw = cfg.get(key)
     if raw is None:
         return []
-    if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers
-                                            for i in raw):
-        raise InputError(f"{source}: key {key!r} must list layer indices 0..{layers - 1}")
-    return raw
+    if not isinstance(raw, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                            and first <= i < layers + first for i in raw):
+        raise InputError(f"{source}: key {key!r} must list layer indices {first}..{layers - 1 + first}")
+    return [i - first for i in raw]
 
 
 def _fraction(cfg: dict, key: str, source: str, default: float) -> float:
@@ -140,6 +141,12 @@ def _mla(cfg: dict, source: str) -> MLASpec:
     )
 
 
+def _dsa_indexer(cfg: dict, source: str) -> SparseIndexSpec:
+    """DeepSeek's sparse-attention indexer (``index_n_heads`` × ``index_head_dim``, keeping ``index_topk``)."""
+    return SparseIndexSpec(heads=_int(cfg, "index_n_heads", source), head_dim=_int(cfg, "index_head_dim", source),
+                           topk=_int(cfg, "index_topk", source))
+
+
 def deepseek(cfg: dict, name: str, source: str):
     """DeepSeek-V2/V3/R1, Kimi-K2 and (with the indexer) DeepSeek-V3.2 and GLM-5."""
     layers = _int(cfg, "num_hidden_layers", source)
@@ -150,10 +157,7 @@ def deepseek(cfg: dict, name: str, source: str):
     shared = _int(cfg, "n_shared_experts", source, default=0, required=False) if cfg.get("n_shared_experts") else 0
     first_dense = _count(cfg, "first_k_dense_replace", source)
     freq = _int(cfg, "moe_layer_freq", source, default=1, required=False) or 1
-    sparse = None
-    if cfg.get("index_topk") is not None:
-        sparse = SparseIndexSpec(heads=_int(cfg, "index_n_heads", source), head_dim=_int(cfg, "index_head_dim", source),
-                                 topk=_int(cfg, "index_topk", source))
+    sparse = _dsa_indexer(cfg, source) if cfg.get("index_topk") is not None else None
     spec = dict(cfg, num_key_value_heads=heads, head_dim=mla.qk_head_dim)
     return _models()._common(
         spec, name, source, mla=mla, sparse_index=sparse,
@@ -186,9 +190,7 @@ def deepseek_v4(cfg: dict, name: str, source: str):
         q_lora_rank=_int(cfg, "q_lora_rank", source), head_dim=_int(cfg, "head_dim", source),
         rope_dim=_int(cfg, "qk_rope_head_dim", source), o_lora_rank=_int(cfg, "o_lora_rank", source),
         o_groups=_int(cfg, "o_groups", source), window=_int(cfg, "sliding_window", source), csa_ratio=csa,
-        hca_ratio=hca, index_heads=_int(cfg, "index_n_heads", source),
-        index_head_dim=_int(cfg, "index_head_dim", source),
-        index_topk=_int(cfg, "index_topk", source), hc_mult=_optional(cfg, "hc_mult", source) or 1)
+        hca_ratio=hca, indexer=_dsa_indexer(cfg, source), hc_mult=_optional(cfg, "hc_mult", source) or 1)
     if _int(cfg, "num_attention_heads", source) % spec.o_groups:
         raise InputError(f"{source}: o_groups ({spec.o_groups}) must divide num_attention_heads")
     experts = _int(cfg, "n_routed_experts", source)

@@ -11,7 +11,17 @@ layers interleaved with gated MLA layers, latent MoE.
 from __future__ import annotations
 
 from predictor.errors import InputError
-from predictor.model_families import _count, _flag, _fraction, _int, _mla, _models, _optional, _topk
+from predictor.model_families import (
+    _count,
+    _flag,
+    _fraction,
+    _int,
+    _layer_indices,
+    _mla,
+    _models,
+    _optional,
+    _topk,
+)
 from predictor.model_parts import KDASpec, Mamba2Spec
 
 
@@ -110,13 +120,6 @@ def nemotron_h(cfg: dict, name: str, source: str):
     )
 
 
-def _layer_list(raw, key: str, source: str, layers: int) -> set[int]:
-    """A 1-based list of layer numbers, as a set of 0-based indices."""
-    if not isinstance(raw, list) or not all(isinstance(i, int) and 1 <= i <= layers for i in raw):
-        raise InputError(f"{source}: key {key!r} must list layer numbers 1..{layers}")
-    return {i - 1 for i in raw}
-
-
 def kimi_linear(cfg: dict, name: str, source: str):
     """Kimi-Linear / Kimi-K3: ``linear_attn_config.kda_layers`` are Kimi delta attention, ``full_attn_layers`` MLA
     (with ``mla_use_output_gate`` a gate on each head's output; with ``mla_use_nope`` no RoPE); dense MLPs in the
@@ -129,8 +132,8 @@ def kimi_linear(cfg: dict, name: str, source: str):
     if not isinstance(la, dict):
         raise InputError(f"{source}: missing required key 'linear_attn_config'")
     where = f"{source} linear_attn_config"
-    kda = _layer_list(la.get("kda_layers"), "kda_layers", where, layers)
-    full = _layer_list(la.get("full_attn_layers"), "full_attn_layers", where, layers)
+    kda = set(_layer_indices(la, "kda_layers", where, layers, first=1))
+    full = set(_layer_indices(la, "full_attn_layers", where, layers, first=1))
     if kda & full or len(kda | full) != layers:
         raise InputError(f"{where}: kda_layers and full_attn_layers must split the {layers} layers between them")
     heads, head_dim = _int(la, "num_heads", where), _int(la, "head_dim", where)

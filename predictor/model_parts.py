@@ -205,9 +205,9 @@ class CompressedAttentionSpec:
     of ``head_dim``; one ``head_dim`` key/value head per token, shared by every query head (its last ``rope_dim``
     dims rotary); the output through ``o_groups`` groups of heads, each projected to ``o_lora_rank``, then to the
     hidden size. Every layer attends the last ``window`` tokens as they are; ``csa`` layers also attend the
-    ``index_topk`` best of the older tokens compressed ``csa_ratio`` to one entry (an indexer of ``index_heads``
-    × ``index_head_dim`` scores every entry), ``hca`` layers every entry of ``hca_ratio`` tokens; ``window``
-    layers nothing more. The compressors' own small weights and the hyper-connections' mixing weights
+    ``indexer.topk`` best of the older tokens compressed ``csa_ratio`` to one entry (the :class:`SparseIndexSpec`
+    indexer, its query from the query latent, scores every entry), ``hca`` layers every entry of ``hca_ratio``
+    tokens; ``window`` layers nothing more. The compressors' own small weights and the hyper-connections' mixing weights
     (``hc_mult`` residual streams) are not counted."""
 
     q_lora_rank: int
@@ -218,9 +218,7 @@ class CompressedAttentionSpec:
     window: int
     csa_ratio: int
     hca_ratio: int
-    index_heads: int
-    index_head_dim: int
-    index_topk: int
+    indexer: SparseIndexSpec
     hc_mult: int = 1
 
     def ratio(self, kind: str) -> int:
@@ -228,22 +226,20 @@ class CompressedAttentionSpec:
         return {"csa": self.csa_ratio, "hca": self.hca_ratio}.get(kind, 0)
 
     def linear_params(self, hidden: int, heads: int, kind: str) -> int:
-        """q_a, q_b, the key/value projection, the grouped low-rank output (o_a, o_b), and a csa layer's indexer
-        (its query from the query latent, its key, its per-head weights)."""
+        """q_a, q_b, the key/value projection, the grouped low-rank output (o_a, o_b), and a csa layer's indexer."""
         q = hidden * self.q_lora_rank + self.q_lora_rank * heads * self.head_dim
         out = heads * self.head_dim * self.o_lora_rank + self.o_groups * self.o_lora_rank * hidden
-        index = (self.q_lora_rank * self.index_heads * self.index_head_dim + hidden * self.index_head_dim
-                 + hidden * self.index_heads) if kind == "csa" else 0
+        index = self.indexer.linear_params(hidden, self.q_lora_rank) if kind == "csa" else 0
         return q + hidden * self.head_dim + out + index
 
-    def norm_params(self) -> int:
-        """The RMSNorms on the query latent and the key/value head."""
-        return self.q_lora_rank + self.head_dim
+    def norm_params(self, kind: str) -> int:
+        """The RMSNorms on the query latent and the key/value head, and a csa layer's indexer norm."""
+        return self.q_lora_rank + self.head_dim + (self.indexer.norm_params() if kind == "csa" else 0)
 
     def cached_per_token(self, kind: str) -> float:
         """Elements a layer of ``kind`` keeps per token of context beyond its window: the compressed entry's share
-        (head_dim / ratio), and a csa layer's indexer key share (index_head_dim / ratio)."""
+        (head_dim / ratio), and a csa layer's indexer key share (indexer.head_dim / ratio)."""
         r = self.ratio(kind)
         if not r:
             return 0.0
-        return (self.head_dim + (self.index_head_dim if kind == "csa" else 0)) / r
+        return (self.head_dim + (self.indexer.head_dim if kind == "csa" else 0)) / r

@@ -222,9 +222,8 @@ class ModelSpec:
 
     def _gqa_attention_params(self, kind: str = "full") -> int:
         h = self.hidden_size
-        head_dim, v_dim, kv_heads, tensors = self.gqa_shape(kind)
-        q = self.num_heads * head_dim
-        kv = kv_heads * (head_dim + (v_dim if tensors == 2 else 0))  # K and V projections (K alone if K = V)
+        head_dim, v_dim, _, _ = self.gqa_shape(kind)
+        q, kv = self.num_heads * head_dim, self.kv_elems_per_token(1, kind)  # K and V projections (K alone if K = V)
         params = h * (q + kv) + self.num_heads * v_dim * h
         if self.qkv_bias:
             params += q + kv
@@ -256,7 +255,7 @@ class ModelSpec:
             return self._gqa_attention_params() + indexer
         if kind in ("window", "csa", "hca"):
             ca = self.compressed_attention
-            return ca.linear_params(h, self.num_heads, kind) + ca.norm_params()
+            return ca.linear_params(h, self.num_heads, kind) + ca.norm_params(kind)
         return self._gqa_attention_params(kind)
 
     def dense_mlp_params(self, width: int | None = None, hidden: int | None = None) -> int:
@@ -342,8 +341,9 @@ class ModelSpec:
         """KV heads held by one GPU at tensor parallelism ``tp`` (replicated when kv_heads < tp)."""
         return max(1, self.num_kv_heads // tp)
 
-    def _kv_elems(self, tp: int, kind: str = "sliding") -> int:
-        """Elements one GQA layer of ``kind`` caches per token on one GPU: keys and values of its KV heads/tp."""
+    def kv_elems_per_token(self, tp: int, kind: str) -> int:
+        """Elements one GQA layer of ``kind`` caches per token on one GPU (keys and values of its KV heads/tp;
+        keys alone where the values are the keys): also the width of its K and V projections."""
         head_dim, v_dim, kv_heads, tensors = self.gqa_shape(kind)
         return max(1, kv_heads // tp) * (head_dim + (v_dim if tensors == 2 else 0))
 
@@ -362,9 +362,9 @@ class ModelSpec:
             return sum(n * self.compressed_attention.cached_per_token(kind) for kind, n in counts.items()) \
                 * kv_bits / 8
         sparse = counts.get("sparse", 0)  # block-sparse GQA layers cache every token, and the indexer's key
-        elems = sparse * self._kv_elems(tp)
+        elems = sparse * self.kv_elems_per_token(tp, "sparse")
         if counts.get("full"):
-            elems += counts["full"] * self._kv_elems(tp, "full")
+            elems += counts["full"] * self.kv_elems_per_token(tp, "full")
         if sparse:
             elems += sparse * self.sparse_index.head_dim
         if self.mla is not None:
@@ -378,7 +378,7 @@ class ModelSpec:
         linear-attention layer."""
         counts = self.attention_layer_counts()
         windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
-        out = windowed * self.sliding_window * self._kv_elems(tp, "sliding") * kv_bits / 8
+        out = windowed * self.sliding_window * self.kv_elems_per_token(tp, "sliding") * kv_bits / 8
         if self.linear_attention is not None:
             out += counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
         if self.compressed_attention is not None:  # DeepSeek-V4: every layer's window of uncompressed tokens

@@ -127,10 +127,11 @@ def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
     m, tp = ctx.model, ctx.par.tp
     layers = sum(counts.values())
     T = ctx.local.tokens
-    hd, vd, kv_heads, tensors = m.gqa_shape(next(iter(counts)))
+    kind = next(iter(counts))
+    hd, vd, kv_heads, tensors = m.gqa_shape(kind)
     heads, kv = m.num_heads // tp, max(1, kv_heads // tp)
     q_width = heads * hd + (heads * vd if m.attn_output_gate else 0)
-    ctx.gemm(f"{prefix}qkv_proj", layers, T, q_width + kv * (hd + (vd if tensors == 2 else 0)), m.hidden_size)
+    ctx.gemm(f"{prefix}qkv_proj", layers, T, q_width + m.kv_elems_per_token(tp, kind), m.hidden_size)
     if m.qk_norm:
         ctx.elementwise(f"{prefix}qk_norm", oc.NORM, layers, T, (heads + kv) * hd)
     if m.rotary_fraction > 0:
@@ -146,17 +147,18 @@ def _gqa_group(ctx: OpContext, counts: dict[str, int], prefix: str) -> None:
                        ("sparse", "sparse_attn")):
         if counts.get(kind):
             if kind == "sparse":
-                _sparse_indexer(ctx, "sparse_index", counts[kind], m.hidden_size)
+                _sparse_indexer(ctx, "sparse_index", counts[kind], m.hidden_size, m.sparse_index)
             _attention_rows(ctx, rows, counts[kind], windows[kind], shape)
     if m.attn_output_gate:
         ctx.elementwise(f"{prefix}attn_gate", oc.ACT, layers, T, heads * vd, gated=1.0)
     ctx.gemm(f"{prefix}o_proj", layers, T, m.hidden_size, heads * vd)
 
 
-def _sparse_indexer(ctx: OpContext, prefix: str, layers: int, q_input: int) -> None:
-    """The sparse-attention indexer: its query (from a ``q_input``-wide activation) and key projections, then
-    scores of every cached key (an MQA over the indexer's one key head, one output per query and key)."""
-    m, T, sparse = ctx.model, ctx.local.tokens, ctx.model.sparse_index
+def _sparse_indexer(ctx: OpContext, prefix: str, layers: int, q_input: int, sparse) -> None:
+    """The sparse-attention indexer ``sparse`` (a :class:`~predictor.model_parts.SparseIndexSpec`): its query
+    (from a ``q_input``-wide activation) and key projections, then scores of every cached key (an MQA over the
+    indexer's one key head, one output per query and key; ``ctx.local`` gives the keys)."""
+    m, T = ctx.model, ctx.local.tokens
     ctx.gemm(f"{prefix}_q_proj", layers, T, sparse.heads * sparse.head_dim, q_input)
     ctx.gemm(f"{prefix}_k_proj", layers, T, sparse.head_dim + sparse.heads, m.hidden_size)
     _attention_rows(ctx, prefix, layers, 0.0, {"heads": sparse.heads, "kv_heads": 1, "head_dim": sparse.head_dim,
@@ -181,7 +183,7 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
         ctx.elementwise("rope", oc.ROPE, layers, T, (heads + 1) * mla.qk_rope_head_dim)
     window = float(sparse.topk) if sparse is not None else 0.0
     if sparse is not None:
-        _sparse_indexer(ctx, "dsa_index", layers, mla.q_lora_rank or m.hidden_size)
+        _sparse_indexer(ctx, "dsa_index", layers, mla.q_lora_rank or m.hidden_size, sparse)
     # prefill: decompress every key of each chunk (cached context included) through kv_b_proj
     ctx.gemm("mla_kv_b_proj_prefill", layers, b.prefill_kv_tokens, heads * (mla.qk_nope_head_dim + mla.v_head_dim),
              mla.kv_lora_rank)
@@ -200,13 +202,13 @@ def mla_attention(ctx: OpContext, layers: int) -> None:
 
 
 def compressed_attention(ctx: OpContext, counts: dict[str, int]) -> None:
-    """DeepSeek-V4 layers (kinds ``window``, ``csa``, ``hca``; :class:`~predictor.model_parts.CompressedAttentionSpec`):
-    query latent and heads, the one shared key/value head (MQA over it, keys and values read once), every
-    layer's window of recent tokens, and the compressed entries: a csa layer's indexer scores all of them and its
-    queries keep the top ``index_topk``; an hca layer's queries attend all. Compressed attention is costed on the
-    batch with its contexts divided by the ratio (the compressors' own small GEMMs are not costed). The grouped
-    low-rank output is one GEMM of the same FLOPs and weights. The ``hc_mult`` residual streams add one
-    elementwise mix of ``hc_mult`` × hidden per sublayer."""
+    """DeepSeek-V4 layers (kinds ``window``, ``csa``, ``hca``;
+    :class:`~predictor.model_parts.CompressedAttentionSpec`): query latent and heads, the one shared key/value head
+    (MQA over it, keys and values read once), every layer's window of recent tokens, and the compressed entries: a
+    csa layer's indexer scores all of them and its queries keep the indexer's top ``topk``; an hca layer's queries
+    attend all. Compressed attention is costed on the batch with its contexts divided by the ratio (the
+    compressors' own small GEMMs are not costed). The grouped low-rank output is one GEMM of the same FLOPs and
+    weights. The ``hc_mult`` residual streams add one elementwise mix of ``hc_mult`` × hidden per sublayer."""
     m, tp = ctx.model, ctx.par.tp
     ca = m.compressed_attention
     layers = sum(counts.values())
@@ -230,12 +232,9 @@ def compressed_attention(ctx: OpContext, counts: dict[str, int]) -> None:
                              decode_context_tokens=b.decode_context_tokens / r)
         view = replace(ctx, local=compressed)
         if kind == "csa":
-            view.gemm("v4_index_q_proj", counts[kind], T, ca.index_heads * ca.index_head_dim, ca.q_lora_rank)
-            view.gemm("v4_index_k_proj", counts[kind], T, ca.index_head_dim + ca.index_heads, m.hidden_size)
-            _attention_rows(view, "v4_index", counts[kind], 0.0,
-                            {"heads": ca.index_heads, "kv_heads": 1, "head_dim": ca.index_head_dim,
-                             "v_head_dim": 1.0, "latent_kv": 1.0})
-        _attention_rows(view, f"v4_{kind}_attn", counts[kind], float(ca.index_topk) if kind == "csa" else 0.0, shape)
+            _sparse_indexer(view, "v4_index", counts[kind], ca.q_lora_rank, ca.indexer)
+        _attention_rows(view, f"v4_{kind}_attn", counts[kind], float(ca.indexer.topk) if kind == "csa" else 0.0,
+                        shape)
     groups = max(ca.o_groups // tp, 1)
     ctx.gemm("v4_o_a_proj", layers, T, groups * ca.o_lora_rank, heads * ca.head_dim / groups)
     ctx.gemm("v4_o_b_proj", layers, T, m.hidden_size, groups * ca.o_lora_rank)

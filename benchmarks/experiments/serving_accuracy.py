@@ -89,7 +89,7 @@ def _by_mode(frame: pd.DataFrame) -> list[str]:
     variants = _variants(frame)
     lines = ["| mode | runs | " + " | ".join(f"TTFT {n}" for n, _ in variants) + " | "
              + " | ".join(f"TPOT {n}" for n, _ in variants) + " |", "|" + "---|" * (2 + 2 * len(variants))]
-    given = frame["pool_workers_given"].astype(bool) if "pool_workers_given" in frame else True
+    given = frame["pool_workers_given"].astype(bool)
     label = np.where(frame["mode"] != "disagg", frame["mode"],
                      np.where(given, "disagg, worker counts given", "disagg, no worker counts (one per pool)"))
     for mode, rows in frame.groupby(label, sort=True):
@@ -99,7 +99,7 @@ def _by_mode(frame: pd.DataFrame) -> list[str]:
 
 def _mode_note(frame: pd.DataFrame) -> list[str]:
     disagg = frame[frame["mode"] == "disagg"]
-    missing = int((~disagg["pool_workers_given"].astype(bool)).sum()) if "pool_workers_given" in disagg else 0
+    missing = int((~disagg["pool_workers_given"].astype(bool)).sum())
     if not missing:
         return []
     return [f"{missing:,} of the {len(disagg):,} disaggregated runs scored here come from CSV rows that give no "
