@@ -40,7 +40,8 @@ def _is_classic(model: ModelSpec, par: ParallelConfig) -> bool:
     """A GQA model with one MLP kind under plain TP: the closed-form paths below apply."""
     return (par.is_plain_tp and model.mla is None and model.linear_attention is None and not model.layer_types
             and not model.shared_expert_intermediate_size and model.dense_layer_count in (0, model.num_layers)
-            and model.num_mlp_layers < 0 and not model.moe_latent_size
+            and model.num_mlp_layers < 0 and not model.moe_latent_size and model.global_attention is None
+            and not model.v_head_dim
             and not (model.qk_norm or model.attn_output_gate or model.attention_sinks))
 
 
