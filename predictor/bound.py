@@ -77,8 +77,8 @@ class BoundPredictor:
         q = prefill_new_tokens / prefill_chunks if prefill_chunks else 0.0
         ctx = max(prefill_kv_tokens / prefill_chunks - q, 0.0) if prefill_chunks else 0.0
         return self.table.work_scalar(prefill_new_tokens + decode_seqs, prefill_samples + decode_seqs, decode_seqs,
-                                      decode_context_tokens + decode_seqs, prefill_new_tokens, prefill_kv_tokens,
-                                      prefill_chunks * q * (ctx + q / 2.0))
+                                      (decode_context_tokens + decode_seqs) / decode_seqs if decode_seqs else 0.0,
+                                      prefill_chunks, q, ctx)
 
     def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(FLOPs, HBM bytes, roofline ms) of consecutive decode-only iterations (see

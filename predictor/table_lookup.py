@@ -85,6 +85,9 @@ class TableLookups:
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path). A run asks for few batch
         sizes, so each one's cell on the batch axis is located once (the same cell and weight every time)."""
+        return _bilinear_at(self._lists()[2], self._seqs_cell(seqs), DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
+
+    def _seqs_cell(self, seqs: float) -> tuple[int, float]:
         cells = self.__dict__.get("_seqs_cells")
         if cells is None:
             cells = self.__dict__["_seqs_cells"] = {}
@@ -93,7 +96,41 @@ class TableLookups:
             if len(cells) >= MEMO_ENTRIES:
                 cells.clear()
             cell = cells[seqs] = _cell(DEC_SEQS_LOG, seqs)
-        return _bilinear_at(self._lists()[2], cell, DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
+        return cell
+
+    def _work_lists(self) -> tuple[list, list]:
+        """The attention work tables as per-field nested lists (decode, prefill; fields :data:`ATTENTION_WORK` of
+        :mod:`predictor.tables`)."""
+        lists = self.__dict__.get("_work_as_lists")
+        if lists is None:
+            lists = self.__dict__["_work_as_lists"] = tuple(
+                [np.take(t, f, axis=-1).tolist() for f in range(t.shape[-1])]
+                for t in (self.decode_log_work, self.prefill_log_work))
+        return lists
+
+    def decode_work_scalar(self, seqs: float, kv_mean: float) -> tuple[float, ...]:
+        """(roofline ms, FLOPs, bytes) of the decode attention ops: the scalar twin of the vectorised look-up."""
+        x_cell, y_cell = self._seqs_cell(seqs), _cell(DEC_KV_LOG, kv_mean)
+        sx, sy = _at_least_one(seqs / _SEQS_MAX), _at_least_one(kv_mean / _KV_MAX)
+        return tuple(math.exp(_bilinear(t, x_cell, y_cell)) * sx * sy for t in self._work_lists()[0])
+
+    def decode_work_column(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
+        """(roofline ms, FLOPs, bytes) of the decode attention ops at one batch size and many non-decreasing mean
+        KV lengths (a run of decode steps), shape (len(kv_mean), 3)."""
+        kv_mean = np.asarray(kv_mean, float)
+        (i, wi), (j, wj) = self._column_cells(seqs, kv_mean, ascending=True)
+        t = self.decode_log_work
+        low, high = t[i], t[i + 1]
+        a, wj = 1 - wi, wj[:, None]
+        val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
+        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * np.maximum(kv_mean / DECODE_KV[-1], 1.0)[:, None]
+
+    def prefill_work_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> tuple[float, ...]:
+        """(roofline ms, FLOPs, bytes) of the prefill attention ops: the scalar twin of the vectorised look-up."""
+        cells = _prefill_cells(chunks, q_mean, ctx_mean)
+        a, b, c = (_at_least_one(chunks / _CHUNKS_MAX), _at_least_one(q_mean / _TOKENS_MAX),
+                   _at_least_one(ctx_mean / _CONTEXT_MAX))
+        return tuple(math.exp(_trilinear(t, cells)) * a * b * c for t in self._work_lists()[1])
 
     def decode_column_ms(self, seqs: float, kv_mean: np.ndarray, ascending: bool = False) -> np.ndarray:
         """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
@@ -103,45 +140,59 @@ class TableLookups:
         kv_mean = np.asarray(kv_mean, float)
         if not seqs > 0:
             return np.zeros_like(kv_mean)
-        rows = self.__dict__.setdefault("_decode_row_cells", {})  # batch size → (row, weight): few distinct sizes
-        cell = rows.get(seqs)
-        if cell is None:
-            i, wi = locate(np.array([seqs], float), DECODE_SEQS)
-            cell = rows[seqs] = (int(i[0]), wi[0])
-        i, wi = cell
-        key = kv_mean.tobytes()  # a profiled engine looks up the same run twice (kernel and roofline tables)
-        last = _LAST_KV_CELLS[0]
-        if last is not None and last[0] == key:
-            j, wj = last[1], last[2]
-        else:
-            j, wj = locate_ascending(kv_mean, DECODE_KV) if ascending else locate(kv_mean, DECODE_KV)
-            _LAST_KV_CELLS[0] = (key, j, wj)
+        (i, wi), (j, wj) = self._column_cells(seqs, kv_mean, ascending)
         t = self.decode_log_ms
         low, high = t[i], t[i + 1]
         a = 1 - wi
         val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
         return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * np.maximum(kv_mean / DECODE_KV[-1], 1.0)
 
+    def _column_cells(self, seqs: float, kv_mean: np.ndarray, ascending: bool):
+        """((row, weight) of ``seqs``, (cells, weights) of ``kv_mean``) on the decode grids, for a column look-up."""
+        rows = self.__dict__.setdefault("_decode_row_cells", {})  # batch size → (row, weight): few distinct sizes
+        cell = rows.get(seqs)
+        if cell is None:
+            i, wi = locate(np.array([seqs], float), DECODE_SEQS)
+            cell = rows[seqs] = (int(i[0]), wi[0])
+        key = kv_mean.tobytes()  # a profiled engine looks up the same run twice (kernel and roofline tables)
+        last = _LAST_KV_CELLS[0]
+        if last is not None and last[0] == key:
+            return cell, (last[1], last[2])
+        j, wj = locate_ascending(kv_mean, DECODE_KV) if ascending else locate(kv_mean, DECODE_KV)
+        _LAST_KV_CELLS[0] = (key, j, wj)
+        return cell, (j, wj)
+
     def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
         """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
-        i, wi = _cell(PRE_CHUNKS_LOG, chunks)
-        j, wj = _cell(PRE_TOKENS_LOG, q_mean)
-        if ctx_mean < 1.0:
-            k, wk = 0, max(ctx_mean, 0.0)
-        else:
-            k, wk = _cell(PRE_CONTEXT_LOG, ctx_mean)
-            k += 1
-        t = self._lists()[3]
-        rows_i, rows_i1 = t[i], t[i + 1]
-        r00, r01, r10, r11 = rows_i[j], rows_i[j + 1], rows_i1[j], rows_i1[j + 1]
-        a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
-        val = 0.0  # the cube's eight corners, in the order of the vectorised prefill_ms
-        val += a0 * b0 * (c0 * r00[k] + wk * r00[k1])
-        val += a0 * wj * (c0 * r01[k] + wk * r01[k1])
-        val += wi * b0 * (c0 * r10[k] + wk * r10[k1])
-        val += wi * wj * (c0 * r11[k] + wk * r11[k1])
-        return (math.exp(val) * _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX)
+        return (math.exp(_trilinear(self._lists()[3], _prefill_cells(chunks, q_mean, ctx_mean)))
+                * _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX)
                 * _at_least_one(ctx_mean / _CONTEXT_MAX))
+
+
+def _prefill_cells(chunks: float, q_mean: float, ctx_mean: float) -> tuple:
+    """Cells and weights of a prefill look-up on (chunks, tokens, context): context 0 is its own grid line."""
+    i, wi = _cell(PRE_CHUNKS_LOG, chunks)
+    j, wj = _cell(PRE_TOKENS_LOG, q_mean)
+    if ctx_mean < 1.0:
+        k, wk = 0, max(ctx_mean, 0.0)
+    else:
+        k, wk = _cell(PRE_CONTEXT_LOG, ctx_mean)
+        k += 1
+    return i, wi, j, wj, k, wk
+
+
+def _trilinear(t: list, cells: tuple) -> float:
+    """Trilinear interpolation of a log-valued prefill table (nested lists) at ``cells`` (:func:`_prefill_cells`)."""
+    i, wi, j, wj, k, wk = cells
+    rows_i, rows_i1 = t[i], t[i + 1]
+    r00, r01, r10, r11 = rows_i[j], rows_i[j + 1], rows_i1[j], rows_i1[j + 1]
+    a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
+    val = 0.0  # the cube's eight corners, in the order of the vectorised prefill_ms
+    val += a0 * b0 * (c0 * r00[k] + wk * r00[k1])
+    val += a0 * wj * (c0 * r01[k] + wk * r01[k1])
+    val += wi * b0 * (c0 * r10[k] + wk * r10[k1])
+    val += wi * wj * (c0 * r11[k] + wk * r11[k1])
+    return val
 
 
 _CHUNKS_MAX, _TOKENS_MAX, _CONTEXT_MAX = float(PREFILL_CHUNKS[-1]), float(PREFILL_TOKENS[-1]), float(PREFILL_CONTEXT[-1])
@@ -180,9 +231,13 @@ def _bilinear_at(table: list, x_cell: tuple[int, float], gy: list[float], x: flo
                  ymax: float) -> float:
     """Bilinear interpolation of a log-valued ``table`` at (``x``, ``y``), the cell of ``x`` on its grid given
     (``x_cell``: index and weight), linear extrapolation beyond the grids' ends."""
+    return math.exp(_bilinear(table, x_cell, _cell(gy, y))) * _at_least_one(x / xmax) * _at_least_one(y / ymax)
+
+
+def _bilinear(table: list, x_cell: tuple[int, float], y_cell: tuple[int, float]) -> float:
+    """The log value of ``table`` (nested lists) between the cells of x and y (index, weight) on their grids."""
     i, wi = x_cell
-    j, wj = _cell(gy, y)
+    j, wj = y_cell
     row_i, row_i1 = table[i], table[i + 1]
     ai, aj = 1 - wi, 1 - wj
-    v = ai * aj * row_i[j] + wi * aj * row_i1[j] + ai * wj * row_i[j + 1] + wi * wj * row_i1[j + 1]
-    return math.exp(v) * _at_least_one(x / xmax) * _at_least_one(y / ymax)
+    return ai * aj * row_i[j] + wi * aj * row_i1[j] + ai * wj * row_i[j + 1] + wi * wj * row_i1[j + 1]

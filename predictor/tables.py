@@ -54,8 +54,8 @@ from predictor.table_grids import (  # noqa: F401  (re-exported: grids are part 
 )
 from predictor.table_lookup import TableLookups
 
-TABLE_FORMAT = 6  # 6: ops that do not read the KV cache carry kv_bits 16 (predictor.op_blocks)
-# Coarse op groups for efficiency reporting (work tables); attention is handled analytically at lookup.
+TABLE_FORMAT = 7  # 7: attention work tabulated from its ops (6: ops that do not read the KV cache carry kv_bits 16)
+# Coarse op groups for efficiency reporting (work tables); attention's work has tables of its own (decode, prefill).
 WORK_GROUPS = ("gemm", "moe", "elementwise", "embedding", "collective", "sampling")
 _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elementwise", "add": "elementwise",
              "rope": "elementwise", "embedding": "embedding", "allreduce": "collective", "allgather": "collective",
@@ -64,6 +64,7 @@ _GROUP_OF = {"gemm": "gemm", "moe": "moe", "norm": "elementwise", "act": "elemen
 WORK_FIELDS = ("predicted_ms", "roofline_ms", "flops", "bytes")  # bump when grids or table contents change: old cache files are then ignored
 SAMPLE_OPS = ("lm_head", "logits_gather", "sampling")
 ATTENTION_OPS = ("attn_prefill", "attn_decode")  # the classic attention ops (other phase ops: by suffix)
+ATTENTION_WORK = ("roofline_ms", "flops", "bytes")  # the fields of the attention work tables
 
 
 def _is_prefill(op) -> np.ndarray:
@@ -114,7 +115,8 @@ class IterationTables(TableLookups):
     num_layers: int
     tokens_work: np.ndarray | None = None   # [token grid, WORK_GROUPS, WORK_FIELDS]
     samples_work: np.ndarray | None = None  # [sample grid, WORK_GROUPS, WORK_FIELDS]
-    attention_coefficients: np.ndarray | None = None  # see attention_work
+    decode_log_work: np.ndarray | None = None   # [seqs, kv, ATTENTION_WORK]: log of the decode ops' work
+    prefill_log_work: np.ndarray | None = None  # [chunks, tokens, context, ATTENTION_WORK]
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod
@@ -126,18 +128,22 @@ class IterationTables(TableLookups):
 
         works = {}
 
-        def summed(batch: BatchShape, keep, work_key: str | None = None) -> np.ndarray:
+        def summed(batch: BatchShape, keep, work_key: str | None = None, grouped: bool = True) -> np.ndarray:
             names = {op for op in _op_names(model, tp, precision) if keep(np.array([op], dtype=object))[0]}
             ops = build_ops(model, tp, precision, batch, only=names)
             predicted = predict_ops(ops, gpu)
             pred = predicted["predicted_ms"].to_numpy()
             it, count = ops["iteration"].to_numpy(), ops["count"].to_numpy()
-            if work_key is not None:  # per op group: predicted and roofline time, FLOPs and bytes (Σ count ×)
+            if work_key is not None:  # (per op group:) predicted and roofline time, FLOPs and bytes (Σ count ×)
                 r = roofline_arrays(ops, gpu)
+                values = [pred, predicted["roofline_ms"].to_numpy(), r["flops"], r["bytes"]]  # HBM bytes
+                if not grouped:  # attention: roofline time, FLOPs and bytes of all its ops together
+                    works[work_key] = np.stack([np.bincount(it, weights=count * v, minlength=len(batch))
+                                                for v in values[1:]], axis=-1)
+                    return np.bincount(it, weights=count * pred, minlength=len(batch))
                 group = np.array([WORK_GROUPS.index(_GROUP_OF[k]) for k in ops["op_kind"].to_numpy(object)])
                 cell = it * len(WORK_GROUPS) + group
                 size = len(batch) * len(WORK_GROUPS)
-                values = [pred, predicted["roofline_ms"].to_numpy(), r["flops"], r["bytes"]]  # HBM bytes
                 works[work_key] = np.stack([np.bincount(cell, weights=count * v, minlength=size)
                                             for v in values], axis=-1).reshape(len(batch), len(WORK_GROUPS), 4)
             return np.bincount(it, weights=count * pred, minlength=len(batch))
@@ -163,7 +169,7 @@ class IterationTables(TableLookups):
         decode_batch = BatchShape(prefill_seqs=zeros, prefill_tokens=zeros, prefill_kv_tokens=zeros,
                                   prefill_attention_pairs=zeros, prefill_score_elements=zeros,
                                   decode_seqs=b, decode_context_tokens=b * (kv - 1.0), sample_tokens=zeros)
-        decode_ms = summed(decode_batch, _is_decode).reshape(len(DECODE_SEQS), len(DECODE_KV))
+        decode_ms = summed(decode_batch, _is_decode, "decode", grouped=False).reshape(len(DECODE_SEQS), len(DECODE_KV))
 
         n, q, c = np.meshgrid(PREFILL_CHUNKS, PREFILL_TOKENS, PREFILL_CONTEXT, indexing="ij")
         n, q, c = n.ravel(), q.ravel(), c.ravel()
@@ -172,31 +178,27 @@ class IterationTables(TableLookups):
                                    prefill_attention_pairs=n * q * (c + q / 2.0),
                                    prefill_score_elements=n * q * (c + q),
                                    decode_seqs=zeros, decode_context_tokens=zeros, sample_tokens=zeros)
-        prefill_ms = summed(prefill_batch, _is_prefill).reshape(
+        prefill_ms = summed(prefill_batch, _is_prefill, "prefill", grouped=False).reshape(
             len(PREFILL_CHUNKS), len(PREFILL_TOKENS), len(PREFILL_CONTEXT))
 
         token_ms, sample_ms = _running_max(token_ms), _running_max(sample_ms)
         decode_ms, prefill_ms = _running_max(decode_ms), _running_max(prefill_ms)
         tiny = 1e-9
-        par = as_parallel(tp)
-        heads, kv_heads, d = model.num_heads // par.tp, model.kv_heads_per_gpu(par.tp), model.head_dim
-        L = model.num_layers / par.pp / par.dp_attention  # attention work per GPU (approximate for non-GQA kinds)
-        half = "bf16" if precision.compute == "bf16" else "fp16"
-        coefficients = np.array([L * 4.0 * heads * d,                                  # FLOPs per pair
-                                 L * (4.0 * heads * d + 2.0 * kv_heads * d * precision.kv_bytes),  # bytes / new token
-                                 L * 2.0 * kv_heads * d * precision.kv_bytes,           # bytes per key read
-                                 gpu.peak_flops(half), gpu.hbm_bandwidth_bytes_per_s])
+        # attention's work at the grid points, from its ops (MLA's latent cache, windows, sparse top-k, linear state)
+        decode_work = np.log(works["decode"] + tiny).reshape(*decode_ms.shape, len(ATTENTION_WORK))
+        prefill_work = np.log(works["prefill"] + tiny).reshape(*prefill_ms.shape, len(ATTENTION_WORK))
         return cls(
             tokens_grid=tokens, tokens_log_ms=np.log(token_ms + tiny), tokens_ms=token_ms,
             samples_grid=samples, samples_log_ms=np.log(sample_ms + tiny), samples_ms=sample_ms,
             decode_log_ms=np.log(decode_ms + tiny), prefill_log_ms=np.log(prefill_ms + tiny),
             num_layers=model.num_layers, tokens_work=works["tokens"], samples_work=works["samples"],
-            attention_coefficients=coefficients,
+            decode_log_work=decode_work, prefill_log_work=prefill_work,
         )
 
     # --- persistence (a disk cache; plain arrays, loaded without pickle) ----------------------------
     _ARRAYS = ("tokens_grid", "tokens_log_ms", "tokens_ms", "samples_grid", "samples_log_ms", "samples_ms",
-               "decode_log_ms", "prefill_log_ms", "tokens_work", "samples_work", "attention_coefficients")
+               "decode_log_ms", "prefill_log_ms", "tokens_work", "samples_work", "decode_log_work",
+               "prefill_log_work")
 
     def save(self, path: Path) -> None:
         """Write the arrays and their SHA-256 (checked by :meth:`load`) atomically."""
@@ -240,23 +242,37 @@ class IterationTables(TableLookups):
 
     def decode_ms(self, seqs: np.ndarray, kv_mean: np.ndarray) -> np.ndarray:
         """Decode attention time of one layer × layers (ms), bilinear in log space."""
+        return self._decode_lookup(self.decode_log_ms, seqs, kv_mean)
+
+    def prefill_ms(self, chunks: np.ndarray, q_mean: np.ndarray, ctx_mean: np.ndarray) -> np.ndarray:
+        """Prefill attention time × layers (ms), trilinear in log space (context 0 is its own grid line)."""
+        return self._prefill_lookup(self.prefill_log_ms, chunks, q_mean, ctx_mean)
+
+    def _decode_lookup(self, table: np.ndarray, seqs, kv_mean) -> np.ndarray:
+        """The log-valued decode ``table`` ([seqs, kv, fields…]) at (``seqs``, ``kv_mean``), bilinear in log space,
+        proportional beyond the grids' ends; shape ``seqs.shape + fields``, zero where ``seqs`` ≤ 0."""
         seqs, kv_mean = np.asarray(seqs, float), np.asarray(kv_mean, float)
-        out = np.zeros_like(seqs)
+        fields = table.shape[2:]
+        out = np.zeros(seqs.shape + fields)
         pos = seqs > 0
         if not pos.any():
             return out
         i, wi = self._locate(seqs[pos], DECODE_SEQS)
         j, wj = self._locate(kv_mean[pos], DECODE_KV)
-        t = self.decode_log_ms
+        wi, wj = _per_field(wi, fields), _per_field(wj, fields)
+        t = table
         val = ((1 - wi) * (1 - wj) * t[i, j] + wi * (1 - wj) * t[i + 1, j]
                + (1 - wi) * wj * t[i, j + 1] + wi * wj * t[i + 1, j + 1])
-        out[pos] = np.exp(val) * self._beyond(seqs[pos], DECODE_SEQS) * self._beyond(kv_mean[pos], DECODE_KV)
+        out[pos] = (np.exp(val) * _per_field(self._beyond(seqs[pos], DECODE_SEQS), fields)
+                    * _per_field(self._beyond(kv_mean[pos], DECODE_KV), fields))
         return out
 
-    def prefill_ms(self, chunks: np.ndarray, q_mean: np.ndarray, ctx_mean: np.ndarray) -> np.ndarray:
-        """Prefill attention time × layers (ms), trilinear in log space (context 0 is its own grid line)."""
+    def _prefill_lookup(self, table: np.ndarray, chunks, q_mean, ctx_mean) -> np.ndarray:
+        """The log-valued prefill ``table`` ([chunks, tokens, context, fields…]) at the chunks' mean shape,
+        trilinear in log space (context 0 is its own grid line); zero where there is no prefill."""
         chunks, q_mean, ctx_mean = (np.asarray(a, float) for a in (chunks, q_mean, ctx_mean))
-        out = np.zeros_like(chunks)
+        fields = table.shape[3:]
+        out = np.zeros(chunks.shape + fields)
         pos = (chunks > 0) & (q_mean > 0)
         if not pos.any():
             return out
@@ -268,15 +284,16 @@ class IterationTables(TableLookups):
         # below one cached token: interpolate linearly between context 0 and context 1
         small = ctx < 1.0
         k = np.where(small, 0, k)
-        wk = np.where(small, ctx, wk)
-        t = self.prefill_log_ms
+        wi, wj, wk = _per_field(wi, fields), _per_field(wj, fields), _per_field(np.where(small, ctx, wk), fields)
+        t = table
         val = 0.0
         for di, a in ((0, 1 - wi), (1, wi)):
             for dj, b in ((0, 1 - wj), (1, wj)):
                 for dk, c in ((0, 1 - wk), (1, wk)):
                     val = val + a * b * c * t[i + di, j + dj, k + dk]
-        out[pos] = (np.exp(val) * self._beyond(chunks[pos], PREFILL_CHUNKS) * self._beyond(q_mean[pos], PREFILL_TOKENS)
-                    * self._beyond(ctx, PREFILL_CONTEXT))
+        out[pos] = (np.exp(val) * _per_field(self._beyond(chunks[pos], PREFILL_CHUNKS), fields)
+                    * _per_field(self._beyond(q_mean[pos], PREFILL_TOKENS), fields)
+                    * _per_field(self._beyond(ctx, PREFILL_CONTEXT), fields))
         return out
 
     @staticmethod
@@ -289,11 +306,7 @@ class IterationTables(TableLookups):
         token = self._interp_1d(batch.tokens, self.tokens_grid, DENSE_TOKENS, self.tokens_ms, self.tokens_log_ms)
         sample = self._interp_1d(batch.sample_tokens, self.samples_grid, DENSE_SAMPLES, self.samples_ms,
                                  self.samples_log_ms)
-        dseqs = batch.decode_seqs
-        kv_mean = np.where(dseqs > 0, batch.decode_kv_tokens / np.maximum(dseqs, 1.0), 0.0)
-        pseqs = batch.prefill_seqs
-        q_mean = np.where(pseqs > 0, batch.prefill_tokens / np.maximum(pseqs, 1.0), 0.0)
-        ctx_mean = np.maximum(np.where(pseqs > 0, batch.prefill_kv_tokens / np.maximum(pseqs, 1.0) - q_mean, 0.0), 0.0)
+        dseqs, kv_mean, pseqs, q_mean, ctx_mean = _mean_shapes(batch)
         return token + sample + self.decode_ms(dseqs, kv_mean) + self.prefill_ms(pseqs, q_mean, ctx_mean)
 
     # --- work (efficiency metrics) ------------------------------------------------------------------
@@ -311,23 +324,14 @@ class IterationTables(TableLookups):
             out[pos] = ((1 - w) * work[i] + w * work[i + 1]) * scale
         return out
 
-    def _attention_costs(self, pairs, new, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(FLOPs, bytes, roofline ms) of attention (all layers) over ``pairs`` query-key pairs, ``new`` query
-        tokens and ``keys`` keys read (arrays)."""
-        per_pair, per_new, per_key, peak, bw = self.attention_coefficients
-        flops = per_pair * pairs
-        nbytes = per_new * new + per_key * keys
-        return flops, nbytes, np.maximum(flops / peak, nbytes / bw) * 1e3
-
     def attention_work(self, batch: BatchShape) -> dict[str, np.ndarray]:
-        """Roofline time (ms), FLOPs and bytes of decode and prefill attention (all layers), from their formulas."""
-        out = {}
-        for phase, pairs, new, keys in (
-                ("decode", batch.decode_kv_tokens, batch.decode_seqs, batch.decode_kv_tokens),
-                ("prefill", batch.prefill_attention_pairs, batch.prefill_tokens, batch.prefill_kv_tokens)):
-            flops, nbytes, roof = self._attention_costs(pairs, new, keys)
-            out[phase] = np.stack([roof, flops, nbytes], axis=-1)
-        return out
+        """Roofline time (ms), FLOPs and bytes (:data:`ATTENTION_WORK`, the last axis) of the decode and the prefill
+        attention ops (all layers) of each iteration, at its mean shapes: the work of the ops themselves (MLA reads
+        its latent cache, a window or a sparse top-k bounds the keys read, linear attention reads its state),
+        tabulated on the time tables' grids and interpolated like them."""
+        dseqs, kv_mean, pseqs, q_mean, ctx_mean = _mean_shapes(batch)
+        return {"decode": self._decode_lookup(self.decode_log_work, dseqs, kv_mean),
+                "prefill": self._prefill_lookup(self.prefill_log_work, pseqs, q_mean, ctx_mean)}
 
     def decode_steps_work(self, decode_seqs: int, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(FLOPs, HBM bytes, roofline ms) arrays of decode-only iterations of ``decode_seqs`` sequences whose
@@ -335,8 +339,9 @@ class IterationTables(TableLookups):
         changes from step to step)."""
         contexts = np.asarray(contexts, float)
         b = decode_seqs
-        f0, b0, r0 = self.work_scalar(b, b, b, float(contexts[0]) + b, 0, 0, 0)
-        flops, nbytes, roof = self._attention_costs(contexts + b, b, contexts + b)
+        kv_mean = (contexts + b) / b
+        f0, b0, r0 = self.work_scalar(b, b, b, float(kv_mean[0]), 0, 0.0, 0.0)
+        roof, flops, nbytes = self.decode_work_column(b, kv_mean).T
         return flops + (f0 - flops[0]), nbytes + (b0 - nbytes[0]), roof + (r0 - roof[0])
 
     def work(self, batch: BatchShape) -> dict:
@@ -350,10 +355,7 @@ class IterationTables(TableLookups):
         combined = tokens + samples
         groups = {g: {f: combined[:, k, j] for j, f in enumerate(WORK_FIELDS)} for k, g in enumerate(WORK_GROUPS)}
         attention = self.attention_work(batch)
-        dseqs, pseqs = batch.decode_seqs, batch.prefill_seqs
-        kv_mean = np.where(dseqs > 0, batch.decode_kv_tokens / np.maximum(dseqs, 1.0), 0.0)
-        q_mean = np.where(pseqs > 0, batch.prefill_tokens / np.maximum(pseqs, 1.0), 0.0)
-        ctx_mean = np.maximum(np.where(pseqs > 0, batch.prefill_kv_tokens / np.maximum(pseqs, 1.0) - q_mean, 0.0), 0.0)
+        dseqs, kv_mean, pseqs, q_mean, ctx_mean = _mean_shapes(batch)
         for name, predicted, phase in (("attn_decode", self.decode_ms(dseqs, kv_mean), "decode"),
                                        ("attn_prefill", self.prefill_ms(pseqs, q_mean, ctx_mean), "prefill")):
             a = attention[phase]
@@ -365,15 +367,15 @@ class IterationTables(TableLookups):
             g["predicted_ms"] = g["predicted_ms"] * scale
         return groups
 
-    def work_scalar(self, tokens: float, samples: float, decode_seqs: float, decode_kv_tokens: float,
-                    prefill_new_tokens: float, prefill_kv_tokens: float, prefill_pairs: float) -> tuple[float, float, float]:
+    def work_scalar(self, tokens: float, samples: float, decode_seqs: float, decode_kv_mean: float, prefill_chunks: float,
+                    prefill_q_mean: float, prefill_ctx_mean: float) -> tuple[float, float, float]:
         """(FLOPs, HBM bytes, roofline ms) of one iteration, all op groups and attention, per GPU (plain
-        Python for the simulator's hot path; the same values as summing :meth:`work` over its groups)."""
+        Python for the simulator's hot path; the same values as summing :meth:`work` over its groups). The
+        arguments are :meth:`kernel_ms_scalar`'s."""
         totals = self.__dict__.get("_totals")
-        if totals is None:  # Σ over groups of (roofline_ms, flops, bytes) on the 1-D grids; attention coefficients
+        if totals is None:  # Σ over groups of (roofline_ms, flops, bytes) on the 1-D grids
             totals = self.__dict__["_totals"] = (self.tokens_work[:, :, 1:].sum(axis=1).tolist(),
-                                                 self.samples_work[:, :, 1:].sum(axis=1).tolist(),
-                                                 self.attention_coefficients.tolist())
+                                                 self.samples_work[:, :, 1:].sum(axis=1).tolist())
         roof = flops = nbytes = 0.0
         for x, table, grid, dense, work in ((tokens, totals[0], self.tokens_grid, DENSE_TOKENS, self.tokens_work),
                                             (samples, totals[1], self.samples_grid, DENSE_SAMPLES, self.samples_work)):
@@ -385,13 +387,29 @@ class IterationTables(TableLookups):
                 r, f, b = self._remembered("_work_memo", (grid is self.tokens_grid, x), lambda: self._work_1d(
                     np.array([x]), grid, work)[0, :, 1:].sum(axis=0).tolist())
             roof, flops, nbytes = roof + r, flops + f, nbytes + b
-        per_pair, per_new, per_key, peak, bw = totals[2]
-        for pairs, new, keys in ((decode_kv_tokens, decode_seqs, decode_kv_tokens),
-                                 (prefill_pairs, prefill_new_tokens, prefill_kv_tokens)):
-            if new > 0:
-                f, b = per_pair * pairs, per_new * new + per_key * keys
-                roof, flops, nbytes = roof + max(f / peak, b / bw) * 1e3, flops + f, nbytes + b
+        if decode_seqs > 0:
+            r, f, b = self.decode_work_scalar(decode_seqs, decode_kv_mean)
+            roof, flops, nbytes = roof + r, flops + f, nbytes + b
+        if prefill_chunks > 0 and prefill_q_mean > 0:
+            r, f, b = self.prefill_work_scalar(prefill_chunks, prefill_q_mean, prefill_ctx_mean)
+            roof, flops, nbytes = roof + r, flops + f, nbytes + b
         return flops, nbytes, roof
+
+
+def _per_field(values: np.ndarray, fields: tuple) -> np.ndarray:
+    """``values`` (one per iteration) broadcast over a table's trailing field axes (unchanged when there are none)."""
+    return values.reshape(values.shape + (1,) * len(fields)) if fields else values
+
+
+def _mean_shapes(batch: BatchShape) -> tuple[np.ndarray, ...]:
+    """(decode sequences, mean KV per decode sequence, prefill chunks, mean new tokens and mean cached context per
+    chunk) of each iteration: the coordinates of the decode and prefill tables."""
+    dseqs = batch.decode_seqs
+    kv_mean = np.where(dseqs > 0, batch.decode_kv_tokens / np.maximum(dseqs, 1.0), 0.0)
+    pseqs = batch.prefill_seqs
+    q_mean = np.where(pseqs > 0, batch.prefill_tokens / np.maximum(pseqs, 1.0), 0.0)
+    ctx_mean = np.maximum(np.where(pseqs > 0, batch.prefill_kv_tokens / np.maximum(pseqs, 1.0) - q_mean, 0.0), 0.0)
+    return dseqs, kv_mean, pseqs, q_mean, ctx_mean
 
 def architecture(model: ModelSpec) -> ModelSpec:
     """The model with its name and context limit blanked: models that share shapes share tables."""
