@@ -148,6 +148,13 @@ def _default_tracking_uri() -> str:
     return default_tracking_uri()
 
 
+# --- precision (shared by every command that takes --model) ----------------------------------------
+DTypeOption = Annotated[str | None, typer.Option(
+    "--dtype", help="fp16, bf16, fp8, fp8_block, int8, w8a16, w4a16, nvfp4, nvfp4-a16, mxfp4, mxfp4-a8 (any with "
+    "-kv8) or w<bits>a<bits>[kv<bits>] (default: the checkpoint's own precision: a catalogue name's checkpoint, e.g. "
+    "fp8 for DeepSeek-V3 and a -NVFP4 name's nvfp4, or a config.json's quantization_config; else fp16).")]
+
+
 # --- parallel layout options (shared by every command that takes --tp) ------------------------------
 PipelineOption = Annotated[int, typer.Option("--pp", min=1, max=1024, help="Pipeline-parallel stages.")]
 ExpertOption = Annotated[int, typer.Option("--ep", min=1, max=1024, help="Expert-parallel degree (MoE models).")]

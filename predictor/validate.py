@@ -131,8 +131,11 @@ def detect_quantization(config: object) -> Quantization | None:
     AWQ, GPTQ and other integer schemes map to ``w<bits>a16``; fp8 (and compressed-tensors or ModelOpt
     8-bit float weights and activations) to ``fp8``; bitsandbytes to ``w4a16``/``w8a16``; MXFP4 (gpt-oss)
     to ``mxfp4`` and NVFP4 (ModelOpt) to ``nvfp4``. A scheme with no
-    equivalent here has ``dtype=None``.
+    equivalent here has ``dtype=None``. A multimodal wrapper's block may sit in its ``text_config`` (Kimi-K2.5).
     """
+    if isinstance(config, dict) and not isinstance(config.get("quantization_config"), dict) \
+            and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]
     if not isinstance(config, dict) or not isinstance(config.get("quantization_config"), dict):
         return None
     q = config["quantization_config"]

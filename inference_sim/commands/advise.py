@@ -59,7 +59,7 @@ def advise(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    dtype: common.DTypeOption = None,
     workload: Annotated[str, typer.Option(help="offline (a static batch), poisson, gamma or trace.")] = "poisson",
     rate: Annotated[float | None, typer.Option(help="Arrival rate, requests/s (poisson, gamma).")] = None,
     cv: Annotated[float, typer.Option(help="Coefficient of variation of gamma inter-arrival gaps.")] = 1.0,
@@ -93,6 +93,9 @@ def advise(
 
     if objective not in OBJECTIVES:
         raise InputError(f"--objective: unknown value {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    from inference_sim.commands.prediction import model_and_dtype
+
+    _, dtype = model_and_dtype(model, dtype)
     spec = WorkloadSpec(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                         output_len=output_len, output_dist=output_dist, seed=seed)
     base = Scenario(model, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,

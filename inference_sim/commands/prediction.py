@@ -13,17 +13,26 @@ from inference_sim.common import app
 
 
 def model_and_dtype(model: str, dtype: str | None):
-    """(model spec, dtype to cost) for a command's ``--model`` and ``--dtype``: a config.json's
-    ``quantization_config`` gives the dtype when ``--dtype`` is not given; a contradiction is one
-    ``warning:`` line on stderr (see :func:`predictor.validate.resolve_dtype`)."""
+    """(model spec, dtype to cost) for a command's ``--model`` and ``--dtype``. Without ``--dtype``: for a
+    catalogue name, the precision of the checkpoint it names (:func:`predictor.checkpoints.checkpoint_dtype`:
+    DeepSeek-V3 fp8, gpt-oss MXFP4, a ``…-NVFP4`` name nvfp4), else fp16; for a config.json, its
+    ``quantization_config``, where a contradiction with ``--dtype`` is one ``warning:`` line on stderr (see
+    :func:`predictor.validate.resolve_dtype`)."""
     import warnings
 
-    from predictor.models import get_model
+    from predictor.checkpoints import checkpoint_dtype
+    from predictor.models import get_model, resolve_model_name
     from predictor.validate import QuantizationWarning, resolve_dtype
 
     with warnings.catch_warnings():  # the CLI says it in its own words below
         warnings.simplefilter("ignore", QuantizationWarning)
         spec = get_model(model)
+    if resolve_model_name(model) is not None:  # one architecture, several checkpoints: a given --dtype is a choice
+        own = checkpoint_dtype(model) if dtype is None else None
+        if own is not None:
+            typer.echo(f"note: {model} is costed at its checkpoint's precision, --dtype {own} (pass --dtype to "
+                       "choose another)", err=True)
+        return spec, dtype or own or "fp16"
     dtype, note = resolve_dtype(spec, dtype)
     if note:
         typer.echo(f"warning: {note}", err=True)
@@ -39,8 +48,7 @@ def estimate(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str | None, typer.Option(help="fp16, bf16, fp8, fp8_block, int8, w8a16, w4a16, nvfp4, nvfp4-a16, mxfp4, mxfp4-a8 (any with -kv8) or w<bits>a<bits>[kv<bits>]."
-                                                   "(default: a config.json's quantization_config, else fp16).")] = None,
+    dtype: common.DTypeOption = None,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Requests in the static batch.")] = 1,
     input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per request.")] = 128,
     output_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Generated tokens per request.")] = 128,
@@ -83,8 +91,7 @@ def predict(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str | None, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>] (default: a "
-                                                   "config.json's quantization_config, else fp16).")] = None,
+    dtype: common.DTypeOption = None,
     prefill: Annotated[str, typer.Option(help="Prefill chunks NEW[:CONTEXT], comma-separated (e.g. 512:0,128:1024).")] = "",
     decode: Annotated[str, typer.Option(help="Cached context of each decoding sequence, comma-separated.")] = "",
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,

@@ -20,7 +20,7 @@ def roofline(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str, typer.Option(help="fp16, bf16, fp8, fp8_block, int8, w8a16, w4a16, nvfp4, nvfp4-a16, mxfp4, mxfp4-a8 (any with -kv8) or w<bits>a<bits>[kv<bits>].")] = "fp16",
+    dtype: common.DTypeOption = None,
     kv_bits: Annotated[int | None, typer.Option(help="KV-cache bits (4, 8, 16); default from --dtype.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=1_000_000, help="Sequences in the batch.")] = 1,
     input_len: Annotated[int, typer.Option(min=1, max=10_000_000, help="Prompt tokens per sequence.")] = 512,
@@ -35,7 +35,10 @@ def roofline(
     """Ideal (roofline) time of one prefill iteration and one decode step, op by op, with memory use."""
     from predictor.analysis import roofline_report
 
+    from inference_sim.commands.prediction import model_and_dtype
+
     layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
+    _, dtype = model_and_dtype(model, dtype)
     report = roofline_report(
         model, gpu, tp=layout, dtype=dtype, batch_size=batch_size, input_len=input_len, decode_context=decode_context,
         attention=attention, gpu_memory_utilization=gpu_memory_utilization, kv_bits=kv_bits, gpu_file=gpu_file,

@@ -42,8 +42,7 @@ def simulate(
     ep: common.ExpertOption = 1,
     dp_attention: common.DPAttentionOption = 1,
     moe_tp: common.MoETPOption = 0,
-    dtype: Annotated[str | None, typer.Option(help="Precision preset or w<bits>a<bits>[kv<bits>] (default: a "
-                                                   "config.json's quantization_config, else fp16).")] = None,
+    dtype: common.DTypeOption = None,
     workload: Annotated[str, typer.Option(help="offline, poisson, gamma, trace or concurrency (closed loop).")] = "poisson",
     concurrency: Annotated[int | None, typer.Option(help="Clients of a closed loop (--workload concurrency): each sends "
                                                          "its next request when its last one completes.")] = None,
