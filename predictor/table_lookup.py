@@ -85,7 +85,10 @@ class TableLookups:
     def decode_ms_scalar(self, seqs: float, kv_mean: float) -> float:
         """Scalar twin of :meth:`decode_ms` (plain Python: the per-iteration hot path). A run asks for few batch
         sizes, so each one's cell on the batch axis is located once (the same cell and weight every time)."""
-        return _bilinear_at(self._lists()[2], self._seqs_cell(seqs), DEC_KV_LOG, seqs, kv_mean, _SEQS_MAX, _KV_MAX)
+        y_cell = _cell(DEC_KV_LOG, kv_mean)
+        self._last_kv_cell = (kv_mean, y_cell)  # the efficiency report's work look-up of the same iteration reuses it
+        return (math.exp(_bilinear(self._lists()[2], self._seqs_cell(seqs), y_cell)) * _at_least_one(seqs / _SEQS_MAX)
+                * _at_least_one(kv_mean / _KV_MAX))
 
     def _seqs_cell(self, seqs: float) -> tuple[int, float]:
         cells = self.__dict__.get("_seqs_cells")
@@ -99,20 +102,23 @@ class TableLookups:
         return cell
 
     def _work_lists(self) -> tuple[list, list]:
-        """The attention work tables as per-field nested lists (decode, prefill; fields :data:`ATTENTION_WORK` of
-        :mod:`predictor.tables`)."""
+        """The attention work tables as nested lists whose leaves are the fields (decode, prefill; fields
+        :data:`ATTENTION_WORK` of :mod:`predictor.tables`)."""
         lists = self.__dict__.get("_work_as_lists")
         if lists is None:
-            lists = self.__dict__["_work_as_lists"] = tuple(
-                [np.take(t, f, axis=-1).tolist() for f in range(t.shape[-1])]
-                for t in (self.decode_log_work, self.prefill_log_work))
+            lists = self.__dict__["_work_as_lists"] = (self.decode_log_work.tolist(), self.prefill_log_work.tolist())
         return lists
 
     def decode_work_scalar(self, seqs: float, kv_mean: float) -> tuple[float, ...]:
         """(roofline ms, FLOPs, bytes) of the decode attention ops: the scalar twin of the vectorised look-up."""
-        x_cell, y_cell = self._seqs_cell(seqs), _cell(DEC_KV_LOG, kv_mean)
-        sx, sy = _at_least_one(seqs / _SEQS_MAX), _at_least_one(kv_mean / _KV_MAX)
-        return tuple(math.exp(_bilinear(t, x_cell, y_cell)) * sx * sy for t in self._work_lists()[0])
+        last = self.__dict__.get("_last_kv_cell")
+        y_cell = last[1] if last is not None and last[0] == kv_mean else _cell(DEC_KV_LOG, kv_mean)
+        (i, wi), (j, wj) = self._seqs_cell(seqs), y_cell
+        t = self._work_lists()[0]
+        row_i, row_i1 = t[i], t[i + 1]
+        ai, aj = 1 - wi, 1 - wj
+        return _weighted_fields((ai * aj, wi * aj, ai * wj, wi * wj), (row_i[j], row_i1[j], row_i[j + 1], row_i1[j + 1]),
+                                _at_least_one(seqs / _SEQS_MAX) * _at_least_one(kv_mean / _KV_MAX))
 
     def decode_work_column(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
         """(roofline ms, FLOPs, bytes) of the decode attention ops at one batch size and many non-decreasing mean
@@ -127,10 +133,19 @@ class TableLookups:
 
     def prefill_work_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> tuple[float, ...]:
         """(roofline ms, FLOPs, bytes) of the prefill attention ops: the scalar twin of the vectorised look-up."""
-        cells = _prefill_cells(chunks, q_mean, ctx_mean)
-        a, b, c = (_at_least_one(chunks / _CHUNKS_MAX), _at_least_one(q_mean / _TOKENS_MAX),
-                   _at_least_one(ctx_mean / _CONTEXT_MAX))
-        return tuple(math.exp(_trilinear(t, cells)) * a * b * c for t in self._work_lists()[1])
+        last = self.__dict__.get("_last_prefill_cells")
+        key = (chunks, q_mean, ctx_mean)
+        cells = last[1] if last is not None and last[0] == key else _prefill_cells(chunks, q_mean, ctx_mean)
+        i, wi, j, wj, k, wk = cells
+        t = self._work_lists()[1]
+        r0, r1 = t[i], t[i + 1]
+        r00, r01, r10, r11 = r0[j], r0[j + 1], r1[j], r1[j + 1]
+        a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
+        ab00, ab01, ab10, ab11 = a0 * b0, a0 * wj, wi * b0, wi * wj
+        return _weighted_fields(
+            (ab00 * c0, ab00 * wk, ab01 * c0, ab01 * wk, ab10 * c0, ab10 * wk, ab11 * c0, ab11 * wk),
+            (r00[k], r00[k1], r01[k], r01[k1], r10[k], r10[k1], r11[k], r11[k1]),
+            _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX) * _at_least_one(ctx_mean / _CONTEXT_MAX))
 
     def decode_column_ms(self, seqs: float, kv_mean: np.ndarray, ascending: bool = False) -> np.ndarray:
         """Decode attention time (ms) at one batch size ``seqs`` and many mean KV lengths per sequence (a run of
@@ -164,9 +179,21 @@ class TableLookups:
 
     def _prefill_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> float:
         """Scalar twin of :meth:`prefill_ms` (same cells, weights and extrapolation)."""
-        return (math.exp(_trilinear(self._lists()[3], _prefill_cells(chunks, q_mean, ctx_mean)))
+        cells = _prefill_cells(chunks, q_mean, ctx_mean)
+        self._last_prefill_cells = ((chunks, q_mean, ctx_mean), cells)  # reused by the work look-up, as for decode
+        return (math.exp(_trilinear(self._lists()[3], cells))
                 * _at_least_one(chunks / _CHUNKS_MAX) * _at_least_one(q_mean / _TOKENS_MAX)
                 * _at_least_one(ctx_mean / _CONTEXT_MAX))
+
+
+def _weighted_fields(weights: tuple, corners: tuple, scale: float) -> tuple[float, float, float]:
+    """exp(Σ weight × corner) × scale of each of the three fields of a work table's corners (log values)."""
+    f0 = f1 = f2 = 0.0
+    for w, c in zip(weights, corners):
+        f0 += w * c[0]
+        f1 += w * c[1]
+        f2 += w * c[2]
+    return math.exp(f0) * scale, math.exp(f1) * scale, math.exp(f2) * scale
 
 
 def _prefill_cells(chunks: float, q_mean: float, ctx_mean: float) -> tuple:
@@ -225,13 +252,6 @@ def _cell(grid_log: list[float], value: float) -> tuple[int, float]:
     elif i > top:
         i = top
     return i, (lv - grid_log[i]) / widths[i]
-
-
-def _bilinear_at(table: list, x_cell: tuple[int, float], gy: list[float], x: float, y: float, xmax: float,
-                 ymax: float) -> float:
-    """Bilinear interpolation of a log-valued ``table`` at (``x``, ``y``), the cell of ``x`` on its grid given
-    (``x_cell``: index and weight), linear extrapolation beyond the grids' ends."""
-    return math.exp(_bilinear(table, x_cell, _cell(gy, y))) * _at_least_one(x / xmax) * _at_least_one(y / ymax)
 
 
 def _bilinear(table: list, x_cell: tuple[int, float], y_cell: tuple[int, float]) -> float:
