@@ -155,6 +155,16 @@ DTypeOption = Annotated[str | None, typer.Option(
     "fp8 for DeepSeek-V3 and a -NVFP4 name's nvfp4, or a config.json's quantization_config; else fp16).")]
 
 
+# --- the serving framework's engine profile (simulate, advise) ----------------------------------------------
+FrameworkOption = Annotated[str, typer.Option(
+    "--framework", help="Engine profile: vllm, sglang, trtllm (per-step costs learned from measured serving runs) or "
+    "legacy (the Vidur-era overhead fit).")]
+MaxNumSeqsOption = Annotated[int | None, typer.Option(
+    "--max-num-seqs", min=1, help="Most running requests (default: the framework's; legacy 256).")]
+MaxBatchedTokensOption = Annotated[int | None, typer.Option(
+    "--max-num-batched-tokens", min=1, help="Token budget per iteration (default: the framework's; legacy 2048).")]
+
+
 # --- parallel layout options (shared by every command that takes --tp) ------------------------------
 PipelineOption = Annotated[int, typer.Option("--pp", min=1, max=1024, help="Pipeline-parallel stages.")]
 ExpertOption = Annotated[int, typer.Option("--ep", min=1, max=1024, help="Expert-parallel degree (MoE models).")]

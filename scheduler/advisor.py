@@ -90,7 +90,9 @@ class Scenario:
     """One serving setup: model, GPU, TP, precision and engine knobs, on one or more instances.
 
     ``replicas`` identical ``mixed`` instances behind a round-robin router, or (``disaggregated``) one prefill
-    and one decode instance. GPUs = TP × instances.
+    and one decode instance. GPUs = TP × instances. ``profile``: the serving framework's
+    :class:`~scheduler.engine_profiles.EngineProfile` (the CLI's default is vLLM's, as for ``simulate``); None:
+    the predictor's own times (its Vidur-era overhead fit).
     """
 
     model: str
@@ -100,6 +102,7 @@ class Scenario:
     config: EngineConfig = field(default_factory=EngineConfig)
     replicas: int = 1
     disaggregated: bool = False
+    profile: object | None = None
 
     @property
     def gpus(self) -> int:
@@ -131,16 +134,17 @@ def simulate(predictor, scenario: Scenario, workload: Workload) -> dict:
     Raises :class:`~predictor.errors.InputError` when the setup is invalid (e.g. the model does not fit).
     """
     if scenario.replicas == 1 and not scenario.disaggregated:
-        sim = Simulator(predictor, scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config)
+        sim = Simulator(predictor, scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config,
+                        profile=scenario.profile)
         return sim.run(workload, record_iterations=False).summary()
     from scheduler.techniques.cluster import Cluster, InstanceSpec
 
     if scenario.disaggregated:
-        specs = [InstanceSpec(scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config, role)
-                 for role in ("prefill", "decode")]
+        specs = [InstanceSpec(scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config, role,
+                              scenario.profile) for role in ("prefill", "decode")]
     else:
-        specs = [InstanceSpec(scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config)] * \
-            scenario.replicas
+        specs = [InstanceSpec(scenario.model, scenario.gpu, scenario.tp, scenario.dtype, scenario.config,
+                              profile=scenario.profile)] * scenario.replicas
     return Cluster(predictor, specs, router="round_robin").run(workload).summary()
 
 
@@ -481,7 +485,8 @@ def advise(predictor, base: Scenario, workload_spec: WorkloadSpec, objective: st
     offered = float(workload.output_tokens.sum()) / span_s if span_s > 0 else math.inf
     return {
         "setup": {"model": base.model, "gpu": gpu_name, "tp": _layout_json(base.tp), "dtype": _dtype_label(base.dtype),
-                  "gpus": base.gpus, "config": base.config.to_dict()},
+                  "gpus": base.gpus, "config": base.config.to_dict(),
+                  "framework": base.profile.framework if base.profile is not None else "legacy"},
         "workload": dataclasses.asdict(workload_spec) | {"requests": len(workload)},
         "objective": objective,
         "baseline": base_metrics | {"gpus": base.gpus, "makespan_s": float(summary["makespan_s"]),

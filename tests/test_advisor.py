@@ -160,3 +160,35 @@ def test_cli_bad_option_is_one_line_exit_2(capsys, args, message):
     assert code == 2
     assert err.startswith("error:") and message in err
     assert len(err.strip().splitlines()) == 1
+
+
+WORKLOAD_ARGS = ("--model", "llama-2-7b", "--gpu", "a100-80gb", "--workload", "poisson", "--rate", "4",
+                 "--num-requests", "60", "--trace", "splitwise_conv", "--seed", "0", "--json")
+
+
+def test_cli_baseline_is_what_simulate_predicts_with_the_same_engine_profile(capsys):
+    """advise and simulate share the default engine profile (vLLM's fitted step costs and its defaults)."""
+    for framework, tokens in (("vllm", 8192), ("legacy", 2048)):
+        code, out, err = run(capsys, "simulate", *WORKLOAD_ARGS, "--framework", framework)
+        assert code == 0, err
+        simulated = json.loads(out)
+        code, out, err = run(capsys, "advise", *WORKLOAD_ARGS, "--framework", framework, "--top", "1")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["setup"]["framework"] == framework
+        assert report["setup"]["config"]["max_num_batched_tokens"] == tokens
+        assert report["baseline"]["ttft_p50_ms"] == simulated["ttft_ms"]["p50"]
+        assert report["baseline"]["tpot_p90_ms"] == simulated["tpot_ms"]["p90"]
+
+
+def test_every_instance_of_a_multi_instance_candidate_runs_the_profile(predictor):
+    from scheduler.engine_profiles import get_profile
+    from scheduler.techniques.cluster import Cluster, InstanceSpec
+
+    profile = get_profile("sglang")
+    cluster = Cluster(predictor, [InstanceSpec("llama-2-7b", "a100-80gb", profile=profile)] * 2)
+    assert all(sim.profile is profile for sim in cluster.sims)
+    wl = WorkloadSpec("poisson", 40, rate=4.0, trace="splitwise_conv").build()
+    with_profile = simulate(predictor, Scenario("llama-2-7b", "a100-80gb", replicas=2, profile=profile), wl)
+    without = simulate(predictor, Scenario("llama-2-7b", "a100-80gb", replicas=2), wl)
+    assert with_profile["tpot_ms"]["p50"] != without["tpot_ms"]["p50"]

@@ -71,8 +71,9 @@ def advise(
     output_dist: Annotated[str | None, typer.Option(help="Sample output lengths from this model's measured "
                                                          "distribution (e.g. Llama-2-7b-chat-hf).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Random seed (the same workload for every candidate).")] = 0,
-    max_num_seqs: Annotated[int, typer.Option(min=1, help="Baseline: most running requests.")] = 256,
-    max_num_batched_tokens: Annotated[int, typer.Option(min=1, help="Baseline: token budget per iteration.")] = 2048,
+    max_num_seqs: common.MaxNumSeqsOption = None,
+    max_num_batched_tokens: common.MaxBatchedTokensOption = None,
+    framework: common.FrameworkOption = "vllm",
     objective: Annotated[str, typer.Option(help="Ranking: per-gpu (tokens/s per GPU), throughput (tokens/s), "
                                                 "ttft or tpot (p90).")] = "per-gpu",
     spec_acceptance: Annotated[float, typer.Option(help="Acceptance rate assumed for speculative decoding.")] = 0.8,
@@ -98,8 +99,13 @@ def advise(
     _, dtype = model_and_dtype(model, dtype)
     spec = WorkloadSpec(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                         output_len=output_len, output_dist=output_dist, seed=seed)
+    from scheduler.engine_profiles import get_profile
+
+    profile = get_profile(framework)
+    config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
+                          max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens)
     base = Scenario(model, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,
-                    EngineConfig(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens))
+                    config, profile=None if profile.framework == "legacy" else profile)
     predictor = common._load_predictor(artifacts)
     with Progress(TextColumn("simulating candidates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True, disable=as_json) as bar:
@@ -115,8 +121,8 @@ def advise(
     s = report["setup"]
     layout = f"TP {s['tp']}" if isinstance(s["tp"], int) else " ".join(
         f"{k}={v}" for k, v in s["tp"].items() if k == "tp" or v not in (0, 1) and k not in ("moe_tp", "micro_batches"))
-    typer.echo(f"{s['model']} on {s['gpus']}× {s['gpu']} ({layout}, {s['dtype']}); {report['workload']['requests']} "
-               f"{workload} requests, seed {seed}")
+    typer.echo(f"{s['model']} on {s['gpus']}× {s['gpu']} ({layout}, {s['dtype']}, {s['framework']} engine profile); "
+               f"{report['workload']['requests']} {workload} requests, seed {seed}")
     console.print(_bottleneck_table(report))
     for phase, b in report["bottlenecks"].items():
         typer.echo(f"  {phase}: {b['explanation']}")

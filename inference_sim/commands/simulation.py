@@ -57,12 +57,9 @@ def simulate(
     output_dist: Annotated[str | None, typer.Option(help="Sample output lengths from this model's measured "
                                                          "distribution (e.g. Llama-2-7b-chat-hf).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
-    max_num_seqs: Annotated[int | None, typer.Option(min=1, help="Most running requests (default: the "
-                                                                 "framework's; legacy 256).")] = None,
-    max_num_batched_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget per iteration (default: the "
-                                                                           "framework's; legacy 2048).")] = None,
-    framework: Annotated[str, typer.Option(help="Engine profile: vllm, sglang, trtllm (per-step costs learned from "
-                                                "measured serving runs) or legacy (the Vidur-era overhead fit).")] = "vllm",
+    max_num_seqs: common.MaxNumSeqsOption = None,
+    max_num_batched_tokens: common.MaxBatchedTokensOption = None,
+    framework: common.FrameworkOption = "vllm",
     framework_version: Annotated[str | None, typer.Option(help="Framework version (recorded; one profile per "
                                                                "framework is fitted over the measured versions).")] = None,
     block_size: Annotated[int, typer.Option(min=1, help="Tokens per KV block.")] = 16,

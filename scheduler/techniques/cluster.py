@@ -122,7 +122,8 @@ class Cluster:
         if link_bandwidth_gbps is not None and not link_bandwidth_gbps > 0:
             raise InputError(f"link_bandwidth_gbps: must be > 0, got {link_bandwidth_gbps!r}")
         self.specs = list(instances)
-        self.sims = [Simulator(predictor, s.model, s.gpu, s.tp, s.dtype, s.config) for s in instances]
+        self.sims = [Simulator(predictor, s.model, s.gpu, s.tp, s.dtype, s.config, profile=s.profile)
+                     for s in instances]
         models = {sim.bound.model.name for sim in self.sims}
         if len(models) > 1:
             raise InputError(f"cluster: every instance must serve the same model, got {sorted(models)}")

@@ -18,6 +18,8 @@ class InstanceSpec:
     """One engine instance: model, GPU, TP degree, precision, engine knobs and role.
 
     ``role`` is ``mixed`` (prefill and decode, colocated), ``prefill`` or ``decode`` (disaggregated).
+    ``profile`` is a framework's :class:`~scheduler.engine_profiles.EngineProfile` (its step costs); None: the
+    predictor's own times.
     """
 
     model: str
@@ -26,6 +28,7 @@ class InstanceSpec:
     dtype: str = "fp16"
     config: EngineConfig = field(default_factory=EngineConfig)
     role: str = "mixed"
+    profile: object | None = None
 
 
 @dataclass(frozen=True)
