@@ -91,15 +91,17 @@ class BoundPredictor:
         return self.gpu.peak_flops(self.precision.compute)
 
     def phase_work(self, prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
-                   decode_context_tokens) -> dict:
+                   decode_context_tokens, overhead_model: OverheadModel | None = None) -> dict:
         """Per-iteration work split by phase and op group (see :func:`predictor.efficiency.phase_work`) for
-        arrays of the aggregates :meth:`iteration_ms` takes; group times add up to the iteration times."""
+        arrays of the aggregates :meth:`iteration_ms` takes; group times add up to the iteration times.
+        ``overhead_model`` replaces the predictor's own per-iteration CPU overhead (an engine profile's)."""
         from predictor.efficiency import aggregate_batch, phase_work
 
         batch = aggregate_batch(prefill_chunks, prefill_new_tokens, prefill_kv_tokens, prefill_samples, decode_seqs,
                                 decode_context_tokens)
         seqs = batch.prefill_seqs + batch.decode_seqs
-        overhead = (self.overhead.iteration_ms(seqs, self.parallel.gpus) if self.overhead is not NO_OVERHEAD
+        model = self.overhead if overhead_model is None else overhead_model
+        overhead = (model.iteration_ms(seqs, self.parallel.gpus) if model is not NO_OVERHEAD
                     else np.zeros(len(batch)))
         overhead = np.where(batch.tokens > 0, overhead, 0.0)
         return phase_work(self.table.work(batch), batch, overhead, self.peak_flops,

@@ -56,11 +56,16 @@ class EfficiencyRecorder:
         self.rows, self.blocks, self.pending = [], [], 0
         rows = np.concatenate(parts)
         work = self.bound.phase_work(*(rows[:, k] for k in range(6)))
-        predicted = sum(w["time_ms"] for groups in work.values() for w in groups.values())
-        scale = np.where(predicted > 0, rows[:, 6] / np.where(predicted > 0, predicted, 1.0), 0.0)
-        for groups in work.values():
-            for w in groups.values():
-                w["time_ms"] = w["time_ms"] * scale
+        # each iteration's duration less its CPU overhead is its kernels' time: the op groups' predicted times are
+        # scaled to it (an engine profile's scaled kernels, CUDA-graph padding, co-location stretch), the overhead kept
+        overhead = sum(groups["overhead"]["time_ms"] for groups in work.values() if "overhead" in groups)
+        kernels = [w for groups in work.values() for name, w in groups.items() if name != "overhead"]
+        predicted = sum(w["time_ms"] for w in kernels)
+        scale = np.where(predicted > 0, np.maximum(rows[:, 6] - overhead, 0.0) / np.where(predicted > 0, predicted, 1.0),
+                         0.0)
+        for w in kernels:
+            w["time_ms"] = w["time_ms"] * scale
+            w["kernel_ms"] = w["kernel_ms"] * scale
         self.totals = add_totals(self.totals, sum_work(work))
 
     def report(self) -> dict:

@@ -171,6 +171,11 @@ class ProfiledBound:
             kernel += p.roofline_scale * self._ideal.iteration_ms(*args)
         return kernel + self._overhead_ms(prefill_chunks + decode_seqs)
 
+    def phase_work(self, *aggregates) -> dict:
+        """The wrapped predictor's work by phase and op group, with this profile's per-step overhead (base, per
+        sequence, multi-GPU) as the CPU overhead, so that the efficiency report splits a step as it is timed."""
+        return self._base.phase_work(*aggregates, overhead_model=self.profile.overhead)
+
     def decode_steps_ms(self, decode_seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Vectorised twin of :meth:`iteration_ms` for ``steps`` consecutive decode-only steps."""
         padded = self.profile.padded_batch(decode_seqs)

@@ -183,3 +183,22 @@ def test_time_by_group_adds_up_and_points_at_the_collectives_on_a_pcie_tp_group(
     mixed = hybrid.bind(*CONF).efficiency([1, 0], [500, 0], [500, 0], [1, 0], [0, 8], [0, 8000])
     for phase in ("prefill", "decode"):
         assert sum(mixed[phase]["time_by_group"].values()) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_an_engine_profile_s_step_overhead_is_the_report_s_overhead(hybrid):
+    """Under an engine profile a step is its scaled kernels plus the profile's overhead (base + per sequence):
+    the report's overhead is exactly that, its kernel time the rest (it was once the predictor's unscaled kernel
+    time, which hid the profile's overhead whenever its kernels ran faster than the predictor's)."""
+    from predictor.overhead import OverheadModel
+    from scheduler.engine_profiles import EngineProfile
+
+    profile = EngineProfile("test", "t", kernel_scale=0.5, roofline_scale=0.3,
+                            overhead=OverheadModel(base_ms=2.0, per_seq_ms=0.01, multi_gpu_ms=0.0))
+    result = Simulator(hybrid, *CONF, config=EngineConfig(), profile=profile).run(
+        build_workload("poisson", 100, rate=4.0, seed=0, trace="splitwise_conv"))
+    steps = result.iterations
+    overall = result.efficiency["overall"]
+    assert overall["time_ms"] == pytest.approx(steps["duration_s"].sum() * 1e3, rel=1e-9)
+    expected_ms = (2.0 + 0.01 * (steps["decode_seqs"] + steps["prefill_seqs"])).sum()
+    assert overall["time_ms"] - overall["kernel_ms"] == pytest.approx(expected_ms, rel=1e-9)
+    assert overall["overhead_share"] == pytest.approx(expected_ms / overall["time_ms"], rel=1e-9)
