@@ -101,21 +101,24 @@ class TableLookups:
             cell = cells[seqs] = _cell(DEC_SEQS_LOG, seqs)
         return cell
 
-    def _work_lists(self) -> tuple[list, list]:
-        """The attention work tables as nested lists whose leaves are the fields (decode, prefill; fields
-        :data:`ATTENTION_WORK` of :mod:`predictor.tables`)."""
-        lists = self.__dict__.get("_work_as_lists")
-        if lists is None:
-            lists = self.__dict__["_work_as_lists"] = (self.decode_log_work.tolist(), self.prefill_log_work.tolist())
-        return lists
+    def _work_rows(self, table: str, i: int) -> tuple[list, list]:
+        """Rows ``i`` and ``i + 1`` (first axis) of an attention work table (``decode_log_work`` or
+        ``prefill_log_work``) as nested lists whose leaves are the fields (:data:`ATTENTION_WORK` of
+        :mod:`predictor.tables`), converted on first use: a run reads few rows, and the whole prefill table as lists
+        would take tens of ms to build."""
+        rows = self.__dict__.setdefault("_work_rows_memo", {})
+        found = rows.get((table, i))
+        if found is None:
+            array = getattr(self, table)
+            found = rows[(table, i)] = (array[i].tolist(), array[i + 1].tolist())
+        return found
 
     def decode_work_scalar(self, seqs: float, kv_mean: float) -> tuple[float, ...]:
         """(roofline ms, FLOPs, bytes) of the decode attention ops: the scalar twin of the vectorised look-up."""
         last = self.__dict__.get("_last_kv_cell")
         y_cell = last[1] if last is not None and last[0] == kv_mean else _cell(DEC_KV_LOG, kv_mean)
         (i, wi), (j, wj) = self._seqs_cell(seqs), y_cell
-        t = self._work_lists()[0]
-        row_i, row_i1 = t[i], t[i + 1]
+        row_i, row_i1 = self._work_rows("decode_log_work", i)
         ai, aj = 1 - wi, 1 - wj
         return _weighted_fields((ai * aj, wi * aj, ai * wj, wi * wj), (row_i[j], row_i1[j], row_i[j + 1], row_i1[j + 1]),
                                 _at_least_one(seqs / _SEQS_MAX) * _at_least_one(kv_mean / _KV_MAX))
@@ -137,8 +140,7 @@ class TableLookups:
         key = (chunks, q_mean, ctx_mean)
         cells = last[1] if last is not None and last[0] == key else _prefill_cells(chunks, q_mean, ctx_mean)
         i, wi, j, wj, k, wk = cells
-        t = self._work_lists()[1]
-        r0, r1 = t[i], t[i + 1]
+        r0, r1 = self._work_rows("prefill_log_work", i)
         r00, r01, r10, r11 = r0[j], r0[j + 1], r1[j], r1[j + 1]
         a0, b0, c0, k1 = 1 - wi, 1 - wj, 1 - wk, k + 1
         ab00, ab01, ab10, ab11 = a0 * b0, a0 * wj, wi * b0, wi * wj
