@@ -16,7 +16,9 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
   over ``completed``), ``mean_ttft_ms``, ``mean_tpot_ms``; and, since the result file does not record
   the hardware, ``system`` (or ``gpu``), ``tensor_parallel_size`` (or ``tp_size``) and ``quantization``
   (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them; the CLI's
-  ``--gpu``/``--tp`` fill them in when absent.
+  ``--gpu``/``--tp`` fill them in when absent. Without ``quantization``, the run is taken at the precision its
+  checkpoint ships in, as vLLM loads it (:func:`predictor.checkpoints.checkpoint_dtype`: fp8 for
+  DeepSeek-V3, MXFP4 for gpt-oss; a name's ``-FP8`` / ``-NVFP4``; else bf16).
 
 A folder is read as every ``.csv`` and ``.json`` file directly in it (a benchmark sweep's results).
 
@@ -42,6 +44,13 @@ POOL_FIELDS = ("num_workers", "tp_size", "pp_size", "attention_dp_size", "moe_tp
 COLUMNS = ("id", "framework", "backend_version", "model_path", "system", "mode", "isl", "osl", "gemm_quant_mode",
            "moe_quant_mode", "concurrency", "tp", "pp", "dp_attention", "moe_tp", "ep", "measured_ttft_ms",
            "measured_tpot_ms")
+
+
+def _checkpoint_precision(model_id: str) -> str:
+    """The precision a model id's checkpoint ships in: a catalogue name's, else one its name states, else bf16."""
+    from predictor.checkpoints import checkpoint_dtype, named_dtype
+
+    return checkpoint_dtype(model_id) or named_dtype(model_id) or "bf16"
 
 
 def read_serving_results(path: str | Path, *, gpu: str | None = None, tp: int | None = None) -> pd.DataFrame:
@@ -196,7 +205,8 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
             raise InputError(f"--gpu: {str(file)!r} item {i + 1} does not say which GPU ran it; give --gpu "
                              f"(or save it with --metadata system=<gpu>)")
         degree = item.get("tensor_parallel_size") or item.get("tp_size") or tp or 1
-        quant = str(item.get("quantization") or item.get("dtype") or "bf16")
+        # vLLM loads a checkpoint at its own precision; the result file does not say which (predictor.checkpoints)
+        quant = str(item.get("quantization") or item.get("dtype") or _checkpoint_precision(str(item["model_id"])))
         rows.append({
             "id": str(item.get("id", f"{file.stem}#{i + 1}")), "framework": item.get("backend", "vllm"),
             "backend_version": str(item.get("backend_version", item.get("version", "unknown"))),

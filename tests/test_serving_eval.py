@@ -71,6 +71,19 @@ def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
     assert (row["isl"], row["osl"], row["tp"]) == (512, 64, 2)
 
 
+@pytest.mark.parametrize("model_id, quant", [("meta-llama/Llama-3.1-8B-Instruct", "bf16"),
+                                             ("deepseek-ai/DeepSeek-V3", "fp8"), ("openai/gpt-oss-120b", "mxfp4"),
+                                             ("acme/Unknown-70B-AWQ", "w4a16")])
+def test_bench_json_without_quantization_is_the_checkpoint_s_precision(tmp_path, model_id, quant):
+    """``vllm bench serve`` does not record the precision; vLLM serves a checkpoint at its own."""
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(BENCH | {"model_id": model_id}))
+    row = read_serving_results(path).iloc[0]
+    assert (row["gemm_quant_mode"], row["moe_quant_mode"]) == (quant, quant)
+    path.write_text(json.dumps(BENCH | {"model_id": model_id, "quantization": "fp16"}))
+    assert read_serving_results(path).iloc[0]["gemm_quant_mode"] == "fp16"
+
+
 def test_a_folder_of_results_is_read_as_one_table(tmp_path):
     (tmp_path / "run_c4.json").write_text(json.dumps(BENCH))
     (tmp_path / "run_c8.json").write_text(json.dumps(BENCH | {"max_concurrency": 8, "mean_ttft_ms": 50.0}))
