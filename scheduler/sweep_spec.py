@@ -88,7 +88,8 @@ class GridSpec(BaseModel):
     pp: list[Annotated[int, Field(strict=True, ge=1, le=64)]] = Field(default=[1], min_length=1, max_length=8)
     dp_attention: list[Annotated[int, Field(strict=True, ge=1, le=1024)]] = Field(default=[1], min_length=1,
                                                                                   max_length=16)
-    dtype: list[Annotated[str, Field(min_length=1)]] = Field(default=["fp16"], min_length=1, max_length=16)
+    # default (None): the precision of the checkpoint the model names (predictor.checkpoints), else fp16
+    dtype: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1, max_length=16)
     max_num_seqs: list[Annotated[int, Field(strict=True, ge=1, le=65_536)]] = Field(default=[256], min_length=1,
                                                                                     max_length=32)
     max_num_batched_tokens: list[Annotated[int, Field(strict=True, ge=1, le=1_000_000)]] = Field(
@@ -257,6 +258,11 @@ def sweep_from_dict(raw: object, source: str = "sweep", base_dir: str | Path | N
         model = get_model(spec.model)
     except InputError as err:
         raise fail("model", err) from None
+    if spec.grid.dtype is None:  # as the CLI's default: the checkpoint's own precision (fp8 for DeepSeek-V3)
+        from predictor.checkpoints import checkpoint_dtype
+
+        grid = spec.grid.model_copy(update={"dtype": [checkpoint_dtype(spec.model) or "fp16"]})
+        spec = spec.model_copy(update={"grid": grid})
     gpus = {}
     for name in spec.grid.gpu:
         try:

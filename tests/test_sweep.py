@@ -386,3 +386,15 @@ def test_cli_dask_local_matches_local(capsys, spec_file, tmp_path, local_result)
     payload = json.loads(out)
     assert "LocalCluster (2 workers" in payload["backend"]
     assert_frame_equal(pd.read_parquet(tmp_path / "o" / "results.parquet"), local_result.table, check_exact=True)
+
+
+def test_a_grid_without_dtype_sweeps_the_checkpoint_s_own_precision():
+    """As the CLI's default: DeepSeek-V3 ships in fp8 (predictor.checkpoints); an unquantized model stays fp16."""
+    from scheduler.sweep_spec import sweep_from_dict
+
+    for model, dtype in (("deepseek-ai/DeepSeek-V3", "fp8"), ("llama-3-8b", "fp16")):
+        sweep = sweep_from_dict({"model": model, "grid": {"gpu": ["h200"], "tp": [8]}, "slo": {"ttft_ms": 500},
+                            "workload": {"kind": "offline", "num_requests": 8, "prompt_len": 64, "output_len": 8}},
+                                source="spec.yaml")
+        assert sweep.spec.grid.dtype == [dtype]
+        assert {p["dtype"] for p in sweep.points()} == {dtype}
