@@ -211,10 +211,20 @@ def plan_memory(
         blocks_per_gpu = (1 << 30) // block_size
     if blocks_per_gpu < 1:
         need = (weights + workspace + overhead + reserved) / GIB
-        hint = _fit_hint(model, gpu, par, precision, usable, workspace + overhead)
+        state = ""
+        if reserved > 0:  # sliding-window or recurrent state of every sequence max_num_seqs admits
+            state = (f" + per-sequence state {reserved / GIB:.1f} GiB ({per_seq / 2**20:.1f} MiB × "
+                     f"{math.ceil(max_num_seqs / dp)} sequences)")
+            # the largest max_num_seqs that fits: each sequence per replica costs its state and its logits workspace
+            tokens_only = activation_workspace_bytes(model, par, math.ceil(max_num_batched_tokens / dp), 0)
+            room = usable - weights - tokens_only - overhead - kv_per_token * block_size
+            fitting = int(room // (per_seq + (workspace - tokens_only) / math.ceil(max_num_seqs / dp))) * dp \
+                if room > 0 else 0
+        hint = (f"; try --max-num-seqs {fitting}" if reserved > 0 and fitting >= 1
+                else _fit_hint(model, gpu, par, precision, usable, workspace + overhead))
         raise ModelDoesNotFitError(
             f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB + "
-            f"workspace {(workspace + overhead + reserved) / GIB:.1f} GiB per GPU = {need:.1f} GiB > usable "
+            f"workspace {(workspace + overhead) / GIB:.1f} GiB{state} per GPU = {need:.1f} GiB > usable "
             f"{usable / GIB:.1f} GiB (gpu_memory_utilization={gpu_memory_utilization}){hint}"
         )
     num_blocks = blocks_per_gpu * dp

@@ -54,6 +54,21 @@ def test_model_that_does_not_fit_is_a_clear_error():
         plan_memory(get_model("llama-2-70b"), get_gpu("a100-80gb"), 1, FP16)
 
 
+def test_per_sequence_state_that_does_not_fit_names_the_max_num_seqs_that_would():
+    """Gemma-4 31B keeps a 1,024-token window of 16 KV heads × 256 in each sliding layer: 800 MiB per sequence,
+    reserved for every sequence max_num_seqs admits. The error says so (it once called it all workspace) and
+    names the largest max_num_seqs that fits, which then fits."""
+    m, g = get_model("gemma-4-31b"), get_gpu("h100-sxm")
+    with pytest.raises(ModelDoesNotFitError) as err:
+        plan_memory(m, g, 1, FP16, max_num_seqs=1024)
+    message = str(err.value)
+    assert "per-sequence state 800.0 GiB (800.0 MiB × 1024 sequences)" in message
+    fitting = int(message.rsplit("--max-num-seqs ", 1)[1])
+    assert plan_memory(m, g, 1, FP16, max_num_seqs=fitting).num_blocks >= 1
+    with pytest.raises(ModelDoesNotFitError):
+        plan_memory(m, g, 1, FP16, max_num_seqs=fitting + 1)
+
+
 def test_moe_weights_hold_every_expert():
     m = get_model("mixtral-8x7b")
     w = weights_bytes_per_gpu(m, 1, FP16)

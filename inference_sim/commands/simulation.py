@@ -150,9 +150,12 @@ def simulate(
             if _calibrated_applies(profile, roofline_only, prompt_len, output_len, output_dist, trace):
                 from scheduler.serving_eval import calibrated_run
 
-                summary["calibrated"] = calibrated_run(predictor, spec, sim.bound.gpu, layout, dtype, isl=prompt_len,
-                                                       osl=output_len, concurrency=wl.concurrency,
-                                                       framework=profile.framework)
+                try:  # simulated at the framework's own defaults, which may not fit where the user's settings do
+                    summary["calibrated"] = calibrated_run(predictor, spec, sim.bound.gpu, layout, dtype,
+                                                           isl=prompt_len, osl=output_len, concurrency=wl.concurrency,
+                                                           framework=profile.framework)
+                except InputError as err:
+                    summary["calibrated_skipped"] = str(err)
         if staging is not None:
             if iteration_log:
                 result.chrome_trace(staging / "trace.json")
@@ -194,6 +197,8 @@ def simulate(
                    f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
                    f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
                    f"instance capacity {mem['max_tokens']:,} tokens")
+    if "calibrated_skipped" in summary:
+        typer.echo(f"  {summary['calibrated_skipped']}")
     if "calibrated" in summary:
         cal = summary["calibrated"]
         typer.echo(f"  Calibrated for {cal['framework']} (learned from {cal['calibration_runs']:,} measured runs; see "
