@@ -73,3 +73,19 @@ def test_moe_weights_hold_every_expert():
     m = get_model("mixtral-8x7b")
     w = weights_bytes_per_gpu(m, 1, FP16)
     assert w == pytest.approx(m.param_count() * 2, rel=1e-6)
+
+
+def test_the_roofline_report_plans_memory_for_its_own_batch():
+    """A batch of 4 Llama-4 Maverick sequences holds 4 chunked-attention states, not an engine's 256: it fits on 8
+    H200s in bf16 (the report once refused it, reserving state for 256 sequences)."""
+    from predictor.analysis import roofline_report
+    from predictor.parallel import ParallelConfig
+
+    layout = ParallelConfig(tp=8, ep=8)
+    with pytest.raises(ModelDoesNotFitError):
+        plan_memory(get_model("llama-4-maverick"), get_gpu("h200"), layout, FP16, max_num_seqs=256)
+    report = roofline_report("llama-4-maverick", "h200", tp=layout, batch_size=4, input_len=1024)
+    memory = report["memory"]
+    assert memory["max_tokens"] > 0
+    assert memory["usable_bytes"] - memory["weights_bytes"] - memory["activation_bytes"] - memory["overhead_bytes"] \
+        - memory["kv_cache_bytes"] == pytest.approx(4 * memory["per_sequence_bytes"], rel=1e-6, abs=2 ** 20)
