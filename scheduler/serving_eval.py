@@ -350,12 +350,11 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
     specs = []
     for role in ("prefill", "decode"):
         parallel = row_parallel(row, f"{role}_")
-        specs += [InstanceSpec(model, gpu, parallel, dtype, config, role)] * int(row[f"{role}_num_workers"])
+        specs += [InstanceSpec(model, gpu, parallel, dtype, config, role, profile)] * int(row[f"{role}_num_workers"])
     # KV copies cross the scale-out network when the pools do not fit one scale-up domain (an HGX node)
     link_gbps = gpu.group_bandwidth_gbps(instance_gpus(row))
     cluster = Cluster(predictor, specs, router="least_loaded", link_bandwidth_gbps=link_gbps)
     for sim in cluster.sims:
-        sim.bound = profile.apply(sim.bound)
         sim.record_work = False  # latencies only: no efficiency report
     window = measurement_window(len(workload), workload.concurrency)
     # as for an aggregated run: the drain after the window only matters to the requests still running

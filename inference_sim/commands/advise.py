@@ -90,7 +90,6 @@ def advise(
     from predictor.errors import InputError
     from scheduler.advisor import OBJECTIVES, Scenario, WorkloadSpec
     from scheduler.advisor import advise as run_advisor
-    from scheduler.engine import EngineConfig
 
     if objective not in OBJECTIVES:
         raise InputError(f"--objective: unknown value {objective!r}; allowed: {', '.join(OBJECTIVES)}")
@@ -102,8 +101,8 @@ def advise(
     from scheduler.engine_profiles import get_profile
 
     profile = get_profile(framework)
-    config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
-                          max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens)
+    given = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+    config = profile.engine_config(**{k: v for k, v in given.items() if v is not None})
     base = Scenario(model, get_gpu(gpu, gpu_file), common.parallel_layout(tp, pp, ep, dp_attention, moe_tp), dtype,
                     config, profile=None if profile.framework == "legacy" else profile)
     predictor = common._load_predictor(artifacts)
