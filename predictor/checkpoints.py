@@ -19,9 +19,7 @@ The Python API does not apply this: it costs the ``dtype`` it is given.
 from __future__ import annotations
 
 import functools
-import json
 import re
-from importlib import resources
 
 # Name parts that say a checkpoint's precision (case-insensitive; mxfp4 before the NVIDIA fp4 that it contains)
 _NAMED = (("mxfp4", "mxfp4"), ("nvfp4", "nvfp4"), ("fp4", "nvfp4"), ("fp8", "fp8"), ("awq", "w4a16"),
@@ -49,8 +47,8 @@ def checkpoint_dtype(name: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def _config_dtype(key: str) -> str | None:
+    from predictor.models import catalogue_config
     from predictor.validate import detect_quantization
 
-    text = resources.files("predictor.catalog").joinpath(f"models/{key}.json").read_text(encoding="utf-8")
-    found = detect_quantization(json.loads(text))
+    found = detect_quantization(catalogue_config(key))
     return found.dtype if found is not None else None

@@ -226,10 +226,14 @@ def resolve_model_name(name: str) -> str | None:
     return _alias_index().get(str(name).lower())
 
 
+def catalogue_config(name: str) -> dict:
+    """The shipped config.json of catalogue entry ``name`` (parsed; a fresh copy)."""
+    return json.loads(resources.files("predictor.catalog").joinpath(f"models/{name}.json").read_text(encoding="utf-8"))
+
+
 @functools.lru_cache(maxsize=64)
 def _catalogue_model(name: str) -> ModelSpec:
-    text = resources.files("predictor.catalog").joinpath(f"models/{name}.json").read_text(encoding="utf-8")
-    return parse_hf_config(json.loads(text), name=name, source=f"catalog/models/{name}.json")
+    return parse_hf_config(catalogue_config(name), name=name, source=f"catalog/models/{name}.json")
 
 
 def get_model(name: str | ModelSpec | Path) -> ModelSpec:

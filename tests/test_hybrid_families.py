@@ -3,8 +3,6 @@ MiMo-7B: parameter counts against published totals, the block structure, Mamba-2
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -15,7 +13,7 @@ from predictor.batch import from_lists
 from predictor.errors import InputError
 from predictor.gpus import get_gpu
 from predictor.memory import plan_memory
-from predictor.models import get_model, parse_hf_config
+from predictor.models import catalogue_config, get_model, parse_hf_config
 from predictor.ops import build_ops
 from predictor.parallel import ParallelConfig
 from predictor.precision import parse_dtype
@@ -27,11 +25,6 @@ FP16, FP8 = parse_dtype("fp16"), parse_dtype("fp8")
 PUBLISHED_TOTAL_B = {"nemotron-3-nano-30b-a3b": 31.6, "nemotron-3-super-120b-a12b": 120,
                      "nemotron-3-ultra-550b-a55b": 550, "nemotron-h-56b": 56, "step-3.7-flash": 196}
 PUBLISHED_ACTIVE_B = {"nemotron-3-nano-30b-a3b": 3.6, "step-3.7-flash": 11}
-
-
-def catalogue_config(name: str) -> dict:
-    """A catalogue model's shipped config.json, as a dict to alter."""
-    return json.loads(resources.files("predictor.catalog").joinpath(f"models/{name}.json").read_text())
 
 
 def ops_for(name, tp=1, dtype=FP16, prefill=(), decode=()):
