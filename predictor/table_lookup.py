@@ -126,13 +126,7 @@ class TableLookups:
     def decode_work_column(self, seqs: float, kv_mean: np.ndarray) -> np.ndarray:
         """(roofline ms, FLOPs, bytes) of the decode attention ops at one batch size and many non-decreasing mean
         KV lengths (a run of decode steps), shape (len(kv_mean), 3)."""
-        kv_mean = np.asarray(kv_mean, float)
-        (i, wi), (j, wj) = self._column_cells(seqs, kv_mean, ascending=True)
-        t = self.decode_log_work
-        low, high = t[i], t[i + 1]
-        a, wj = 1 - wi, wj[:, None]
-        val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
-        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * np.maximum(kv_mean / DECODE_KV[-1], 1.0)[:, None]
+        return self._decode_column(self.decode_log_work, seqs, np.asarray(kv_mean, float), ascending=True)
 
     def prefill_work_scalar(self, chunks: float, q_mean: float, ctx_mean: float) -> tuple[float, ...]:
         """(roofline ms, FLOPs, bytes) of the prefill attention ops: the scalar twin of the vectorised look-up."""
@@ -157,12 +151,18 @@ class TableLookups:
         kv_mean = np.asarray(kv_mean, float)
         if not seqs > 0:
             return np.zeros_like(kv_mean)
+        return self._decode_column(self.decode_log_ms, seqs, kv_mean, ascending)
+
+    def _decode_column(self, table: np.ndarray, seqs: float, kv_mean: np.ndarray, ascending: bool) -> np.ndarray:
+        """A log-valued decode table ([seqs, kv] or [seqs, kv, fields]) at one batch size and many mean KV lengths."""
         (i, wi), (j, wj) = self._column_cells(seqs, kv_mean, ascending)
-        t = self.decode_log_ms
-        low, high = t[i], t[i + 1]
+        beyond = np.maximum(kv_mean / DECODE_KV[-1], 1.0)
+        if table.ndim == 3:  # one value per field on the last axis
+            wj, beyond = wj[:, None], beyond[:, None]
+        low, high = table[i], table[i + 1]
         a = 1 - wi
         val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
-        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * np.maximum(kv_mean / DECODE_KV[-1], 1.0)
+        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * beyond
 
     def _column_cells(self, seqs: float, kv_mean: np.ndarray, ascending: bool):
         """((row, weight) of ``seqs``, (cells, weights) of ``kv_mean``) on the decode grids, for a column look-up."""

@@ -337,12 +337,10 @@ class IterationTables(TableLookups):
         """(FLOPs, HBM bytes, roofline ms) arrays of decode-only iterations of ``decode_seqs`` sequences whose
         summed cached contexts are ``contexts`` (vectorised twin of :meth:`work_scalar`: only attention
         changes from step to step)."""
-        contexts = np.asarray(contexts, float)
         b = decode_seqs
-        kv_mean = (contexts + b) / b
-        f0, b0, r0 = self.work_scalar(b, b, b, float(kv_mean[0]), 0, 0.0, 0.0)
-        roof, flops, nbytes = self.decode_work_column(b, kv_mean).T
-        return flops + (f0 - flops[0]), nbytes + (b0 - nbytes[0]), roof + (r0 - roof[0])
+        f0, b0, r0 = self.work_scalar(b, b, 0, 0.0, 0, 0.0, 0.0)  # every op of the step but decode attention
+        roof, flops, nbytes = self.decode_work_column(b, (np.asarray(contexts, float) + b) / b).T
+        return flops + f0, nbytes + b0, roof + r0
 
     def work(self, batch: BatchShape) -> dict:
         """Per iteration: kernel ``predicted_ms``, ``roofline_ms``, ``flops`` and ``bytes`` by op group
