@@ -4,7 +4,8 @@ Each scenario runs one small simulation (or cluster) that exercises one engine p
 static batching, preemption by recompute, KV budgets, contiguous reservations, closed-loop clients, an engine
 profile, pipeline parallelism, fast-forward on and off, a disaggregated least-loaded cluster, migration and
 failures — and is reduced to a SHA-256 per output array (per-request columns, the iteration log, time-between-tokens
-histogram, running statistics and the efficiency report). The digests of the code before the speed work are stored
+histogram, running statistics and the efficiency report), floats rounded to 2^-30 of each array's largest value first so that the
+digests are the same on CPUs whose vector maths differs in the last bit (:func:`_quantised`). The digests of the code before the speed work are stored
 in ``tests/data/engine_golden.json``; ``tests/test_engine_golden.py`` recomputes them.
 
 Regenerate (only when a change of results is intended): ``python -m tests.engine_golden --write``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +25,49 @@ GOLDEN_PATH = Path(__file__).resolve().parent / "data" / "engine_golden.json"
 MODEL, GPU = "llama-2-7b", "a100-80gb"
 
 
+RESOLUTION_BITS = 30  # floats are hashed on a grid of 2^-30 of their array's largest magnitude (see _quantised)
+
+
+def _quantised(a: np.ndarray) -> np.ndarray:
+    """Floats rounded to a grid of 2^-:data:`RESOLUTION_BITS` of the array's largest finite magnitude (a scalar:
+    of itself), subnormal magnitudes to 0, NaN and ±inf kept. The same code gives results that differ in the last
+    bits on CPUs of another instruction set (numpy's and OpenBLAS's vector kernels for exp, log and sums differ
+    by an ulp between AVX2 and AVX-512), and a difference of two times (a queueing delay) carries the ulps of the
+    times themselves: both far below this grid, while a change of results that matters moves far above it."""
+    a = np.asarray(a, np.float64)
+    finite = np.isfinite(a)
+    scale = float(np.abs(a[finite]).max()) if finite.any() else 0.0
+    if scale < np.finfo(np.float64).tiny:
+        return np.where(finite, 0.0, a)
+    step = 2.0 ** (math.frexp(scale)[1] - RESOLUTION_BITS)
+    return np.where(finite, np.round(np.where(finite, a, 0.0) / step) * step, a)
+
+
 def _array_digest(values) -> str:
     a = np.asarray(values)
     if a.dtype == object:
         a = np.array([str(v) for v in a.tolist()])
+    elif a.dtype.kind == "f":
+        a = _quantised(a)
     a = np.ascontiguousarray(a)
     h = hashlib.sha256(f"{a.dtype.str}:{a.shape};".encode())
     h.update(a.tobytes())
     return h.hexdigest()[:16]
 
 
+def _rounded(value):
+    """``value`` (nested dicts, lists, tuples, numbers) with every float quantised as :func:`_quantised` does."""
+    if isinstance(value, float | np.floating):
+        return float(_quantised(value))
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def _json_digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_rounded(value), sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
 def result_digests(result) -> dict[str, str]:
@@ -45,8 +78,8 @@ def result_digests(result) -> dict[str, str]:
     out["itl_counts"] = _array_digest(result.itl_counts)
     st = result.stats
     if st is not None:
-        out["stats"] = _json_digest([repr(st.time_s), repr(st.kv_block_seconds), repr(st.kv_token_seconds),
-                                     int(st.kv_max), int(st.kv_tokens_at_max)])
+        out["stats"] = _json_digest([st.time_s, st.kv_block_seconds, st.kv_token_seconds, int(st.kv_max),
+                                     int(st.kv_tokens_at_max)])
         out["stats.batch_counts"] = _array_digest(st.batch_counts)
     out["efficiency"] = _json_digest(result.efficiency)
     return out
