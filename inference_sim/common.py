@@ -105,15 +105,19 @@ def _load_predictor(artifacts: str | None):
     return Predictor.load(artifacts)
 
 
-def _fitting_config(model: str, gpu: str, gpu_file: Path | None, tp: int, dtype: str):
-    """(model spec, GPU spec) after checking the model fits at this TP and precision (else an input error)."""
+def _fitting_config(model: str, gpu: str, gpu_file: Path | None, tp: int, dtype: str, sequences: int,
+                    sequence_tokens: int, sequences_flag: str):
+    """(model spec, GPU spec) after checking the model fits at this TP and precision with the per-sequence state
+    (windows, recurrent states) of the batch's own ``sequences`` of up to ``sequence_tokens`` tokens (else an
+    input error naming ``sequences_flag``)."""
     from predictor import get_gpu
     from predictor.memory import plan_memory
     from predictor.models import get_model
     from predictor.precision import parse_dtype
 
     spec, gpu_spec = get_model(model), get_gpu(gpu, gpu_file)
-    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype))
+    plan_memory(spec, gpu_spec, tp, parse_dtype(dtype), max_num_seqs=max(sequences, 1),
+                sequence_tokens=max(sequence_tokens, 1), sequences_flag=sequences_flag)
     return spec, gpu_spec
 
 

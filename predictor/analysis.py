@@ -193,7 +193,7 @@ def roofline_report(
     model.check_parallel(par)
     # the batch's own sequences hold per-sequence state (windows, recurrent states) and logits, not an engine's 256
     memory = plan_memory(model, gpu, par, precision, gpu_memory_utilization=gpu_memory_utilization,
-                         max_num_seqs=batch_size)
+                         max_num_seqs=batch_size, sequence_tokens=max(input_len, decode_context) + 1)
     batch = BatchShape.concat([prefill_batch(batch_size, input_len), decode_batch(batch_size, decode_context)])
     ops = batch_roofline(model, gpu, batch, tp=par, dtype=precision, attention=attention)
     totals = iteration_totals(ops, 2)

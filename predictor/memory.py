@@ -138,8 +138,9 @@ class MemoryPlan:
 
     ``num_blocks`` and ``max_tokens`` are the KV-cache capacity of the whole instance, in blocks and tokens:
     one GPU's blocks × ``replicas`` (attention data-parallel replicas each cache their own sequences).
-    ``per_sequence_bytes`` is what every running sequence holds whatever its length (sliding windows,
-    linear-attention states), reserved for ``max_num_seqs`` sequences.
+    ``per_sequence_bytes`` is the most one running sequence holds whatever its length (full sliding windows,
+    linear-attention states): reserved for ``max_num_seqs`` sequences, unless ``state_on_demand`` (then the
+    KV blocks hold it, taken as each sequence is admitted: :func:`state_block_counter`).
     """
 
     gpu_memory_bytes: float
@@ -155,6 +156,7 @@ class MemoryPlan:
     max_tokens: int
     replicas: int = 1
     per_sequence_bytes: float = 0.0
+    state_on_demand: bool = False
 
     def max_sequences(self, seq_len: int) -> int:
         """Sequences of ``seq_len`` tokens that fit in the KV cache at once (paged, whole blocks each)."""
@@ -176,12 +178,24 @@ def plan_memory(
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
     block_size: int = 16,
+    state_on_demand: bool = False,
+    sequence_tokens: int | None = None,
+    sequences_flag: str = "--max-num-seqs",
 ) -> MemoryPlan:
     """Split one GPU's memory into weights, workspace, overhead, per-sequence state and KV cache.
 
     ``tp`` is the TP degree or a :class:`~predictor.parallel.ParallelConfig`: weights shard over TP, EP,
     MoE-TP and pipeline stages; each attention-DP replica holds ``1/dp_attention`` of the running
     sequences and its workspace covers its share of the token budget.
+
+    Per-sequence state (sliding windows, recurrent states) is reserved for ``max_num_seqs`` sequences — a
+    static batch's own sequences — unless ``state_on_demand``: then, as serving engines with a hybrid KV
+    allocator do (vLLM V1), it comes out of the KV blocks as sequences are admitted (the simulator's block
+    manager takes :func:`state_block_counter`'s blocks per sequence) and nothing is set aside for it here. A
+    model with no per-token cache at all (every layer windowed or linear) always reserves.
+    ``sequence_tokens``: the length the reserved sequences reach (a static batch's prompt + output), so that
+    their windows are reserved up to it; None: any length (whole windows). ``sequences_flag`` names the setting
+    that gives ``max_num_seqs`` in the hint of a refusal.
 
     Raises
     ------
@@ -203,8 +217,10 @@ def plan_memory(
     overhead = RUNTIME_OVERHEAD_BYTES + (NCCL_OVERHEAD_BYTES if par.gpus > 1 else 0.0)
     stage = _stage_layer_fraction(model, par)
     kv_per_token = model.kv_cache_bytes_per_token(precision.kv_bits, par.tp) * stage
-    per_seq = model.per_sequence_cache_bytes(precision.kv_bits, par.tp) * stage
-    reserved = per_seq * math.ceil(max_num_seqs / dp)
+    length = float("inf") if sequence_tokens is None else sequence_tokens
+    per_seq = float(model.sequence_state_bytes(length, precision.kv_bits, par.tp)) * stage
+    on_demand = state_on_demand and kv_per_token > 0 and per_seq > 0
+    reserved = 0.0 if on_demand else per_seq * math.ceil(max_num_seqs / dp)
     free = usable - weights - workspace - overhead - reserved
     blocks_per_gpu = int(free // (kv_per_token * block_size)) if free > 0 and kv_per_token > 0 else 0
     if kv_per_token <= 0 and free > 0:  # no per-token cache at all (every layer windowed or linear)
@@ -220,7 +236,7 @@ def plan_memory(
             room = usable - weights - tokens_only - overhead - kv_per_token * block_size
             fitting = int(room // (per_seq + (workspace - tokens_only) / math.ceil(max_num_seqs / dp))) * dp \
                 if room > 0 else 0
-        hint = (f"; try --max-num-seqs {fitting}" if reserved > 0 and fitting >= 1
+        hint = (f"; try {sequences_flag} {fitting}" if reserved > 0 and fitting >= 1
                 else _fit_hint(model, gpu, par, precision, usable, workspace + overhead))
         raise ModelDoesNotFitError(
             f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB + "
@@ -242,7 +258,29 @@ def plan_memory(
         max_tokens=num_blocks * block_size,
         replicas=dp,
         per_sequence_bytes=per_seq,
+        state_on_demand=on_demand,
     )
+
+
+def state_block_counter(model: ModelSpec, tp: int | ParallelConfig, precision: Precision, block_size: int = 16):
+    """A function from a sequence's length (tokens; an int or an int array) to the KV blocks its per-sequence state
+    takes — its windows filled to min(length, window), its recurrent states — in blocks of ``block_size`` tokens of
+    the per-token cache (whole blocks, rounded up); None when the model keeps no per-sequence state or has no
+    per-token cache to measure blocks by. The ratio of state to per-token bytes is the same on every GPU of an
+    instance (TP shards, pipeline stages), so the count is per sequence whatever the layout."""
+    par = as_parallel(tp)
+    block_bytes = model.kv_cache_bytes_per_token(precision.kv_bits, par.tp) * block_size
+    if block_bytes <= 0 or model.per_sequence_cache_bytes(precision.kv_bits, par.tp) <= 0:
+        return None
+    kv_bits, shard = precision.kv_bits, par.tp
+
+    def blocks(tokens):
+        count = np.ceil(model.sequence_state_bytes(tokens, kv_bits, shard) / block_bytes)
+        if isinstance(tokens, np.ndarray):  # a recurrent state alone does not depend on the length: broadcast
+            return np.broadcast_to(count, tokens.shape).astype(np.int64)
+        return int(count)
+
+    return blocks
 
 
 def _fit_hint(model: ModelSpec, gpu: GPUSpec, par: ParallelConfig, precision: Precision, usable: float,

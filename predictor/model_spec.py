@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from predictor.errors import InputError
 from predictor.model_parts import (
     CompressedAttentionSpec,
@@ -376,14 +378,24 @@ class ModelSpec:
         """Cache bytes one running sequence holds on one GPU whatever its length (upper bound): the full
         window of every sliding/chunked layer (and of every DeepSeek-V4 layer), and the recurrent state of every
         linear-attention layer."""
+        return float(self.sequence_state_bytes(float("inf"), kv_bits, tp))
+
+    def sequence_state_bytes(self, tokens, kv_bits: int = 16, tp: int = 1):
+        """Cache bytes a sequence of ``tokens`` tokens holds on one GPU beyond :meth:`kv_cache_bytes_per_token`
+        × tokens: its last min(tokens, window) tokens in every sliding/chunked layer (and in every DeepSeek-V4
+        layer's uncompressed window), and every linear-attention layer's recurrent state (whatever its length).
+        ``tokens`` may be a numpy array (elementwise)."""
         counts = self.attention_layer_counts()
         windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
-        out = windowed * self.sliding_window * self.kv_elems_per_token(tp, "sliding") * kv_bits / 8
+        out = 0.0
+        if windowed:
+            out = windowed * np.minimum(tokens, self.sliding_window) * self.kv_elems_per_token(tp, "sliding") \
+                * kv_bits / 8
         if self.linear_attention is not None:
-            out += counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
+            out = out + counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
         if self.compressed_attention is not None:  # DeepSeek-V4: every layer's window of uncompressed tokens
             ca = self.compressed_attention
-            out += self.num_layers * ca.window * ca.head_dim * kv_bits / 8
+            out = out + self.num_layers * np.minimum(tokens, ca.window) * ca.head_dim * kv_bits / 8
         return out
 
     def check_tp(self, tp: int) -> None:

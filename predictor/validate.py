@@ -282,8 +282,9 @@ def check_iteration_context(spec, chunks, contexts) -> None:
 
 
 def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int, output_len: int) -> None:
-    """A static batch fits the model's context and the KV cache of the default memory plan (``tp``: the TP
-    degree or a :class:`~predictor.parallel.ParallelConfig`).
+    """A static batch fits the model's context and the KV cache of the default memory plan, each of its
+    ``batch_size`` sequences holding its tokens and its per-sequence state (``tp``: the TP degree or a
+    :class:`~predictor.parallel.ParallelConfig`).
 
     Raises
     ------
@@ -291,19 +292,25 @@ def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int
         ``input_len + output_len`` over ``max_position_embeddings``, or ``batch_size`` sequences of that
         length needing more KV blocks than the plan (:func:`predictor.memory.plan_memory`) leaves.
     """
-    from predictor.memory import plan_memory
+    from predictor.memory import plan_memory, state_block_counter
 
     limit = int(spec.max_position_embeddings)
     length = int(input_len) + int(output_len)
     if length > limit:
         raise InputError(f"input_len + output_len: {length:,} tokens exceed {spec.name}'s context length {limit:,} "
                          f"(max_position_embeddings)")
-    plan = plan_memory(spec, gpu, tp, precision)
+    # each sequence's blocks: its tokens', and its per-sequence state's (windows up to its length, recurrent states)
+    plan = plan_memory(spec, gpu, tp, precision, state_on_demand=True)
+    count = state_block_counter(spec, tp, precision, plan.block_size) if plan.state_on_demand else None
+    state_blocks = count(length - 1) if count is not None else 0
+    per_sequence = -(-length // plan.block_size) + state_blocks
     layout = getattr(tp, "label", f"tp={tp}")
-    fit = plan.max_sequences(length)
+    fit = plan.num_blocks // per_sequence
     if batch_size > fit:
+        state = (f" and per-sequence state of {state_blocks * plan.block_size:,} token slots each" if state_blocks
+                 else "")
         raise InputError(f"batch_size: {batch_size:,} sequences of {length:,} tokens need "
-                         f"{batch_size * length:,} KV tokens; the KV cache of {gpu.name} at {layout} "
+                         f"{batch_size * length:,} KV tokens{state}; the KV cache of {gpu.name} at {layout} "
                          f"({precision.label}) holds {plan.max_tokens:,} tokens, so at most {fit:,} such sequences")
 
 

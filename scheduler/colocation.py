@@ -155,7 +155,9 @@ def partition_memory(models, gpu, tp: int, precision, *, gpu_memory_utilization:
     shares = np.full(n, 1.0 / n) if kv_shares is None else np.asarray(kv_shares, float)
     if shares.shape != (n,) or not np.all(shares > 0) or shares.sum() > 1 + 1e-9:
         raise InputError(f"kv_shares: need {n} positive fractions summing to at most 1, got {kv_shares!r}")
-    kw = dict(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, block_size=block_size)
+    # per-sequence state comes out of each model's KV blocks as its engine admits sequences (Simulator)
+    kw = dict(max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs, block_size=block_size,
+              state_on_demand=True)
     fixed = []
     for m in models:
         try:

@@ -10,7 +10,11 @@ Engine model
   prefill, then ``output_tokens − 1`` decode steps).
 * **Paged KV cache**: ``num_blocks`` blocks of ``block_size`` tokens, from the memory model
   (:func:`predictor.memory.plan_memory` with ``gpu_memory_utilization``). A request holds
-  ceil(KV tokens / block_size) blocks.
+  ceil(KV tokens / block_size) blocks, plus — for a model with per-sequence state (sliding or chunked
+  windows, recurrent states) — the blocks of that state at its largest (windows filled to min(prompt +
+  output − 1, window)), taken at admission and freed when it leaves, as a hybrid KV allocator (vLLM V1)
+  draws them from one pool instead of setting memory aside for ``max_num_seqs`` sequences. Charging the
+  peak at admission is an upper bound while a window is still filling.
 * **Admission** is FCFS, bounded by ``max_num_seqs`` running requests and ``max_num_batched_tokens``
   tokens per iteration, and by free blocks.
 * **Chunked prefill on** (Sarathi-Serve / vLLM v1): every iteration runs all decodes first, then prefill
@@ -42,7 +46,7 @@ What-if knobs (all off by default; see ``docs/techniques.md``):
   dropping the others, are out of scope: only memory and time are modelled.
 
 The KV-cache waste statistic (reserved token slots not holding a token, time-weighted and at the peak of
-reservation) is accumulated in :class:`RunningStats` for every run.
+reservation; per-sequence state blocks count as held) is accumulated in :class:`RunningStats` for every run.
 
 Multi-instance hooks (used by :mod:`scheduler.techniques.cluster`; inert in a plain :meth:`Simulator.run`):
 requests may arrive *prefilled* (their prompt's KV cache computed elsewhere, the first token already
@@ -125,7 +129,7 @@ class Simulator(KVBlockManager, IterationRunner):
 
     def __init__(self, predictor, model, gpu, tp: int = 1, dtype: str = "fp16", config: EngineConfig | None = None,
                  profile=None):
-        from predictor.memory import plan_memory
+        from predictor.memory import plan_memory, state_block_counter
 
         self.config = config or EngineConfig()
         self.config.validate()
@@ -144,8 +148,11 @@ class Simulator(KVBlockManager, IterationRunner):
             self.memory = plan_memory(spec, self.bound.gpu, tp, self.bound.precision,
                                       gpu_memory_utilization=self.config.gpu_memory_utilization,
                                       max_num_batched_tokens=self.config.max_num_batched_tokens,
-                                      max_num_seqs=self.config.max_num_seqs, block_size=self.config.block_size)
+                                      max_num_seqs=self.config.max_num_seqs, block_size=self.config.block_size,
+                                      state_on_demand=True)
             self.num_blocks = self.memory.num_blocks
+        # blocks of a sequence's per-sequence state (windows, recurrent states), taken at admission; None: no state
+        self._state_count = state_block_counter(spec, tp, self.bound.precision, self.config.block_size)
         self.policy = POLICIES[self.config.policy]()
         self.free_blocks = self.num_blocks
         self._budget = None if self.config.kv_budget_tokens is None else int(self.config.kv_budget_tokens)
@@ -174,7 +181,10 @@ class Simulator(KVBlockManager, IterationRunner):
         too_long = total > self.max_model_len
         # the KV cache holds at most prompt + output − 1 tokens (the last token is never fed back)
         need = self.reserve_tokens(state.prompt, state.output) if self._contiguous else total - 1
-        too_big = -(-self.held(need) // self.config.block_size) > self.num_blocks
+        blocks = -(-self.held(need) // self.config.block_size)
+        if self._state_count is not None:
+            blocks = blocks + self._state_count(total - 1)
+        too_big = blocks > self.num_blocks
         for mask, reason in ((too_long, f"prompt + output exceeds max_model_len {self.max_model_len}"),
                              (too_big & ~too_long, f"needs more than the {self.num_blocks} KV blocks of the GPU")):
             mask = mask & (state.status != REJECTED)

@@ -3,8 +3,9 @@
 :class:`KVBlockManager` is a mixin of :class:`scheduler.engine.Simulator`: it reads the engine's ``config``
 (:class:`~scheduler.engine_state.EngineConfig`), ``max_model_len``, ``num_blocks``, ``_budget`` (the per-sequence
 KV token cap or None), ``_contiguous`` (a contiguous reservation instead of paging), ``now`` (s),
-``work_totals`` and ``stretch`` (the co-location hook), and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
-after the budget cap) and ``preemptions_total`` up to date. Policies call its public methods. The preemption victim
+``work_totals``, ``stretch`` (the co-location hook) and ``_state_count`` (blocks of a sequence's per-sequence
+state, or None), and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
+after the budget cap, plus the slots of per-sequence state) and ``preemptions_total`` up to date. Policies call its public methods. The preemption victim
 (the latest-arrived running request) comes from a heap kept by :meth:`KVBlockManager.join` and
 :meth:`KVBlockManager._leave`, O(log n) per eviction instead of a scan of the running batch.
 """
@@ -43,11 +44,32 @@ class KVBlockManager:
             return value if isinstance(prompt, np.ndarray) else int(value)
         return prompt + output - 1  # contiguous_oracle (and the static policy's full reservation)
 
+    def _state_blocks(self, state: _State, r: int) -> int:
+        """Blocks request ``r``'s per-sequence state takes while it runs (windows at its largest length, recurrent
+        states; see the engine's module docstring); 0 for a model without per-sequence state."""
+        count = self._state_count
+        return 0 if count is None else count(int(state.prompt[r]) + int(state.output[r]) - 1)
+
     def _admission_blocks(self, state: _State, r: int, tokens: int) -> int:
-        """Blocks a waiting request must get to be admitted with ``tokens`` tokens in its cache."""
+        """Blocks a waiting request must get to be admitted with ``tokens`` tokens in its cache (its per-sequence
+        state's blocks included)."""
         if self._contiguous:
-            return self._blocks_for(self.held(self.reserve_tokens(int(state.prompt[r]), int(state.output[r]))))
-        return self._blocks_for(self.held(tokens))
+            tokens = self.reserve_tokens(int(state.prompt[r]), int(state.output[r]))
+        return self._blocks_for(self.held(tokens)) + self._state_blocks(state, r)
+
+    def _take(self, state: _State, r: int, need: int) -> None:
+        """Give request ``r`` ``need`` free blocks at admission: its state's blocks, the rest for its tokens."""
+        held = self._state_blocks(state, r)
+        state.blocks[r] += need - held
+        self.free_blocks -= need
+        self.tokens_held += held * self.config.block_size  # state slots hold data: not counted as KV waste
+
+    def _free(self, state: _State, r: int) -> None:
+        """Return request ``r``'s blocks (tokens' and state's) to the free pool as it leaves this instance."""
+        held = self._state_blocks(state, r)
+        self.free_blocks += int(state.blocks[r]) + held
+        self.tokens_held -= self.held(int(state.kv[r])) + held * self.config.block_size
+        state.blocks[r] = 0
 
     def _evict_latest(self, state: _State) -> int:
         """Preempt the latest-arrived running request (ties: the highest id), found with a heap: O(log n)."""
@@ -59,10 +81,8 @@ class KVBlockManager:
             heapq.heappop(latest)
         victim = -neg_r
         self._leave(state, victim)
-        self.free_blocks += int(state.blocks[victim])
-        self.tokens_held -= self.held(int(state.kv[victim]))
+        self._free(state, victim)
         self.preemptions_total += 1
-        state.blocks[victim] = 0
         state.kv[victim] = 0
         # recompute: the prompt and every generated token (the last one is not in the KV cache yet)
         state.target[victim] = state.prompt[victim] + state.generated[victim]
@@ -140,7 +160,7 @@ class KVBlockManager:
             if reserve_full:  # static batching: the whole batch joins at once, prefills may span iterations
                 total = (self.reserve_tokens(int(state.prompt[r]), int(state.output[r])) if self._contiguous
                          else state.prompt[r] + state.output[r] - 1)  # the most it will ever hold
-                need = self._blocks_for(self.held(total))
+                need = self._blocks_for(self.held(total)) + self._state_blocks(state, r)
                 if need > self.free_blocks:
                     break
                 chunk = min(target, max(budget, 0))
@@ -150,17 +170,17 @@ class KVBlockManager:
                 chunk = target if whole else min(target, budget)
                 need = self._admission_blocks(state, r, chunk)
                 if need > self.free_blocks:
-                    if (not whole and self.free_blocks > 0 and not state.running and not out
+                    state_blocks = self._state_blocks(state, r)
+                    if (not whole and self.free_blocks > state_blocks and not state.running and not out
                             and not self._contiguous):
                         need = self.free_blocks  # an idle engine takes what fits; the rest comes in later chunks
-                        chunk = need * cfg.block_size
+                        chunk = (need - state_blocks) * cfg.block_size
                     else:
                         break
             state.waiting.popleft()
             self.join(state, r)
             state.status[r] = RUNNING
-            state.blocks[r] += need
-            self.free_blocks -= need
+            self._take(state, r, need)
             if math.isnan(state.first_scheduled[r]):
                 state.first_scheduled[r] = self.now
             if chunk < target:
@@ -191,8 +211,8 @@ class KVBlockManager:
             state.waiting.popleft()
             self.join(state, r)
             state.status[r] = RUNNING
-            state.blocks[r] = need
-            self.free_blocks -= need
+            state.blocks[r] = 0  # blocks a rerouted request still counts belong to the instance it lost
+            self._take(state, r, need)
             self.tokens_held += self.held(int(state.kv[r]))
             if math.isnan(state.first_scheduled[r]):
                 state.first_scheduled[r] = self.now
@@ -258,9 +278,7 @@ class KVBlockManager:
         self._leave(state, r)
         if self._stream is not None:
             self._stream.add(state, r)
-        self.free_blocks += int(state.blocks[r])
-        self.tokens_held -= self.held(int(state.kv[r]))
-        state.blocks[r] = 0
+        self._free(state, r)
         if state.closed is not None:
             state.closed.complete(state, self.now)
         return 1
@@ -268,9 +286,7 @@ class KVBlockManager:
     def _handoff(self, state: _State, r: int) -> None:
         """A disaggregated prefill instance: the request leaves with its prompt KV (see :attr:`handoff`)."""
         self._leave(state, r)
-        self.free_blocks += int(state.blocks[r])
-        self.tokens_held -= self.held(int(state.kv[r]))
-        state.blocks[r] = 0
+        self._free(state, r)
         state.status[r] = WAITING
         state.prefilled[r] = True
         self.handoff.append(r)
@@ -279,6 +295,4 @@ class KVBlockManager:
         """Take running request ``r`` off this instance with its KV intact (a migration source); frees its blocks."""
         self._leave(state, r)
         state.partial.pop(r, None)
-        self.free_blocks += int(state.blocks[r])
-        self.tokens_held -= self.held(int(state.kv[r]))
-        state.blocks[r] = 0
+        self._free(state, r)

@@ -82,7 +82,7 @@ def fits(model, gpu, layout, precision, max_model_len: int, engine) -> bool:
     try:
         model.check_parallel(layout)
         plan = plan_memory(model, gpu, layout, precision, max_num_batched_tokens=engine.max_num_batched_tokens,
-                           max_num_seqs=engine.max_num_seqs)
+                           max_num_seqs=engine.max_num_seqs, state_on_demand=True)
     except (ModelDoesNotFitError, InputError):
         return False
     return plan.max_tokens >= min(max_model_len, 2048)

@@ -145,7 +145,7 @@ def skip_reason(ctx: Context, point: dict) -> str | None:
         cfg = _engine_config(ctx, point)
         plan_memory(ctx.model, ctx.gpus[point["gpu"]], layout, parse_dtype(point["dtype"]),
                     gpu_memory_utilization=cfg.gpu_memory_utilization, max_num_batched_tokens=cfg.max_num_batched_tokens,
-                    max_num_seqs=cfg.max_num_seqs, block_size=cfg.block_size)
+                    max_num_seqs=cfg.max_num_seqs, block_size=cfg.block_size, state_on_demand=True)
     except InputError as err:
         text = str(err)
         return text.split(": ", 1)[1] if text.startswith("--") and ": " in text else text

@@ -257,7 +257,7 @@ def test_simulator_kv_capacity_equals_the_memory_plan(setup, max_num_seqs, max_n
     try:
         plan = plan_memory(spec, gpu, tp, parse_dtype(dtype), gpu_memory_utilization=utilization,
                            max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                           block_size=block_size)
+                           block_size=block_size, state_on_demand=True)  # the engine takes state from its blocks
     except ModelDoesNotFitError:
         with pytest.raises(ModelDoesNotFitError):
             Simulator(_MemoryOnlyPredictor(), spec, gpu, tp, dtype, config)
@@ -268,6 +268,8 @@ def test_simulator_kv_capacity_equals_the_memory_plan(setup, max_num_seqs, max_n
     assert plan.kv_cache_bytes <= plan.usable_bytes - plan.weights_bytes - plan.activation_bytes - plan.overhead_bytes
     # one block more would not fit
     free = plan.usable_bytes - plan.weights_bytes - plan.activation_bytes - plan.overhead_bytes
+    if not plan.state_on_demand:  # else no per-sequence state, or none with no per-token cache: reserved here
+        free -= plan.per_sequence_bytes * -(-max_num_seqs // plan.replicas)
     assert (plan.num_blocks + 1) * block_size * plan.kv_bytes_per_token > free
 
 

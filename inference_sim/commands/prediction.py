@@ -63,7 +63,8 @@ def estimate(
 
     tp = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
     spec, dtype = model_and_dtype(model, dtype)
-    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype)
+    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype, batch_size, input_len + output_len,
+                                            "--batch-size")
     args = dict(tp=tp, dtype=dtype, batch_size=batch_size, input_len=input_len, output_len=output_len,
                 max_num_batched_tokens=max_num_batched_tokens)
     hybrid = common._load_predictor(artifacts).estimate(spec, gpu_spec, **args)
@@ -107,7 +108,9 @@ def predict(
     if from_lists(chunks, contexts).tokens[0] == 0:  # checks every chunk and context before any work
         raise InputError("batch: empty iteration; give at least one --prefill chunk or --decode sequence")
     spec, dtype = model_and_dtype(model, dtype)
-    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype)
+    longest = max([new + ctx for new, ctx in chunks] + [ctx + 1 for ctx in contexts])
+    spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype, len(chunks) + len(contexts), longest,
+                                            "--prefill/--decode sequences")
     predictor = common._load_predictor(artifacts)
     result = predictor.predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
     ops = result.ops

@@ -217,8 +217,8 @@ class Cluster:
         if self.alive[k] and r in self.views[k].running:
             sim_k.release(self.views[k], r)
             sim_k.free_blocks -= src_blocks  # the source keeps the blocks until the copy ends
-        sim_j.free_blocks -= need
-        state.blocks[r] = need
+        state.blocks[r] = 0
+        sim_j._take(state, r, need)  # its tokens' blocks and its per-sequence state's, reserved on j at once
         self.served_by[r] = j
         self._start_copy(k, r, j, "migrated", now, src_blocks if self.alive[k] else 0, deadline)
         return True
