@@ -418,7 +418,7 @@ def test_interrupted_swap_is_recovered_on_the_next_run(artifact):
 
 def test_locked_tracking_store_warns_once_and_training_writes_its_artifact(tiny_training, tmp_path):
     from training.pipeline import TrainConfig, train
-    from training.tracking import Tracker
+    from training.tracking import SQLITE_LOCK_WAIT_S, Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     setup = Tracker(uri, warn=pytest.fail)
@@ -429,16 +429,16 @@ def test_locked_tracking_store_warns_once_and_training_writes_its_artifact(tiny_
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the database
     try:
         warnings = []
-        t0 = time.perf_counter()
         result = train(TrainConfig.quick(), out_dir=tmp_path / "art", tracking_uri=uri, warn=warnings.append)
-        elapsed = time.perf_counter() - t0
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert result.replaced and result.run_id is None and "locked" in result.tracking_error
     assert len(warnings) == 1 and "continuing without tracking" in warnings[0] and "\n" not in warnings[0]
     load_artifact(tmp_path / "art")
-    assert elapsed < 60
+    # the store's lock was found by the tracker's own check (a few seconds, once), not by MLflow's 20 s busy
+    # timeout on every call: a wall-clock bound here failed on a loaded 2-core machine (61.6 s) with no stall
+    assert f"waited {SQLITE_LOCK_WAIT_S:g} s" in result.tracking_error
 
 
 def test_cli_maps_os_errors_to_one_line_and_exit_codes():
