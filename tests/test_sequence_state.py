@@ -146,3 +146,25 @@ def test_cli_estimate_and_predict_check_memory_for_their_own_batch(capsys):
     assert main(["estimate", *args, "--batch-size", "5000"]) == 2
     err = capsys.readouterr().err.strip()
     assert "try --batch-size" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("layout", ["disaggregated", "migration"])
+def test_clusters_hand_state_blocks_back(roofline, layout):
+    """A prefill instance's handoff and a live migration move a sequence with its state: every instance ends with
+    all its blocks free and nothing held."""
+    from scheduler.techniques.cluster import Cluster, InstanceSpec, replicas
+
+    model, gpu = "gpt-oss-20b", "h100-sxm"
+    if layout == "disaggregated":
+        instances = [InstanceSpec(model, gpu, role="prefill", config=EngineConfig(max_num_batched_tokens=8192)),
+                     InstanceSpec(model, gpu, role="decode", config=EngineConfig(num_blocks=3000))]
+        cluster = Cluster(roofline, instances)
+    else:
+        cluster = Cluster(roofline, replicas(model, gpu, 3, config=EngineConfig(num_blocks=2500)), migration=True)
+    rng = np.random.default_rng(1)
+    n = 200
+    workload = Workload(np.sort(rng.uniform(0, 10, n)), rng.integers(50, 2000, n), rng.integers(20, 600, n))
+    result = cluster.run(workload)
+    assert (result.result.requests["status"] == "finished").all()
+    assert result.handoffs == n if layout == "disaggregated" else result.migrations > 0
+    assert all(s.free_blocks == s.num_blocks and s.tokens_held == 0 for s in cluster.sims)
