@@ -256,7 +256,9 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     summary = closed_loop_summary(result, c)
     if summary["requests"] < len(measurement_window(len(wl), c)):
         raise Skip("does_not_fit", "requests rejected: they do not fit in the KV cache")
-    out = {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c),
+    kv_layout = row_parallel(row, "decode_") if row["mode"] == "disagg" else layout  # where the decodes' KV lives
+    share = _token_share(model, kv_layout, dtype, int(result.config["block_size"]), int(row["isl"]) + int(row["osl"]))
+    out = {"ttft_ms": summary["mean_ttft_ms"], "tpot_ms": summary["mean_tpot_ms"], **_diagnostics(result, c, share),
            "launches": _decode_launches(row, model, dtype, parallel)}
     if landed is not None:
         out["ttft_ms"], out["tpot_ms"] = _client_times(result, landed, c)
@@ -327,9 +329,21 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
             "calibration_runs": calibration.fitted_rows}
 
 
-def _diagnostics(result, concurrency: int) -> dict:
+def _token_share(model, parallel, dtype: str, block: int, length: int) -> float:
+    """Share of the KV blocks of a sequence of ``length`` tokens that hold its tokens rather than its per-sequence
+    state (windows, recurrent states; :func:`predictor.memory.state_block_counter`): 1 without such state."""
+    from predictor.memory import state_block_counter
+    from predictor.precision import parse_dtype
+
+    count = state_block_counter(model, parallel, parse_dtype(dtype), block)
+    tokens = -(-length // block)
+    return 1.0 if count is None else tokens / (tokens + count(length - 1))
+
+
+def _diagnostics(result, concurrency: int, token_share: float = 1.0) -> dict:
     """What a closed-loop run says besides its means: the first wave's TTFT (the ``concurrency`` requests
-    sent together at the start, ms), the window's mean queueing (ms) and the engine's KV capacity (tokens)."""
+    sent together at the start, ms), the window's mean queueing (ms) and the engine's KV capacity (tokens, for
+    sequences of the run's length: ``token_share`` of its blocks hold tokens, the rest their per-sequence state)."""
     cols = result.columns
     first = cols["ttft_s"][: min(concurrency, len(cols["ttft_s"]))] * 1e3
     first = first[np.isfinite(first)]
@@ -339,7 +353,7 @@ def _diagnostics(result, concurrency: int) -> dict:
     block = int(result.config["block_size"])
     return {"first_ttft_ms": float(first.mean()) if len(first) else float("nan"),
             "queue_ms": float(queue.mean()) if len(queue) else float("nan"),
-            "kv_tokens": float(result.num_blocks * block)}
+            "kv_tokens": float(result.num_blocks * block * token_share)}
 
 
 def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workload):

@@ -171,18 +171,20 @@ def test_cli_simulate_closed_loop_reports_the_calibrated_benchmark(capsys, monke
 
 
 def test_cli_simulate_runs_when_only_the_calibrated_estimate_cannot(capsys, monkeypatch, roofline):
-    """The calibrated estimate simulates the framework's own defaults (1,024 sequences): for Gemma-4 31B on one
-    H100 their sliding-window states do not fit, while the user's --max-num-seqs does. The run is reported and
-    the estimate's absence is said, instead of the whole command failing."""
+    """The calibrated estimate simulates the framework's own defaults (90% of GPU memory): Llama-3.1-70B in fp8 on
+    one H100 then holds about 2,600 KV tokens, too few for one 3,000-token prompt, while the user's
+    --gpu-memory-utilization 0.98 holds it. The run is reported and the estimate's absence is said, instead of
+    the whole command failing."""
     import inference_sim.cli as cli
     from inference_sim import common
 
     monkeypatch.setattr(common, "_load_predictor", lambda artifacts: roofline)
-    argv = ["simulate", "--model", "gemma-4-31b", "--gpu", "h100-sxm", "--workload", "concurrency", "--concurrency",
-            "4", "--prompt-len", "256", "--output-len", "16", "--num-requests", "20", "--max-num-seqs", "8", "--json"]
+    argv = ["simulate", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--dtype", "fp8", "--workload",
+            "concurrency", "--concurrency", "2", "--prompt-len", "3000", "--output-len", "16", "--num-requests", "8",
+            "--gpu-memory-utilization", "0.98", "--json"]
     assert cli.main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["finished"] == 20 and "calibrated" not in summary
+    assert summary["finished"] == 8 and "calibrated" not in summary
     assert summary["calibrated_skipped"].startswith("calibrated estimate: this run cannot be simulated (does_not_fit")
 
 
