@@ -262,6 +262,14 @@ def plan_memory(
     )
 
 
+def sequence_blocks(model: ModelSpec, tp: int | ParallelConfig, precision: Precision, tokens: int,
+                    block_size: int = 16) -> int:
+    """KV blocks one sequence holding ``tokens`` tokens takes when its per-sequence state comes out of the blocks
+    (``state_on_demand``): its tokens' blocks and its state's (:func:`state_block_counter`)."""
+    count = state_block_counter(model, tp, precision, block_size)
+    return -(-int(tokens) // block_size) + (count(int(tokens)) if count is not None else 0)
+
+
 def state_block_counter(model: ModelSpec, tp: int | ParallelConfig, precision: Precision, block_size: int = 16):
     """A function from a sequence's length (tokens; an int or an int array) to the KV blocks its per-sequence state
     takes — its windows filled to min(length, window), its recurrent states — in blocks of ``block_size`` tokens of

@@ -292,7 +292,7 @@ def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int
         ``input_len + output_len`` over ``max_position_embeddings``, or ``batch_size`` sequences of that
         length needing more KV blocks than the plan (:func:`predictor.memory.plan_memory`) leaves.
     """
-    from predictor.memory import plan_memory, state_block_counter
+    from predictor.memory import plan_memory, sequence_blocks
 
     limit = int(spec.max_position_embeddings)
     length = int(input_len) + int(output_len)
@@ -301,9 +301,10 @@ def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int
                          f"(max_position_embeddings)")
     # each sequence's blocks: its tokens', and its per-sequence state's (windows up to its length, recurrent states)
     plan = plan_memory(spec, gpu, tp, precision, state_on_demand=True)
-    count = state_block_counter(spec, tp, precision, plan.block_size) if plan.state_on_demand else None
-    state_blocks = count(length - 1) if count is not None else 0
-    per_sequence = -(-length // plan.block_size) + state_blocks
+    token_blocks = -(-length // plan.block_size)
+    per_sequence = sequence_blocks(spec, tp, precision, length, plan.block_size) if plan.state_on_demand \
+        else token_blocks
+    state_blocks = per_sequence - token_blocks
     layout = getattr(tp, "label", f"tp={tp}")
     fit = plan.num_blocks // per_sequence
     if batch_size > fit:

@@ -75,9 +75,9 @@ class Placement:
 
 
 def fits(model, gpu, layout, precision, max_model_len: int, engine) -> bool:
-    """Whether ``model`` runs on ``layout`` (TP degree or parallel config) with KV room for one full-context
-    sequence."""
-    from predictor.memory import plan_memory
+    """Whether ``model`` runs on ``layout`` (TP degree or parallel config) with KV room for one sequence of
+    min(``max_model_len``, 2048) tokens (its per-sequence state included)."""
+    from predictor.memory import plan_memory, sequence_blocks
 
     try:
         model.check_parallel(layout)
@@ -85,7 +85,7 @@ def fits(model, gpu, layout, precision, max_model_len: int, engine) -> bool:
                            max_num_seqs=engine.max_num_seqs, state_on_demand=True)
     except (ModelDoesNotFitError, InputError):
         return False
-    return plan.max_tokens >= min(max_model_len, 2048)
+    return plan.num_blocks >= sequence_blocks(model, layout, precision, min(max_model_len, 2048), plan.block_size)
 
 
 NVLINK_CLASS_GBPS = 100.0  # below this per-GPU link bandwidth (PCIe), pipeline stages are worth offering

@@ -189,6 +189,7 @@ class Planner(CandidateRanking):
     def _pair_rates(self) -> dict[tuple[str, str], dict[Config, tuple[float, float]]]:
         """Requests/s of each member of every co-locatable pair of root LLMs, per configuration."""
         from predictor.errors import InputError
+        from predictor.memory import sequence_blocks
         from scheduler.colocation import partition_memory
         from scheduler.execution import Remaining
 
@@ -209,8 +210,10 @@ class Planner(CandidateRanking):
                                                  max_num_seqs=self.executor.engine.max_num_seqs)
                     except InputError:
                         continue
-                    if any(plan.max_tokens < min(app.by_name[n].max_model_len, 2048) for plan, n in zip(plans, (a, b), strict=True)):
-                        continue
+                    if any(plan.num_blocks < sequence_blocks(app.by_name[n].spec, tp, app.precision,
+                                                             min(app.by_name[n].max_model_len, 2048), plan.block_size)
+                           for plan, n in zip(plans, (a, b), strict=True)):
+                        continue  # no room for one sequence (tokens and per-sequence state)
                     rem, zeros = {}, {}
                     for n in (a, b):
                         ids = np.arange(min(len(self.planning.prompts[n]), RATE_SAMPLE_REQUESTS))
