@@ -197,6 +197,11 @@ def simulate(
                    f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
                    f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
                    f"instance capacity {mem['max_tokens']:,} tokens")
+        if mem.get("per_sequence_bytes"):
+            where = ("taken from the KV cache as each sequence is admitted" if mem.get("state_on_demand")
+                     else "reserved for every sequence --max-num-seqs admits")
+            typer.echo(f"  Per-sequence state (windows, recurrent states): up to "
+                       f"{common._fmt_bytes(mem['per_sequence_bytes'])} per sequence per GPU, {where}")
     if "calibrated_skipped" in summary:
         typer.echo(f"  {summary['calibrated_skipped']}")
     if "calibrated" in summary:
