@@ -5,9 +5,10 @@
 KV token cap or None), ``_contiguous`` (a contiguous reservation instead of paging), ``now`` (s),
 ``work_totals``, ``stretch`` (the co-location hook) and ``_state_count`` (blocks of a sequence's per-sequence
 state, or None), and keeps ``free_blocks`` (blocks of ``block_size`` tokens), ``tokens_held`` (KV tokens kept
-after the budget cap, plus the slots of per-sequence state) and ``preemptions_total`` up to date. Policies call its public methods. The preemption victim
-(the latest-arrived running request) comes from a heap kept by :meth:`KVBlockManager.join` and
-:meth:`KVBlockManager._leave`, O(log n) per eviction instead of a scan of the running batch.
+after the budget cap, plus the slots of per-sequence state) and ``preemptions_total`` up to date. Policies call
+its public methods. The preemption victim (the latest-arrived running request) comes from a heap kept by
+:meth:`KVBlockManager.join` and :meth:`KVBlockManager._leave`, O(log n) per eviction instead of a scan of the
+running batch.
 """
 
 from __future__ import annotations
