@@ -197,3 +197,28 @@ def test_mlflow_download_is_removed_after_loading(monkeypatch, tmp_path):
     predictor = Predictor.load(f"runs:/{run.info.run_id}")
     assert predictor.is_hybrid
     assert list(downloads.glob("inference-sim-artifact-*")) == []  # MLflow may keep its own scratch files there
+
+
+def test_leave_family_out_holds_out_a_seeded_half_of_each_groups_families():
+    """The folds, computed on distinct families and spread to rows, equal a row-by-row reading of the families."""
+    import pandas as pd
+
+    from training.splits import FAMILY_GROUPS, leave_family_out
+
+    rng = np.random.default_rng(3)
+    names = ["moe:a", "moe:b", "moe:c", "moe:d", "mla_prefill:x", "mla_decode:y", "mla_decode:z", "gemm:q", "other"]
+    table = pd.DataFrame({"shape_family": rng.choice(names, 5000)})
+    for seed in (0, 1):
+        folds = leave_family_out(table, 0.5, seed)
+        assert [f.held_out for f in folds] == ["moe", "mla"]  # gemm has one family: no fold
+        assert all(np.array_equal(a.test_idx, b.test_idx) for a, b in zip(folds, leave_family_out(table, 0.5, seed)))
+        family = table["shape_family"]
+        for fold in folds:
+            member = family.str.startswith(FAMILY_GROUPS[fold.held_out]).to_numpy()
+            keys = family.str.split(":", n=1).str[1]
+            held = set(keys.iloc[fold.test_idx])
+            candidates = set(keys[member])
+            assert len(held) == max(1, round(0.5 * len(candidates))) and held < candidates
+            expected = np.flatnonzero(member & keys.isin(held).to_numpy())
+            assert np.array_equal(fold.test_idx, expected)
+            assert np.array_equal(np.sort(np.concatenate([fold.train_idx, fold.test_idx])), np.arange(len(table)))

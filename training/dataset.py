@@ -88,7 +88,7 @@ def balanced_sample(table: pd.DataFrame, idx: np.ndarray, n_max: int, seed: int,
     idx = np.asarray(idx)
     if len(idx) <= n_max:
         return np.sort(idx)
-    _, inverse = np.unique(group_codes(table.iloc[idx], by), return_inverse=True)
+    _, inverse = np.unique(group_codes(table[list(by)].iloc[idx], by), return_inverse=True)  # only the key columns
     sizes = np.bincount(inverse)
     lo, hi = 1, int(sizes.max())
     while lo < hi:  # largest cap with sum(min(size, cap)) <= n_max
