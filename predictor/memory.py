@@ -24,7 +24,7 @@ import numpy as np
 
 from predictor.errors import InputError, ModelDoesNotFitError
 from predictor.gpus import GPUSpec
-from predictor.model_spec import ModelSpec
+from predictor.model_spec import ModelSpec, state_bytes
 from predictor.ops import ITERATION_OPS, linear_shapes
 from predictor.parallel import ParallelConfig, as_parallel
 from predictor.precision import Precision
@@ -280,10 +280,10 @@ def state_block_counter(model: ModelSpec, tp: int | ParallelConfig, precision: P
     block_bytes = model.kv_cache_bytes_per_token(precision.kv_bits, par.tp) * block_size
     if block_bytes <= 0 or model.per_sequence_cache_bytes(precision.kv_bits, par.tp) <= 0:
         return None
-    kv_bits, shard = precision.kv_bits, par.tp
+    terms = model.state_terms(precision.kv_bits, par.tp)  # taken once: the count runs at every admission
 
     def blocks(tokens):
-        count = np.ceil(model.sequence_state_bytes(tokens, kv_bits, shard) / block_bytes)
+        count = np.ceil(state_bytes(terms, tokens) / block_bytes)
         if isinstance(tokens, np.ndarray):  # a recurrent state alone does not depend on the length: broadcast
             return np.broadcast_to(count, tokens.shape).astype(np.int64)
         return int(count)

@@ -385,18 +385,23 @@ class ModelSpec:
         × tokens: its last min(tokens, window) tokens in every sliding/chunked layer (and in every DeepSeek-V4
         layer's uncompressed window), and every linear-attention layer's recurrent state (whatever its length).
         ``tokens`` may be a numpy array (elementwise)."""
+        return state_bytes(self.state_terms(kv_bits, tp), tokens)
+
+    def state_terms(self, kv_bits: int = 16, tp: int = 1) -> tuple[float, tuple[tuple[float, float], ...]]:
+        """(fixed bytes, ((window tokens, bytes per windowed token), ...)) of one sequence's per-sequence state on
+        one GPU: the recurrent states of the linear-attention layers, and each kind of window (see
+        :func:`state_bytes`)."""
         counts = self.attention_layer_counts()
         windowed = counts.get("sliding", 0) + counts.get("chunked", 0)
-        out = 0.0
+        windows = []
         if windowed:
-            out = windowed * np.minimum(tokens, self.sliding_window) * self.kv_elems_per_token(tp, "sliding") \
-                * kv_bits / 8
-        if self.linear_attention is not None:
-            out = out + counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
+            windows.append((self.sliding_window, windowed * self.kv_elems_per_token(tp, "sliding") * kv_bits / 8))
         if self.compressed_attention is not None:  # DeepSeek-V4: every layer's window of uncompressed tokens
             ca = self.compressed_attention
-            out = out + self.num_layers * np.minimum(tokens, ca.window) * ca.head_dim * kv_bits / 8
-        return out
+            windows.append((ca.window, self.num_layers * ca.head_dim * kv_bits / 8))
+        fixed = (counts.get("linear", 0) * self.linear_attention.state_bytes_per_seq(tp)
+                 if self.linear_attention is not None else 0.0)
+        return fixed, tuple(windows)
 
     def check_tp(self, tp: int) -> None:
         """Raise :class:`InputError` unless ``tp`` shards this model evenly."""
@@ -443,3 +448,14 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def state_bytes(terms: tuple[float, tuple[tuple[float, float], ...]], tokens):
+    """Per-sequence state bytes of a sequence of ``tokens`` tokens (an int or a numpy array) from
+    :meth:`ModelSpec.state_terms`: the fixed bytes plus, per kind of window, min(tokens, window) × its bytes per
+    token."""
+    fixed, windows = terms
+    out = fixed
+    for window, per_token in windows:
+        out = out + np.minimum(tokens, window) * per_token
+    return out

@@ -301,10 +301,8 @@ def check_static_batch(spec, gpu, tp, precision, batch_size: int, input_len: int
                          f"(max_position_embeddings)")
     # each sequence's blocks: its tokens', and its per-sequence state's (windows up to its length, recurrent states)
     plan = plan_memory(spec, gpu, tp, precision, state_on_demand=True)
-    token_blocks = -(-length // plan.block_size)
-    per_sequence = sequence_blocks(spec, tp, precision, length, plan.block_size) if plan.state_on_demand \
-        else token_blocks
-    state_blocks = per_sequence - token_blocks
+    per_sequence = sequence_blocks(spec, tp, precision, length, plan.block_size)
+    state_blocks = per_sequence - -(-length // plan.block_size)
     layout = getattr(tp, "label", f"tp={tp}")
     fit = plan.num_blocks // per_sequence
     if batch_size > fit:

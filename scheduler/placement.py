@@ -75,9 +75,9 @@ class Placement:
 
 
 def fits(model, gpu, layout, precision, max_model_len: int, engine) -> bool:
-    """Whether ``model`` runs on ``layout`` (TP degree or parallel config) with KV room for one sequence of
-    min(``max_model_len``, 2048) tokens (its per-sequence state included)."""
-    from predictor.memory import plan_memory, sequence_blocks
+    """Whether ``model`` runs on ``layout`` (TP degree or parallel config) with room for one sequence
+    (:func:`holds_a_sequence`)."""
+    from predictor.memory import plan_memory
 
     try:
         model.check_parallel(layout)
@@ -85,6 +85,14 @@ def fits(model, gpu, layout, precision, max_model_len: int, engine) -> bool:
                            max_num_seqs=engine.max_num_seqs, state_on_demand=True)
     except (ModelDoesNotFitError, InputError):
         return False
+    return holds_a_sequence(plan, model, layout, precision, max_model_len)
+
+
+def holds_a_sequence(plan, model, layout, precision, max_model_len: int) -> bool:
+    """Whether memory plan ``plan`` has KV blocks for one sequence of min(``max_model_len``, 2048) tokens, its
+    per-sequence state included."""
+    from predictor.memory import sequence_blocks
+
     return plan.num_blocks >= sequence_blocks(model, layout, precision, min(max_model_len, 2048), plan.block_size)
 
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler.execution import Execution, Executor, Plan, Stage
-from scheduler.placement import Config, Placement, allocate, legal_configs
+from scheduler.placement import Config, Placement, allocate, holds_a_sequence, legal_configs
 from scheduler.plan_candidates import CandidateRanking, PairOption
 from scheduler.plan_pool import OrderedPool, merge
 
@@ -189,7 +189,6 @@ class Planner(CandidateRanking):
     def _pair_rates(self) -> dict[tuple[str, str], dict[Config, tuple[float, float]]]:
         """Requests/s of each member of every co-locatable pair of root LLMs, per configuration."""
         from predictor.errors import InputError
-        from predictor.memory import sequence_blocks
         from scheduler.colocation import partition_memory
         from scheduler.execution import Remaining
 
@@ -210,9 +209,9 @@ class Planner(CandidateRanking):
                                                  max_num_seqs=self.executor.engine.max_num_seqs)
                     except InputError:
                         continue
-                    if any(plan.num_blocks < sequence_blocks(app.by_name[n].spec, tp, app.precision,
-                                                             min(app.by_name[n].max_model_len, 2048), plan.block_size)
-                           for plan, n in zip(plans, (a, b), strict=True)):
+                    if not all(holds_a_sequence(plan, app.by_name[n].spec, tp, app.precision,
+                                                app.by_name[n].max_model_len)
+                               for plan, n in zip(plans, (a, b), strict=True)):
                         continue  # no room for one sequence (tokens and per-sequence state)
                     rem, zeros = {}, {}
                     for n in (a, b):
