@@ -11,7 +11,16 @@ Usable memory is ``gpu_memory_utilization × memory`` (as in vLLM). From it we s
 * **runtime overhead**: a fixed 1 GiB (CUDA context, cuBLAS workspaces, CUDA graphs) plus 0.4 GiB of
   NCCL buffers when ``tp > 1`` (assumptions, close to what vLLM and NCCL report at start-up).
 
-What is left is the KV cache, in blocks of ``block_size`` tokens.
+What is left is the KV cache, in blocks of ``block_size`` tokens. Serving frameworks size it differently
+(``kv_memory``, :data:`KV_MEMORY`), from the fraction ``f`` of their memory setting:
+
+* ``total`` (vLLM ``gpu_memory_utilization``): KV = f × memory − weights − workspace − overhead;
+* ``free`` (TensorRT-LLM ``free_gpu_memory_fraction``): KV = f × (memory − weights − workspace − overhead),
+  a fraction of what is free once the model is loaded;
+* ``static`` (SGLang ``mem_fraction_static``): KV = f × memory − weights; workspace, CUDA graphs and overhead
+  live in the (1 − f) × memory left. Its default (``f`` None) is SGLang's start-up rule: memory less a reserve
+  of 512 MiB + 1.5 MiB per token of ``max(max_num_batched_tokens, 2048)`` + 2 MiB per CUDA-graph batch (512)
+  + 1 GiB per 8 GPUs of TP × PP (:func:`static_fraction`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,17 @@ RUNTIME_OVERHEAD_BYTES = 1.0 * GIB
 NCCL_OVERHEAD_BYTES = 0.4 * GIB
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 DEFAULT_MAX_NUM_SEQS = 256
+KV_MEMORY = ("total", "free", "static")
+DEFAULT_MEMORY_FRACTION = 0.9
+MIB = 2**20
+STATIC_CUDA_GRAPH_BATCH = 512  # CUDA-graph batches SGLang's reserve rule counts
+
+
+def static_fraction(gpu: GPUSpec, par: ParallelConfig, max_num_batched_tokens: int) -> float:
+    """SGLang's default ``mem_fraction_static``: 1 − reserve / memory (reserve in the module docstring)."""
+    reserve = (512 * MIB + 1.5 * MIB * max(max_num_batched_tokens, 2048) + 2 * MIB * STATIC_CUDA_GRAPH_BATCH
+               + GIB * par.tp * par.pp / 8)
+    return min(max(1.0 - reserve / gpu.memory_bytes, 0.05), 1.0)
 
 
 def _is_classic(model: ModelSpec, par: ParallelConfig) -> bool:
@@ -157,6 +177,7 @@ class MemoryPlan:
     replicas: int = 1
     per_sequence_bytes: float = 0.0
     state_on_demand: bool = False
+    kv_memory: str = "total"
 
     def max_sequences(self, seq_len: int) -> int:
         """Sequences of ``seq_len`` tokens that fit in the KV cache at once (paged, whole blocks each)."""
@@ -174,13 +195,14 @@ def plan_memory(
     tp: int | ParallelConfig,
     precision: Precision,
     *,
-    gpu_memory_utilization: float = 0.9,
+    gpu_memory_utilization: float | None = DEFAULT_MEMORY_FRACTION,
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     max_num_seqs: int = DEFAULT_MAX_NUM_SEQS,
     block_size: int = 16,
     state_on_demand: bool = False,
     sequence_tokens: int | None = None,
     sequences_flag: str = "--max-num-seqs",
+    kv_memory: str = "total",
 ) -> MemoryPlan:
     """Split one GPU's memory into weights, workspace, overhead, per-sequence state and KV cache.
 
@@ -195,14 +217,17 @@ def plan_memory(
     model with no per-token cache at all (every layer windowed or linear) always reserves.
     ``sequence_tokens``: the length the reserved sequences reach (a static batch's prompt + output), so that
     their windows are reserved up to it; None: any length (whole windows). ``sequences_flag`` names the setting
-    that gives ``max_num_seqs`` in the hint of a refusal.
+    that gives ``max_num_seqs`` in the hint of a refusal. ``kv_memory`` says what ``gpu_memory_utilization`` is a
+    fraction of (:data:`KV_MEMORY`, module docstring); None: 0.9, or SGLang's rule for ``static``.
 
     Raises
     ------
     ModelDoesNotFitError
         When weights, workspace and overhead leave no room for even one KV block.
     """
-    if not 0 < gpu_memory_utilization <= 1:
+    if kv_memory not in KV_MEMORY:
+        raise InputError(f"--kv-memory: unknown value {kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
+    if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise InputError(f"--gpu-memory-utilization: must be in (0, 1], got {gpu_memory_utilization}")
     if block_size <= 0:
         raise InputError(f"--block-size: must be > 0, got {block_size}")
@@ -210,23 +235,30 @@ def plan_memory(
     model.check_parallel(par)
     dp = par.dp_attention
     precision.check_native(gpu)  # fp4 compute needs fp4 tensor cores
-    usable = gpu.memory_bytes * gpu_memory_utilization
+    if gpu_memory_utilization is None:
+        gpu_memory_utilization = (static_fraction(gpu, par, max_num_batched_tokens) if kv_memory == "static"
+                                  else DEFAULT_MEMORY_FRACTION)
     weights = weights_bytes_per_gpu(model, par, precision)
     workspace = activation_workspace_bytes(model, par, math.ceil(max_num_batched_tokens / dp),
                                            math.ceil(max_num_seqs / dp))
     overhead = RUNTIME_OVERHEAD_BYTES + (NCCL_OVERHEAD_BYTES if par.gpus > 1 else 0.0)
+    usable = gpu.memory_bytes * (1.0 if kv_memory == "free" else gpu_memory_utilization)
     stage = _stage_layer_fraction(model, par)
     kv_per_token = model.kv_cache_bytes_per_token(precision.kv_bits, par.tp) * stage
     length = float("inf") if sequence_tokens is None else sequence_tokens
     per_seq = float(model.sequence_state_bytes(length, precision.kv_bits, par.tp)) * stage
     on_demand = state_on_demand and kv_per_token > 0 and per_seq > 0
     reserved = 0.0 if on_demand else per_seq * math.ceil(max_num_seqs / dp)
-    free = usable - weights - workspace - overhead - reserved
+    # what the KV cache may take: workspace and overhead come out of it unless SGLang's static fraction left them out
+    fixed = 0.0 if kv_memory == "static" else workspace + overhead
+    free = usable - weights - reserved - fixed
+    if kv_memory == "free" and free > 0:
+        free *= gpu_memory_utilization
     blocks_per_gpu = int(free // (kv_per_token * block_size)) if free > 0 and kv_per_token > 0 else 0
     if kv_per_token <= 0 and free > 0:  # no per-token cache at all (every layer windowed or linear)
         blocks_per_gpu = (1 << 30) // block_size
     if blocks_per_gpu < 1:
-        need = (weights + workspace + overhead + reserved) / GIB
+        need = (weights + fixed + reserved) / GIB
         state = ""
         if reserved > 0:  # sliding-window or recurrent state of every sequence max_num_seqs admits
             state = (f" + per-sequence state {reserved / GIB:.1f} GiB ({per_seq / 2**20:.1f} MiB × "
@@ -240,8 +272,9 @@ def plan_memory(
                 else _fit_hint(model, gpu, par, precision, usable, workspace + overhead))
         raise ModelDoesNotFitError(
             f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB + "
-            f"workspace {(workspace + overhead) / GIB:.1f} GiB{state} per GPU = {need:.1f} GiB > usable "
-            f"{usable / GIB:.1f} GiB (gpu_memory_utilization={gpu_memory_utilization}){hint}"
+            f"workspace {fixed / GIB:.1f} GiB{state} per GPU = {need:.1f} GiB > usable "
+            f"{usable / GIB:.1f} GiB (gpu_memory_utilization={gpu_memory_utilization:.3g}"
+            f"{'' if kv_memory == 'total' else f' of {kv_memory} memory'}){hint}"
         )
     num_blocks = blocks_per_gpu * dp
     return MemoryPlan(
@@ -259,6 +292,7 @@ def plan_memory(
         replicas=dp,
         per_sequence_bytes=per_seq,
         state_on_demand=on_demand,
+        kv_memory=kv_memory,
     )
 
 

@@ -149,7 +149,7 @@ class Simulator(KVBlockManager, IterationRunner):
                                       gpu_memory_utilization=self.config.gpu_memory_utilization,
                                       max_num_batched_tokens=self.config.max_num_batched_tokens,
                                       max_num_seqs=self.config.max_num_seqs, block_size=self.config.block_size,
-                                      state_on_demand=True)
+                                      state_on_demand=True, kv_memory=self.config.kv_memory)
             self.num_blocks = self.memory.num_blocks
         # blocks of a sequence's per-sequence state (windows, recurrent states), taken at admission; None: no state
         self._state_count = state_block_counter(spec, tp, self.bound.precision, self.config.block_size)

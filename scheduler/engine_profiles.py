@@ -21,11 +21,18 @@ A profile changes how the simulator times an iteration (milliseconds)::
   admission_per_client_ms × clients`` after its client sends it (HTTP, tokenisation, an API server busy
   streaming the other clients' tokens); TTFT still counts from the send.
 
+* **KV-cache size**: each framework sizes its KV cache by its own rule (:data:`KV_MEMORY_BY_FRAMEWORK`, the
+  rules in :mod:`predictor.memory`): vLLM a fraction of the GPU's memory less weights, workspace and overhead;
+  TensorRT-LLM a fraction (0.9) of the memory free once the model is loaded; SGLang a static fraction of the
+  memory for weights and KV (its start-up rule). On a model that nearly fills the GPUs this decides how many
+  sequences run at once.
+
 The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded least
 squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
 the decode batch per GPU group, per framework. The scheduler defaults (chunked-prefill token budget,
 ``max_num_seqs``) are the frameworks' documented defaults for large GPUs (vLLM V1: 8,192 batched tokens;
-SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), all with prefill/decode mixing.
+SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), all with prefill/decode mixing; so are
+their KV-cache memory rules.
 
 ``legacy`` is the pre-profile behaviour kept explicitly: the predictor's Vidur-era overhead fit
 (:mod:`predictor.overhead`, a 2023 vLLM/Sarathi engine with Ray workers) with no padding and the old
@@ -48,6 +55,7 @@ FRAMEWORKS = ("vllm", "sglang", "trtllm")
 PROFILE_NAMES = (*FRAMEWORKS, "legacy")
 DEFAULT_FRAMEWORK = "vllm"
 PROFILES_PATH = Path(__file__).resolve().parents[1] / "data" / "engine_profiles.json"
+KV_MEMORY_BY_FRAMEWORK = {"vllm": "total", "sglang": "static", "trtllm": "free", "legacy": "total"}
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
@@ -94,6 +102,11 @@ class EngineProfile:
     admission_per_client_ms: float = 0.0
     fitted_rows: int = 0
 
+    @property
+    def kv_memory(self) -> str:
+        """How the framework sizes its KV cache (``total``, ``free`` or ``static``; :mod:`predictor.memory`)."""
+        return KV_MEMORY_BY_FRAMEWORK.get(self.framework, "total")
+
     def admission_ms(self, concurrency: int) -> float:
         """Time (ms) from a client's send until the request reaches the engine's queue, with ``concurrency``
         streams open (API server, tokenisation, output streaming of the other clients)."""
@@ -110,7 +123,7 @@ class EngineProfile:
         from scheduler.engine import EngineConfig
 
         base = {"max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
-                "chunked_prefill": True}
+                "chunked_prefill": True, "kv_memory": self.kv_memory, "gpu_memory_utilization": None}
         return EngineConfig(**(base | changes))
 
     def apply(self, bound):

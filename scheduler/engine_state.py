@@ -40,8 +40,13 @@ class EngineConfig:
         Token budget of one iteration (prefill tokens + one per decode).
     block_size : int
         Tokens per KV block.
-    gpu_memory_utilization : float
-        Fraction of GPU memory the engine may use (weights, workspace and KV cache).
+    gpu_memory_utilization : float, optional
+        Fraction of GPU memory the engine may use (weights, workspace and KV cache), or, as ``kv_memory`` says,
+        of the memory free once the model is loaded (``free``) or for weights and KV cache (``static``). None:
+        the framework's default (:func:`predictor.memory.plan_memory`).
+    kv_memory : str
+        How the framework sizes its KV cache: ``total`` (vLLM), ``free`` (TensorRT-LLM), ``static`` (SGLang);
+        see :mod:`predictor.memory`.
     chunked_prefill : bool
         Split prefills into chunks that share iterations with decodes.
     policy : str
@@ -65,7 +70,7 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     block_size: int = 16
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float | None = 0.9
     chunked_prefill: bool = True
     policy: str = "continuous"
     num_blocks: int | None = None
@@ -73,14 +78,19 @@ class EngineConfig:
     fast_forward: bool = True
     kv_allocation: str = "paged"
     kv_budget_tokens: int | None = None
+    kv_memory: str = "total"
 
     def validate(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{name.replace('_', '-')}: must be a positive integer, got {value!r}")
-        if not 0 < self.gpu_memory_utilization <= 1:
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise InputError(f"--gpu-memory-utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        from predictor.memory import KV_MEMORY
+
+        if self.kv_memory not in KV_MEMORY:
+            raise InputError(f"--kv-memory: unknown value {self.kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
         from scheduler.engine_policies import POLICIES
 
         if self.policy not in POLICIES:

@@ -63,7 +63,10 @@ def simulate(
     framework_version: Annotated[str | None, typer.Option(help="Framework version (recorded; one profile per "
                                                                "framework is fitted over the measured versions).")] = None,
     block_size: Annotated[int, typer.Option(min=1, help="Tokens per KV block.")] = 16,
-    gpu_memory_utilization: Annotated[float, typer.Option(min=0.01, max=1.0)] = 0.9,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        min=0.01, max=1.0, help="The framework's memory fraction: of all GPU memory (vllm, legacy; default 0.9), of "
+                                "the memory free after loading (trtllm; default 0.9), or for weights and KV (sglang; "
+                                "default its start-up rule).")] = None,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill")] = True,
     policy: Annotated[str, typer.Option(help="continuous (iteration-level) or static (request-level) batching.")] = "continuous",
     kv_allocation: Annotated[str, typer.Option(help="paged (PagedAttention, default) or a contiguous reservation at "
@@ -123,15 +126,15 @@ def simulate(
     from scheduler.engine_profiles import get_profile
 
     profile = get_profile(framework, framework_version)
+    # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
+    timed_by = None if roofline_only or profile.framework == "legacy" else profile
     config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
                           max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
                           chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
-                          kv_budget_tokens=kv_budget_tokens)
+                          kv_budget_tokens=kv_budget_tokens, kv_memory=profile.kv_memory)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     spec, dtype = model_and_dtype(model, dtype)
-    # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
-    timed_by = None if roofline_only or profile.framework == "legacy" else profile
     layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
     sim = Simulator(predictor, spec, get_gpu(gpu, gpu_file), layout, dtype, config, profile=timed_by)
     folder = OutputFolder(out, SIM_OUTPUTS, force=force) if out is not None else None
@@ -197,6 +200,9 @@ def simulate(
                    f"workspace {common._fmt_bytes(mem['activation_bytes'] + mem['overhead_bytes'])}, KV cache "
                    f"{common._fmt_bytes(mem['kv_cache_bytes'])} ({common._fmt_bytes(mem['kv_bytes_per_token'])}/token); "
                    f"instance capacity {mem['max_tokens']:,} tokens")
+        rule = {"total": "of all memory, less weights and workspace", "free": "of the memory free after loading",
+                "static": "of all memory for weights and KV"}.get(mem.get("kv_memory", "total"))
+        typer.echo(f"  KV cache sized as {framework}'s: {mem['gpu_memory_utilization']:.3g} {rule}")
         if mem.get("per_sequence_bytes"):
             where = ("taken from the KV cache as each sequence is admitted" if mem.get("state_on_demand")
                      else "reserved for every sequence --max-num-seqs admits")
