@@ -45,6 +45,26 @@ class ContinuousBatching(Policy):
         return decodes, prefills
 
 
+class PrefillFirst(Policy):
+    """SGLang's default scheduler: chunked prefill without mixing. An iteration prefills — unfinished chunks first,
+    then waiting requests FCFS, up to the token budget — whenever a prefill can run, and the decodes wait; otherwise
+    every running request decodes. Clients that send together are prefilled together, then decode in step."""
+
+    name = "prefill_first"
+
+    def schedule(self, engine, state):
+        cfg = engine.config
+        if engine.accepts_prefilled:
+            engine.admit_prefilled(state)
+        budget = cfg.max_num_batched_tokens
+        prefills = engine.continue_prefills(state, budget)
+        budget -= sum(c for _, c in prefills)
+        prefills += engine.admit(state, budget=budget, whole=not cfg.chunked_prefill)
+        if prefills:
+            return [], prefills
+        return engine.ensure_decode_blocks(state), []
+
+
 class StaticBatching(Policy):
     """Request-level batching: a new batch only when the engine is empty; KV reserved for full length."""
 
@@ -59,4 +79,7 @@ class StaticBatching(Policy):
         return engine.ensure_decode_blocks(state), []
 
 
-POLICIES: dict[str, type[Policy]] = {"continuous": ContinuousBatching, "static": StaticBatching}
+POLICIES: dict[str, type[Policy]] = {"continuous": ContinuousBatching, "prefill_first": PrefillFirst,
+                                     "static": StaticBatching}
+# the token budget a new prefill may take while requests run: what the decodes leave, or all of it
+DECODES_SHARE_BUDGET = {"continuous": True, "prefill_first": False, "static": True}

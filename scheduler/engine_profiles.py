@@ -31,7 +31,8 @@ The coefficients are **learned from measured serving runs** (:func:`fit_profile`
 squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
 the decode batch per GPU group, per framework. The scheduler defaults (chunked-prefill token budget,
 ``max_num_seqs``) are the frameworks' documented defaults for large GPUs (vLLM V1: 8,192 batched tokens;
-SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), all with prefill/decode mixing; so are
+SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), vLLM and TRT-LLM with prefill/decode
+mixing and SGLang prefill-first (a prefill iteration pauses the decodes; :data:`POLICY_BY_FRAMEWORK`); so are
 their KV-cache memory rules.
 
 ``legacy`` is the pre-profile behaviour kept explicitly: the predictor's Vidur-era overhead fit
@@ -56,6 +57,7 @@ PROFILE_NAMES = (*FRAMEWORKS, "legacy")
 DEFAULT_FRAMEWORK = "vllm"
 PROFILES_PATH = Path(__file__).resolve().parents[1] / "data" / "engine_profiles.json"
 KV_MEMORY_BY_FRAMEWORK = {"vllm": "total", "sglang": "static", "trtllm": "free", "legacy": "total"}
+POLICY_BY_FRAMEWORK = {"sglang": "prefill_first"}  # the others: continuous
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
@@ -107,6 +109,13 @@ class EngineProfile:
         """How the framework sizes its KV cache (``total``, ``free`` or ``static``; :mod:`predictor.memory`)."""
         return KV_MEMORY_BY_FRAMEWORK.get(self.framework, "total")
 
+    @property
+    def policy(self) -> str:
+        """The scheduler's batching policy (:data:`scheduler.engine_policies.POLICIES`): SGLang runs a prefill
+        iteration, pausing the decodes, whenever a prefill can run (no ``--enable-mixed-chunk``); vLLM V1 and
+        TensorRT-LLM mix prefill chunks with the decodes."""
+        return POLICY_BY_FRAMEWORK.get(self.framework, "continuous")
+
     def admission_ms(self, concurrency: int) -> float:
         """Time (ms) from a client's send until the request reaches the engine's queue, with ``concurrency``
         streams open (API server, tokenisation, output streaming of the other clients)."""
@@ -123,7 +132,8 @@ class EngineProfile:
         from scheduler.engine import EngineConfig
 
         base = {"max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
-                "chunked_prefill": True, "kv_memory": self.kv_memory, "gpu_memory_utilization": None}
+                "chunked_prefill": True, "kv_memory": self.kv_memory, "gpu_memory_utilization": None,
+                "policy": self.policy}
         return EngineConfig(**(base | changes))
 
     def apply(self, bound):

@@ -48,9 +48,10 @@ class EngineConfig:
         How the framework sizes its KV cache: ``total`` (vLLM), ``free`` (TensorRT-LLM), ``static`` (SGLang);
         see :mod:`predictor.memory`.
     chunked_prefill : bool
-        Split prefills into chunks that share iterations with decodes.
+        Split prefills into chunks (that share iterations with decodes under ``continuous``).
     policy : str
-        ``continuous`` or ``static`` (see :data:`POLICIES`).
+        ``continuous`` (vLLM, TensorRT-LLM: decodes and prefill chunks mixed), ``prefill_first`` (SGLang: a
+        prefill iteration pauses the decodes) or ``static`` (see :data:`scheduler.engine_policies.POLICIES`).
     num_blocks : int, optional
         Override the KV-cache size in blocks (else from the memory model).
     max_model_len : int, optional

@@ -6,11 +6,14 @@ and median TTFT / TPOT. The simulated counterpart runs a :class:`scheduler.workl
 ``concurrency = C`` and reads the statistics over the measurement window (the first and last C requests
 are warm-up and drain; :func:`scheduler.workload.measurement_window`).
 
-Scored runs use fixed ISL / OSL, as the benchmarks that produced them do. The simulated clients are
-de-synchronised (the default stagger of :func:`scheduler.workload.build_workload`); the first wave, sent
-together at the start, is reported apart (``first_ttft_ms``). Clients kept in step (``stagger=False``) were
-tried: their kernel-only TTFT is closer to the measured one, but the serving calibration built on them scored
-worse on held-out GPUs and models than the one built on de-synchronised clients plus the first wave.
+Scored runs use fixed ISL / OSL, as the benchmarks that produced them do. On an engine that mixes prefill chunks
+with decodes (vLLM, TensorRT-LLM) the simulated clients are de-synchronised (the default stagger of
+:func:`scheduler.workload.build_workload`); the first wave, sent together at the start, is reported apart
+(``first_ttft_ms``). Clients kept in step (``stagger=False``) were tried for these engines: their kernel-only TTFT
+is closer to the measured one, but the serving calibration built on them scored worse on held-out GPUs and models
+than the one built on de-synchronised clients plus the first wave. A prefill-first engine (SGLang) keeps clients
+that send together in step — it prefills the whole wave before any decode, so the wave finishes together and is
+sent again together — so its clients start together, as the benchmark's do, and stay so.
 """
 
 from __future__ import annotations
@@ -236,9 +239,9 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     c = int(row["concurrency"])
     if c > max_concurrency:
         raise Skip("concurrency_over_limit", f"{c} clients; at most {max_concurrency} are simulated")
-    wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
-                        concurrency=c)
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
+    wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
+                        concurrency=c, stagger=config.policy != "prefill_first")
     landed = None
     try:
         if row["mode"] == "disagg":

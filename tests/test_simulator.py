@@ -291,7 +291,7 @@ def check_invariants(sim: Simulator, result, wl: Workload) -> None:
 
 CONFIG_GRID = [
     pytest.param(dict(policy=p, chunked_prefill=c, num_blocks=nb), id=f"{p}-{'chunked' if c else 'whole'}-{nb or 'mem'}")
-    for p in ("continuous", "static") for c in (True, False) for nb in (None, 150)
+    for p in ("continuous", "prefill_first", "static") for c in (True, False) for nb in (None, 150)
 ]
 
 
@@ -309,7 +309,7 @@ def test_invariants_on_random_workloads(hybrid, config, seed):
         assert (q.loc[too_big, "status"] == "rejected").all()
         assert q.loc[too_big, "reject_reason"].str.contains("150 KV blocks").all()
         assert (q.loc[~too_big, "status"] == "finished").all()
-        if config["policy"] == "continuous":
+        if config["policy"] != "static":
             assert result.summary()["preemptions"] > 0
     else:
         assert (result.requests["status"] == "finished").all()
@@ -320,7 +320,9 @@ def test_invariants_on_random_workloads(hybrid, config, seed):
                                          chunked_prefill=False),
                                     dict(max_num_seqs=2, max_num_batched_tokens=32, block_size=32, num_blocks=4,
                                          policy="static"),
-                                    dict(max_num_seqs=256, max_num_batched_tokens=8, num_blocks=6)])
+                                    dict(max_num_seqs=256, max_num_batched_tokens=8, num_blocks=6),
+                                    dict(max_num_seqs=256, max_num_batched_tokens=8, num_blocks=6,
+                                         policy="prefill_first")])
 @pytest.mark.parametrize("seed", range(4))
 def test_invariants_under_tight_limits(roofline, config, seed):
     rng = np.random.default_rng(100 + seed)
@@ -536,7 +538,9 @@ def test_request_filling_the_cache_to_the_last_token_runs(roofline):
 
 
 @pytest.mark.parametrize("config", [dict(), dict(chunked_prefill=False), dict(num_blocks=300),
-                                    dict(policy="static", max_num_seqs=32)])
+                                    dict(policy="static", max_num_seqs=32), dict(policy="prefill_first"),
+                                    dict(policy="prefill_first", num_blocks=300),
+                                    dict(policy="prefill_first", max_num_batched_tokens=48)])
 @pytest.mark.parametrize("offline", [False, True])
 def test_fast_forward_matches_stepping_one_iteration_at_a_time(hybrid, config, offline):
     """Decode fast-forwarding computes runs of decode-only steps at once; every iteration must be the same

@@ -68,7 +68,10 @@ def simulate(
                                 "the memory free after loading (trtllm; default 0.9), or for weights and KV (sglang; "
                                 "default its start-up rule).")] = None,
     chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill")] = True,
-    policy: Annotated[str, typer.Option(help="continuous (iteration-level) or static (request-level) batching.")] = "continuous",
+    policy: Annotated[str | None, typer.Option(
+        help="continuous (iteration-level, prefill chunks mixed with decodes), prefill_first (a prefill iteration "
+             "pauses the decodes) or static (request-level) batching; default: the framework's (sglang: "
+             "prefill_first).")] = None,
     kv_allocation: Annotated[str, typer.Option(help="paged (PagedAttention, default) or a contiguous reservation at "
                                                     "admission: contiguous (max_model_len slots per request), "
                                                     "contiguous_pow2 or contiguous_oracle (prompt + output).")] = "paged",
@@ -111,6 +114,9 @@ def simulate(
     for name, value in (("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise InputError(f"{name}: {value} is not allowed; give a finite number of milliseconds > 0")
+    from scheduler.engine_profiles import get_profile
+
+    profile = get_profile(framework, framework_version)
     if num_requests is None and workload != "trace":
         num_requests = 1000
     if windowed:
@@ -121,17 +127,17 @@ def simulate(
         wl = stream_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                              output_len=output_len, output_dist=output_dist, seed=seed)
     else:
+        # closed-loop clients start together; a mixing engine's are spread out as in its steady state (a
+        # prefill-first engine keeps them in step: scheduler.serving_eval)
         wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
-                            output_len=output_len, output_dist=output_dist, seed=seed, concurrency=concurrency)
-    from scheduler.engine_profiles import get_profile
-
-    profile = get_profile(framework, framework_version)
+                            output_len=output_len, output_dist=output_dist, seed=seed, concurrency=concurrency,
+                            stagger=(policy or profile.policy) != "prefill_first")
     # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
     timed_by = None if roofline_only or profile.framework == "legacy" else profile
     config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
                           max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
-                          chunked_prefill=chunked_prefill, policy=policy, kv_allocation=kv_allocation,
+                          chunked_prefill=chunked_prefill, policy=policy or profile.policy, kv_allocation=kv_allocation,
                           kv_budget_tokens=kv_budget_tokens, kv_memory=profile.kv_memory)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     spec, dtype = model_and_dtype(model, dtype)
