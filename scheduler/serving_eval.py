@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,8 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     if c > max_concurrency:
         raise Skip("concurrency_over_limit", f"{c} clients; at most {max_concurrency} are simulated")
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
+    if row["mode"] == "disagg":  # a pool prefills or decodes only: no batch mixes the two, whatever the scheduler
+        config = replace(config, policy="continuous")
     wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
                         concurrency=c, stagger=config.policy != "prefill_first")
     landed = None
