@@ -237,8 +237,10 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
              f"Source: `{source}` ({len(basis):,} measured runs: at most {max_per_group} per framework, GPU, model "
              "and mode, the first by id; vLLM, SGLang and TRT-LLM). Each run is simulated "
              "closed-loop (`--workload concurrency`) at its concurrency, ISL and OSL, with the hybrid predictor's "
-             "kernels only and with the roofline-only predictor; the measurement window drops the first and last C "
-             "requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
+             "kernels only and with the roofline-only predictor, under the framework's scheduler (SGLang "
+             "prefill-first, its clients in step; vLLM and TRT-LLM mixing prefill chunks with decodes, their "
+             "clients spread out) and its KV-cache memory rule (`docs/model.md`); the measurement window drops the "
+             "first and last C requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
              "framework's measured TTFT and TPOT. Predicted: "
              f"**{len(done):,}** of {len(basis):,} runs ({len(done) / max(len(basis), 1):.1%}; skipped: "
              f"{', '.join(f'{k}: {v:,}' for k, v in skipped.items()) or 'none'}).", "",
