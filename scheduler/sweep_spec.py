@@ -68,7 +68,7 @@ class EngineSpec(BaseModel):
     block_size: int = Field(default=16, strict=True, ge=1, le=1024)
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     chunked_prefill: bool = True
-    policy: Literal["continuous", "static"] = "continuous"
+    policy: Literal["continuous", "prefill_first", "static"] = "continuous"
 
 
 def _unique(name: str, values: list) -> list:

@@ -51,3 +51,16 @@ def test_sglang_profile_schedules_prefill_first():
     assert kernel_only_profile("trtllm").engine_config().policy == "continuous"
     with pytest.raises(InputError, match="--policy: unknown value 'eager'; allowed: continuous, prefill_first, static"):
         EngineConfig(policy="eager").validate()
+
+
+def test_a_sweep_can_hold_the_prefill_first_scheduler_fixed():
+    from scheduler.sweep import run_sweep, sweep_from_dict
+
+    raw = {"model": "llama-2-7b", "predictor": "roofline",
+           "workload": {"kind": "offline", "num_requests": 24, "prompt_len": 1500, "output_len": 32},
+           "slo": {"ttft_ms": 100_000}, "grid": {"gpu": ["a100-80gb"]}}
+    tables = {policy: run_sweep(sweep_from_dict({**raw, "engine": {"policy": policy}}), n_jobs=1).table
+              for policy in ("continuous", "prefill_first")}
+    assert (tables["prefill_first"]["finished"] == 24).all()
+    # every prompt is prefilled before the decodes start: the first tokens come sooner
+    assert tables["prefill_first"]["ttft_p50_ms"].iloc[0] < tables["continuous"]["ttft_p50_ms"].iloc[0]
