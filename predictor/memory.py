@@ -226,7 +226,7 @@ def plan_memory(
         When weights, workspace and overhead leave no room for even one KV block.
     """
     if kv_memory not in KV_MEMORY:
-        raise InputError(f"--kv-memory: unknown value {kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
+        raise InputError(f"kv_memory: unknown value {kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise InputError(f"--gpu-memory-utilization: must be in (0, 1], got {gpu_memory_utilization}")
     if block_size <= 0:

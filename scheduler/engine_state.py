@@ -91,7 +91,7 @@ class EngineConfig:
         from predictor.memory import KV_MEMORY
 
         if self.kv_memory not in KV_MEMORY:
-            raise InputError(f"--kv-memory: unknown value {self.kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
+            raise InputError(f"kv_memory: unknown value {self.kv_memory!r}; allowed: {', '.join(KV_MEMORY)}")
         from scheduler.engine_policies import POLICIES
 
         if self.policy not in POLICIES:

@@ -67,9 +67,9 @@ def test_a_model_that_nearly_fills_the_gpus_gets_each_frameworks_cache():
 
 
 def test_bad_kv_memory_is_one_line_naming_the_choices():
-    with pytest.raises(InputError, match=r"--kv-memory: unknown value 'half'; allowed: total, free, static"):
+    with pytest.raises(InputError, match=r"kv_memory: unknown value 'half'; allowed: total, free, static"):
         _plan("half")
-    with pytest.raises(InputError, match="--kv-memory"):
+    with pytest.raises(InputError, match="kv_memory"):
         EngineConfig(kv_memory="half").validate()
     with pytest.raises(InputError, match="--gpu-memory-utilization"):
         EngineConfig(gpu_memory_utilization=1.5).validate()
