@@ -64,3 +64,22 @@ def test_a_sweep_can_hold_the_prefill_first_scheduler_fixed():
     assert (tables["prefill_first"]["finished"] == 24).all()
     # every prompt is prefilled before the decodes start: the first tokens come sooner
     assert tables["prefill_first"]["ttft_p50_ms"].iloc[0] < tables["continuous"]["ttft_p50_ms"].iloc[0]
+
+
+def test_disaggregated_pools_take_the_prefill_first_scheduler(roofline):
+    """A prefill pool only prefills and a decode pool only decodes, so SGLang's scheduler gives the same requests
+    as the mixing one; static batching is still refused for a pool."""
+    from scheduler.techniques.cluster import Cluster, InstanceSpec
+
+    wl = build_workload("poisson", 30, rate=20.0, prompt_len=700, output_len=20, seed=3)
+
+    def run(policy):
+        specs = [InstanceSpec("llama-2-7b", "a100-80gb", config=EngineConfig(policy=policy), role=role)
+                 for role in ("prefill", "decode")]
+        return Cluster(roofline, specs).run(wl).result.requests
+
+    first, mixed = run("prefill_first"), run("continuous")
+    assert (first["status"] == "finished").all()
+    np.testing.assert_allclose(first["finish_s"].to_numpy(float), mixed["finish_s"].to_numpy(float), rtol=1e-12)
+    with pytest.raises(InputError, match="role: disaggregated instances need iteration-level batching"):
+        run("static")

@@ -109,8 +109,9 @@ class Cluster:
         for spec in instances:
             if spec.role not in ROLES:
                 raise InputError(f"role: unknown value {spec.role!r}; allowed: {', '.join(ROLES)}")
-            if spec.role != "mixed" and spec.config.policy != "continuous":
-                raise InputError("role: disaggregated instances need the continuous policy")
+            if spec.role != "mixed" and spec.config.policy == "static":
+                raise InputError("role: disaggregated instances need iteration-level batching (policy continuous or "
+                                 "prefill_first)")
         roles = {s.role for s in instances}
         if ("prefill" in roles) != ("decode" in roles):
             raise InputError("role: a disaggregated cluster needs both prefill and decode instances")
