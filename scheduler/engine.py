@@ -65,10 +65,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from predictor.parallel import as_parallel
 from scheduler.efficiency import EfficiencyRecorder
 from scheduler.engine_blocks import KVBlockManager
 from scheduler.engine_policies import POLICIES, ContinuousBatching, Policy, StaticBatching
@@ -133,6 +135,10 @@ class Simulator(KVBlockManager, IterationRunner):
 
         self.config = config or EngineConfig()
         self.config.validate()
+        dp = as_parallel(tp).dp_attention
+        if self.config.budget_per_dp_rank and dp > 1:  # every attention-DP rank schedules with these budgets
+            self.config = replace(self.config, max_num_batched_tokens=self.config.max_num_batched_tokens * dp,
+                                  max_num_seqs=self.config.max_num_seqs * dp, budget_per_dp_rank=False)
         self.bound = predictor.bind(model, gpu, tp, dtype)
         self.profile = profile
         if profile is not None:

@@ -26,6 +26,9 @@ A profile changes how the simulator times an iteration (milliseconds)::
   TensorRT-LLM a fraction (0.9) of the memory free once the model is loaded; SGLang a static fraction of the
   memory for weights and KV (its start-up rule). On a model that nearly fills the GPUs this decides how many
   sequences run at once.
+* **Budgets with attention data parallelism**: vLLM and TensorRT-LLM run a scheduler per attention-DP rank, each
+  with the token budget and ``max_num_seqs``, so an instance of ``d`` ranks has ``d`` times them; SGLang divides
+  its global budgets among the ranks (:data:`BUDGET_PER_DP_RANK`).
 
 The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded least
 squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
@@ -58,6 +61,8 @@ DEFAULT_FRAMEWORK = "vllm"
 PROFILES_PATH = Path(__file__).resolve().parents[1] / "data" / "engine_profiles.json"
 KV_MEMORY_BY_FRAMEWORK = {"vllm": "total", "sglang": "static", "trtllm": "free", "legacy": "total"}
 POLICY_BY_FRAMEWORK = {"sglang": "prefill_first"}  # the others: continuous
+# a scheduler per attention-DP rank, each with the token and sequence budgets (SGLang divides its global ones)
+BUDGET_PER_DP_RANK = frozenset({"vllm", "trtllm"})
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
@@ -116,6 +121,12 @@ class EngineProfile:
         TensorRT-LLM mix prefill chunks with the decodes."""
         return POLICY_BY_FRAMEWORK.get(self.framework, "continuous")
 
+    @property
+    def budget_per_dp_rank(self) -> bool:
+        """Whether the token and sequence budgets are per attention-DP rank (vLLM and TensorRT-LLM run a scheduler
+        per rank) rather than the instance's (SGLang divides its global budgets among the ranks)."""
+        return self.framework in BUDGET_PER_DP_RANK
+
     def admission_ms(self, concurrency: int) -> float:
         """Time (ms) from a client's send until the request reaches the engine's queue, with ``concurrency``
         streams open (API server, tokenisation, output streaming of the other clients)."""
@@ -133,7 +144,7 @@ class EngineProfile:
 
         base = {"max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
                 "chunked_prefill": True, "kv_memory": self.kv_memory, "gpu_memory_utilization": None,
-                "policy": self.policy}
+                "policy": self.policy, "budget_per_dp_rank": self.budget_per_dp_rank}
         return EngineConfig(**(base | changes))
 
     def apply(self, bound):

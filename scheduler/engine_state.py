@@ -47,6 +47,11 @@ class EngineConfig:
     kv_memory : str
         How the framework sizes its KV cache: ``total`` (vLLM), ``free`` (TensorRT-LLM), ``static`` (SGLang);
         see :mod:`predictor.memory`.
+    budget_per_dp_rank : bool
+        ``max_num_batched_tokens`` and ``max_num_seqs`` are per attention-DP rank (vLLM and TensorRT-LLM run a
+        scheduler per rank), so an instance with ``dp_attention = d`` has d times them; the simulator's own config
+        then holds the instance's totals (and False). False (default): they are the instance's (SGLang divides its
+        global budgets among the ranks).
     chunked_prefill : bool
         Split prefills into chunks (that share iterations with decodes under ``continuous``).
     policy : str
@@ -80,6 +85,7 @@ class EngineConfig:
     kv_allocation: str = "paged"
     kv_budget_tokens: int | None = None
     kv_memory: str = "total"
+    budget_per_dp_rank: bool = False
 
     def validate(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):

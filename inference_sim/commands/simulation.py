@@ -138,7 +138,8 @@ def simulate(
                           max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens,
                           block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
                           chunked_prefill=chunked_prefill, policy=policy or profile.policy, kv_allocation=kv_allocation,
-                          kv_budget_tokens=kv_budget_tokens, kv_memory=profile.kv_memory)
+                          kv_budget_tokens=kv_budget_tokens, kv_memory=profile.kv_memory,
+                          budget_per_dp_rank=profile.budget_per_dp_rank)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     spec, dtype = model_and_dtype(model, dtype)
     layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
