@@ -126,14 +126,15 @@ class ServingCalibration:
     anchors: pd.DataFrame | None = None
 
     @classmethod
-    def fit(cls, basis: pd.DataFrame, source: str = "", anchor_runs: pd.DataFrame | None = None) -> ServingCalibration:
+    def fit(cls, basis: pd.DataFrame, source: str = "", anchor_runs: pd.DataFrame | None = None,
+            params: dict | None = None) -> ServingCalibration:
         """Fit on every usable run of ``basis`` with measured TTFT and TPOT (see :func:`serving_features`).
         ``anchor_runs`` (default: the fit's runs) are the measured runs kept for anchoring, each with its residual
-        against this calibration (:mod:`scheduler.serving_anchors`)."""
+        against this calibration (:mod:`scheduler.serving_anchors`). ``params``: LightGBM's (default :data:`PARAMS`)."""
         rows = _measured(basis)
         if len(rows) < MIN_ROWS:
             raise InputError(f"fit: {len(rows)} usable measured runs; need at least {MIN_ROWS}")
-        models = fit_boosters(rows)
+        models = fit_boosters(rows, params=params)
         counts = rows["framework"].value_counts().sort_index()
         ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
         fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
@@ -252,19 +253,21 @@ def fit_boosters(rows: pd.DataFrame, features: dict | None = None, params: dict 
     return models
 
 
-def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None = None,
+             params: dict | None = None) -> pd.DataFrame:
     """Each usable run of ``basis`` predicted by a calibration fitted without its ``group`` value
     (``system``: leave one GPU out; ``model``: leave one model out), anchored to ``anchor_runs`` (default: the
     fit's runs) less that value too. Returns the runs with ``pred_ttft_ms`` / ``pred_tpot_ms``, the same without
     anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs
-    are left out."""
+    are left out. ``params``: LightGBM's (default :data:`PARAMS`)."""
     rows = basis[usable(basis)]
     parts = []
     for value in sorted(rows[group].astype(str).unique()):
         mask = rows[group].astype(str) == value
         try:
             calibration = ServingCalibration.fit(
-                rows[~mask], anchor_runs=None if anchor_runs is None else anchor_runs[anchor_runs[group].astype(str) != value])
+                rows[~mask], anchor_runs=None if anchor_runs is None else anchor_runs[anchor_runs[group].astype(str) != value],
+                params=params)
         except InputError:
             continue
         pred, alone = calibration.predict(rows[mask]), calibration.predict(rows[mask], anchored=False)
