@@ -271,10 +271,9 @@ def plan_memory(
         hint = (f"; try {sequences_flag} {fitting}" if reserved > 0 and fitting >= 1
                 else _fit_hint(model, gpu, par, precision, usable, workspace + overhead))
         raise ModelDoesNotFitError(
-            f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB + "
-            f"workspace {fixed / GIB:.1f} GiB{state} per GPU = {need:.1f} GiB > usable "
-            f"{usable / GIB:.1f} GiB (gpu_memory_utilization={gpu_memory_utilization:.3g}"
-            f"{'' if kv_memory == 'total' else f' of {kv_memory} memory'}){hint}"
+            f"--model: {model.name} does not fit on {gpu.name} at {par.label}: weights {weights / GIB:.1f} GiB"
+            f"{f' + workspace {fixed / GIB:.1f} GiB' if fixed else ''}{state} per GPU = {need:.1f} GiB > usable "
+            f"{usable / GIB:.1f} GiB ({_usable_rule(kv_memory, gpu_memory_utilization)}){hint}"
         )
     num_blocks = blocks_per_gpu * dp
     return MemoryPlan(
@@ -294,6 +293,15 @@ def plan_memory(
         state_on_demand=on_demand,
         kv_memory=kv_memory,
     )
+
+
+def _usable_rule(kv_memory: str, fraction: float) -> str:
+    """How the usable memory of a refusal was set, in the framework's terms."""
+    if kv_memory == "free":
+        return f"all of it for weights and workspace; the KV cache gets {fraction:.3g} of what is left"
+    if kv_memory == "static":
+        return f"a static fraction {fraction:.3g} of GPU memory for weights and KV cache"
+    return f"gpu_memory_utilization={fraction:.3g}"
 
 
 def sequence_blocks(model: ModelSpec, tp: int | ParallelConfig, precision: Precision, tokens: int,

@@ -108,3 +108,17 @@ def test_simulate_cli_uses_the_frameworks_rule_unless_told(capsys):
     assert trtllm["kv_blocks"] > vllm["kv_blocks"]
     half = run("--framework", "vllm", "--gpu-memory-utilization", "0.5")
     assert half["config"]["gpu_memory_utilization"] == 0.5 and half["kv_blocks"] < vllm["kv_blocks"]
+
+
+def test_a_refusal_says_the_frameworks_rule():
+    from predictor.errors import ModelDoesNotFitError
+
+    model, gpu = get_model("llama-2-70b"), get_gpu("a100-80gb")
+    messages = {}
+    for rule in ("total", "free", "static"):
+        with pytest.raises(ModelDoesNotFitError) as err:
+            plan_memory(model, gpu, 1, FP16, gpu_memory_utilization=None, kv_memory=rule)
+        messages[rule] = str(err.value)
+    assert "gpu_memory_utilization=0.9)" in messages["total"] and "workspace" in messages["total"]
+    assert "the KV cache gets 0.9 of what is left" in messages["free"]
+    assert "static fraction" in messages["static"] and "workspace" not in messages["static"]
