@@ -17,6 +17,8 @@ class Policy:
     """Decides the batch of one iteration. Subclasses implement :meth:`schedule`."""
 
     name = "policy"
+    # a new prefill takes the token budget the running decodes leave (False: all of it; the decodes wait)
+    decodes_share_budget = True
 
     def schedule(self, engine: Simulator, state: _State) -> tuple[list[int], list[tuple[int, int]]]:
         """Return (decoding request ids: a list or an int64 array, [(prefilling request id, chunk tokens)])."""
@@ -51,6 +53,7 @@ class PrefillFirst(Policy):
     every running request decodes. Clients that send together are prefilled together, then decode in step."""
 
     name = "prefill_first"
+    decodes_share_budget = False
 
     def schedule(self, engine, state):
         cfg = engine.config
@@ -81,5 +84,3 @@ class StaticBatching(Policy):
 
 POLICIES: dict[str, type[Policy]] = {"continuous": ContinuousBatching, "prefill_first": PrefillFirst,
                                      "static": StaticBatching}
-# the token budget a new prefill may take while requests run: what the decodes leave, or all of it
-DECODES_SHARE_BUDGET = {"continuous": True, "prefill_first": False, "static": True}

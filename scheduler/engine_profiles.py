@@ -21,21 +21,21 @@ A profile changes how the simulator times an iteration (milliseconds)::
   admission_per_client_ms × clients`` after its client sends it (HTTP, tokenisation, an API server busy
   streaming the other clients' tokens); TTFT still counts from the send.
 
-* **KV-cache size**: each framework sizes its KV cache by its own rule (:data:`KV_MEMORY_BY_FRAMEWORK`, the
+* **KV-cache size**: each framework sizes its KV cache by its own rule (:data:`SCHEDULING`, the
   rules in :mod:`predictor.memory`): vLLM a fraction of the GPU's memory less weights, workspace and overhead;
   TensorRT-LLM a fraction (0.9) of the memory free once the model is loaded; SGLang a static fraction of the
   memory for weights and KV (its start-up rule). On a model that nearly fills the GPUs this decides how many
   sequences run at once.
 * **Budgets with attention data parallelism**: vLLM and TensorRT-LLM run a scheduler per attention-DP rank, each
   with the token budget and ``max_num_seqs``, so an instance of ``d`` ranks has ``d`` times them; SGLang divides
-  its global budgets among the ranks (:data:`BUDGET_PER_DP_RANK`).
+  its global budgets among the ranks (:data:`SCHEDULING`).
 
 The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded least
 squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
 the decode batch per GPU group, per framework. The scheduler defaults (chunked-prefill token budget,
 ``max_num_seqs``) are the frameworks' documented defaults for large GPUs (vLLM V1: 8,192 batched tokens;
 SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), vLLM and TRT-LLM with prefill/decode
-mixing and SGLang prefill-first (a prefill iteration pauses the decodes; :data:`POLICY_BY_FRAMEWORK`); so are
+mixing and SGLang prefill-first (a prefill iteration pauses the decodes; :data:`SCHEDULING`); so are
 their KV-cache memory rules.
 
 ``legacy`` is the pre-profile behaviour kept explicitly: the predictor's Vidur-era overhead fit
@@ -59,10 +59,13 @@ FRAMEWORKS = ("vllm", "sglang", "trtllm")
 PROFILE_NAMES = (*FRAMEWORKS, "legacy")
 DEFAULT_FRAMEWORK = "vllm"
 PROFILES_PATH = Path(__file__).resolve().parents[1] / "data" / "engine_profiles.json"
-KV_MEMORY_BY_FRAMEWORK = {"vllm": "total", "sglang": "static", "trtllm": "free", "legacy": "total"}
-POLICY_BY_FRAMEWORK = {"sglang": "prefill_first"}  # the others: continuous
-# a scheduler per attention-DP rank, each with the token and sequence budgets (SGLang divides its global ones)
-BUDGET_PER_DP_RANK = frozenset({"vllm", "trtllm"})
+# each framework's scheduling defaults beyond the profile's budgets (EngineConfig fields): batching policy, KV-cache
+# memory rule, and whether the budgets are per attention-DP rank; the legacy engine keeps EngineConfig's defaults
+SCHEDULING = {
+    "vllm": {"policy": "continuous", "kv_memory": "total", "budget_per_dp_rank": True},
+    "sglang": {"policy": "prefill_first", "kv_memory": "static", "budget_per_dp_rank": False},
+    "trtllm": {"policy": "continuous", "kv_memory": "free", "budget_per_dp_rank": True},
+}
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
@@ -109,24 +112,6 @@ class EngineProfile:
     admission_per_client_ms: float = 0.0
     fitted_rows: int = 0
 
-    @property
-    def kv_memory(self) -> str:
-        """How the framework sizes its KV cache (``total``, ``free`` or ``static``; :mod:`predictor.memory`)."""
-        return KV_MEMORY_BY_FRAMEWORK.get(self.framework, "total")
-
-    @property
-    def policy(self) -> str:
-        """The scheduler's batching policy (:data:`scheduler.engine_policies.POLICIES`): SGLang runs a prefill
-        iteration, pausing the decodes, whenever a prefill can run (no ``--enable-mixed-chunk``); vLLM V1 and
-        TensorRT-LLM mix prefill chunks with the decodes."""
-        return POLICY_BY_FRAMEWORK.get(self.framework, "continuous")
-
-    @property
-    def budget_per_dp_rank(self) -> bool:
-        """Whether the token and sequence budgets are per attention-DP rank (vLLM and TensorRT-LLM run a scheduler
-        per rank) rather than the instance's (SGLang divides its global budgets among the ranks)."""
-        return self.framework in BUDGET_PER_DP_RANK
-
     def admission_ms(self, concurrency: int) -> float:
         """Time (ms) from a client's send until the request reaches the engine's queue, with ``concurrency``
         streams open (API server, tokenisation, output streaming of the other clients)."""
@@ -139,12 +124,12 @@ class EngineProfile:
         return 4 if seqs <= 4 else int(-(-seqs // 8) * 8)
 
     def engine_config(self, **changes):
-        """An :class:`scheduler.engine.EngineConfig` with this framework's scheduler defaults (plus ``changes``)."""
+        """An :class:`scheduler.engine.EngineConfig` with this framework's scheduler defaults (:data:`SCHEDULING`, the
+        memory fraction the framework's own, plus ``changes``)."""
         from scheduler.engine import EngineConfig
 
         base = {"max_num_batched_tokens": self.max_num_batched_tokens, "max_num_seqs": self.max_num_seqs,
-                "chunked_prefill": True, "kv_memory": self.kv_memory, "gpu_memory_utilization": None,
-                "policy": self.policy, "budget_per_dp_rank": self.budget_per_dp_rank}
+                "chunked_prefill": True, "gpu_memory_utilization": None, **SCHEDULING.get(self.framework, {})}
         return EngineConfig(**(base | changes))
 
     def apply(self, bound):

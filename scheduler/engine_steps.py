@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 
-from scheduler.engine_policies import DECODES_SHARE_BUDGET
 from scheduler.engine_state import ITL_EDGES_S, IterationLog, _State
 
 _NONE = np.zeros(0, np.int64)
@@ -127,7 +126,7 @@ class IterationRunner:
         if state.prefilled[head]:
             return self._prefilled_blocks(state, head) > self.free_blocks
         if cfg.chunked_prefill:
-            budget = cfg.max_num_batched_tokens - (len(state.running) if DECODES_SHARE_BUDGET[cfg.policy] else 0)
+            budget = cfg.max_num_batched_tokens - (len(state.running) if self.policy.decodes_share_budget else 0)
             if budget <= 0:
                 return True
             chunk = min(int(state.target[head]), budget)

@@ -241,8 +241,8 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
     if c > max_concurrency:
         raise Skip("concurrency_over_limit", f"{c} clients; at most {max_concurrency} are simulated")
     config = profile.engine_config(max_num_seqs=max(profile.max_num_seqs, c))
-    if row["mode"] == "disagg":  # a pool prefills or decodes only: no batch mixes the two, whatever the scheduler
-        config = replace(config, policy="continuous")
+    if row["mode"] == "disagg":  # pools prefill or decode; the only prefills a decode pool runs are recomputes
+        config = replace(config, policy="continuous")  # after a preemption, mixed with the decodes as fitted
     wl = build_workload("concurrency", _requests(c), prompt_len=int(row["isl"]), output_len=int(row["osl"]),
                         concurrency=c, stagger=config.policy != "prefill_first")
     landed = None

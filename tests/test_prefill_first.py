@@ -67,8 +67,9 @@ def test_a_sweep_can_hold_the_prefill_first_scheduler_fixed():
 
 
 def test_disaggregated_pools_take_the_prefill_first_scheduler(roofline):
-    """A prefill pool only prefills and a decode pool only decodes, so SGLang's scheduler gives the same requests
-    as the mixing one; static batching is still refused for a pool."""
+    """A prefill pool only prefills and a decode pool only decodes (no preemption here: its only prefills would be
+    recomputes), so SGLang's scheduler gives the same requests as the mixing one; static batching is still refused
+    for a pool."""
     from scheduler.techniques.cluster import Cluster, InstanceSpec
 
     wl = build_workload("poisson", 30, rate=20.0, prompt_len=700, output_len=20, seed=3)

@@ -106,7 +106,7 @@ def simulate(
     from predictor import Predictor, get_gpu
     from predictor.atomic import atomic_write
     from predictor.output_dir import OutputFolder
-    from scheduler.engine import EngineConfig, Simulator
+    from scheduler.engine import Simulator
     from scheduler.workload import build_workload
 
     from predictor.errors import InputError
@@ -117,6 +117,11 @@ def simulate(
     from scheduler.engine_profiles import get_profile
 
     profile = get_profile(framework, framework_version)
+    # the framework's scheduler defaults, with what was given on the command line
+    given = {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+             "gpu_memory_utilization": gpu_memory_utilization, "policy": policy}
+    config = profile.engine_config(block_size=block_size, chunked_prefill=chunked_prefill, kv_allocation=kv_allocation,
+                                   kv_budget_tokens=kv_budget_tokens, **{k: v for k, v in given.items() if v is not None})
     if num_requests is None and workload != "trace":
         num_requests = 1000
     if windowed:
@@ -131,15 +136,9 @@ def simulate(
         # prefill-first engine keeps them in step: scheduler.serving_eval)
         wl = build_workload(workload, num_requests, rate=rate, cv=cv, trace=trace, prompt_len=prompt_len,
                             output_len=output_len, output_dist=output_dist, seed=seed, concurrency=concurrency,
-                            stagger=(policy or profile.policy) != "prefill_first")
+                            stagger=config.policy != "prefill_first")
     # roofline-only keeps its ideal times (no profile); legacy is the predictor's own overhead fit
     timed_by = None if roofline_only or profile.framework == "legacy" else profile
-    config = EngineConfig(max_num_seqs=max_num_seqs or profile.max_num_seqs,
-                          max_num_batched_tokens=max_num_batched_tokens or profile.max_num_batched_tokens,
-                          block_size=block_size, gpu_memory_utilization=gpu_memory_utilization,
-                          chunked_prefill=chunked_prefill, policy=policy or profile.policy, kv_allocation=kv_allocation,
-                          kv_budget_tokens=kv_budget_tokens, kv_memory=profile.kv_memory,
-                          budget_per_dp_rank=profile.budget_per_dp_rank)
     predictor = Predictor.roofline_only() if roofline_only else common._load_predictor(artifacts)
     spec, dtype = model_and_dtype(model, dtype)
     layout = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
