@@ -54,10 +54,32 @@ def from_table(table: pd.DataFrame) -> TrainingData:
     return TrainingData(table=table, X=X, ideal_ms=ideal)
 
 
+def engine_allreduce_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without the plain-NCCL all-reduce rows of a GPU whose serving frameworks' all-reduce was measured.
+
+    A serving engine's tensor-parallel all-reduce is its own (vLLM's and SGLang's custom all-reduce, which hand
+    large messages to NCCL themselves), not a bare NCCL call; for a decode step's small messages the frameworks'
+    is several times faster in ``data/aiconfigurator``'s tables. Pooling both
+    made the residual model predict a mixture weighted by how many NCCL versions a GPU happened to be swept with.
+    So the ``allreduce`` op learns from the frameworks' measurements (framework ``<runtime>-custom-<version>``)
+    wherever a GPU has them, and from NCCL (nccl-tests, Vidur's 2023 profiles) only on a GPU without them.
+    All-gather and all-to-all rows, which have no framework variant, are kept.
+    """
+    allreduce = table["op"].astype(str).to_numpy() == "allreduce"
+    framework = table["framework"].astype(str)
+    engine = allreduce & framework.str.contains("-custom-", regex=False).to_numpy()
+    engine_gpus = set(table["gpu"].astype(str).to_numpy()[engine])
+    drop = allreduce & ~engine & table["gpu"].astype(str).isin(engine_gpus).to_numpy()
+    return table.loc[~drop]
+
+
 def load_training_data(data_dir: str | Path | None = None, sources: tuple[str, ...] = KERNEL_SOURCES,
                        extra: pd.DataFrame | None = None) -> TrainingData:
-    """The shipped kernel tables of ``sources`` (plus ``extra`` canonical rows) with features."""
-    table = load_kernels(data_dir, sources)
+    """The shipped kernel tables of ``sources`` (plus ``extra`` canonical rows) with features.
+
+    All-reduce rows are the serving engines' where measured (:func:`engine_allreduce_rows`).
+    """
+    table = engine_allreduce_rows(load_kernels(data_dir, sources))
     if extra is not None and len(extra):
         table = pd.concat([table, extra], ignore_index=True)
     return from_table(table)
