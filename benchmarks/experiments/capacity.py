@@ -89,7 +89,8 @@ def main() -> str:
         "| `workload` | `kind` poisson / gamma (`cv`) / offline / trace, `num_requests`, `trace` (shipped name or CSV) or `prompt_len` / `output_len` / `output_dist`, `seed` |",
         "| `slo` | `ttft_ms`, `tpot_ms` (either or both) and `attainment`, the fraction of requests that must meet them (e.g. 0.9) |",
         "| `grid` | lists: `gpu`, `tp`, `dtype` (fp16, bf16, fp8, int8, w8a16, w4a16, w<b>a<b>[kv<b>]), `max_num_seqs`, `max_num_batched_tokens`, `rate` (requests/s; poisson and gamma only) |",
-        "| `engine` | fixed knobs: `block_size`, `gpu_memory_utilization`, `chunked_prefill`, `policy` |",
+        "| `engine` | fixed knobs: `block_size`, `gpu_memory_utilization`, `chunked_prefill`, `policy` (`continuous`, "
+        "`prefill_first` or `static`) |",
         "| `prices` | price table (default [`data/gpu_prices.yaml`](../data/gpu_prices.yaml)); `gpu_file` adds your own GPUs |",
         "| `pareto` | `ttft_p90` (default) or `tpot_p99`: the latency axis of the Pareto front |",
         "| `search` | `rel_tol`, `max_steps`, `lo_fraction`, `max_expand` of the rate search |",
