@@ -63,7 +63,7 @@ def expected_overhead(model: OverheadModel, seqs: int, tp: int) -> float:
 
 # Known disagreements of the shipped artifact (trained with the reduced TrainConfig.shared_host), each strict: the
 # marker must go once a retrained model agrees again.
-NON_MONOTONE_HYBRID = {
+KNOWN_HYBRID_GAPS = {
     # its MoE residual is non-monotone in tokens (-15% from 500 to 537 tokens on H100 TP2), so the tables'
     # monotone envelope sits up to ~15% above direct calls
     "mixtral-8x7b": "non-monotone MoE residual of the shipped model",
@@ -82,8 +82,8 @@ def test_table_path_agrees_with_direct_per_op_sum(request, which, config):
     interpolated in log space between grid points; prefill attention is tabulated over the mean chunk
     shape. So they are not bit-identical to the direct sum, only close: median ≤ 0.5 %, p99 ≤ 5 %.
     """
-    if which == "hybrid" and config[0] in NON_MONOTONE_HYBRID:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NON_MONOTONE_HYBRID[config[0]]))
+    if which == "hybrid" and config[0] in KNOWN_HYBRID_GAPS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_HYBRID_GAPS[config[0]]))
     predictor = request.getfixturevalue(which)
     rng = np.random.default_rng(20240601)
     errors = []

@@ -59,11 +59,12 @@ def engine_allreduce_rows(table: pd.DataFrame) -> pd.DataFrame:
 
     A serving engine's tensor-parallel all-reduce is its own (vLLM's and SGLang's custom all-reduce, which hand
     large messages to NCCL themselves), not a bare NCCL call; for a decode step's small messages the frameworks'
-    is several times faster in ``data/aiconfigurator``'s tables. Pooling both
-    made the residual model predict a mixture weighted by how many NCCL versions a GPU happened to be swept with.
+    is several times faster in ``data/aiconfigurator``'s tables. Pooling both made the residual model predict a
+    mixture weighted by how many NCCL versions a GPU happened to be swept with.
     So the ``allreduce`` op learns from the frameworks' measurements (framework ``<runtime>-custom-<version>``)
     wherever a GPU has them, and from NCCL (nccl-tests, Vidur's 2023 profiles) only on a GPU without them.
-    All-gather and all-to-all rows, which have no framework variant, are kept.
+    All-gather and all-to-all rows, which have no framework variant, are kept. (Rows a caller adds with
+    :func:`load_training_data`'s ``extra`` are used as given.)
     """
     allreduce = table["op"].astype(str).to_numpy() == "allreduce"
     framework = table["framework"].astype(str)
