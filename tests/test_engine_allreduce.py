@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from features.canonical import load_kernels
 from predictor import Predictor
@@ -25,8 +26,13 @@ def test_nccl_allreduce_rows_leave_only_where_a_framework_allreduce_was_measured
     assert list(kept.index) == [1, 2, 3, 4]
 
 
-def test_shipped_tables_keep_framework_allreduce_on_every_gpu_that_has_it():
-    table = load_kernels()
+@pytest.fixture(scope="module")
+def kernels() -> pd.DataFrame:
+    return load_kernels()
+
+
+def test_shipped_tables_keep_framework_allreduce_on_every_gpu_that_has_it(kernels):
+    table = kernels
     kept = engine_allreduce_rows(table)
     allreduce = kept[kept["op"] == "allreduce"]
     custom = allreduce["framework"].astype(str).str.contains("-custom-")
@@ -37,10 +43,10 @@ def test_shipped_tables_keep_framework_allreduce_on_every_gpu_that_has_it():
     assert int(others.sum()) == int((kept["op"] != "allreduce").sum())
 
 
-def test_shipped_small_allreduce_is_near_the_framework_measurement():
+def test_shipped_small_allreduce_is_near_the_framework_measurement(kernels):
     """A decode step's 64 KiB all-reduce at 8 GPUs: within 1.6x of the median framework measurement on each GPU
     that has one, and clearly below the median nccl-tests time (the shipped model learned the engines' collective)."""
-    table = load_kernels()
+    table = kernels
     ar = table[(table["op"] == "allreduce") & (table["world_size"] == 8) & (table["msg_bytes"] == 65536)]
     predictor = Predictor.load()
     batch = 4  # 4 decode tokens × hidden 8192 × 2 bytes = 64 KiB per all-reduce
