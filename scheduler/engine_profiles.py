@@ -30,9 +30,12 @@ A profile changes how the simulator times an iteration (milliseconds)::
   with the token budget and ``max_num_seqs``, so an instance of ``d`` ranks has ``d`` times them; SGLang divides
   its global budgets among the ranks (:data:`SCHEDULING`).
 
-The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded least
-squares fit, in relative error, of each run's measured TPOT against the simulator's kernel-only TPOT and
-the decode batch per GPU group, per framework. The scheduler defaults (chunked-prefill token budget,
+The coefficients are **learned from measured serving runs** (:func:`fit_profile`): a bounded, robust least
+squares fit, in relative error, of each aggregated run's measured TPOT against the simulator's kernel-only TPOT
+and the decode batch per GPU group, per framework. Only aggregated runs: a profile times one aggregated engine,
+and a disaggregated run's times also carry its pools' sizes and the KV transfer (many rows do not give the
+pools' sizes). Robust (``soft_l1``, scale :data:`ROBUST_SCALE`): runs whose kernels the residual model predicts
+several-fold off (wide expert parallelism, a kernel family it has not seen) would otherwise decide the fit. The scheduler defaults (chunked-prefill token budget,
 ``max_num_seqs``) are the frameworks' documented defaults for large GPUs (vLLM V1: 8,192 batched tokens;
 SGLang ``chunked_prefill_size`` 8,192; TRT-LLM ``max_num_tokens`` 8,192), vLLM and TRT-LLM with prefill/decode
 mixing and SGLang prefill-first (a prefill iteration pauses the decodes; :data:`SCHEDULING`); so are
@@ -66,6 +69,8 @@ SCHEDULING = {
     "sglang": {"policy": "prefill_first", "kv_memory": "static", "budget_per_dp_rank": False},
     "trtllm": {"policy": "continuous", "kv_memory": "free", "budget_per_dp_rank": True},
 }
+ROBUST_SCALE = 0.2  # relative error at which fit_profile's soft_l1 loss turns from squared to linear
+ZERO_BELOW = 1e-4  # a fitted coefficient (ms, or a scale) below this is the solver at its zero bound: read as 0
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
@@ -255,7 +260,7 @@ def get_profile(framework: str = DEFAULT_FRAMEWORK, version: str | None = None,
 
 
 def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> EngineProfile:
-    """Fit a framework's non-kernel costs on measured runs (non-negative least squares, relative error).
+    """Fit a framework's non-kernel costs on measured runs (bounded robust least squares, relative error).
 
     Parameters
     ----------
@@ -264,12 +269,14 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
         One row per measured run with ``measured_tpot_ms`` / ``measured_ttft_ms``, ``kernel_tpot_ms`` /
         ``kernel_ttft_ms`` and ``roofline_tpot_ms`` / ``roofline_ttft_ms`` (the simulator's closed-loop times
         with this framework's scheduler defaults, kernels only — hybrid and roofline — no overhead),
-        ``concurrency``, ``dp_attention`` and ``gpus`` (GPUs of the instance).
+        ``concurrency``, ``dp_attention`` and ``gpus`` (GPUs of the instance). Every row is used as given
+        (:func:`fit_profiles` selects the aggregated runs).
 
     Returns
     -------
     EngineProfile
-        Two stages, all coefficients ≥ 0, each minimising Σ ((predicted − measured) / measured)²:
+        Two stages, all coefficients ≥ 0, each minimising Σ ρ((predicted − measured) / measured) with ρ the
+        ``soft_l1`` loss at scale :data:`ROBUST_SCALE` (squared below it, linear above):
 
         1. TPOT (a steady decode step): kernel_scale × kernel + roofline_scale × roofline + base + per_seq ×
            batch (+ multi_gpu), with batch = concurrency / dp_attention (the sequences one GPU group steps)
@@ -278,15 +285,13 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
         2. TTFT: the same scales on the kernel and roofline TTFT + one step's overhead + admission_base +
            admission_per_client × concurrency.
     """
-    from scipy.optimize import lsq_linear, nnls
-
-    base = base or kernel_only_profile(framework)
     ok = rows[np.isfinite(rows["measured_tpot_ms"]) & np.isfinite(rows["kernel_tpot_ms"])
               & np.isfinite(rows["measured_ttft_ms"]) & np.isfinite(rows["kernel_ttft_ms"])
               & np.isfinite(rows["roofline_tpot_ms"]) & np.isfinite(rows["roofline_ttft_ms"])
               & (rows["measured_tpot_ms"] > 0) & (rows["measured_ttft_ms"] > 0)]
     if len(ok) < 4:
         raise InputError(f"fit: {framework} has {len(ok)} usable measured runs; need at least 4")
+    base = base or kernel_only_profile(framework)
     batch = ok["concurrency"].to_numpy(float) / ok["dp_attention"].to_numpy(float)
     multi = (ok["gpus"].to_numpy(float) > 1).astype(float)
     y = ok["measured_tpot_ms"].to_numpy(float)
@@ -294,25 +299,40 @@ def fit_profile(framework: str, rows, base: EngineProfile | None = None) -> Engi
     # a step is never faster than its roofline: kernels = roofline + kernel_scale × (predicted − roofline),
     # kernel_scale in [0, 1] (so roofline_scale = 1 − kernel_scale), overheads ≥ 0
     design = np.column_stack([kernel - roof, np.ones(len(ok)), batch, multi])
-    fit = lsq_linear(design / y[:, None], (y - roof) / y, bounds=([0, 0, 0, 0], [1, np.inf, np.inf, np.inf]))
-    scale, step_base, per_seq, multi_ms = (float(v) for v in fit.x)
+    scale, step_base, per_seq, multi_ms = _robust_fit(design, roof, y, upper=[1.0, np.inf, np.inf, np.inf])
     roof_scale = 1.0 - scale
     ttft = ok["measured_ttft_ms"].to_numpy(float)
     offset = (scale * ok["kernel_ttft_ms"].to_numpy(float) + roof_scale * ok["roofline_ttft_ms"].to_numpy(float)
               + step_base + per_seq * batch + multi_ms * multi)
-    admission, _ = nnls(np.column_stack([np.ones(len(ok)), ok["concurrency"].to_numpy(float)]) / ttft[:, None],
-                        (ttft - offset) / ttft)
+    admission = _robust_fit(np.column_stack([np.ones(len(ok)), ok["concurrency"].to_numpy(float)]), offset, ttft,
+                            upper=[np.inf, np.inf])
     versions = ",".join(sorted(set(map(str, ok["backend_version"])))) if "backend_version" in ok else "any"
     return replace(base, framework=framework, version=versions, kernel_scale=scale, roofline_scale=roof_scale,
                    overhead=OverheadModel(base_ms=step_base, per_seq_ms=per_seq, multi_gpu_ms=multi_ms),
-                   admission_base_ms=float(admission[0]), admission_per_client_ms=float(admission[1]),
+                   admission_base_ms=admission[0], admission_per_client_ms=admission[1],
                    fitted_rows=int(len(ok)))
 
 
+def _robust_fit(design: np.ndarray, offset: np.ndarray, measured: np.ndarray, upper: list[float]) -> list[float]:
+    """Coefficients w in [0, upper] minimising Σ soft_l1(((design @ w + offset) − measured) / measured)
+    (deterministic: trust-region reflective from the bounded linear least-squares solution)."""
+    from scipy.optimize import least_squares, lsq_linear
+
+    scaled = design / measured[:, None]
+    target = (measured - offset) / measured
+    bounds = (np.zeros(design.shape[1]), np.asarray(upper, float))
+    start = np.clip(lsq_linear(scaled, target, bounds=bounds).x, bounds[0], bounds[1])
+    fit = least_squares(lambda w: scaled @ w - target, start, bounds=bounds, loss="soft_l1", f_scale=ROBUST_SCALE,
+                        method="trf")
+    return [0.0 if v < ZERO_BELOW else float(v) for v in fit.x]  # the solver stays strictly inside its bounds
+
+
 def fit_profiles(basis, min_rows: int = 8) -> dict[str, EngineProfile]:
-    """One :func:`fit_profile` per framework with at least ``min_rows`` predicted runs in ``basis`` (the output of
-    :func:`scheduler.serving_eval.kernel_basis`)."""
+    """One :func:`fit_profile` per framework with at least ``min_rows`` predicted aggregated runs in ``basis`` (the
+    output of :func:`scheduler.serving_eval.kernel_basis`; every run is taken as aggregated without a ``mode``)."""
     done = basis[basis["skip"] == ""]
+    if "mode" in done:
+        done = done[done["mode"] == "agg"]  # a profile times one aggregated engine (see the module docstring)
     out = {}
     for framework in FRAMEWORKS:
         rows = done[done["framework"] == framework]

@@ -274,14 +274,20 @@ def simulate_row(row, predictor, profile, model=None, gpu=None, dtype=None, para
 def _decode_launches(row, model, dtype: str, parallel=None) -> float:
     """Kernel launches of one decode step on one GPU of the instance that decodes (the decode pool of a
     disaggregated run), at the run's ISL (:func:`predictor.ops.decode_launches`)."""
-    from predictor.ops import decode_launches
-    from predictor.precision import parse_dtype
-
     if row["mode"] == "disagg":
         parallel = row_parallel(row, "decode_")
     elif parallel is None:
         parallel = row_parallel(row)
-    return decode_launches(model, parallel, parse_dtype(dtype), int(row["isl"]))
+    return _launches(model, parallel, dtype, int(row["isl"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _launches(model, parallel, dtype: str, isl: int) -> float:
+    """:func:`predictor.ops.decode_launches`, once per configuration (a run is simulated up to three times)."""
+    from predictor.ops import decode_launches
+    from predictor.precision import parse_dtype
+
+    return decode_launches(model, parallel, parse_dtype(dtype), isl)
 
 
 def _client_times(result, landed_s, concurrency: int) -> tuple[float, float]:
@@ -303,14 +309,14 @@ def _client_times(result, landed_s, concurrency: int) -> tuple[float, float]:
 def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl: int, concurrency: int,
                    framework: str, calibration=None) -> dict:
     """Mean TTFT / TPOT (ms) of a closed-loop benchmark on ``framework`` (``vllm bench serve
-    --max-concurrency`` style: fixed ISL / OSL) as the serving calibration predicts it from kernel-only and
-    roofline-only simulations of the run (what ``evaluate --serving`` scores). Raises :class:`InputError`
+    --max-concurrency`` style: fixed ISL / OSL) as the serving calibration predicts it from kernel-only,
+    roofline-only and engine-profile simulations of the run (what ``evaluate --serving`` scores). Raises :class:`InputError`
     when the run cannot be simulated or no calibration is shipped."""
     import pandas as pd
 
     from predictor import Predictor
     from predictor.parallel import as_parallel
-    from scheduler.engine_profiles import kernel_only_profile
+    from scheduler.engine_profiles import get_profile, kernel_only_profile
     from scheduler.serving_model import ServingCalibration
 
     calibration = calibration if calibration is not None else ServingCalibration.load()
@@ -324,10 +330,13 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
         kernel = simulate_row(row, predictor, profile, model=model, gpu=gpu, dtype=dtype, parallel=parallel)
         roof = simulate_row(row, Predictor.roofline_only(), profile, model=model, gpu=gpu, dtype=dtype,
                             parallel=parallel)
+        timed = simulate_row(row, predictor, get_profile(framework), model=model, gpu=gpu, dtype=dtype,
+                             parallel=parallel)
     except Skip as skip:
         raise InputError(f"calibrated estimate: this run cannot be simulated ({skip.reason}: {skip})") from None
     basis = pd.DataFrame([{**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()},
-                           "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}])
+                           "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"],
+                           "profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}])
     pred = calibration.predict(basis).iloc[0]
     return {"framework": framework, "concurrency": int(concurrency), "isl": int(isl), "osl": int(osl),
             "mean_ttft_ms": float(pred["ttft_ms"]), "mean_tpot_ms": float(pred["tpot_ms"]),
@@ -383,8 +392,10 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
 
 
 def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None,
-                  with_roofline: bool = True, max_concurrency: int = MAX_CONCURRENCY) -> list[dict]:
-    """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
+                  with_roofline: bool = True, max_concurrency: int = MAX_CONCURRENCY,
+                  with_profiles: dict | None = None) -> list[dict]:
+    """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline, and
+    (``with_profiles``) each aggregated run with its framework's profile there as ``profile_{ttft,tpot}_ms``."""
     from scheduler.engine_profiles import kernel_only_profile
 
     memo: dict = {}
@@ -417,6 +428,9 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
             if with_roofline:
                 roof = simulate(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
+            if with_profiles and row["mode"] == "agg" and row["framework"] in with_profiles:
+                timed = simulate(row, predictor, with_profiles[row["framework"]])
+                record |= {"profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}
         except Skip as skip:
             record["skip"] = skip.reason
         out.append(record)
@@ -436,11 +450,11 @@ def _profile_key(profile) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency):
+def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency, with_profiles):
     from predictor import Predictor
 
     return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework,
-                         with_roofline, max_concurrency)
+                         with_roofline, max_concurrency, with_profiles)
 
 
 def instance_gpus(row) -> int:
@@ -453,7 +467,8 @@ def instance_gpus(row) -> int:
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
                     framework: str | None = None, with_roofline: bool = True,
-                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY):
+                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY,
+                    with_profiles: dict | None = None):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
     Parameters
@@ -471,6 +486,10 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         Also simulate with :meth:`predictor.Predictor.roofline_only` (the baseline; kernels only, no overhead).
     n_jobs : int
         Processes (joblib); rows are split by configuration so each process builds a configuration's tables once.
+    with_profiles : dict, optional
+        Engine profiles by framework: each aggregated run is also simulated with its framework's, as
+        ``profile_ttft_ms`` / ``profile_tpot_ms`` (a calibration's TTFT blends with it; default with a
+        ``calibration``: the shipped profiles).
     max_concurrency : int
         Runs with more clients are skipped (``concurrency_over_limit``): a run simulates about twice its clients
         plus a measurement window of requests, so its cost grows with the clients.
@@ -489,12 +508,13 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
 
     if calibration is not None:
         return _calibrated(table, calibration, framework, artifacts=artifacts, predictor=predictor, n_jobs=n_jobs,
-                           max_concurrency=max_concurrency)
+                           max_concurrency=max_concurrency,
+                           with_profiles=load_profiles() if with_profiles is None else with_profiles)
     profiles = profiles if profiles is not None else load_profiles()
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
         records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
-                                framework, with_roofline, max_concurrency)
+                                framework, with_roofline, max_concurrency, with_profiles)
     else:
         from joblib import Parallel, delayed
 
@@ -505,7 +525,7 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
             min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
         blocks = [pd.concat(s) for s in shares if s]
         parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline,
-                                                         max_concurrency) for b in blocks)
+                                                         max_concurrency, with_profiles) for b in blocks)
         records = [r for part in parts for r in part]
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
@@ -514,14 +534,20 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
 def kernel_basis(table, predictor=None, *, with_roofline: bool = True, **simulate):
     """``table`` simulated with kernels only: ``kernel_*`` (TTFT / TPOT and the run's diagnostics, ms) and,
     optionally, ``roofline_*`` — the basis of the serving calibration and of the engine-profile fits.
-    ``simulate`` takes :func:`predict_serving`'s ``artifacts``, ``n_jobs`` and ``max_concurrency``."""
+    ``simulate`` takes :func:`predict_serving`'s ``artifacts``, ``n_jobs``, ``max_concurrency`` and
+    ``with_profiles`` (whose ``profile_*`` columns are kept as they are)."""
     out = predict_serving(table, predictor=predictor, profiles={}, with_roofline=with_roofline, **simulate)
     return out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
 
 
 def _calibrated(table, calibration, framework: str | None, **simulate):
-    """Kernel-only and roofline simulations of every run, then the calibration's TTFT / TPOT."""
-    out = kernel_basis(table, **simulate)
+    """Kernel-only and roofline simulations of every run (and the engine-profile one of each aggregated run), then
+    the calibration's TTFT / TPOT. With ``framework``, every run is the calibration's and the profile's
+    ``framework``."""
+    profiles = simulate.pop("with_profiles", None) or {}
+    if framework:
+        profiles = dict.fromkeys(set(table["framework"]), profiles[framework]) if framework in profiles else {}
+    out = kernel_basis(table, with_profiles=profiles, **simulate)
     if "kernel_ttft_ms" not in out:
         return out.assign(pred_ttft_ms=np.nan, pred_tpot_ms=np.nan)
     features = out.assign(framework=framework) if framework else out

@@ -127,3 +127,19 @@ def test_evaluate_reports_the_runs_anchored_to_a_sibling_gpu(tmp_path, roofline)
     assert out["pred_tpot_ms"].iloc[0] == pytest.approx(2 * first["pred_tpot_ms"].iloc[0])
     assert out["pred_tpot_ms"].iloc[1] == pytest.approx(first["pred_tpot_ms"].iloc[1])
     assert score_serving(out)["anchored"] == 1
+
+
+def test_unanchored_ttft_blends_with_the_profile_simulation_and_anchored_ttft_does_not():
+    basis = _anchored_basis()
+    h100, h200 = basis[basis["system"] == "h100_sxm"], basis[basis["system"] == "h200_sxm"]
+    calibration = ServingCalibration.fit(h100)
+    profile_ms = h200["kernel_ttft_ms"].to_numpy() * 2.0
+    timed = h200.assign(profile_ttft_ms=profile_ms, profile_tpot_ms=h200["kernel_tpot_ms"] * 5.0)
+    timed.loc[timed.index[:5], "profile_ttft_ms"] = np.nan  # no profile simulation (a disaggregated run): as before
+    alone, blended = calibration.predict(h200, anchored=False), calibration.predict(timed, anchored=False)
+    expected = np.sqrt(alone["ttft_ms"].to_numpy() * profile_ms)
+    expected[:5] = alone["ttft_ms"].to_numpy()[:5]
+    np.testing.assert_allclose(blended["ttft_ms"].to_numpy(), expected, rtol=1e-9)
+    np.testing.assert_allclose(blended["tpot_ms"].to_numpy(), alone["tpot_ms"].to_numpy(), rtol=1e-12)  # TPOT: not
+    # an anchored run keeps the anchored calibration: its sibling's measurement is better evidence than either model
+    pd.testing.assert_frame_equal(calibration.predict(timed), calibration.predict(h200))

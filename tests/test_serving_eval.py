@@ -186,6 +186,46 @@ def test_fit_recovers_known_costs():
     assert (p.admission_base_ms, p.admission_per_client_ms) == (pytest.approx(30, rel=1e-6), pytest.approx(0.5, rel=1e-6))
 
 
+def _profile_rows(n: int, seed: int) -> pd.DataFrame:
+    """Runs whose measured times follow 0.6 × kernel + 0.4 × roofline + 1 ms per step (+ 40 ms admission)."""
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame({"kernel_tpot_ms": rng.uniform(5, 50, n), "roofline_tpot_ms": rng.uniform(2, 4, n),
+                         "kernel_ttft_ms": rng.uniform(20, 500, n), "roofline_ttft_ms": rng.uniform(10, 20, n),
+                         "concurrency": rng.integers(1, 128, n), "dp_attention": 1, "gpus": 1, "skip": "",
+                         "framework": "vllm", "mode": "agg"})
+    rows["measured_tpot_ms"] = 0.6 * rows["kernel_tpot_ms"] + 0.4 * rows["roofline_tpot_ms"] + 1.0
+    rows["measured_ttft_ms"] = 0.6 * rows["kernel_ttft_ms"] + 0.4 * rows["roofline_ttft_ms"] + 1.0 + 40.0
+    return rows
+
+
+def test_fit_profile_is_robust_to_runs_whose_kernels_are_far_off():
+    from scipy.optimize import lsq_linear
+
+    rows = _profile_rows(60, 1)
+    bad = rows.index[:3]  # one run in twenty: the kernel prediction 3× the truth (an unseen kernel family)
+    rows.loc[bad, ["kernel_tpot_ms", "kernel_ttft_ms"]] *= 3.0
+    p = fit_profile("vllm", rows)
+    y, roof = rows["measured_tpot_ms"].to_numpy(), rows["roofline_tpot_ms"].to_numpy()
+    design = np.column_stack([rows["kernel_tpot_ms"] - roof, np.ones(len(rows)), rows["concurrency"], np.zeros(len(rows))])
+    plain = lsq_linear(design / y[:, None], (y - roof) / y, bounds=([0] * 4, [1, np.inf, np.inf, np.inf])).x[0]
+    assert abs(p.kernel_scale - 0.6) < 0.08
+    assert abs(p.kernel_scale - 0.6) < abs(plain - 0.6) / 2  # plain least squares: pulled twice as far by the three
+    assert p.admission_base_ms == pytest.approx(40.0, rel=0.2)
+
+
+def test_fit_profiles_uses_aggregated_runs_only():
+    from scheduler.engine_profiles import fit_profiles
+
+    agg = _profile_rows(30, 2)
+    disagg = _profile_rows(30, 3).assign(mode="disagg")
+    disagg["measured_tpot_ms"] *= 0.2  # pools sized unlike the simulation: nothing an aggregated engine shows
+    both = fit_profiles(pd.concat([agg, disagg], ignore_index=True))["vllm"]
+    alone = fit_profile("vllm", agg)
+    assert both.fitted_rows == 30
+    assert both.to_dict() == alone.to_dict()
+    assert both.kernel_scale == pytest.approx(0.6, rel=1e-4)
+
+
 def test_admission_delay_counts_in_ttft_but_not_in_tpot(roofline):
     from scheduler.serving_eval import closed_loop_summary
 

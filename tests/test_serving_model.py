@@ -128,11 +128,16 @@ def test_predict_serving_with_a_calibration_corrects_the_kernel_only_simulation(
     expected = calibration.predict(out)
     np.testing.assert_allclose(out["pred_tpot_ms"], expected["tpot_ms"])
     assert not np.allclose(out["pred_tpot_ms"], out["kernel_tpot_ms"])  # the correction was applied
+    # each aggregated run is also simulated with its framework's shipped engine profile; TTFT blends with it
+    assert np.isfinite(out["profile_ttft_ms"]).all() and (out["profile_ttft_ms"] > 0).all()
+    np.testing.assert_allclose(out["pred_ttft_ms"], expected["ttft_ms"])
+    alone = calibration.predict(out.drop(columns=["profile_ttft_ms"]))["ttft_ms"]
+    np.testing.assert_allclose(out["pred_ttft_ms"], np.sqrt(alone * out["profile_ttft_ms"]), rtol=1e-9)
     as_vllm = predict_serving(table, predictor=roofline, calibration=calibration, framework="vllm")
     np.testing.assert_allclose(as_vllm["pred_tpot_ms"].iloc[0], out["pred_tpot_ms"].iloc[0])
 
 
-def test_calibrated_run_predicts_a_benchmark_from_two_simulations(roofline):
+def test_calibrated_run_predicts_a_benchmark_from_its_simulations(roofline):
     from predictor.gpus import get_gpu
     from predictor.models import get_model
     from scheduler.serving_eval import calibrated_run

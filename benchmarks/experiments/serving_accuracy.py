@@ -10,7 +10,9 @@ ISL and OSL (``scheduler.serving_eval``), once with the hybrid predictor's kerne
 the roofline-only predictor. Three predictions per run are compared with the measured mean TTFT and TPOT:
 
 * **calibrated (held out)** — the kernel-only simulation corrected by a serving calibration
-  (``scheduler.serving_model``) fitted on the runs *outside* the held-out group (GPU or model);
+  (``scheduler.serving_model``) fitted on the runs *outside* the held-out group (GPU or model); an aggregated
+  run's TTFT blended with its engine-profile simulation (profiles also fitted outside the group) where no
+  sibling anchors it, as ``evaluate --serving`` does;
 * **kernels only** — the hybrid predictor's kernels with the framework's scheduler defaults, no overhead;
 * **roofline** — ``Predictor.roofline_only()`` (ideal kernels, no overhead): the baseline.
 
@@ -37,6 +39,7 @@ from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
                                      balanced_sample, held_out)
+from benchmarks.experiments.serving_profiles import held_out_profiles, profile_lines
 from benchmarks.experiments.serving_static import static_batch_lines
 from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
 
@@ -160,14 +163,21 @@ def _repeats(done: pd.DataFrame) -> pd.DataFrame:
 SPREAD_SEEDS = (1, 2, 3, 4, 5)
 
 
-def seed_spread_lines(done: pd.DataFrame, anchors: pd.DataFrame) -> list[str]:
+def _with_profile(done: pd.DataFrame, profile_runs: pd.DataFrame) -> pd.DataFrame:
+    """``done`` with ``profile_{ttft,tpot}_ms`` of :func:`held_out_profiles` (NaN where a run was not simulated)."""
+    times = profile_runs.set_index("id")[["profile_ttft_ms", "profile_tpot_ms"]]
+    return done.drop(columns=list(times.columns), errors="ignore").join(times, on="id")
+
+
+def seed_spread_lines(by_group: dict[str, pd.DataFrame], anchors: pd.DataFrame) -> list[str]:
     """Held-out scores of the same calibration refitted with other LightGBM seeds (it bags runs and features): how
-    far a difference between two versions of this page must go before it is more than the seed's."""
+    far a difference between two versions of this page must go before it is more than the seed's. ``by_group``:
+    the runs for each held-out split (``system``, ``model``), with that split's profile simulations."""
     scores = {}
     for seed in SPREAD_SEEDS:
         params = {**PARAMS, "seed": seed}
         for group in ("system", "model"):
-            rows = held_out(done, group, anchors, params=params)
+            rows = held_out(by_group[group], group, anchors, params=params)
             for metric in ("ttft", "tpot"):
                 scores.setdefault((group, metric), []).append(float(np.median(_ape(rows, "pred", metric))))
     span = {k: f"{min(v):.1%}–{max(v):.1%}" for k, v in scores.items()}
@@ -182,7 +192,8 @@ def _ceiling_lines(done: pd.DataFrame) -> list[str]:
     folds = np.random.default_rng(0).integers(0, 5, len(done))
     cv = held_out(done.assign(fold=folds.astype(str)), "fold")
     repeats = _repeats(done)
-    return ["Two references for what any calibration can reach on these runs (neither is a held-out score):", "",
+    return ["Two references for what any calibration can reach on these runs (neither is a held-out score; the first "
+            "is the calibration alone, without the engine-profile blend):", "",
             f"- Runs split at random into 5 folds, so that every GPU and model is seen in the fit: TTFT MdAPE "
             f"{np.median(_ape(cv, 'pred', 'ttft')):.1%}, TPOT {np.median(_ape(cv, 'pred', 'tpot')):.1%}.",
             f"- {len(repeats):,} runs whose exact configuration was measured more than once (another framework "
@@ -249,7 +260,8 @@ def _unseen_gpu_lines(lines: list[str] | None) -> list[str]:
 
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
            profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int,
-           unseen: list[str] | None = None, spread: list[str] | None = None) -> str:
+           unseen: list[str] | None = None, spread: list[str] | None = None,
+           profile_scores: list[str] | None = None) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -261,7 +273,10 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
              "prefill-first, its clients in step; vLLM and TRT-LLM mixing prefill chunks with decodes, their "
              "clients spread out) and its KV-cache memory rule (`docs/model.md`); the measurement window drops the "
              "first and last C requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
-             "framework's measured TTFT and TPOT. Predicted: "
+             "framework's measured TTFT and TPOT; the TTFT of an aggregated run that no sibling GPU's measurement "
+             "anchors is the geometric mean of the calibration's and the engine-profile simulation's (held out: the "
+             "profiles fitted without the run's GPU or model, as in \"Engine profiles on held-out GPUs\" below). "
+             "Predicted: "
              f"**{len(done):,}** of {len(basis):,} runs ({len(done) / max(len(basis), 1):.1%}; skipped: "
              f"{', '.join(f'{k}: {v:,}' for k, v in skipped.items()) or 'none'}).", "",
              "Predicted runs by framework, GPU and model:", "",
@@ -277,11 +292,12 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "## The shipped calibration (`data/serving_calibration.json`)", "",
               *_calibration_lines(calibration),
               "## Engine profiles for `simulate --framework` (`data/engine_profiles.json`)", "",
-              "Per-step costs fitted on every predicted run, for simulations of your own workloads (the calibration "
+              "Per-step costs fitted on every predicted aggregated run (robust least squares in relative error, "
+              "`scheduler/engine_profiles.py`), for simulations of your own workloads (the calibration "
               "above corrects whole runs, not steps). Step time = kernel scale × hybrid kernel time + roofline scale × "
               "roofline time + base + per-sequence × batch (+ multi-GPU); a closed-loop request reaches the engine "
               "admission ms (+ per client) after its send.", "",
-              *_profiles_lines(profiles),
+              *_profiles_lines(profiles), *(profile_scores or []),
               *static_batch_lines(predictor, profiles),
               "## Caveats", "",
               "- The measured TTFT of a configuration varies between runs that differ only in OSL (e.g. the same "
@@ -340,16 +356,21 @@ def main() -> None:
         legacy = legacy.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
             columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
         done = done.join(legacy, on="id")
-    logo, lomo = held_out(done, "system", anchors), held_out(done, "model", anchors)
+    # each split's runs carry the engine-profile simulation with profiles fitted without their group: the held-out
+    # calibration's TTFT blends with it as the shipped one does with the shipped profiles (scheduler.serving_model)
+    profile_logo, profile_lomo = (held_out_profiles(basis, predictor, g) for g in ("system", "model"))
+    by_group = {"system": _with_profile(done, profile_logo), "model": _with_profile(done, profile_lomo)}
+    logo, lomo = (held_out(by_group[g], g, anchors) for g in ("system", "model"))
     calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     calibration.save(args.calibration_out)
-    unseen = sanity_lines(every, calibration)
-    spread = seed_spread_lines(done, anchors)
+    unseen = sanity_lines(every, calibration, profiles=profiles)
+    spread = seed_spread_lines(by_group, anchors)
+    profile_scores = [*profile_lines(profile_logo, "system"), *profile_lines(profile_lomo, "model")]
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
-                                  predictor, len(anchors), unseen, spread))
+                                  predictor, len(anchors), unseen, spread, profile_scores))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))

@@ -43,17 +43,20 @@ def _percentiles(ratio: pd.Series) -> str:
 
 
 def sanity_lines(runs: pd.DataFrame, calibration: ServingCalibration, source: str = "h100_sxm",
-                 target: str = "h200_sxm", per_framework: int = 60, seed: int = 1, n_jobs: int = 2) -> list[str]:
+                 target: str = "h200_sxm", per_framework: int = 60, seed: int = 1, n_jobs: int = 2,
+                 profiles: dict | None = None) -> list[str]:
     """The check's table as Markdown lines (see the module docstring) for the measured ``runs`` (silicon schema);
-    none when ``runs`` holds no run on ``source``."""
+    none when ``runs`` holds no run on ``source``. ``profiles``: the engine profiles the calibration's TTFT blends
+    with (default: the shipped ones)."""
     runs = runs[runs["system"].astype(str).str.lower() == source]
     if runs.empty:
         return []
     chosen = [g.sample(min(len(g), per_framework), random_state=seed).index for _, g in runs.groupby("framework")]
     picked = runs.loc[sorted(i for index in chosen for i in index)]
-    predicted_source = predict_serving(picked, n_jobs=n_jobs, calibration=calibration).set_index("id")
-    predicted_target = predict_serving(picked.assign(system=target), n_jobs=n_jobs,
-                                       calibration=calibration).set_index("id")
+    predicted_source = predict_serving(picked, n_jobs=n_jobs, calibration=calibration,
+                                       with_profiles=profiles).set_index("id")
+    predicted_target = predict_serving(picked.assign(system=target), n_jobs=n_jobs, calibration=calibration,
+                                       with_profiles=profiles).set_index("id")
     both = (predicted_source["skip"] == "") & (predicted_target["skip"] == "")
     lines = [f"{len(picked):,} runs of {source} (at most {per_framework} per framework, seed {seed}) relabelled "
              f"{target}; {int(both.sum()):,} predicted as both. Median (10th–90th percentile) of each ratio:", "",
