@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from features.silicon import read_serving_results
-from scheduler.serving_eval import Skip, predict_serving, resolve_model, row_dtype
+from scheduler.serving_eval import predict_serving
+from scheduler.serving_rows import Skip, resolve_model, row_dtype
 from scheduler.serving_model import ServingCalibration
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aiconfigurator" / \

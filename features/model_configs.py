@@ -5,7 +5,7 @@
 can parse (:func:`predictor.models.parse_hf_config`) into ``data/aiconfigurator/model_configs.json.gz``: one
 JSON object, ``{"<org>--<name>": config}`` (the source file names without ``_config.json``), the configs
 unchanged, gzip-compressed (written deterministically: the same sources give the same bytes).
-:func:`shipped_config` reads one back; :func:`scheduler.serving_eval.resolve_model` looks there after the
+:func:`shipped_config` reads one back; :func:`scheduler.serving_rows.resolve_model` looks there after the
 catalogue.
 """
 

@@ -82,7 +82,7 @@ def compute_dtypes(frame: pd.DataFrame) -> np.ndarray:
     from predictor.errors import InputError
     from predictor.gpus import get_gpu
     from predictor.precision import parse_dtype
-    from scheduler.serving_eval import Skip, row_dtype
+    from scheduler.serving_rows import Skip, row_dtype
 
     if any(c not in frame for c in ("gemm_quant_mode", "moe_quant_mode", "system")):
         return np.full(len(frame), "", dtype=object)

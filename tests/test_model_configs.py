@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from features.model_configs import SHIPPED_CONFIGS, build_model_configs, shipped_config
-from scheduler.serving_eval import Skip, resolve_model
+from scheduler.serving_rows import Skip, resolve_model
 
 SHARED_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "aiconfigurator" / "model_configs"
 LLAMA = {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1024, "num_attention_heads": 8,
@@ -62,7 +62,7 @@ def test_a_variant_of_a_known_model_resolves_to_its_architecture(variant, base, 
 
 
 def test_variant_suffixes_leave_model_names_and_unknown_models_alone(tmp_path):
-    from scheduler.serving_eval import variant_bases
+    from scheduler.serving_rows import variant_bases
 
     assert variant_bases("DeepSeek-V3") == ["DeepSeek-V3"]  # an upper-case V is the model's name, not a revision
     assert variant_bases("Mixtral-8x7B-v0.1") == ["Mixtral-8x7B-v0.1", "Mixtral-8x7B"]
