@@ -175,6 +175,21 @@ def test_cli_simulate_closed_loop_reports_the_calibrated_benchmark(capsys, monke
     assert "calibrated" not in json.loads(capsys.readouterr().out)
 
 
+def test_cli_simulate_closed_loop_prints_what_the_benchmark_client_sees(capsys, monkeypatch, roofline):
+    import inference_sim.cli as cli
+    from inference_sim import common
+
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: roofline)
+    argv = ["simulate", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--workload", "concurrency", "--concurrency", "4",
+            "--prompt-len", "256", "--output-len", "16", "--num-requests", "20", "--framework", "vllm"]
+    assert cli.main(argv + ["--json"]) == 0
+    window = json.loads(capsys.readouterr().out)["measurement_window"]
+    assert cli.main(argv) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "benchmark client sees it" in x)
+    assert f"window of {window['requests']:,} requests" in line and "before the engine admits" in line
+    assert f"mean TTFT {window['mean_ttft_ms']:.1f} ms" in line and f"mean TPOT {window['mean_tpot_ms']:.2f} ms" in line
+
+
 def test_cli_simulate_runs_when_only_the_calibrated_estimate_cannot(capsys, monkeypatch, roofline):
     """The calibrated estimate simulates the framework's own defaults (90% of GPU memory): Llama-3.1-70B in fp8 on
     one H100 then holds about 2,600 KV tokens, too few for one 3,000-token prompt, while the user's

@@ -214,6 +214,12 @@ def simulate(
                      else "reserved for every sequence --max-num-seqs admits")
             typer.echo(f"  Per-sequence state (windows, recurrent states): up to "
                        f"{common._fmt_bytes(mem['per_sequence_bytes'])} per sequence per GPU, {where}")
+    if "measurement_window" in summary:
+        win, delay = summary["measurement_window"], float(result.meta.get("client_delay_ms", 0.0))
+        sent = f", {delay:.1f} ms of it before the engine admits the request" if delay > 0 else ""
+        typer.echo(f"  As the benchmark client sees it (window of {win['requests']:,} requests, the first and last "
+                   f"{win['concurrency']:,} dropped; TTFT from the send{sent}): mean TTFT {_fmt(win['mean_ttft_ms'], '.1f')} "
+                   f"ms, mean TPOT {_fmt(win['mean_tpot_ms'], '.2f')} ms (the lines above count from the engine's queue)")
     if "calibrated_skipped" in summary:
         typer.echo(f"  {summary['calibrated_skipped']}")
     if "calibrated" in summary:
