@@ -329,3 +329,17 @@ def test_static_batch_under_a_plain_profile_is_the_predictors_static_estimate(ro
     expected = roofline.estimate("llama-2-7b", "a100-80gb", 1, "fp16", batch_size=4, input_len=1000, output_len=64,
                                  max_num_batched_tokens=2048)
     assert ttft == pytest.approx(expected.ttft_ms, rel=1e-9) and tpot == pytest.approx(expected.tpot_ms, rel=1e-9)
+
+
+def test_held_out_profiles_are_fitted_without_the_held_out_group():
+    from benchmarks.experiments.serving_profiles import fold_profiles
+    from scheduler.engine_profiles import fit_profiles
+
+    a, b = _profile_rows(30, 4).assign(system="gpu_a"), _profile_rows(30, 5).assign(system="gpu_b")
+    b["measured_tpot_ms"] *= 3.0  # a GPU unlike the other: were it in its own fold's fit, the fit would move
+    basis = pd.concat([a, b], ignore_index=True).assign(id=lambda f: [f"r{i}" for i in range(len(f))])
+    folds = fold_profiles(basis, "system")
+    assert sorted(folds) == ["gpu_a", "gpu_b"]
+    assert folds["gpu_b"]["vllm"].to_dict() == fit_profiles(a)["vllm"].to_dict()
+    assert folds["gpu_a"]["vllm"].to_dict() == fit_profiles(b)["vllm"].to_dict()
+    assert folds["gpu_b"]["vllm"].kernel_scale == pytest.approx(0.6, rel=1e-4)
