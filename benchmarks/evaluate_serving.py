@@ -3,7 +3,7 @@
 Run: ``python -m benchmarks.evaluate_serving [--serving PATH] [--rows 1000] [--n-jobs 2]``. Takes the
 first ``--rows`` runs of the silicon CSV that the catalogue can load (cycling through them when there are
 fewer), simulates each closed-loop as ``inference-sim evaluate --serving`` does (hybrid kernels only, corrected by
-the shipped serving calibration; roofline-only; and, for an aggregated run, with its framework's engine profile,
+the shipped serving calibration; roofline-only; and, for an aggregated run no sibling GPU anchors, with its framework's engine profile,
 whose TTFT the calibration's blends with), and prints rows per second, end to end including predictor loading and table building, and the time per
 row. Goal of issue 17: 1,000 rows in under a minute on 2 cores.
 """

@@ -292,7 +292,8 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
             if with_roofline:
                 roof = simulate(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
-            if with_profiles and row["mode"] == "agg" and row["framework"] in with_profiles:
+            if (with_profiles and row["mode"] == "agg" and row["framework"] in with_profiles
+                    and row.get("_profile", True)):
                 timed = simulate(row, predictor, with_profiles[row["framework"]])
                 record |= {"profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}
         except Skip as skip:
@@ -301,7 +302,7 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
     return out
 
 
-_NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft_ms", "measured_tpot_ms"})
+_NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft_ms", "measured_tpot_ms", "_profile"})
 
 
 def _profile_key(profile) -> str:
@@ -345,7 +346,7 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     with_profiles : dict, optional
         Engine profiles by framework: each aggregated run is also simulated with its framework's, as
         ``profile_ttft_ms`` / ``profile_tpot_ms`` (a calibration's TTFT blends with it; default with a
-        ``calibration``: the shipped profiles).
+        ``calibration``: the shipped profiles, and only the runs no sibling anchors, NaN for the others).
     max_concurrency : int
         Runs with more clients are skipped (``concurrency_over_limit``): a run simulates about twice its clients
         plus a measurement window of requests, so its cost grows with the clients.
@@ -403,7 +404,9 @@ def _calibrated(table, calibration, framework: str | None, **simulate):
     profiles = simulate.pop("with_profiles", None) or {}
     if framework:
         profiles = dict.fromkeys(set(table["framework"]), profiles[framework]) if framework in profiles else {}
-    out = kernel_basis(table, with_profiles=profiles, **simulate)
+    if profiles:  # an anchored run keeps the anchored calibration's TTFT: its profile simulation would go unused
+        table = table.assign(_profile=~_anchored(table, calibration, framework))
+    out = kernel_basis(table, with_profiles=profiles, **simulate).drop(columns=["_profile"], errors="ignore")
     if "kernel_ttft_ms" not in out:
         return out.assign(pred_ttft_ms=np.nan, pred_tpot_ms=np.nan)
     features = out.assign(framework=framework) if framework else out
@@ -412,6 +415,23 @@ def _calibrated(table, calibration, framework: str | None, **simulate):
     out["anchor_runs"] = pred["anchor_runs"]
     out["in_calibration"] = out["id"].astype(str).isin(calibration.fitted_ids)
     return out
+
+
+def _anchored(table, calibration, framework: str | None) -> np.ndarray:
+    """Whether the calibration's sibling anchors cover each run of ``table`` (as :meth:`ServingCalibration.predict`
+    decides it, before any simulation: the key needs the resolved model's name, not a simulation)."""
+    from scheduler.serving_anchors import corrections
+
+    if calibration.anchors is None or not len(table):
+        return np.zeros(len(table), bool)
+    names = []
+    for path in table["model_path"]:
+        try:
+            names.append(resolve_model(path).name)
+        except Skip:
+            names.append("")
+    frame = table.assign(model=names, **({"framework": framework} if framework else {}))
+    return corrections(calibration.anchors, frame)["runs"].to_numpy() > 0
 
 
 def _ape_stats(pred, measured) -> dict:

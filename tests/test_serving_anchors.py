@@ -143,3 +143,33 @@ def test_unanchored_ttft_blends_with_the_profile_simulation_and_anchored_ttft_do
     np.testing.assert_allclose(blended["tpot_ms"].to_numpy(), alone["tpot_ms"].to_numpy(), rtol=1e-12)  # TPOT: not
     # an anchored run keeps the anchored calibration: its sibling's measurement is better evidence than either model
     pd.testing.assert_frame_equal(calibration.predict(timed), calibration.predict(h200))
+
+
+def test_evaluate_simulates_the_profile_only_where_no_sibling_anchors_the_run(tmp_path, roofline):
+    from features.silicon import read_serving_results
+    from scheduler.engine_profiles import load_profiles
+    from scheduler.serving_eval import predict_serving
+
+    path = tmp_path / "runs.csv"
+    base = {"backend": "vllm", "backend_version": "0.19.0", "model_path": "meta-llama/Llama-3.1-8B-Instruct",
+            "mode": "agg", "isl": 512, "osl": 32, "gemm_quant_mode": "bf16", "moe_quant_mode": "bf16", "tp_size": 1,
+            "pp_size": 1, "attention_dp_size": 1, "moe_tp_size": 1, "moe_ep_size": 1}
+    pd.DataFrame([{**base, "id": "h100", "system": "h100_sxm", "batch_size": 4, "silicon_ttft_ms": 40.0,
+                   "silicon_tpot_ms": 8.0},
+                  {**base, "id": "h200", "system": "h200_sxm", "batch_size": 4, "silicon_ttft_ms": 35.0,
+                   "silicon_tpot_ms": 6.0},
+                  {**base, "id": "h200-alone", "system": "h200_sxm", "batch_size": 2, "silicon_ttft_ms": 30.0,
+                   "silicon_tpot_ms": 5.0}]).to_csv(path, index=False)
+    table = read_serving_results(path)
+    h100 = predict_serving(table.iloc[:1], predictor=roofline, profiles={}, with_roofline=True)
+    h100 = h100.rename(columns={c: "kernel_" + c[5:] for c in h100.columns if c.startswith("pred_")})
+    calibration = ServingCalibration.fit(_anchored_basis(), anchor_runs=h100)  # anchors: the H100 run only
+    out = predict_serving(table.iloc[1:], predictor=roofline, calibration=calibration).set_index("id")
+    assert out.loc["h200", "anchor_runs"] == 1 and out.loc["h200-alone", "anchor_runs"] == 0
+    assert np.isnan(out.loc["h200", "profile_ttft_ms"]) and out.loc["h200-alone", "profile_ttft_ms"] > 0
+    # the same predictions as with the profile simulated for both (the anchored run does not use it)
+    full = predict_serving(table.iloc[1:], predictor=roofline, profiles={}, with_roofline=True,
+                           with_profiles=load_profiles())
+    full = full.rename(columns={c: "kernel_" + c[5:] for c in full.columns if c.startswith("pred_")}).set_index("id")
+    np.testing.assert_allclose(calibration.predict(full)["ttft_ms"].to_numpy(), out["pred_ttft_ms"].to_numpy(),
+                               rtol=1e-12)
