@@ -150,7 +150,9 @@ class ServingCalibration:
         fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
         pool = rows if anchor_runs is None else _measured(anchor_runs)
         if "system" in pool and len(pool):
-            fitted.anchors = residual_table(pool, fitted.predict(pool, anchored=False))
+            # the calibration's own residuals (no profile blend): an anchored prediction is the calibration's
+            own = pool.drop(columns=[f"profile_{t}_ms" for t in BLENDED], errors="ignore")
+            fitted.anchors = residual_table(own, fitted.predict(own, anchored=False))
         return fitted
 
     def predict(self, basis: pd.DataFrame, anchored: bool = True) -> pd.DataFrame:

@@ -173,3 +173,11 @@ def test_evaluate_simulates_the_profile_only_where_no_sibling_anchors_the_run(tm
     full = full.rename(columns={c: "kernel_" + c[5:] for c in full.columns if c.startswith("pred_")}).set_index("id")
     np.testing.assert_allclose(calibration.predict(full)["ttft_ms"].to_numpy(), out["pred_ttft_ms"].to_numpy(),
                                rtol=1e-12)
+
+
+def test_anchor_residuals_are_the_calibrations_own_whatever_profile_columns_the_runs_carry():
+    basis = _anchored_basis()
+    h100 = basis[basis["system"] == "h100_sxm"]
+    plain = ServingCalibration.fit(h100)
+    timed = ServingCalibration.fit(h100.assign(profile_ttft_ms=h100["kernel_ttft_ms"] * 3.0))
+    pd.testing.assert_frame_equal(plain.anchors, timed.anchors)
