@@ -29,11 +29,15 @@ def fold_profiles(basis: pd.DataFrame, group: str = "system") -> dict[str, dict]
             for value in sorted(done[group].astype(str).unique())}
 
 
-def held_out_profiles(basis: pd.DataFrame, predictor, group: str = "system", n_jobs: int = 2) -> pd.DataFrame:
+def held_out_profiles(basis: pd.DataFrame, predictor, group: str = "system", n_jobs: int | None = None) -> pd.DataFrame:
     """Each predicted aggregated run of ``basis`` simulated with profiles fitted without its ``group`` value.
 
     Returns the runs (``id``, ``framework``, ``group``, measured and kernel-only / roofline times) with
-    ``profile_ttft_ms`` / ``profile_tpot_ms`` (ms) and ``profile_kernel_scale`` (the fold's fitted scale)."""
+    ``profile_ttft_ms`` / ``profile_tpot_ms`` (ms) and ``profile_kernel_scale`` (the fold's fitted scale).
+    ``n_jobs``: processes (default: the CPUs available); with one, ``predictor`` simulates in this process."""
+    from predictor.cpus import available_cpus
+
+    n_jobs = available_cpus() if n_jobs is None else n_jobs
     done = basis[(basis["skip"] == "") & (basis["mode"] == "agg")]
     raw = [c for c in done.columns if not c.startswith(_SIMULATED) and c not in _ADDED]
     folds = fold_profiles(basis, group)
