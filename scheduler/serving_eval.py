@@ -256,10 +256,8 @@ def _simulate_disagg(row, predictor, profile, model, gpu, dtype, config, workloa
 
 
 def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | None,
-                  with_roofline: bool = True, max_concurrency: int = MAX_CONCURRENCY,
-                  with_profiles: dict | None = None) -> list[dict]:
-    """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline, and
-    (``with_profiles``) each aggregated run with its framework's profile there as ``profile_{ttft,tpot}_ms``."""
+                  with_roofline: bool = True, max_concurrency: int = MAX_CONCURRENCY) -> list[dict]:
+    """Predictions for a block of rows (one process's share): hybrid with the engine profile, roofline."""
     from scheduler.engine_profiles import kernel_only_profile
 
     memo: dict = {}
@@ -292,17 +290,13 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
             if with_roofline:
                 roof = simulate(row, roofline, basis)
                 record |= {"roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
-            if (with_profiles and row["mode"] == "agg" and row["framework"] in with_profiles
-                    and row.get("_profile", True)):
-                timed = simulate(row, predictor, with_profiles[row["framework"]])
-                record |= {"profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}
         except Skip as skip:
             record["skip"] = skip.reason
         out.append(record)
     return out
 
 
-_NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft_ms", "measured_tpot_ms", "_profile"})
+_NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft_ms", "measured_tpot_ms"})
 
 
 def _profile_key(profile) -> str:
@@ -315,17 +309,16 @@ def _profile_key(profile) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency, with_profiles):
+def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency):
     from predictor import Predictor
 
     return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework,
-                         with_roofline, max_concurrency, with_profiles)
+                         with_roofline, max_concurrency)
 
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
                     framework: str | None = None, with_roofline: bool = True,
-                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY,
-                    with_profiles: dict | None = None):
+                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
     Parameters
@@ -333,7 +326,9 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     calibration : scheduler.serving_model.ServingCalibration, optional
         When given, each run is simulated with kernels only (and roofline-only) and ``pred_*`` is the
         calibration's prediction from that basis (``kernel_*`` columns); ``framework``, when given, replaces
-        every row's framework in its features. ``profiles`` is then unused.
+        every row's framework in its features. An aggregated run that no sibling anchors is also simulated with
+        ``profiles`` (``profile_ttft_ms`` / ``profile_tpot_ms``, NaN for the other runs), the engine-profile
+        simulation its TTFT blends with (:mod:`scheduler.serving_model`).
     artifacts : str, optional
         Residual-model artifact (default: shipped); ignored when ``predictor`` is given (then ``n_jobs`` = 1).
     profiles : dict, optional
@@ -343,10 +338,6 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         Also simulate with :meth:`predictor.Predictor.roofline_only` (the baseline; kernels only, no overhead).
     n_jobs : int
         Processes (joblib); rows are split by configuration so each process builds a configuration's tables once.
-    with_profiles : dict, optional
-        Engine profiles by framework: each aggregated run is also simulated with its framework's, as
-        ``profile_ttft_ms`` / ``profile_tpot_ms`` (a calibration's TTFT blends with it; default with a
-        ``calibration``: the shipped profiles, and only the runs no sibling anchors, NaN for the others).
     max_concurrency : int
         Runs with more clients are skipped (``concurrency_over_limit``): a run simulates about twice its clients
         plus a measurement window of requests, so its cost grows with the clients.
@@ -363,15 +354,14 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     from predictor import Predictor
     from scheduler.engine_profiles import load_profiles
 
-    if calibration is not None:
-        return _calibrated(table, calibration, framework, artifacts=artifacts, predictor=predictor, n_jobs=n_jobs,
-                           max_concurrency=max_concurrency,
-                           with_profiles=load_profiles() if with_profiles is None else with_profiles)
     profiles = profiles if profiles is not None else load_profiles()
+    if calibration is not None:
+        return _calibrated(table, calibration, framework, profiles, artifacts=artifacts, predictor=predictor,
+                           n_jobs=n_jobs, max_concurrency=max_concurrency)
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
         records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
-                                framework, with_roofline, max_concurrency, with_profiles)
+                                framework, with_roofline, max_concurrency)
     else:
         from joblib import Parallel, delayed
 
@@ -382,7 +372,7 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
             min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
         blocks = [pd.concat(s) for s in shares if s]
         parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline,
-                                                         max_concurrency, with_profiles) for b in blocks)
+                                                         max_concurrency) for b in blocks)
         records = [r for part in parts for r in part]
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
@@ -391,47 +381,35 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
 def kernel_basis(table, predictor=None, *, with_roofline: bool = True, **simulate):
     """``table`` simulated with kernels only: ``kernel_*`` (TTFT / TPOT and the run's diagnostics, ms) and,
     optionally, ``roofline_*`` — the basis of the serving calibration and of the engine-profile fits.
-    ``simulate`` takes :func:`predict_serving`'s ``artifacts``, ``n_jobs``, ``max_concurrency`` and
-    ``with_profiles`` (whose ``profile_*`` columns are kept as they are)."""
+    ``simulate`` takes :func:`predict_serving`'s ``artifacts``, ``n_jobs`` and ``max_concurrency``."""
     out = predict_serving(table, predictor=predictor, profiles={}, with_roofline=with_roofline, **simulate)
     return out.rename(columns={c: "kernel_" + c[5:] for c in out.columns if c.startswith("pred_")})
 
 
-def _calibrated(table, calibration, framework: str | None, **simulate):
-    """Kernel-only and roofline simulations of every run (and the engine-profile one of each aggregated run), then
-    the calibration's TTFT / TPOT. With ``framework``, every run is the calibration's and the profile's
-    ``framework``."""
-    profiles = simulate.pop("with_profiles", None) or {}
-    if framework:
-        profiles = dict.fromkeys(set(table["framework"]), profiles[framework]) if framework in profiles else {}
-    if profiles:  # an anchored run keeps the anchored calibration's TTFT: its profile simulation would go unused
-        table = table.assign(_profile=~_anchored(table, calibration, framework))
-    out = kernel_basis(table, with_profiles=profiles, **simulate).drop(columns=["_profile"], errors="ignore")
+def _calibrated(table, calibration, framework: str | None, profiles: dict, **simulate):
+    """Kernel-only and roofline simulations of every run, the engine-profile one of each aggregated run that no
+    sibling anchors (an anchored run keeps the anchored calibration's TTFT), then the calibration's TTFT / TPOT.
+    With ``framework``, every run is the calibration's and the profile's ``framework``."""
+    out = kernel_basis(table, **simulate)
     if "kernel_ttft_ms" not in out:
         return out.assign(pred_ttft_ms=np.nan, pred_tpot_ms=np.nan)
-    features = out.assign(framework=framework) if framework else out
-    pred = calibration.predict(features)
+    def as_framework(frame):  # the calibration's and the profile's framework (the row's own stays in ``out``)
+        return frame.assign(framework=framework) if framework else frame
+
+    features = as_framework(out)
+    timed = (features["skip"] == "") & (features["mode"] == "agg") & features["framework"].isin(profiles)
+    timed &= calibration.anchor_runs(features) == 0
+    out["profile_ttft_ms"] = out["profile_tpot_ms"] = np.nan
+    if timed.any():
+        sim = predict_serving(table[table["id"].isin(set(out.loc[timed, "id"]))], profiles=profiles,
+                              framework=framework, with_roofline=False, **simulate).set_index("id")
+        for target in ("ttft", "tpot"):
+            out[f"profile_{target}_ms"] = out["id"].map(sim[f"pred_{target}_ms"])
+    pred = calibration.predict(as_framework(out))
     out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
     out["anchor_runs"] = pred["anchor_runs"]
     out["in_calibration"] = out["id"].astype(str).isin(calibration.fitted_ids)
     return out
-
-
-def _anchored(table, calibration, framework: str | None) -> np.ndarray:
-    """Whether the calibration's sibling anchors cover each run of ``table`` (as :meth:`ServingCalibration.predict`
-    decides it, before any simulation: the key needs the resolved model's name, not a simulation)."""
-    from scheduler.serving_anchors import corrections
-
-    if calibration.anchors is None or not len(table):
-        return np.zeros(len(table), bool)
-    names = []
-    for path in table["model_path"]:
-        try:
-            names.append(resolve_model(path).name)
-        except Skip:
-            names.append("")
-    frame = table.assign(model=names, **({"framework": framework} if framework else {}))
-    return corrections(calibration.anchors, frame)["runs"].to_numpy() > 0
 
 
 def _ape_stats(pred, measured) -> dict:

@@ -178,6 +178,11 @@ class ServingCalibration:
             out.loc[ok, "anchor_runs"] = shift["runs"].to_numpy()
         return out
 
+    def anchor_runs(self, frame: pd.DataFrame) -> np.ndarray:
+        """The anchors' runs of each run's configuration on sibling GPUs (0: no anchor covers it, and
+        :meth:`predict` gives the calibration's own prediction, TTFT blended with a profile simulation)."""
+        return corrections(self.anchors, frame)["runs"].to_numpy()
+
     def to_json(self) -> str:
         return json.dumps({"format": "inference-sim serving calibration v2", "features": _feature_lists(),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,

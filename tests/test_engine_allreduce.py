@@ -32,22 +32,20 @@ def kernels() -> pd.DataFrame:
 
 
 def test_shipped_tables_keep_framework_allreduce_on_every_gpu_that_has_it(kernels):
-    table = kernels
-    kept = engine_allreduce_rows(table)
+    kept = engine_allreduce_rows(kernels)
     allreduce = kept[kept["op"] == "allreduce"]
     custom = allreduce["framework"].astype(str).str.contains("-custom-")
     assert custom.any()
     assert set(allreduce.loc[~custom, "gpu"].astype(str)).isdisjoint(set(allreduce.loc[custom, "gpu"].astype(str)))
     # nothing else is touched
-    others = table["op"] != "allreduce"
+    others = kernels["op"] != "allreduce"
     assert int(others.sum()) == int((kept["op"] != "allreduce").sum())
 
 
 def test_shipped_small_allreduce_is_near_the_framework_measurement(kernels):
     """A decode step's 64 KiB all-reduce at 8 GPUs: within 1.6x of the median framework measurement on each GPU
     that has one, and clearly below the median nccl-tests time (the shipped model learned the engines' collective)."""
-    table = kernels
-    ar = table[(table["op"] == "allreduce") & (table["world_size"] == 8) & (table["msg_bytes"] == 65536)]
+    ar = kernels[(kernels["op"] == "allreduce") & (kernels["world_size"] == 8) & (kernels["msg_bytes"] == 65536)]
     predictor = Predictor.load()
     batch = 4  # 4 decode tokens × hidden 8192 × 2 bytes = 64 KiB per all-reduce
     for gpu in ("h100-sxm", "b200"):

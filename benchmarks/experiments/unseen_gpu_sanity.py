@@ -54,9 +54,9 @@ def sanity_lines(runs: pd.DataFrame, calibration: ServingCalibration, source: st
     chosen = [g.sample(min(len(g), per_framework), random_state=seed).index for _, g in runs.groupby("framework")]
     picked = runs.loc[sorted(i for index in chosen for i in index)]
     predicted_source = predict_serving(picked, n_jobs=n_jobs, calibration=calibration,
-                                       with_profiles=profiles).set_index("id")
+                                       profiles=profiles).set_index("id")
     predicted_target = predict_serving(picked.assign(system=target), n_jobs=n_jobs, calibration=calibration,
-                                       with_profiles=profiles).set_index("id")
+                                       profiles=profiles).set_index("id")
     both = (predicted_source["skip"] == "") & (predicted_target["skip"] == "")
     lines = [f"{len(picked):,} runs of {source} (at most {per_framework} per framework, seed {seed}) relabelled "
              f"{target}; {int(both.sum()):,} predicted as both. Median (10th–90th percentile) of each ratio:", "",

@@ -224,7 +224,7 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
     predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
     predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs,
                                   calibration=calibration, framework=None if calibration is None else framework,
-                                  max_concurrency=max_concurrency, with_profiles=profiles)
+                                  max_concurrency=max_concurrency)
     payload = score_serving(predictions)
     if out is not None:
         atomic_write(out, predictions.to_csv(index=False))
