@@ -263,8 +263,9 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
     memo: dict = {}
 
     def simulate(row, which, profile) -> dict:
-        """:func:`simulate_row`, once per distinct configuration: runs that differ only in framework name,
-        version or measurement (repeats) share one simulation when their profiles time steps alike."""
+        """:func:`simulate_row`, once per distinct configuration: runs that differ only in framework version or
+        measurement (repeats), or in framework where their profiles time and schedule steps alike, share one
+        simulation."""
         key = (id(which), _profile_key(profile), *(row[c] for c in row.index if c not in _NOT_SIMULATED))
         if key not in memo:
             try:
@@ -300,10 +301,15 @@ _NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft
 
 
 def _profile_key(profile) -> str:
-    """What of a profile changes a simulation (everything but its names and fit size)."""
+    """What of a profile changes a simulation: its step costs and budgets, and its framework's scheduling (batching
+    policy, KV-cache memory rule: :data:`scheduler.engine_profiles.SCHEDULING`); not its names or fit size. Two
+    frameworks' kernel-only profiles differ in their scheduling alone, so it must be part of the key."""
     import json
 
+    from scheduler.engine_profiles import SCHEDULING
+
     values = profile.to_dict()
+    values["scheduling"] = SCHEDULING.get(profile.framework, {})
     for name in ("framework", "version", "fitted_rows"):
         values.pop(name, None)
     return json.dumps(values, sort_keys=True)

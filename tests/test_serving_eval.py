@@ -111,6 +111,22 @@ def test_repeated_ids_in_one_csv_are_made_unique_and_each_row_predicted_once(tmp
     assert len(out) == 2 and out["pred_ttft_ms"].iloc[1] > out["pred_ttft_ms"].iloc[0]  # joined to its own row
 
 
+def test_runs_of_one_configuration_under_two_frameworks_are_each_simulated_with_their_own_scheduler(tmp_path, hybrid):
+    from scheduler.serving_eval import kernel_basis
+
+    rows = {k: [v[0], v[0]] for k, v in SILICON.items()} | {"id": ["as_sglang", "as_vllm"],
+                                                             "backend": ["sglang", "vllm"]}
+    pd.DataFrame(rows).to_csv(tmp_path / "two.csv", index=False)
+    both = kernel_basis(read_serving_results(tmp_path / "two.csv"), predictor=hybrid).set_index("id")
+    alone = {name: kernel_basis(read_serving_results(tmp_path / "two.csv").iloc[[i]], predictor=hybrid).iloc[0]
+             for i, name in enumerate(("as_sglang", "as_vllm"))}
+    columns = ["kernel_ttft_ms", "kernel_tpot_ms", "kernel_kv_tokens", "roofline_ttft_ms", "roofline_tpot_ms"]
+    for name in ("as_sglang", "as_vllm"):  # the same values whichever run is simulated first
+        assert both.loc[name, columns].to_numpy(float) == pytest.approx(alone[name][columns].to_numpy(float))
+    # SGLang's prefill-first scheduler and static KV-cache rule are not vLLM's: one simulation cannot serve both
+    assert both.loc["as_sglang", "kernel_kv_tokens"] != both.loc["as_vllm", "kernel_kv_tokens"]
+
+
 def test_a_folder_without_results_is_a_one_line_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="^--serving: folder .* holds no .csv or .json file$"):
