@@ -264,8 +264,7 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
 
     def simulate(row, which, profile) -> dict:
         """:func:`simulate_row`, once per distinct configuration: runs that differ only in framework version or
-        measurement (repeats), or in framework where their profiles time and schedule steps alike, share one
-        simulation."""
+        measurement (repeats) share one simulation."""
         key = (id(which), _profile_key(profile), *(row[c] for c in row.index if c not in _NOT_SIMULATED))
         if key not in memo:
             try:
@@ -301,16 +300,13 @@ _NOT_SIMULATED = frozenset({"id", "framework", "backend_version", "measured_ttft
 
 
 def _profile_key(profile) -> str:
-    """What of a profile changes a simulation: its step costs and budgets, and its framework's scheduling (batching
-    policy, KV-cache memory rule: :data:`scheduler.engine_profiles.SCHEDULING`); not its names or fit size. Two
-    frameworks' kernel-only profiles differ in their scheduling alone, so it must be part of the key."""
+    """What of a profile changes a simulation: everything but its version and fit size. The framework stays: it
+    names the scheduling (:data:`scheduler.engine_profiles.SCHEDULING`), which is all that two frameworks'
+    kernel-only profiles differ in."""
     import json
 
-    from scheduler.engine_profiles import SCHEDULING
-
     values = profile.to_dict()
-    values["scheduling"] = SCHEDULING.get(profile.framework, {})
-    for name in ("framework", "version", "fitted_rows"):
+    for name in ("version", "fitted_rows"):
         values.pop(name, None)
     return json.dumps(values, sort_keys=True)
 
