@@ -320,8 +320,9 @@ class Simulator(KVBlockManager, IterationRunner):
                 self.now = float(state.arrival[next_arrival])
                 continue
             arrival_limit = float(state.arrival[next_arrival]) if next_arrival < end else math.inf
-            outcome, done, steps = self.advance(state, log, arrival_limit, record_iterations)
+            outcome, done, steps = self.advance(state, log, arrival_limit, record_iterations, then_step=True)
             finished += done
+            iterations += steps
             if outcome == EVICTED:
                 continue
             if outcome == STUCK:
@@ -331,7 +332,6 @@ class Simulator(KVBlockManager, IterationRunner):
                 # the head of the queue cannot fit even in an empty engine
                 finished += self.reject_head(state)
                 continue
-            iterations += steps
             if steps == 1 and progress is not None and iterations % 500 == 0:
                 progress(finished, n)
             if stop is not None and stop():
@@ -348,7 +348,8 @@ class Simulator(KVBlockManager, IterationRunner):
             state.closed.complete(state, self.now)
         return 1
 
-    def advance(self, state: _State, log: IterationLog | None, limit: float, record: bool) -> tuple[str, int, int]:
+    def advance(self, state: _State, log: IterationLog | None, limit: float, record: bool,
+                then_step: bool = False) -> tuple[str, int, int]:
         """Run one iteration (or a fast-forwarded run of decode-only iterations) from ``self.now``.
 
         Parameters
@@ -360,6 +361,12 @@ class Simulator(KVBlockManager, IterationRunner):
         limit : float
             Time (s) of the next event that could change the batch (an arrival): a fast-forwarded run does
             not start an iteration at or after it.
+        then_step : bool
+            After a fast-forwarded run that ends before ``limit``, go on with the iteration that follows it (what
+            the next call would do: the run stops before a request's last step or a full cache, so that call
+            could not fast-forward). Only for a caller that, like :meth:`_loop`, would make that next call at
+            once: one engine alone, whose arrivals are all known (not a cluster, whose other instances' events
+            interleave).
 
         Returns
         -------
@@ -367,16 +374,18 @@ class Simulator(KVBlockManager, IterationRunner):
             ``outcome`` is ``"advanced"`` (``steps`` iterations ran, ``finished`` requests completed),
             ``"evicted"`` (nothing could run; the latest-arrived running request was preempted to free
             memory) or ``"stuck"`` (nothing runs and nothing can be admitted: the caller moves time to the
-            next event or rejects the head of the queue).
+            next event or rejects the head of the queue); ``steps`` also counts the iterations of a run
+            fast-forwarded before the outcome (``then_step``).
         """
+        ran = 0
         if self.config.fast_forward and self.stretch is None and state.running and not state.partial:
-            steps = self._fast_forward(state, log, limit, record)
-            if steps:
-                return ADVANCED, 0, steps
+            ran = self._fast_forward(state, log, limit, record)
+            if ran and not (then_step and self.now < limit):
+                return ADVANCED, 0, ran
         decodes, prefills = self.policy.schedule(self, state)
         if not len(decodes) and not prefills:
             if state.running:
                 self._evict_latest(state)  # nothing can move: free memory for the oldest work
-                return EVICTED, 0, 0
-            return STUCK, 0, 0
-        return ADVANCED, self._iterate(state, log, record, decodes, prefills), 1
+                return EVICTED, 0, ran
+            return STUCK, 0, ran
+        return ADVANCED, self._iterate(state, log, record, decodes, prefills), ran + 1

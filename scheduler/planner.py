@@ -151,6 +151,7 @@ class Planner(CandidateRanking):
         self._segments: list = []  # effects of the current work item's finished segments
         self._seen: set = set()  # complete plans the beam search has evaluated
         self._background = None  # the baselines' work beside the search (scheduler.plan_pool.Background)
+        self._serial_search = False  # a search level runs in this process (other work has the CPUs)
 
     # --- preparation ------------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -338,6 +339,8 @@ class Planner(CandidateRanking):
     def _search_processes(self) -> int:
         """Workers for a search level: the CPUs, less one while the baselines' worker runs (their items share
         much of their work, which a pool repeats in each worker: a busy CPU is better spent on the baselines)."""
+        if self._serial_search:
+            return 1
         busy = self._background is not None and self._background.busy()
         return self.pool.workers - busy
 
@@ -435,13 +438,14 @@ class Planner(CandidateRanking):
 
     def _estimates(self, chosen: Plan, background) -> tuple[PlanEstimate, dict[str, PlanEstimate]]:
         """The chosen plan and the baselines (``background``: from :meth:`_start_baselines`, or None for none) on
-        the K estimate draws, each distinct plan simulated once: the greedy search and the chosen plan's draws start
-        at once, beside the baselines' worker if it is still busy; then the greedy plan's draws if it is new."""
+        the K estimate draws, each distinct plan simulated once. The chosen plan's draws start at once in workers;
+        the greedy search runs here beside them (after the baselines' worker is merged: its rollouts are mostly the
+        search's and the baselines', already known), then the greedy plan's draws start too if it is new. The
+        values are those of doing it all in order in one process."""
         k = len(self.samples)
         naive = self.naive_plan() if background is not None else None
-        searched = ["greedy"] if background is not None and self.strategy != "greedy" else []
         draws = [] if chosen == naive else [("draw", chosen, j) for j in range(k)]
-        first = self.pool.start(self._work_item, [(name,) for name in searched] + draws, self.pool.workers)
+        first = self.pool.start(self._work_item, draws, self.pool.workers)
         plans = {"chosen": chosen}
         spans: dict[Plan, list[float]] = {}
         if background is not None:
@@ -449,12 +453,17 @@ class Planner(CandidateRanking):
             plans.update(naive=naive, largest_first=largest)
             spans[naive] = naive_spans
             spans.setdefault(largest, largest_spans)
-        values = self._merged(first.results())
-        plans.update(zip(searched, values[:len(searched)], strict=True))
+            if self.strategy != "greedy":
+                self._serial_search = True  # the draws' workers have the CPUs
+                try:
+                    plans["greedy"] = self.greedy()[0].plan
+                finally:
+                    self._serial_search = False
+        todo = [plan for plan in dict.fromkeys(plans.values()) if plan not in spans and plan != chosen]
+        second = self.pool.start(self._work_item, [("draw", p, j) for p in todo for j in range(k)], self.pool.workers)
         if draws:
-            spans.setdefault(chosen, values[len(searched):])
-        todo = [plan for plan in dict.fromkeys(plans.values()) if plan not in spans]  # the greedy plan, if new
-        values = iter(self._merged(self.pool.map(self._work_item, [("draw", p, j) for p in todo for j in range(k)])))
+            spans.setdefault(chosen, self._merged(first.results()))
+        values = iter(self._merged(second.results()))
         for plan in todo:
             spans[plan] = [next(values) for _ in range(k)]
         self.evaluations += len(plans)
