@@ -41,32 +41,37 @@ class IterationRunner:
         """Time and apply one scheduled iteration; return how many requests finished."""
         finished = 0
         budget = self._budget
-        dec = np.asarray(decodes, np.int64)
-        if prefills:
-            p_ids = [r for r, _ in prefills]
-            p_chunks = [c for _, c in prefills]
-            p_kv = [int(state.kv[r]) for r in p_ids]
-            p_ctx = p_kv if budget is None else [min(k, budget) for k in p_kv]
-            completes = [k + c >= int(state.target[r]) for k, (r, c) in zip(p_kv, prefills, strict=True)]
+        dec = decodes if type(decodes) is np.ndarray else np.asarray(decodes, np.int64)
+        n_dec, n_pre = len(dec), len(prefills)
+        p_new = p_keys = samples = 0  # Σ chunk tokens, Σ (chunk + attended context), chunks that end their prompt
+        if n_pre:
+            kv, target = state.kv, state.target
+            p_kv = [int(kv[r]) for r, _ in prefills]
+            completes = []
+            for (r, chunk), k in zip(prefills, p_kv, strict=True):
+                p_new += chunk
+                p_keys += chunk + (k if budget is None or k < budget else budget)
+                complete = k + chunk >= int(target[r])
+                completes.append(complete)
+                samples += complete
         else:  # a decode-only iteration
-            p_ids = p_chunks = p_kv = p_ctx = completes = ()
-        if dec.size:
+            p_kv = completes = ()
+        if n_dec:
             kv_dec = state.kv[dec]
             dec_kv = kv_dec if budget is None else np.minimum(kv_dec, budget)
             dec_ctx = int(dec_kv.sum())
         else:
             dec_ctx = 0
-        p_new = sum(p_chunks)
-        p_keys = p_new + sum(p_ctx)
-        samples = sum(completes)
-        dt_ms = self.bound.iteration_ms(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
+        dt_ms = self.bound.iteration_ms(n_pre, p_new, p_keys, samples, n_dec, dec_ctx)
         start = self.now
-        lean = not self._counts_work(state)  # a timings-only run keeps no work, efficiency or statistics
-        if not lean:
-            flops, nbytes, roof_ms = self.bound.work_scalar(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx)
+        if state.lean and self.stretch is None:  # a timings-only run keeps no work, efficiency or statistics
+            lean = True
+        else:
+            lean = False
+            flops, nbytes, roof_ms = self.bound.work_scalar(n_pre, p_new, p_keys, samples, n_dec, dec_ctx)
             if self.stretch is not None:
                 dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
-            self.efficiency.add(len(prefills), p_new, p_keys, samples, len(dec), dec_ctx, dt_ms)
+            self.efficiency.add(n_pre, p_new, p_keys, samples, n_dec, dec_ctx, dt_ms)
             totals = self.work_totals
             totals[0] += dt_ms
             totals[1] += flops
@@ -76,43 +81,45 @@ class IterationRunner:
         if record:
             log.start_s.append(start)
             log.duration_s.append(dt_ms / 1e3)
-            log.decode_seqs.append(len(dec))
-            log.prefill_seqs.append(len(prefills))
-            log.prefill_tokens.append(sum(p_chunks))
+            log.decode_seqs.append(n_dec)
+            log.prefill_seqs.append(n_pre)
+            log.prefill_tokens.append(p_new)
             log.kv_blocks_used.append(self.num_blocks - self.free_blocks)
             log.running.append(len(state.running))
         # decode updates (vectorised)
-        if dec.size:
+        if n_dec:
             if not state.lean:  # token times only feed the time-between-tokens histogram
                 _count_gaps(state, state.last_token[dec], start, self.now)
                 state.last_token[dec] = self.now
-            self.tokens_held += len(dec) if budget is None else int((dec_kv < budget).sum())
+            self.tokens_held += n_dec if budget is None else int((dec_kv < budget).sum())
             state.kv[dec] = kv_dec + 1
             generated = state.generated[dec] + 1
             state.generated[dec] = generated
             done = dec[generated >= state.output[dec]]
-            for r in done.tolist():
-                finished += self._finish(state, r)
-        self.tokens_held += (sum(p_chunks) if budget is None
-                             else sum(min(k + c, budget) for k, c in zip(p_kv, p_chunks, strict=True)) - sum(p_ctx))
-        for r, chunk, complete in zip(p_ids, p_chunks, completes, strict=True):
-            state.kv[r] += chunk
-            if not complete:
-                state.partial[r] = None
-            else:
-                state.partial.pop(r, None)
-                if state.generated[r] > 0 and not state.lean:  # a recompute's stall is a token gap too
-                    state.itl_counts[np.searchsorted(ITL_EDGES_S, self.now - state.last_token[r])] += 1
-                state.generated[r] += 1
-                if math.isnan(state.first_token[r]):
-                    state.first_token[r] = self.now
-                state.last_token[r] = self.now
-                if state.generated[r] >= state.output[r]:
+            if done.size:
+                for r in done.tolist():
                     finished += self._finish(state, r)
-                elif self.handoff is not None:
-                    self._handoff(state, r)
+        if n_pre:
+            self.tokens_held += (p_new if budget is None else
+                                 sum(min(k + c, budget) - min(k, budget) for k, (_, c) in zip(p_kv, prefills, strict=True)))
+            for (r, chunk), complete in zip(prefills, completes, strict=True):
+                state.kv[r] += chunk
+                if not complete:
+                    state.partial[r] = None
+                else:
+                    state.partial.pop(r, None)
+                    if state.generated[r] > 0 and not state.lean:  # a recompute's stall is a token gap too
+                        state.itl_counts[np.searchsorted(ITL_EDGES_S, self.now - state.last_token[r])] += 1
+                    state.generated[r] += 1
+                    if math.isnan(state.first_token[r]):
+                        state.first_token[r] = self.now
+                    state.last_token[r] = self.now
+                    if state.generated[r] >= state.output[r]:
+                        finished += self._finish(state, r)
+                    elif self.handoff is not None:
+                        self._handoff(state, r)
         if not lean:
-            self.stats.add(dt_ms / 1e3, len(dec) + len(prefills), self.num_blocks - self.free_blocks, self.tokens_held)
+            self.stats.add(dt_ms / 1e3, n_dec + n_pre, self.num_blocks - self.free_blocks, self.tokens_held)
         return finished
 
     def _admission_blocked(self, state: _State) -> bool:
