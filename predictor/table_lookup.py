@@ -156,13 +156,19 @@ class TableLookups:
     def _decode_column(self, table: np.ndarray, seqs: float, kv_mean: np.ndarray, ascending: bool) -> np.ndarray:
         """A log-valued decode table ([seqs, kv] or [seqs, kv, fields]) at one batch size and many mean KV lengths."""
         (i, wi), (j, wj) = self._column_cells(seqs, kv_mean, ascending)
-        beyond = np.maximum(kv_mean / DECODE_KV[-1], 1.0)
+        # beyond the grids' ends the time grows in proportion; inside them the factors are 1 (skipped: x × 1.0 = x)
+        inside = ascending and len(kv_mean) and kv_mean[-1] <= _KV_MAX
+        beyond = None if inside else np.maximum(kv_mean / DECODE_KV[-1], 1.0)
         if table.ndim == 3:  # one value per field on the last axis
-            wj, beyond = wj[:, None], beyond[:, None]
+            wj = wj[:, None]
+            beyond = None if beyond is None else beyond[:, None]
         low, high = table[i], table[i + 1]
-        a = 1 - wi
-        val = a * (1 - wj) * low[j] + wi * (1 - wj) * high[j] + a * wj * low[j + 1] + wi * wj * high[j + 1]
-        return np.exp(val) * max(seqs / DECODE_SEQS[-1], 1.0) * beyond
+        a, b, j1 = 1 - wi, 1 - wj, j + 1
+        val = a * b * low[j] + wi * b * high[j] + a * wj * low[j1] + wi * wj * high[j1]
+        out = np.exp(val)
+        if seqs > _SEQS_MAX:
+            out *= seqs / DECODE_SEQS[-1]
+        return out if beyond is None else out * beyond
 
     def _column_cells(self, seqs: float, kv_mean: np.ndarray, ascending: bool):
         """((row, weight) of ``seqs``, (cells, weights) of ``kv_mean``) on the decode grids, for a column look-up."""

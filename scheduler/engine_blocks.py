@@ -112,8 +112,9 @@ class KVBlockManager:
                 needs = np.minimum(state.kv[decoding] + 1, self._budget) > state.blocks[decoding] * bs
             need = int(np.count_nonzero(needs))
             if need <= self.free_blocks:
-                state.blocks[decoding[needs]] += 1
-                self.free_blocks -= need
+                if need:
+                    state.blocks[decoding[needs]] += 1
+                    self.free_blocks -= need
                 return decoding
             self._evict_latest(state)
 
