@@ -230,13 +230,13 @@ class IterationRunner:
                                 self.num_blocks - self.free_blocks - new_blocks + cumulative[:steps],
                                 self.tokens_held + held_gain)
         self.tokens_held += gained
-        ends = starts_s + durations
+        end_s = float(starts_s[-1] + durations[-1])  # the run's last step's end (its earlier ends are not needed)
         # time-between-tokens histogram: each sequence's first gap, then every later step's duration once per sequence
         if not state.lean:
-            _count_gaps(state, state.last_token[run], self.now, float(ends[0]))
+            _count_gaps(state, state.last_token[run], self.now, float(starts_s[0] + durations[0]))
             np.add.at(state.itl_counts, np.searchsorted(ITL_EDGES_S, durations[1:]), len(run))
-            state.last_token[run] = float(ends[-1])
-        self.now = float(ends[-1])
+            state.last_token[run] = end_s
+        self.now = end_s
         state.kv[run] += steps
         state.generated[run] += steps
         return steps
