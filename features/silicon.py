@@ -4,7 +4,9 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
 
 * **Silicon CSV** (the columns of ``silicon_sample_without_h200.csv``): ``id``, ``backend``,
   ``backend_version``, ``model_path``, ``system``, ``mode`` (``agg`` | ``disagg``), ``isl``, ``osl``,
-  ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (the benchmark's concurrency), ``tp_size``,
+  ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (per attention-DP rank; the benchmark's concurrency
+  is the ``silicon_concurrency`` its ``silicon_data_source`` records, else the id's ``_c<N>_``, else
+  ``batch_size`` × ``attention_dp_size``), ``tp_size``,
   ``pp_size``, ``attention_dp_size``, ``moe_tp_size``, ``moe_ep_size``, ``silicon_ttft_ms``,
   ``silicon_tpot_ms``; for disaggregated rows also ``prefill_*`` / ``decode_*`` pool sizes
   (``num_workers``, ``tp_size``, ``batch_size``). A degree of 0 or empty means 1. A disaggregated row without
@@ -167,21 +169,48 @@ def _unique_ids(ids: pd.Series) -> pd.Series:
 
 
 def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
-    """Clients of each run: ``batch_size``; for disaggregated rows (no ``batch_size``) the
-    ``silicon_concurrency=N`` of ``silicon_data_source``, else the ``_c<N>_`` of the id, else
-    ``decode_batch_size`` × ``decode_num_workers``."""
-    conc = raw["batch_size"].copy()
-    gap = conc.isna()
-    if gap.any() and "silicon_data_source" in raw:
-        conc[gap] = pd.to_numeric(raw.loc[gap, "silicon_data_source"].astype(str)
-                                  .str.extract(r"silicon_concurrency=(\d+)")[0], errors="coerce")
+    """Clients of each run (the benchmark's concurrency): the ``silicon_concurrency=N`` of ``silicon_data_source``
+    (what the harness ran), else the ``_c<N>_`` of the id, else what the layout gives. ``batch_size`` is
+    aiconfigurator's batch per attention-DP rank, so an aggregated run's clients are ``batch_size`` ×
+    ``attention_dp_size`` (in the shipped CSV the recorded concurrency is that product wherever both are given, but
+    for a few runs whose batch size is per GPU); a disaggregated run's are ``decode_batch_size`` ×
+    ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive
+    integer."""
+    if "batch_size" in raw:
+        _positive_where_given(raw["batch_size"], "batch_size")
+    conc = pd.Series(np.nan, index=raw.index)
+    if "silicon_data_source" in raw:
+        conc = pd.to_numeric(raw["silicon_data_source"].astype(str).str.extract(r"silicon_concurrency=(\d+)")[0],
+                             errors="coerce")
     gap = conc.isna()
     if gap.any() and "id" in raw:
         conc[gap] = pd.to_numeric(raw.loc[gap, "id"].astype(str).str.extract(r"_c(\d+)(?:_|$)")[0], errors="coerce")
     gap = conc.isna()
+    if gap.any():
+        conc[gap] = (pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size"))[gap]
+    gap = conc.isna()
     if gap.any() and "decode_batch_size" in raw and "decode_num_workers" in raw:
-        conc[gap] = raw.loc[gap, "decode_batch_size"] * raw.loc[gap, "decode_num_workers"].fillna(1)
+        pool = (pd.to_numeric(raw["decode_batch_size"], errors="coerce")
+                * pd.to_numeric(raw["decode_num_workers"], errors="coerce").fillna(1)
+                * _ranks(raw, "decode_attention_dp_size"))
+        conc[gap] = pool[gap]
     return conc
+
+
+def _ranks(raw: pd.DataFrame, column: str) -> pd.Series:
+    """A parallel degree column with 0 / empty (or absent) meaning 1."""
+    if column not in raw:
+        return pd.Series(1.0, index=raw.index)
+    return pd.to_numeric(raw[column], errors="coerce").fillna(1.0).clip(lower=1.0)
+
+
+def _positive_where_given(values: pd.Series, name: str) -> None:
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (values.notna() & numbers.isna()) | (numbers < 1) | (numbers != numbers.round())
+    bad &= values.notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(f"{name}: concurrency must be a positive integer, got {values.iloc[i]!r} (row {i + 1})")
 
 
 def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:

@@ -304,6 +304,22 @@ def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, c
     assert len(pd.read_csv(out_csv)) == 4
 
 
+def test_concurrency_is_what_the_harness_ran_not_the_batch_per_attention_dp_rank(tmp_path):
+    """aiconfigurator's ``batch_size`` is per attention-DP rank: an aggregated run with DP 4 and batch 2 has 8 clients;
+    the harness's recorded ``silicon_concurrency`` (else the id's ``_c<N>_``) wins over any layout product, and a
+    disaggregated run without either has decode batch × workers × DP clients."""
+    rows = {k: v[:3] for k, v in SILICON.items()}
+    rows |= {"id": ["dp4", "src", "named_c64_tp8"], "batch_size": [2, 8, 1], "attention_dp_size": [4, 8, 64],
+             "silicon_data_source": ["", "db; silicon_concurrency=64; measured=x", ""]}
+    pd.DataFrame(rows).to_csv(tmp_path / "dp.csv", index=False)
+    assert read_serving_results(tmp_path / "dp.csv")["concurrency"].tolist() == [8, 64, 64]
+    disagg = {k: v[:1] for k, v in SILICON.items()} | {"id": ["pools"], "mode": ["disagg"], "batch_size": [None]}
+    disagg |= {f"{pool}_{name}": [1] for pool in ("prefill", "decode") for name in ("tp_size", "num_workers")}
+    disagg |= {"decode_batch_size": [16], "decode_num_workers": [2], "decode_attention_dp_size": [4]}
+    pd.DataFrame(disagg).to_csv(tmp_path / "disagg.csv", index=False)
+    assert read_serving_results(tmp_path / "disagg.csv")["concurrency"].tolist() == [128]
+
+
 def test_disagg_rows_without_worker_counts_are_flagged_and_warned_about(tmp_path, capsys, monkeypatch, hybrid):
     rows = {k: v[:2] for k, v in SILICON.items()} | {"mode": ["disagg", "disagg"], "batch_size": [None, None],
                                                      "id": ["x_c4_", "y_c4_"]}
