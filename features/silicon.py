@@ -4,8 +4,7 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
 
 * **Silicon CSV** (the columns of ``silicon_sample_without_h200.csv``): ``id``, ``backend``,
   ``backend_version``, ``model_path``, ``system``, ``mode`` (``agg`` | ``disagg``), ``isl``, ``osl``,
-  ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (per attention-DP rank; the benchmark's concurrency
-  is the ``silicon_concurrency`` its ``silicon_data_source`` records, else the id's ``_c<N>_``, else
+  ``gemm_quant_mode``, ``moe_quant_mode``, ``batch_size`` (per attention-DP rank: the instance's clients are
   ``batch_size`` × ``attention_dp_size``), ``tp_size``,
   ``pp_size``, ``attention_dp_size``, ``moe_tp_size``, ``moe_ep_size``, ``silicon_ttft_ms``,
   ``silicon_tpot_ms``; for disaggregated rows also ``prefill_*`` / ``decode_*`` pool sizes
@@ -169,25 +168,22 @@ def _unique_ids(ids: pd.Series) -> pd.Series:
 
 
 def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
-    """Clients of each run (the benchmark's concurrency): the ``silicon_concurrency=N`` of ``silicon_data_source``
-    (what the harness ran), else the ``_c<N>_`` of the id, else what the layout gives. ``batch_size`` is
-    aiconfigurator's batch per attention-DP rank, so an aggregated run's clients are ``batch_size`` ×
-    ``attention_dp_size`` (in the shipped CSV the recorded concurrency is that product wherever both are given, but
-    for a few runs whose batch size is per GPU); a disaggregated run's are ``decode_batch_size`` ×
-    ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive
-    integer."""
+    """Clients of each run on the instance simulated. ``batch_size`` is aiconfigurator's batch per attention-DP rank,
+    so an aggregated run's clients are ``batch_size`` × ``attention_dp_size`` (in the shipped CSV the harness's
+    recorded concurrency is that product wherever both are given, but for runs of several replicas, where it counts
+    every replica's clients). Without a batch size (disaggregated rows): the ``silicon_concurrency=N`` of
+    ``silicon_data_source`` (what the harness ran), else the ``_c<N>_`` of the id, else ``decode_batch_size`` ×
+    ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive integer."""
     if "batch_size" in raw:
         _positive_where_given(raw["batch_size"], "batch_size")
-    conc = pd.Series(np.nan, index=raw.index)
-    if "silicon_data_source" in raw:
-        conc = pd.to_numeric(raw["silicon_data_source"].astype(str).str.extract(r"silicon_concurrency=(\d+)")[0],
-                             errors="coerce")
+    conc = pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size")
+    gap = conc.isna()
+    if gap.any() and "silicon_data_source" in raw:
+        conc[gap] = pd.to_numeric(raw.loc[gap, "silicon_data_source"].astype(str)
+                                  .str.extract(r"silicon_concurrency=(\d+)")[0], errors="coerce")
     gap = conc.isna()
     if gap.any() and "id" in raw:
         conc[gap] = pd.to_numeric(raw.loc[gap, "id"].astype(str).str.extract(r"_c(\d+)(?:_|$)")[0], errors="coerce")
-    gap = conc.isna()
-    if gap.any():
-        conc[gap] = (pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size"))[gap]
     gap = conc.isna()
     if gap.any() and "decode_batch_size" in raw and "decode_num_workers" in raw:
         pool = (pd.to_numeric(raw["decode_batch_size"], errors="coerce")

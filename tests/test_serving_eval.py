@@ -304,15 +304,17 @@ def test_cli_evaluate_serving_json_and_predictions_file(silicon_csv, tmp_path, c
     assert len(pd.read_csv(out_csv)) == 4
 
 
-def test_concurrency_is_what_the_harness_ran_not_the_batch_per_attention_dp_rank(tmp_path):
-    """aiconfigurator's ``batch_size`` is per attention-DP rank: an aggregated run with DP 4 and batch 2 has 8 clients;
-    the harness's recorded ``silicon_concurrency`` (else the id's ``_c<N>_``) wins over any layout product, and a
-    disaggregated run without either has decode batch × workers × DP clients."""
-    rows = {k: v[:3] for k, v in SILICON.items()}
-    rows |= {"id": ["dp4", "src", "named_c64_tp8"], "batch_size": [2, 8, 1], "attention_dp_size": [4, 8, 64],
-             "silicon_data_source": ["", "db; silicon_concurrency=64; measured=x", ""]}
+def test_an_instances_clients_are_its_batch_per_attention_dp_rank_times_the_ranks(tmp_path):
+    """aiconfigurator's ``batch_size`` is per attention-DP rank: an aggregated run with DP 4 and batch 2 has 8 clients,
+    whatever the harness recorded for all its replicas (``silicon_concurrency``); a run without a batch size takes the
+    recorded concurrency, else the id's ``_c<N>_``, and a disaggregated run without either has decode batch × workers
+    × DP clients."""
+    rows = {k: v[:4] for k, v in SILICON.items()}
+    rows |= {"id": ["dp4", "replicas_c416", "named_c64_tp8", "recorded"], "batch_size": [2, 13, None, None],
+             "attention_dp_size": [4, 1, 8, 1],
+             "silicon_data_source": ["", "x; silicon_concurrency=416; y", "", "x; silicon_concurrency=24; y"]}
     pd.DataFrame(rows).to_csv(tmp_path / "dp.csv", index=False)
-    assert read_serving_results(tmp_path / "dp.csv")["concurrency"].tolist() == [8, 64, 64]
+    assert read_serving_results(tmp_path / "dp.csv")["concurrency"].tolist() == [8, 13, 64, 24]
     disagg = {k: v[:1] for k, v in SILICON.items()} | {"id": ["pools"], "mode": ["disagg"], "batch_size": [None]}
     disagg |= {f"{pool}_{name}": [1] for pool in ("prefill", "decode") for name in ("tp_size", "num_workers")}
     disagg |= {"decode_batch_size": [16], "decode_num_workers": [2], "decode_attention_dp_size": [4]}
