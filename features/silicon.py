@@ -16,7 +16,10 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
   ``random_input_len`` / ``random_output_len`` (else ``total_input_tokens`` / ``total_output_tokens``
   over ``completed``), ``mean_ttft_ms``, ``mean_tpot_ms``; and, since the result file does not record
   the hardware, ``system`` (or ``gpu``), ``tensor_parallel_size`` (or ``tp_size``) and ``quantization``
-  (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them; the CLI's
+  (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them, and the layout of a
+  data- or expert-parallel server under vLLM's own names: ``data_parallel_size`` (attention data parallelism
+  inside the server), ``enable_expert_parallel`` (experts split over all tp × dp GPUs) or
+  ``expert_parallel_size``, ``pipeline_parallel_size``; ``max_concurrency`` counts the whole server's clients. The CLI's
   ``--gpu``/``--tp`` fill them in when absent. Without ``quantization``, the run is taken at the precision its
   checkpoint ships in, as vLLM loads it (:func:`predictor.checkpoints.checkpoint_dtype`: fp8 for
   DeepSeek-V3, MXFP4 for gpt-oss; a name's ``-FP8`` / ``-NVFP4``; else bf16).
@@ -209,6 +212,22 @@ def _positive_where_given(values: pd.Series, name: str) -> None:
         raise InputError(f"{name}: concurrency must be a positive integer, got {values.iloc[i]!r} (row {i + 1})")
 
 
+def _metadata_degree(item: dict, keys: tuple[str, ...], default: int, file: Path, i: int) -> int:
+    """A parallel degree of a bench result (the first of ``keys`` present; ``--metadata`` writes strings)."""
+    for key in keys:
+        value = item.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not (number >= 1 and number == int(number)):
+            raise InputError(f"{key}: must be a positive integer, got {value!r} ({str(file)!r} item {i + 1})")
+        return int(number)
+    return int(default)
+
+
 def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
     try:
         raw = json.loads(file.read_text())
@@ -229,7 +248,11 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
         if not system:
             raise InputError(f"--gpu: {str(file)!r} item {i + 1} does not say which GPU ran it; give --gpu "
                              f"(or save it with --metadata system=<gpu>)")
-        degree = item.get("tensor_parallel_size") or item.get("tp_size") or tp or 1
+        degree = _metadata_degree(item, ("tensor_parallel_size", "tp_size"), tp or 1, file, i)
+        dp = _metadata_degree(item, ("data_parallel_size", "dp_size"), 1, file, i)
+        pp = _metadata_degree(item, ("pipeline_parallel_size", "pp_size"), 1, file, i)
+        wide = str(item.get("enable_expert_parallel", "")).strip().lower() in ("1", "true", "yes")
+        ep = _metadata_degree(item, ("expert_parallel_size", "ep_size"), degree * dp if wide else 1, file, i)
         # vLLM loads a checkpoint at its own precision; the result file does not say which (predictor.checkpoints)
         quant = str(item.get("quantization") or item.get("dtype") or _checkpoint_precision(str(item["model_id"])))
         rows.append({
@@ -238,7 +261,7 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
             "model_path": str(item["model_id"]), "system": str(system), "mode": "agg", "isl": isl, "osl": osl,
             "gemm_quant_mode": quant, "moe_quant_mode": quant,
             "concurrency": item.get("max_concurrency") or item.get("num_prompts"),
-            "tp": degree, "pp": 1, "dp_attention": 1, "moe_tp": degree, "ep": 1,
+            "tp": degree, "pp": pp, "dp_attention": dp, "moe_tp": max(degree * dp // ep, 1), "ep": ep,
             "measured_ttft_ms": float(item["mean_ttft_ms"]), "measured_tpot_ms": float(item["mean_tpot_ms"]),
         })
     out = pd.DataFrame(rows, columns=list(COLUMNS))

@@ -16,9 +16,11 @@ from inference_sim import common
 from inference_sim.commands import prediction as cli_prediction
 from predictor.errors import InputError
 from predictor.overhead import OverheadModel
+from predictor.parallel import ParallelConfig
 from scheduler.engine import EngineConfig, Simulator
 from scheduler.engine_profiles import EngineProfile, fit_profile, get_profile, legacy_profile
 from scheduler.serving_eval import predict_serving, score_serving
+from scheduler.serving_rows import row_parallel
 from scheduler.workload import build_workload
 
 # two Llama-3.1-8B runs on H100 (one vLLM, one TRT-LLM), one of an unknown model, one on an unknown GPU
@@ -61,6 +63,24 @@ def test_bench_json_reads_the_documented_keys(tmp_path):
     row = read_serving_results(path).iloc[0]
     assert (row["framework"], row["concurrency"], row["isl"], row["osl"]) == ("vllm", 4, 512, 64)
     assert (row["system"], row["tp"], row["measured_ttft_ms"]) == ("h100_sxm", 1, 35.0)
+
+
+def test_bench_json_reads_a_data_and_expert_parallel_layout_by_vllm_s_names(tmp_path):
+    """``--metadata data_parallel_size=8 enable_expert_parallel=true`` (strings): attention DP 8 with the experts
+    split over all 8 GPUs; ``expert_parallel_size`` names EP directly; a degree that is not a positive integer is an
+    input error naming its key."""
+    path = tmp_path / "bench.json"
+    wide = BENCH | {"model_id": "deepseek-ai/DeepSeek-V3", "tensor_parallel_size": "1", "data_parallel_size": "8",
+                    "enable_expert_parallel": "true", "max_concurrency": 64}
+    path.write_text(json.dumps([wide, wide | {"tensor_parallel_size": "2", "data_parallel_size": "4",
+                                              "enable_expert_parallel": None, "expert_parallel_size": "4"}]))
+    rows = read_serving_results(path)
+    assert rows[["tp", "dp_attention", "ep", "moe_tp", "concurrency"]].values.tolist() == [[1, 8, 8, 1, 64],
+                                                                                       [2, 4, 4, 2, 64]]
+    assert row_parallel(rows.iloc[0]) == ParallelConfig(tp=1, dp_attention=8, ep=8)
+    path.write_text(json.dumps(BENCH | {"data_parallel_size": "eight"}))
+    with pytest.raises(InputError, match="data_parallel_size: must be a positive integer, got 'eight'"):
+        read_serving_results(path)
 
 
 def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
