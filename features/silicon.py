@@ -19,12 +19,16 @@ Both are read into :data:`COLUMNS` (one row per measured run; times in ms):
   (or ``dtype``), as ``--metadata system=h100_sxm tensor_parallel_size=4`` writes them, and the layout of a
   data- or expert-parallel server under vLLM's own names: ``data_parallel_size`` (attention data parallelism
   inside the server), ``enable_expert_parallel`` (experts split over all tp × dp GPUs) or
-  ``expert_parallel_size``, ``pipeline_parallel_size``; ``max_concurrency`` counts the whole server's clients. The CLI's
+  ``expert_parallel_size``, ``pipeline_parallel_size``; ``max_concurrency`` counts the whole server's clients.
+  ``sglang.bench_serving`` results (JSON Lines, ``.jsonl``: one result per line) are read the same way; they name
+  no model but record the server's arguments in ``server_info``: ``model_path``, ``tp_size`` (every GPU of the
+  server), ``dp_size`` with ``enable_dp_attention`` (attention DP of tp_size / dp_size GPUs each), ``ep_size``,
+  ``quantization``, ``version``. The CLI's
   ``--gpu``/``--tp`` fill them in when absent. Without ``quantization``, the run is taken at the precision its
   checkpoint ships in, as vLLM loads it (:func:`predictor.checkpoints.checkpoint_dtype`: fp8 for
   DeepSeek-V3, MXFP4 for gpt-oss; a name's ``-FP8`` / ``-NVFP4``; else bf16).
 
-A folder is read as every ``.csv`` and ``.json`` file directly in it (a benchmark sweep's results).
+A folder is read as every ``.csv``, ``.json`` and ``.jsonl`` file directly in it (a benchmark sweep's results).
 
 Bad input raises :class:`predictor.errors.InputError` naming the field: a CSV missing a column, a
 negative or non-integer concurrency, an unknown backend.
@@ -74,17 +78,17 @@ def read_serving_results(path: str | Path, *, gpu: str | None = None, tp: int | 
         raise InputError(f"--serving: {str(file)!r} does not exist")
     if file.is_dir():
         return _from_folder(file, gpu, tp)
-    if file.suffix.lower() == ".json":
+    if file.suffix.lower() in JSON_SUFFIXES:
         return _from_bench_json(file, gpu, tp)
     if file.suffix.lower() != ".csv":
-        raise InputError(f"--serving: {str(file)!r} must end in .csv (silicon schema) or .json (vllm bench result)")
+        raise InputError(f"--serving: {str(file)!r} must end in .csv (silicon schema), .json or .jsonl (bench results)")
     return _from_silicon_csv(file)
 
 
 def _from_folder(folder: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", ".json"))
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in (".csv", *JSON_SUFFIXES))
     if not files:
-        raise InputError(f"--serving: folder {str(folder)!r} holds no .csv or .json file")
+        raise InputError(f"--serving: folder {str(folder)!r} holds no .csv, .json or .jsonl file")
     tables = [read_serving_results(f, gpu=gpu, tp=tp) for f in files]
     out = pd.concat(tables, ignore_index=True)
     if out["id"].duplicated().any():
@@ -212,6 +216,14 @@ def _positive_where_given(values: pd.Series, name: str) -> None:
         raise InputError(f"{name}: concurrency must be a positive integer, got {values.iloc[i]!r} (row {i + 1})")
 
 
+JSON_SUFFIXES = (".json", ".jsonl")
+
+
+def _truthy(value) -> bool:
+    """A flag of a bench result (``--metadata`` writes strings)."""
+    return str(value).strip().lower() in ("1", "true", "yes")
+
+
 def _metadata_degree(item: dict, keys: tuple[str, ...], default: int, file: Path, i: int) -> int:
     """A parallel degree of a bench result (the first of ``keys`` present; ``--metadata`` writes strings)."""
     for key in keys:
@@ -228,19 +240,43 @@ def _metadata_degree(item: dict, keys: tuple[str, ...], default: int, file: Path
     return int(default)
 
 
-def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
+def _json_items(file: Path) -> list:
+    """The results of a bench file: one JSON value (an object or a list of them), else JSON Lines (one object per
+    line, as ``sglang.bench_serving --output-file`` appends them)."""
     try:
-        raw = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        text = file.read_text()
+    except UnicodeDecodeError as err:
         raise InputError(f"--serving: {str(file)!r} is not valid JSON ({' '.join(str(err).split())[:100]})") from None
-    items = raw if isinstance(raw, list) else [raw]
+    try:
+        raw = json.loads(text)
+        return raw if isinstance(raw, list) else [raw]
+    except json.JSONDecodeError as whole:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:
+            raise InputError(f"--serving: {str(file)!r} is not valid JSON "
+                             f"({' '.join(str(whole).split())[:100]})") from None
+        items = []
+        for n, line in lines:
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise InputError(f"--serving: {str(file)!r} line {n} is not valid JSON "
+                                 f"({' '.join(str(err).split())[:100]})") from None
+        return items
+
+
+def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFrame:
     rows = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(_json_items(file)):
         if not isinstance(item, dict):
             raise InputError(f"--serving: {str(file)!r} item {i + 1} is not a JSON object")
+        info = item.get("server_info") if isinstance(item.get("server_info"), dict) else {}
+        if "model_id" not in item and info.get("model_path"):
+            item = {**item, "model_id": info["model_path"]}
         for key in ("model_id", "mean_ttft_ms", "mean_tpot_ms"):
             if key not in item:
-                raise InputError(f"--serving: {str(file)!r} item {i + 1} lacks key {key!r} of a vllm bench result")
+                raise InputError(f"--serving: {str(file)!r} item {i + 1} lacks key {key!r} of a vllm bench result"
+                                 + (" (or server_info.model_path of an sglang one)" if key == "model_id" else ""))
         completed = item.get("completed") or item.get("num_prompts") or 1
         isl = item.get("random_input_len") or round(item.get("total_input_tokens", 0) / completed)
         osl = item.get("random_output_len") or round(item.get("total_output_tokens", 0) / completed)
@@ -248,16 +284,22 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
         if not system:
             raise InputError(f"--gpu: {str(file)!r} item {i + 1} does not say which GPU ran it; give --gpu "
                              f"(or save it with --metadata system=<gpu>)")
-        degree = _metadata_degree(item, ("tensor_parallel_size", "tp_size"), tp or 1, file, i)
-        dp = _metadata_degree(item, ("data_parallel_size", "dp_size"), 1, file, i)
-        pp = _metadata_degree(item, ("pipeline_parallel_size", "pp_size"), 1, file, i)
-        wide = str(item.get("enable_expert_parallel", "")).strip().lower() in ("1", "true", "yes")
-        ep = _metadata_degree(item, ("expert_parallel_size", "ep_size"), degree * dp if wide else 1, file, i)
+        # SGLang's server arguments: tp_size counts every GPU; with DP attention it is dp_size ranks of tp / dp
+        gpus = _metadata_degree(info, ("tp_size",), tp or 1, file, i)
+        ranks = _metadata_degree(info, ("dp_size",), 1, file, i) if _truthy(info.get("enable_dp_attention")) else 1
+        degree = _metadata_degree(item, ("tensor_parallel_size", "tp_size"), max(gpus // ranks, 1), file, i)
+        dp = _metadata_degree(item, ("data_parallel_size", "dp_size"), ranks, file, i)
+        pp = _metadata_degree(item, ("pipeline_parallel_size", "pp_size"), _metadata_degree(info, ("pp_size",), 1, file, i),
+                              file, i)
+        wide = _truthy(item.get("enable_expert_parallel"))
+        ep = _metadata_degree(item, ("expert_parallel_size", "ep_size"),
+                              degree * dp if wide else _metadata_degree(info, ("ep_size",), 1, file, i), file, i)
         # vLLM loads a checkpoint at its own precision; the result file does not say which (predictor.checkpoints)
-        quant = str(item.get("quantization") or item.get("dtype") or _checkpoint_precision(str(item["model_id"])))
+        quant = str(item.get("quantization") or item.get("dtype") or info.get("quantization")
+                    or _checkpoint_precision(str(item["model_id"])))
         rows.append({
             "id": str(item.get("id", f"{file.stem}#{i + 1}")), "framework": item.get("backend", "vllm"),
-            "backend_version": str(item.get("backend_version", item.get("version", "unknown"))),
+            "backend_version": str(item.get("backend_version", item.get("version", info.get("version", "unknown")))),
             "model_path": str(item["model_id"]), "system": str(system), "mode": "agg", "isl": isl, "osl": osl,
             "gemm_quant_mode": quant, "moe_quant_mode": quant,
             "concurrency": item.get("max_concurrency") or item.get("num_prompts"),

@@ -72,6 +72,7 @@ SCHEDULING = {
 ROBUST_SCALE = 0.2  # relative error at which fit_profile's soft_l1 loss turns from squared to linear
 ZERO_BELOW = 1e-4  # a fitted coefficient (ms, or a scale) below this is the solver at its zero bound: read as 0
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
+                   "sglang-native": "sglang", "sglang-oai": "sglang", "sglang-oai-chat": "sglang",
                    "trtllm": "trtllm", "tensorrt-llm": "trtllm", "trt-llm": "trtllm"}
 
 

@@ -13,7 +13,8 @@ MODEL_CONFIGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 QUANT_DTYPES = {"bf16": "bf16", "fp16": "fp16", "float16": "fp16", "bfloat16": "bf16", "auto": "bf16", "none": "bf16",
                 "fp8": "fp8", "fp8_block": "fp8", "fp8_e4m3": "fp8", "nvfp4": "nvfp4", "fp4": "nvfp4",
                 "int4_wo": "w4a16", "w4a16": "w4a16", "awq": "w4a16", "gptq": "w4a16",
-                "w4a16_mxfp4": "w4a16", "mxfp4": "w4a16", "int8": "int8"}
+                "w4a16_mxfp4": "w4a16", "mxfp4": "w4a16", "int8": "int8",
+                "modelopt": "fp8", "modelopt_fp4": "nvfp4"}  # SGLang's names of NVIDIA ModelOpt checkpoints
 REASONS = ("unknown_model", "unknown_gpu", "unsupported_dtype", "unsupported_parallelism", "does_not_fit",
            "concurrency_over_limit", "no_measurement")
 

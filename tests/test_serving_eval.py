@@ -20,7 +20,7 @@ from predictor.parallel import ParallelConfig
 from scheduler.engine import EngineConfig, Simulator
 from scheduler.engine_profiles import EngineProfile, fit_profile, get_profile, legacy_profile
 from scheduler.serving_eval import predict_serving, score_serving
-from scheduler.serving_rows import row_parallel
+from scheduler.serving_rows import row_dtype, row_parallel
 from scheduler.workload import build_workload
 
 # two Llama-3.1-8B runs on H100 (one vLLM, one TRT-LLM), one of an unknown model, one on an unknown GPU
@@ -80,6 +80,29 @@ def test_bench_json_reads_a_data_and_expert_parallel_layout_by_vllm_s_names(tmp_
     assert row_parallel(rows.iloc[0]) == ParallelConfig(tp=1, dp_attention=8, ep=8)
     path.write_text(json.dumps(BENCH | {"data_parallel_size": "eight"}))
     with pytest.raises(InputError, match="data_parallel_size: must be a positive integer, got 'eight'"):
+        read_serving_results(path)
+
+
+def test_sglang_bench_serving_json_lines_are_read_with_the_server_s_arguments(tmp_path):
+    """``sglang.bench_serving --output-file`` appends one result per line and records no model id: the model and the
+    layout come from ``server_info`` (tp_size counts every GPU; with DP attention, dp_size ranks of tp / dp each)."""
+    info = {"model_path": "deepseek-ai/DeepSeek-V3", "tp_size": 8, "dp_size": 8, "enable_dp_attention": True,
+            "ep_size": 8, "quantization": "modelopt_fp4", "version": "0.5.9"}
+    line = {k: v for k, v in BENCH.items() if k not in ("model_id", "tokenizer_id")}
+    line |= {"backend": "sglang-oai", "server_info": info, "max_concurrency": 64}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(line) + "\n" + json.dumps(line | {"max_concurrency": 128}) + "\n")
+    rows = read_serving_results(path)
+    assert rows[["framework", "model_path", "backend_version", "gemm_quant_mode"]].values.tolist()[0] == [
+        "sglang", "deepseek-ai/DeepSeek-V3", "0.5.9", "modelopt_fp4"]
+    assert rows[["tp", "dp_attention", "ep", "moe_tp", "concurrency"]].values.tolist() == [[1, 8, 8, 1, 64],
+                                                                                       [1, 8, 8, 1, 128]]
+    assert row_dtype(rows.iloc[0]) == "nvfp4"
+    path.write_text(json.dumps(line) + "\n{not json\n")
+    with pytest.raises(InputError, match="line 2 is not valid JSON"):
+        read_serving_results(path)
+    path.write_text(json.dumps({k: v for k, v in line.items() if k != "server_info"}))
+    with pytest.raises(InputError, match="lacks key 'model_id'"):
         read_serving_results(path)
 
 
@@ -149,7 +172,7 @@ def test_runs_of_one_configuration_under_two_frameworks_are_each_simulated_with_
 
 def test_a_folder_without_results_is_a_one_line_error(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(InputError, match="^--serving: folder .* holds no .csv or .json file$"):
+    with pytest.raises(InputError, match="^--serving: folder .* holds no .csv, .json or .jsonl file$"):
         read_serving_results(tmp_path)
 
 

@@ -147,7 +147,8 @@ def evaluate(
                                                        "`data ingest`.")] = None,
     serving: Annotated[Path | None, typer.Option(help="Measured serving runs: a silicon CSV (aiconfigurator schema, "
                                                       "agg and disagg rows), a `vllm bench serve --save-result` "
-                                                      "JSON, or a folder of such files.")] = None,
+                                                      "JSON, `sglang.bench_serving` JSON Lines (.jsonl), or a "
+                                                      "folder of such files.")] = None,
     framework: Annotated[str | None, typer.Option(help="--serving: predict every run as this framework (vllm, "
                                                        "sglang, trtllm) instead of its own, or with the Vidur-era "
                                                        "engine (legacy).")] = None,
