@@ -332,7 +332,7 @@ class Simulator(KVBlockManager, IterationRunner):
                 # the head of the queue cannot fit even in an empty engine
                 finished += self.reject_head(state)
                 continue
-            if steps == 1 and progress is not None and iterations % 500 == 0:
+            if progress is not None and iterations // 500 != (iterations - steps) // 500:  # every 500 iterations
                 progress(finished, n)
             if stop is not None and stop():
                 partial = True

@@ -232,6 +232,16 @@ def test_stop_ends_the_run_early_with_a_partial_result(hybrid):
     assert seen == [(0, 8)]
 
 
+def test_progress_is_reported_every_500_iterations_fast_forwarded_or_not(hybrid):
+    """Fast-forwarded runs count their iterations; a progress report comes as each multiple of 500 is passed."""
+    seen = []
+    result = Simulator(hybrid, *CONF).run(random_workload(3, n=400, rate=1e9),
+                                          progress=lambda done, total: seen.append(done))
+    iterations = len(result.iterations)
+    assert iterations > 1000 and len(seen) == iterations // 500 + 1  # + the final report
+    assert seen == sorted(seen) and seen[-1] == 400
+
+
 # --- 4: invariants over random workloads ---------------------------------------------------------
 
 def check_invariants(sim: Simulator, result, wl: Workload) -> None:
