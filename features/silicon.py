@@ -181,8 +181,7 @@ def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
     every replica's clients). Without a batch size (disaggregated rows): the ``silicon_concurrency=N`` of
     ``silicon_data_source`` (what the harness ran), else the ``_c<N>_`` of the id, else ``decode_batch_size`` ×
     ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive integer."""
-    if "batch_size" in raw:
-        _positive_where_given(raw["batch_size"], "batch_size")
+    _concurrency(raw["batch_size"].fillna(1), "batch_size")  # one that is given must be valid
     conc = pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size")
     gap = conc.isna()
     if gap.any() and "silicon_data_source" in raw:
@@ -200,20 +199,9 @@ def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
     return conc
 
 
-def _ranks(raw: pd.DataFrame, column: str) -> pd.Series:
-    """A parallel degree column with 0 / empty (or absent) meaning 1."""
-    if column not in raw:
-        return pd.Series(1.0, index=raw.index)
-    return pd.to_numeric(raw[column], errors="coerce").fillna(1.0).clip(lower=1.0)
-
-
-def _positive_where_given(values: pd.Series, name: str) -> None:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = (values.notna() & numbers.isna()) | (numbers < 1) | (numbers != numbers.round())
-    bad &= values.notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(f"{name}: concurrency must be a positive integer, got {values.iloc[i]!r} (row {i + 1})")
+def _ranks(raw: pd.DataFrame, column: str):
+    """A parallel degree column (:func:`_degree`; 1 when absent)."""
+    return _degree(raw[column]) if column in raw else 1
 
 
 JSON_SUFFIXES = (".json", ".jsonl")
@@ -284,16 +272,15 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
         if not system:
             raise InputError(f"--gpu: {str(file)!r} item {i + 1} does not say which GPU ran it; give --gpu "
                              f"(or save it with --metadata system=<gpu>)")
-        # SGLang's server arguments: tp_size counts every GPU; with DP attention it is dp_size ranks of tp / dp
+        # defaults from SGLang's server arguments: tp_size counts every GPU, with DP attention dp_size ranks of it
+        server = {key: _metadata_degree(info, (key,), 1, file, i) for key in ("dp_size", "pp_size", "ep_size")}
         gpus = _metadata_degree(info, ("tp_size",), tp or 1, file, i)
-        ranks = _metadata_degree(info, ("dp_size",), 1, file, i) if _truthy(info.get("enable_dp_attention")) else 1
+        ranks = server["dp_size"] if _truthy(info.get("enable_dp_attention")) else 1
         degree = _metadata_degree(item, ("tensor_parallel_size", "tp_size"), max(gpus // ranks, 1), file, i)
         dp = _metadata_degree(item, ("data_parallel_size", "dp_size"), ranks, file, i)
-        pp = _metadata_degree(item, ("pipeline_parallel_size", "pp_size"), _metadata_degree(info, ("pp_size",), 1, file, i),
-                              file, i)
-        wide = _truthy(item.get("enable_expert_parallel"))
-        ep = _metadata_degree(item, ("expert_parallel_size", "ep_size"),
-                              degree * dp if wide else _metadata_degree(info, ("ep_size",), 1, file, i), file, i)
+        pp = _metadata_degree(item, ("pipeline_parallel_size", "pp_size"), server["pp_size"], file, i)
+        experts = degree * dp if _truthy(item.get("enable_expert_parallel")) else server["ep_size"]
+        ep = _metadata_degree(item, ("expert_parallel_size", "ep_size"), experts, file, i)
         # vLLM loads a checkpoint at its own precision; the result file does not say which (predictor.checkpoints)
         quant = str(item.get("quantization") or item.get("dtype") or info.get("quantization")
                     or _checkpoint_precision(str(item["model_id"])))

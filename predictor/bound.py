@@ -63,15 +63,13 @@ class BoundPredictor:
         b = float(decode_seqs)
         t, par = self.table, self.parallel
         kv = (context_tokens + b * np.arange(steps, dtype=float) + b) / b
-        if par.pp > 1:
-            b_micro, factor = b / par.micro_batches, par.pipeline_factor
-            attention = factor * t.decode_column_ms(b_micro, kv, ascending=True)
-            first = factor * t.decode_ms_scalar(b_micro, float(kv[0]))
-        else:  # factor 1: its products are skipped (x × 1.0 = x)
-            attention = t.decode_column_ms(b, kv, ascending=True)
-            first = t.decode_ms_scalar(b, float(kv[0]))
-        fixed = self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - first
-        attention += fixed  # in place: fixed + attention, elementwise
+        b_micro, factor = (b / par.micro_batches, par.pipeline_factor) if par.pp > 1 else (b, 1.0)
+        attention = t.decode_column_ms(b_micro, kv, ascending=True)
+        first = t.decode_ms_scalar(b_micro, float(kv[0]))
+        if factor != 1.0:  # (a product by 1.0 changes nothing: skipped)
+            attention *= factor
+            first *= factor
+        attention += self.iteration_ms(0, 0, 0, 0, decode_seqs, context_tokens) - first  # fixed part + attention
         return attention
 
     def work_scalar(self, prefill_chunks: int, prefill_new_tokens: int, prefill_kv_tokens: int,

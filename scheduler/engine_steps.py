@@ -64,10 +64,8 @@ class IterationRunner:
             dec_ctx = 0
         dt_ms = self.bound.iteration_ms(n_pre, p_new, p_keys, samples, n_dec, dec_ctx)
         start = self.now
-        if state.lean and self.stretch is None:  # a timings-only run keeps no work, efficiency or statistics
-            lean = True
-        else:
-            lean = False
+        lean = not self._counts_work(state)  # a timings-only run keeps no work, efficiency or statistics
+        if not lean:
             flops, nbytes, roof_ms = self.bound.work_scalar(n_pre, p_new, p_keys, samples, n_dec, dec_ctx)
             if self.stretch is not None:
                 dt_ms = self.stretch(self, start, dt_ms, flops, nbytes)
@@ -96,9 +94,8 @@ class IterationRunner:
             generated = state.generated[dec] + 1
             state.generated[dec] = generated
             done = dec[generated >= state.output[dec]]
-            if done.size:
-                for r in done.tolist():
-                    finished += self._finish(state, r)
+            for r in done.tolist():
+                finished += self._finish(state, r)
         if n_pre:
             self.tokens_held += (p_new if budget is None else
                                  sum(min(k + c, budget) - min(k, budget) for k, (_, c) in zip(p_kv, prefills, strict=True)))
