@@ -5,6 +5,8 @@ Layout of an artifact folder::
     residual_model.txt    the booster in LightGBM's native text format
     metadata.json         feature names in order, target, data hashes, metrics, library versions, params
     checksum.sha256       "<sha256 of residual_model.txt>  residual_model.txt" and the same for metadata.json
+    kernel_families.txt   optional: the per-runtime correction booster (:mod:`training.kernel_families`), present
+                          and checksummed when the metadata has a ``kernel_families`` entry
 
 Loading verifies the size limit, both checksums and that the metadata's feature list is exactly the
 feature builder's; any mismatch is an :class:`~predictor.errors.InputError` naming what differs.
@@ -27,6 +29,7 @@ from predictor.atomic import atomic_write_many
 from predictor.errors import InputError
 
 MODEL_FILE = "residual_model.txt"
+FAMILIES_FILE = "kernel_families.txt"
 METADATA_FILE = "metadata.json"
 CHECKSUM_FILE = "checksum.sha256"
 MAX_MODEL_BYTES = 200 * 2**20
@@ -79,6 +82,7 @@ class Artifact:
     model_text: str
     metadata: dict
     path: Path
+    families_text: str | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -101,10 +105,12 @@ class Artifact:
         return ()
 
 
-def save_artifact(directory: str | Path, model_text: str, metadata: dict) -> Path:
-    """Write an artifact folder as one unit (model, metadata, then the checksum file).
+def save_artifact(directory: str | Path, model_text: str, metadata: dict, families_text: str | None = None) -> Path:
+    """Write an artifact folder as one unit (model, metadata, the kernel families if given, then the checksums).
 
-    The three files are written and flushed before any is renamed into place, and a failed rename restores
+    Without ``families_text`` the metadata's ``kernel_families`` entry, if any, is left out (the artifact has none).
+
+    The files are written and flushed before any is renamed into place, and a failed rename restores
     the previous ones (:func:`predictor.atomic.atomic_write_many`): a full disk or any write error leaves a
     previous artifact in ``directory`` whole and loadable.
     """
@@ -112,11 +118,17 @@ def save_artifact(directory: str | Path, model_text: str, metadata: dict) -> Pat
     if directory.exists() and not directory.is_dir():
         raise InputError(f"artifact: {str(directory)!r} is a file, expected an artifact folder")
     directory.mkdir(parents=True, exist_ok=True)
+    if families_text is None:  # an artifact without the families' booster has no families
+        metadata = {k: v for k, v in metadata.items() if k != "kernel_families"}
+    elif "kernel_families" not in metadata:
+        raise ValueError("save_artifact: kernel families text without the metadata's 'kernel_families' entry")
     model_bytes = model_text.encode("utf-8")
     meta_bytes = (json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-    checksums = f"{sha256_bytes(model_bytes)}  {MODEL_FILE}\n{sha256_bytes(meta_bytes)}  {METADATA_FILE}\n"
-    atomic_write_many({directory / MODEL_FILE: model_bytes, directory / METADATA_FILE: meta_bytes,
-                       directory / CHECKSUM_FILE: checksums})
+    files = {directory / MODEL_FILE: model_bytes, directory / METADATA_FILE: meta_bytes}
+    if families_text is not None:
+        files[directory / FAMILIES_FILE] = families_text.encode("utf-8")
+    checksums = "".join(f"{sha256_bytes(data)}  {path.name}\n" for path, data in files.items())
+    atomic_write_many({**files, directory / CHECKSUM_FILE: checksums})
     return directory
 
 
@@ -186,7 +198,26 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
                          f"({len(theirs)} vs {len(ours)}; differing: {', '.join(diff[:5])}); retrain with "
                          f"`inference-sim train`")
     text = _read_text(directory / MODEL_FILE, MODEL_FILE)
-    return Artifact(model_text=text, metadata=metadata, path=directory)
+    return Artifact(model_text=text, metadata=metadata, path=directory, families_text=_families(directory, metadata, sums))
+
+
+def _families(directory: Path, metadata: dict, sums: dict[str, str]) -> str | None:
+    """The kernel-families booster text when the metadata lists families (then the file and its checksum must be
+    there and match), else None."""
+    if "kernel_families" not in metadata:
+        return None
+    path = directory / FAMILIES_FILE
+    if not path.is_file():
+        raise InputError(f"artifact: {FAMILIES_FILE} is missing in {str(directory)!r} (its metadata lists kernel "
+                         f"families)")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise InputError(f"artifact: {FAMILIES_FILE} is over the {MAX_MODEL_BYTES // 2**20} MiB limit")
+    actual = sha256_file(path)
+    if sums.get(FAMILIES_FILE) != actual:
+        raise InputError(f"artifact: checksum mismatch for {FAMILIES_FILE} in {str(directory)!r} (expected "
+                         f"{sums.get(FAMILIES_FILE, 'none')[:12]}…, file has {actual[:12]}…); the file was changed "
+                         f"or partly written")
+    return _read_text(path, FAMILIES_FILE)
 
 
 MLFLOW_HTTP_TIMEOUT_S = "10"  # per request; with no retries an unreachable server fails within ~10-20 s

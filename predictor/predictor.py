@@ -109,6 +109,14 @@ class Predictor:
         self._configs: dict = {}
         self._identity: str | None = None
         self._trained: tuple[GPUSpec, ...] | None = None
+        self.framework: str | None = None  # the kernel family applied (None: the pooled model)
+        self._family_code: int | None = None
+        self._views: dict[str, Predictor] = {}
+        self._families = None
+        if artifact is not None and artifact.families_text is not None:
+            from predictor.kernel_family import KernelFamilies
+
+            self._families = KernelFamilies(artifact.families_text, artifact.metadata["kernel_families"])
         if artifact is not None:
             if not artifact.model_text.startswith("tree\n"):  # LightGBM's text format; parsed on first use
                 raise InputError(f"artifact: residual_model.txt in {str(artifact.path)!r} is not a LightGBM text model "
@@ -147,6 +155,23 @@ class Predictor:
     @property
     def is_hybrid(self) -> bool:
         return self.artifact is not None
+
+    def for_framework(self, framework: str | None) -> Predictor:
+        """This predictor with the kernel family of ``framework`` (``vllm``, ``sglang``, ``trtllm``): op times of
+        that runtime's own kernels (:mod:`predictor.kernel_family`). The pooled predictor (the one ``load`` gave) when
+        ``framework`` is None or has no family (``legacy``), or itself when the artifact carries none (roofline
+        only, an artifact trained before families). Views are kept, so a framework's tables are built once."""
+        code = self._families.code(framework) if (self._families is not None and framework) else None
+        if code is None:
+            return self._views.get(None, self)
+        view = self._views.get(framework)
+        if view is None:
+            view = Predictor(self.artifact, self.overhead)
+            view._booster, view._families, view._views = self._booster, self._families, self._views
+            view.framework, view._family_code = framework, code
+            self._views.setdefault(None, self)
+            self._views[framework] = view
+        return view
 
     def _residual_booster(self):
         """The LightGBM booster, parsed on first use: a simulation whose tables are cached never needs it
@@ -188,6 +213,9 @@ class Predictor:
             threads = available_cpus() if len(X) >= PARALLEL_PREDICT_ROWS else 1
             ratio = np.exp(self._residual_booster().predict(X.loc[:, self._features], num_threads=threads))
             predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
+            if self._family_code is not None:  # the runtime's own kernels, then bounded like any prediction
+                fix = self._families.log_correction(X, ops["op_kind"].to_numpy(), self._family_code, threads)
+                predicted = np.maximum(predicted * np.exp(fix), ideal * MIN_RATIO_TO_ROOFLINE)
             if self._trained_gpus():
                 predicted = self._sibling_bounded(ops, gpu, predicted)
         return pd.DataFrame({"roofline_ms": ideal, "predicted_ms": predicted}, index=ops.index)
@@ -217,8 +245,9 @@ class Predictor:
 
             # the sibling bounds change what an unseen GPU's tables hold, so the trained GPUs are part of it
             bounds = f"sibling-bounds-v1:{','.join(sorted(self.artifact.training_gpus))}" if self.artifact else ""
+            family = f"family-v1:{self.framework}:{self._families.digest}" if self._family_code is not None else ""
             self._identity = ("roofline" if self.artifact is None
-                              else hashlib.sha256((self.artifact.model_text + bounds).encode()).hexdigest()[:32])
+                              else hashlib.sha256((self.artifact.model_text + bounds + family).encode()).hexdigest()[:32])
         return self._identity
 
     def tables(self, model: ModelSpec, gpu: GPUSpec, tp: int | ParallelConfig, precision: Precision):

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.builder import CATEGORICAL_FEATURES, FEATURE_NAMES, MODEL_FEATURES, ROOFLINE_FEATURES
+from features.runtimes import RUNTIME_FEATURE
 
 DEFAULT_PARAMS = {
     "objective": "l2",
@@ -68,7 +69,7 @@ class _Booster:
         if self.monotone_decreasing:
             params["monotone_constraints"] = [-1 if f in self.monotone_decreasing else 0 for f in self.features]
             params["monotone_constraints_method"] = "advanced"
-        cats = [c for c in CATEGORICAL_FEATURES if c in self.features]
+        cats = [c for c in (*CATEGORICAL_FEATURES, RUNTIME_FEATURE) if c in self.features]
         dataset = lgb.Dataset(X.loc[:, list(self.features)], label=np.asarray(y, dtype=float),
                               categorical_feature=cats, free_raw_data=True)
         self.booster_ = lgb.train(params, dataset, num_boost_round=self.num_boost_round)

@@ -300,9 +300,10 @@ def _publish(staging: Path, out_dir: Path, metric: float, signature: str, force:
     return replace, reason
 
 
-def _write_staging(staging: Path, final, metadata: dict, evaluation: dict, samples: list, importance) -> None:
+def _write_staging(staging: Path, final, metadata: dict, evaluation: dict, samples: list, importance,
+                   families: str | None) -> None:
     """Every file of the new artifact folder, each written atomically."""
-    save_artifact(staging, final.booster_.model_to_string(), metadata)
+    save_artifact(staging, final.booster_.model_to_string(), metadata, families)
     atomic_write(staging / EVALUATION_FILE, json.dumps(evaluation, indent=1, default=float) + "\n")
     with atomic_path(staging / SAMPLE_FILE) as tmp:
         pd.concat(samples, ignore_index=True).to_parquet(tmp, index=False, compression="zstd")
@@ -364,6 +365,14 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
     final = ResidualModel(params, rounds).fit(data.X.iloc[final_rows], data.log_ratio[final_rows])
     timing["final_fit"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    say("fitting the kernel families")
+    from training.kernel_families import fit_for_artifact
+
+    families, families_info = fit_for_artifact(data, final.predict_log_ratio, params, rounds, config.seed,
+                                               evaluate=not config.quick_mode)
+    timing["kernel_families"] = time.perf_counter() - t0
+
     from features.reference_data import read_cpu_overheads
     from predictor.overhead import fit_cpu_overheads
 
@@ -391,6 +400,7 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
         "library_versions": _library_versions(),
         "code_version": {"package": _package_version(), "git_commit": _git_commit()},
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"kernel_families": families_info} if families_info is not None else {}),
     }
     evaluation = {"splits": split_results, "search": scores, "chosen": chosen, "config": asdict(config),
                   "rows": int(len(data)), "data_hashes": hashes}
@@ -406,7 +416,7 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
         raise OSError(err.errno, err.strerror or str(err), str(out_dir)) from err
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact folder is meant to be shared
     try:
-        _write_staging(staging, final, metadata, evaluation, samples, importance)
+        _write_staging(staging, final, metadata, evaluation, samples, importance, families)
         load_artifact(staging, MODEL_FEATURES)  # verify what we wrote before it replaces anything
         replace, reason = _publish(staging, out_dir, primary, signature, force)
     except OSError as err:  # full disk, I/O error: name the artifact folder, which is as it was
@@ -437,7 +447,7 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
             write_report(evaluation, pd.concat(samples, ignore_index=True), Path(tmp), metadata)
             importance.to_csv(Path(tmp) / IMPORTANCE_FILE, index=False)
             tracker.log_artifacts(tmp, "report")
-            save_artifact(Path(tmp) / "artifact", final.booster_.model_to_string(), metadata)
+            save_artifact(Path(tmp) / "artifact", final.booster_.model_to_string(), metadata, families)
             tracker.log_artifacts(Path(tmp) / "artifact", "artifact")
         version = tracker.log_model(final.booster_, data.X.iloc[:5], final.predict_log_ratio(data.X.iloc[:5]))
         promoted, _ = tracker.promote_if_better(version, PRIMARY_METRIC, primary, ("split_signature", signature))

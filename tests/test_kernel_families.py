@@ -1,0 +1,142 @@
+"""Kernel families: a serving runtime's own kernels, learned beside the pooled residual model, applied per framework."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.builder import MODEL_FEATURES
+from features.runtimes import NO_RUNTIME, RUNTIME_CODES, runtime_codes
+from features.synthetic import generate
+from predictor import Predictor
+from predictor.artifact import FAMILIES_FILE, METADATA_FILE, load_artifact, save_artifact
+from predictor.errors import InputError
+from training.dataset import from_table
+from training.kernel_families import family_positions, fit_families
+from training.models import ResidualModel
+
+SLOWER_GEMM = 1.6  # the "trtllm" rows' GEMMs take this many times the "vllm" rows' time; every other op the same
+UNMEASURED = ("norm", "rope")
+
+
+def test_runtime_codes_read_the_first_part_of_the_framework():
+    codes = runtime_codes(["vllm-0.14.0", "sglang-custom-0.5.10", "trtllm-1.2.0rc5", "sarathi-serve", "nccl-2.27.3",
+                           "synthetic"])
+    assert codes.tolist() == [RUNTIME_CODES["vllm"], RUNTIME_CODES["sglang"], RUNTIME_CODES["trtllm"], NO_RUNTIME,
+                              NO_RUNTIME, NO_RUNTIME]
+    assert runtime_codes([]).tolist() == []
+
+
+@pytest.fixture(scope="module")
+def two_runtimes(tmp_path_factory):
+    """An artifact whose pooled model saw two runtimes that differ only in GEMM time, with its families."""
+    rows = generate(8_000, seed=0)
+    rows = rows[~rows["op_kind"].isin(UNMEASURED)]  # as in the real tables: no runtime measured these op kinds
+    slower = np.where(rows["op_kind"].to_numpy() == "gemm", SLOWER_GEMM, 1.0)
+    table = pd.concat([rows.assign(framework="vllm-0.14.0"),
+                       rows.assign(framework="trtllm-1.2.0", measured_ms=rows["measured_ms"] * slower),
+                       generate(2_000, seed=1)], ignore_index=True)  # rows of no runtime: not learned from
+    data = from_table(table)
+    base = ResidualModel({"num_leaves": 31}, 80).fit(data.X, data.log_ratio)
+    family, info = fit_families(data, base.predict_log_ratio, max_rows=40_000)
+    folder = tmp_path_factory.mktemp("families") / "artifact"
+    metadata = {"feature_names": list(MODEL_FEATURES), "quick": True, "kernel_families": info}
+    save_artifact(folder, base.booster_.model_to_string(), metadata, family.booster_.model_to_string())
+    return folder, data
+
+
+def test_families_learn_only_from_runtime_rows(two_runtimes):
+    _, data = two_runtimes
+    positions = family_positions(data)
+    per_runtime = int((~generate(8_000, seed=0)["op_kind"].isin(UNMEASURED)).sum())
+    assert len(positions) == 2 * per_runtime and (runtime_codes(data.table["framework"].iloc[positions]) != NO_RUNTIME).all()
+
+
+def test_a_framework_view_predicts_its_runtimes_kernels(two_runtimes):
+    folder, _ = two_runtimes
+    pooled = Predictor.load(folder)
+    rows = generate(3_000, seed=7)
+    gemm = rows["op_kind"].to_numpy() == "gemm"
+    vllm = pooled.for_framework("vllm").predict_ops(rows)["predicted_ms"].to_numpy()
+    trt = pooled.for_framework("trtllm").predict_ops(rows)["predicted_ms"].to_numpy()
+    mixed = pooled.predict_ops(rows)["predicted_ms"].to_numpy()
+    ratio = trt / vllm
+    assert abs(np.median(ratio[gemm]) / SLOWER_GEMM - 1) < 0.08  # the GEMMs of "trtllm" are 1.6× those of "vllm"
+    assert abs(np.median(ratio[~gemm]) - 1) < 0.03  # every other op is the same
+    # the pooled model predicts in between, for the GEMMs only
+    between = np.median(mixed[gemm] / vllm[gemm])
+    assert 1.1 < between < SLOWER_GEMM / 1.1
+    # op kinds no runtime measured (norm, rope, sampling, ...) are left as the pooled model predicts them
+    info = load_artifact(folder).metadata["kernel_families"]
+    unlearned = ~rows["op_kind"].isin(info["op_kinds"]).to_numpy()
+    assert set(rows["op_kind"][unlearned]) == set(UNMEASURED)
+    np.testing.assert_array_equal(trt[unlearned], mixed[unlearned])
+
+
+def test_views_are_kept_and_keyed_apart(two_runtimes):
+    folder, _ = two_runtimes
+    pooled = Predictor.load(folder)
+    trt = pooled.for_framework("trtllm")
+    assert trt is pooled.for_framework("trtllm") and trt.framework == "trtllm"
+    assert trt.for_framework(None) is pooled and trt.for_framework("legacy") is pooled
+    assert trt.for_framework("vllm") is pooled.for_framework("vllm")
+    # the table cache is keyed by the family: a view never reads the pooled model's tables
+    assert len({pooled.identity, trt.identity, pooled.for_framework("vllm").identity}) == 3
+    roofline = Predictor.roofline_only()
+    assert roofline.for_framework("trtllm") is roofline
+
+
+def test_an_artifact_without_families_predicts_pooled_for_every_framework(two_runtimes, tmp_path):
+    folder, _ = two_runtimes
+    art = load_artifact(folder)
+    save_artifact(tmp_path / "plain", art.model_text, art.metadata)  # no families text: the entry is left out
+    plain = Predictor.load(tmp_path / "plain")
+    assert "kernel_families" not in load_artifact(tmp_path / "plain").metadata
+    assert plain.for_framework("trtllm") is plain
+    with pytest.raises(ValueError, match="kernel_families"):
+        save_artifact(tmp_path / "odd", art.model_text, {k: v for k, v in art.metadata.items()
+                                                          if k != "kernel_families"}, art.families_text)
+
+
+def test_a_changed_or_missing_families_file_is_a_clear_error(two_runtimes, tmp_path):
+    folder, _ = two_runtimes
+    changed = tmp_path / "changed"
+    shutil.copytree(folder, changed)
+    text = (changed / FAMILIES_FILE).read_text()
+    (changed / FAMILIES_FILE).write_text(text.replace("num_leaves", "num_leaves ", 1))
+    with pytest.raises(InputError, match=f"checksum mismatch for {FAMILIES_FILE}"):
+        Predictor.load(changed)
+    missing = tmp_path / "missing"
+    shutil.copytree(folder, missing)
+    (missing / FAMILIES_FILE).unlink()
+    with pytest.raises(InputError, match=f"{FAMILIES_FILE} is missing"):
+        Predictor.load(missing)
+    assert (missing / METADATA_FILE).is_file()
+
+
+def test_the_shipped_artifact_has_families_scored_on_held_out_gpus():
+    info = load_artifact().metadata["kernel_families"]
+    assert set(info["runtimes"]) == {"vllm", "sglang", "trtllm"}
+    overall = [r for r in info["held_out_gpu"] if r["runtime"] == "all"]
+    assert len(overall) >= 3 and all(r["rows"] > 1000 for r in overall)
+
+
+def test_a_simulation_with_an_engine_profile_uses_its_frameworks_kernels(hybrid):
+    from dataclasses import replace
+
+    from predictor.overhead import NO_OVERHEAD
+    from scheduler.engine import Simulator
+    from scheduler.engine_profiles import kernel_only_profile
+
+    step = (0, 0, 0, 0, 32, 32 * 2048)  # a decode step of 32 sequences at 2,048 tokens of context
+    steps = {}
+    for name in ("vllm", "trtllm"):
+        sim = Simulator(hybrid, "qwen3-30b-a3b", "h100-sxm", 1, "fp8", profile=kernel_only_profile(name))
+        steps[name] = sim.bound.iteration_ms(*step)
+        kernels = replace(hybrid.for_framework(name).bind("qwen3-30b-a3b", "h100-sxm", 1, "fp8"), overhead=NO_OVERHEAD)
+        assert steps[name] == kernels.iteration_ms(*step)
+    # kernel-only profiles add nothing to the kernels, so the two differ by their kernels alone
+    assert steps["vllm"] != steps["trtllm"]
