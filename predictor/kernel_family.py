@@ -2,7 +2,8 @@
 
 An artifact may carry a second booster that corrects the pooled residual model for the runtime a simulation
 serves with (``vllm``, ``sglang``, ``trtllm``): predicted log(measured / roofline) + correction, for the op kinds
-the runtimes' kernel tables hold (attention, GEMM, MoE, all-reduce, linear attention); other ops are unchanged.
+the artifact applies that runtime's family to (its ``applied`` entry: the op kinds where the family beat the pooled
+model on held-out GPUs' kernels; every learned op kind for an artifact without it); other ops are unchanged.
 """
 
 from __future__ import annotations
@@ -23,20 +24,22 @@ class KernelFamilies:
         LightGBM text model.
     info : dict
         The metadata's ``kernel_families`` entry: ``features`` (in order; the last is the runtime code),
-        ``runtimes`` (name → code), ``op_kinds``.
+        ``runtimes`` (name → code), ``op_kinds`` (learned), optionally ``applied`` (runtime → op kinds).
     """
 
     def __init__(self, text: str, info: dict):
         self.text = text
         self.features = list(info["features"])
         self.runtimes = {str(k): int(v) for k, v in info["runtimes"].items()}
-        self.op_kinds = np.asarray(sorted(info["op_kinds"]), dtype=object)
+        applied = info.get("applied", {name: info["op_kinds"] for name in self.runtimes})
+        self.applied = {name: np.asarray(sorted(applied.get(name, [])), dtype=object) for name in self.runtimes}
         self.digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._booster = None
 
     def code(self, framework: str) -> int | None:
-        """The runtime code of ``framework`` (a canonical name), None for one without a family (``legacy``)."""
-        return self.runtimes.get(framework)
+        """The runtime code of ``framework`` (a canonical name), None for one without a family applied to any op
+        kind (``legacy``; a runtime whose family beat the pooled model nowhere)."""
+        return self.runtimes[framework] if len(self.applied.get(framework, ())) else None
 
     def _parsed(self):
         if self._booster is None:
@@ -49,15 +52,15 @@ class KernelFamilies:
                                  f"({' '.join(str(err).split())[:120]})") from None
         return self._booster
 
-    def log_correction(self, X, op_kind, code: int, num_threads: int = 1) -> np.ndarray:
-        """Per row, the family's log correction for runtime ``code`` (0 for op kinds it did not learn).
+    def log_correction(self, X, op_kind, framework: str, num_threads: int = 1) -> np.ndarray:
+        """Per row, the log correction of ``framework``'s family (0 for op kinds it is not applied to).
 
         ``X`` holds the residual model's features (a DataFrame), ``op_kind`` each row's op kind.
         """
         out = np.zeros(len(X))
-        learned = np.isin(np.asarray(op_kind, dtype=object), self.op_kinds)
+        learned = np.isin(np.asarray(op_kind, dtype=object), self.applied[framework])
         if learned.any():
             rows = X.loc[learned, self.features[:-1]].copy()
-            rows[self.features[-1]] = code
+            rows[self.features[-1]] = self.runtimes[framework]
             out[learned] = self._parsed().predict(rows, num_threads=num_threads)
         return out

@@ -214,7 +214,7 @@ class Predictor:
             ratio = np.exp(self._residual_booster().predict(X.loc[:, self._features], num_threads=threads))
             predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
             if self._family_code is not None:  # the runtime's own kernels, then bounded like any prediction
-                fix = self._families.log_correction(X, ops["op_kind"].to_numpy(), self._family_code, threads)
+                fix = self._families.log_correction(X, ops["op_kind"].to_numpy(), self.framework, threads)
                 predicted = np.maximum(predicted * np.exp(fix), ideal * MIN_RATIO_TO_ROOFLINE)
             if self._trained_gpus():
                 predicted = self._sibling_bounded(ops, gpu, predicted)
@@ -245,7 +245,8 @@ class Predictor:
 
             # the sibling bounds change what an unseen GPU's tables hold, so the trained GPUs are part of it
             bounds = f"sibling-bounds-v1:{','.join(sorted(self.artifact.training_gpus))}" if self.artifact else ""
-            family = f"family-v1:{self.framework}:{self._families.digest}" if self._family_code is not None else ""
+            family = (f"family-v1:{self.framework}:{self._families.digest}:{','.join(self._families.applied[self.framework])}"
+                      if self._family_code is not None else "")
             self._identity = ("roofline" if self.artifact is None
                               else hashlib.sha256((self.artifact.model_text + bounds + family).encode()).hexdigest()[:32])
         return self._identity

@@ -6,9 +6,7 @@ profile, pipeline parallelism, fast-forward on and off, a disaggregated least-lo
 failures — and is reduced to a SHA-256 per output array (per-request columns, the iteration log, time-between-tokens
 histogram, running statistics and the efficiency report), floats rounded to 2^-30 of each array's largest value first so that the
 digests are the same on CPUs whose vector maths differs in the last bit (:func:`_quantised`). The digests of the code before the speed work are stored
-in ``tests/data/engine_golden.json``; ``tests/test_engine_golden.py`` recomputes them. (The two engine-profile
-scenarios were re-pinned, alone, when a simulation with a framework's profile took that framework's kernel family:
-:meth:`predictor.Predictor.for_framework`.)
+in ``tests/data/engine_golden.json``; ``tests/test_engine_golden.py`` recomputes them.
 
 Regenerate (only when a change of results is intended): ``python -m tests.engine_golden --write``.
 """

@@ -15,7 +15,7 @@ from predictor import Predictor
 from predictor.artifact import FAMILIES_FILE, METADATA_FILE, load_artifact, save_artifact
 from predictor.errors import InputError
 from training.dataset import from_table
-from training.kernel_families import family_positions, fit_families
+from training.kernel_families import applied_families, family_positions, fit_families, held_out_by_gpu
 from training.models import ResidualModel
 
 SLOWER_GEMM = 1.6  # the "trtllm" rows' GEMMs take this many times the "vllm" rows' time; every other op the same
@@ -119,7 +119,8 @@ def test_a_changed_or_missing_families_file_is_a_clear_error(two_runtimes, tmp_p
 
 def test_the_shipped_artifact_has_families_scored_on_held_out_gpus():
     info = load_artifact().metadata["kernel_families"]
-    assert set(info["runtimes"]) == {"vllm", "sglang", "trtllm"}
+    assert set(info["runtimes"]) == {"vllm", "sglang", "trtllm"} and set(info["applied"]) == set(info["runtimes"])
+    assert all(set(kinds) <= set(info["op_kinds"]) for kinds in info["applied"].values())
     overall = [r for r in info["held_out_gpu"] if r["runtime"] == "all"]
     assert len(overall) >= 3 and all(r["rows"] > 1000 for r in overall)
 
@@ -140,3 +141,39 @@ def test_a_simulation_with_an_engine_profile_uses_its_frameworks_kernels(hybrid)
         assert steps[name] == kernels.iteration_ms(*step)
     # kernel-only profiles add nothing to the kernels, so the two differ by their kernels alone
     assert steps["vllm"] != steps["trtllm"]
+
+
+def _predictions(gpu_errors: dict[str, tuple[float, float]], runtime="trtllm", kind="moe", rows=400) -> pd.DataFrame:
+    """Held-out predictions whose pooled and family errors per GPU are the given constants."""
+    return pd.concat([pd.DataFrame({"gpu": gpu, "runtime": runtime, "op_kind": kind, "pooled_ape": np.full(rows, a),
+                                    "family_ape": np.full(rows, b)}) for gpu, (a, b) in gpu_errors.items()])
+
+
+def test_a_family_is_applied_where_it_wins_on_most_held_out_gpus():
+    wins_three = _predictions({"a": (0.3, 0.2), "b": (0.3, 0.2), "c": (0.3, 0.25), "d": (0.3, 0.4)})
+    assert applied_families(wins_three)["trtllm"] == ["moe"]
+    # better over all rows together (one GPU has most of them), but on only two GPUs of four: not applied
+    one_gpu = _predictions({"a": (0.3, 0.05), "b": (0.3, 0.31), "c": (0.3, 0.31), "d": (0.3, 0.05)}, rows=400)
+    one_gpu = pd.concat([one_gpu, _predictions({"a": (0.3, 0.05)}, rows=800)])
+    assert applied_families(one_gpu)["trtllm"] == []
+    # too few held-out rows to tell
+    assert applied_families(_predictions({"a": (0.3, 0.1), "b": (0.3, 0.1)}, rows=100))["trtllm"] == []
+    scores = held_out_by_gpu(wins_three, applied_families(wins_three))
+    assert set(scores["runtime"]) == {"all", "trtllm"}
+    unapplied = held_out_by_gpu(wins_three, {"vllm": [], "sglang": [], "trtllm": []})
+    assert (unapplied["family_mdape"] == unapplied["pooled_mdape"]).all()
+
+
+def test_a_runtime_whose_family_is_applied_nowhere_predicts_pooled(two_runtimes, tmp_path):
+    folder, _ = two_runtimes
+    art = load_artifact(folder)
+    info = {**art.metadata["kernel_families"], "applied": {"vllm": [], "sglang": [], "trtllm": ["gemm"]}}
+    save_artifact(tmp_path / "gated", art.model_text, {**art.metadata, "kernel_families": info}, art.families_text)
+    gated = Predictor.load(tmp_path / "gated")
+    assert gated.for_framework("vllm") is gated
+    rows = generate(2_000, seed=3)
+    trt = gated.for_framework("trtllm").predict_ops(rows)["predicted_ms"].to_numpy()
+    pooled = gated.predict_ops(rows)["predicted_ms"].to_numpy()
+    other = rows["op_kind"].to_numpy() != "gemm"
+    np.testing.assert_array_equal(trt[other], pooled[other])
+    assert (trt[~other] != pooled[~other]).any()

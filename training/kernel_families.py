@@ -7,9 +7,10 @@ on those runtimes' rows what is left, log(measured / pooled prediction), from th
 runtime (:data:`features.runtimes.RUNTIME_FEATURE`, categorical). :meth:`predictor.Predictor.for_framework`
 applies it; the default predictor (no framework) is the pooled model alone, unchanged.
 
-Physical features and a runtime code, not a per-GPU table: a family learned on the GPUs of the kernel tables
-carries to a GPU without them. :func:`held_out_by_gpu` measures exactly that, refitting both models without the
-held-out GPU.
+Physical features and a runtime code, not a per-GPU table, so that a family learned on the GPUs of the kernel
+tables carries to a GPU without them. :func:`held_out_predictions` measures exactly that, refitting both models
+without each GPU in turn; a runtime's family is applied only to the op kinds where it beat the pooled model there
+(:func:`applied_families`), and :func:`held_out_by_gpu` scores the families so applied.
 
 ``python -m training.kernel_families [ARTIFACT_DIR]`` fits the families of an existing artifact (default: the
 shipped one) and rewrites it (same residual model; families, their metadata and the checksums added).
@@ -35,6 +36,7 @@ FAMILY_PARAMS = {"num_leaves": 63}
 FAMILY_ROUNDS = 300
 FAMILY_ROWS = 150_000
 FAMILY_BALANCE = ("framework", "gpu", "op_kind")  # every runtime version, GPU and op kind capped alike
+MIN_APPLIED_ROWS = 1_000  # held-out rows a runtime's op kind needs before its family may be applied
 MIN_RATIO_TO_ROOFLINE = 0.5  # as predictor.predictor: the pooled prediction the families correct is clamped
 
 
@@ -86,16 +88,18 @@ def _ape(log_pred: np.ndarray, log_measured: np.ndarray) -> np.ndarray:
     return np.abs(np.exp(log_pred - log_measured) - 1.0)
 
 
-def held_out_by_gpu(data: TrainingData, params: dict, rounds: int, seed: int = 0, max_rows: int = FAMILY_ROWS,
-                    test_rows: int = 100_000) -> pd.DataFrame:
-    """Leave one GPU out: the pooled model and the families refitted without it, scored on its runtime rows.
+def held_out_predictions(data: TrainingData, params: dict, rounds: int, seed: int = 0, max_rows: int = FAMILY_ROWS,
+                         test_rows: int = 100_000) -> pd.DataFrame:
+    """Leave one GPU out: the pooled model and the families refitted without it, predicting its runtime rows.
 
-    One row per held-out GPU and runtime (and ``all``): ``rows``, ``pooled_mdape`` / ``family_mdape`` and
-    their p90 (fractions). At most ``test_rows`` rows of a GPU are scored (a seeded sample).
+    One row per scored kernel row: ``gpu``, ``runtime``, ``op_kind``, ``pooled_ape`` (the pooled model alone) and
+    ``family_ape`` (with the row's runtime family), absolute percentage errors as fractions. At most ``test_rows``
+    rows of a GPU are scored (a seeded sample).
     """
     gpu = data.table["gpu"].astype(str).to_numpy()
+    kinds = data.table["op_kind"].astype(str).to_numpy()
     codes = runtime_codes(data.table["framework"])
-    names = {code: name for name, code in RUNTIME_CODES.items()}
+    names = np.array(sorted(RUNTIME_CODES, key=RUNTIME_CODES.get), dtype=object)
     out = []
     for held in sorted(set(gpu[codes != NO_RUNTIME])):
         train = balanced_sample(data.table, np.flatnonzero(gpu != held), max_rows, seed)
@@ -109,10 +113,43 @@ def held_out_by_gpu(data: TrainingData, params: dict, rounds: int, seed: int = 0
         pooled = _pooled_log_ratio(base.predict_log_ratio, X)
         corrected = pooled + family.predict_log_ratio(family_matrix(X, codes[test]))
         measured = data.log_ratio[test]
-        for code in (None, *sorted(set(codes[test]))):
-            sel = slice(None) if code is None else codes[test] == code
-            a, b = _ape(pooled[sel], measured[sel]), _ape(corrected[sel], measured[sel])
-            out.append({"gpu": held, "runtime": "all" if code is None else names[code], "rows": int(a.size),
+        out.append(pd.DataFrame({"gpu": held, "runtime": names[codes[test]], "op_kind": kinds[test],
+                                 "pooled_ape": _ape(pooled, measured), "family_ape": _ape(corrected, measured)}))
+    return pd.concat(out, ignore_index=True)
+
+
+def applied_families(predictions: pd.DataFrame, min_rows: int = MIN_APPLIED_ROWS) -> dict[str, list[str]]:
+    """The op kinds each runtime's family is applied to: those whose held-out rows (:func:`held_out_predictions`,
+    at least ``min_rows``) it predicts with a lower MdAPE than the pooled model both over all held-out GPUs
+    together and on more than half of the held-out GPUs one by one (a gain that one GPU carries is not taken)."""
+    keys = ["runtime", "op_kind"]
+    stats = predictions.groupby(keys).agg(rows=("pooled_ape", "size"), pooled=("pooled_ape", "median"),
+                                          family=("family_ape", "median"))
+    per_gpu = predictions.groupby([*keys, "gpu"]).agg(pooled=("pooled_ape", "median"), family=("family_ape", "median"))
+    won = (per_gpu["family"] < per_gpu["pooled"]).groupby(level=keys).agg(["sum", "size"])
+    better = stats[(stats["rows"] >= min_rows) & (stats["family"] < stats["pooled"])
+                   & (2 * won["sum"] > won["size"]).reindex(stats.index, fill_value=False)]
+    applied = {name: [] for name in RUNTIME_CODES}
+    for runtime, kind in better.index:
+        applied[runtime].append(kind)
+    return {name: sorted(kinds) for name, kinds in applied.items()}
+
+
+def held_out_by_gpu(predictions: pd.DataFrame, applied: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """MdAPE / p90 APE per held-out GPU and runtime (and ``all``) of the pooled model and with the families,
+    applied to the op kinds of ``applied`` only when given (elsewhere the pooled prediction stands)."""
+    frame = predictions
+    if applied is not None:
+        used = np.zeros(len(frame), dtype=bool)
+        for runtime, kinds in applied.items():
+            used |= (frame["runtime"].to_numpy() == runtime) & frame["op_kind"].isin(kinds).to_numpy()
+        frame = frame.assign(family_ape=np.where(used, frame["family_ape"], frame["pooled_ape"]))
+    out = []
+    for held, rows in frame.groupby("gpu", sort=True):
+        for runtime in ("all", *sorted(set(rows["runtime"]), key=RUNTIME_CODES.get)):
+            part = rows if runtime == "all" else rows[rows["runtime"] == runtime]
+            a, b = part["pooled_ape"].to_numpy(), part["family_ape"].to_numpy()
+            out.append({"gpu": held, "runtime": runtime, "rows": int(a.size),
                         "pooled_mdape": float(np.median(a)), "pooled_p90_ape": float(np.quantile(a, 0.9)),
                         "family_mdape": float(np.median(b)), "family_p90_ape": float(np.quantile(b, 0.9))})
     return pd.DataFrame(out)
@@ -121,13 +158,19 @@ def held_out_by_gpu(data: TrainingData, params: dict, rounds: int, seed: int = 0
 def fit_for_artifact(data: TrainingData, base: Callable[[pd.DataFrame], np.ndarray], params: dict, rounds: int,
                      seed: int = 0, evaluate: bool = True) -> tuple[str | None, dict | None]:
     """(booster text, metadata entry) of the families of the pooled model ``base`` (fitted with ``params`` and
-    ``rounds``), with :func:`held_out_by_gpu`'s scores when ``evaluate``; (None, None) when ``data`` holds no
-    runtime's rows (then an artifact has no families)."""
+    ``rounds``); (None, None) when ``data`` holds no runtime's rows (then an artifact has no families).
+
+    With ``evaluate``, the entry's ``applied`` names the op kinds each family is applied to
+    (:func:`applied_families`, decided on held-out GPUs' kernel rows) and ``held_out_gpu`` the scores
+    (:func:`held_out_by_gpu`) with the families so applied; without (a quick run), every learned op kind is.
+    """
     if not len(family_positions(data)):
         return None, None
     model, info = fit_families(data, base, seed=seed)
     if evaluate:
-        info["held_out_gpu"] = held_out_by_gpu(data, params, rounds, seed).to_dict(orient="records")
+        predictions = held_out_predictions(data, params, rounds, seed)
+        info["applied"] = applied_families(predictions)
+        info["held_out_gpu"] = held_out_by_gpu(predictions, info["applied"]).to_dict(orient="records")
     return model.booster_.model_to_string(), info
 
 
