@@ -177,3 +177,24 @@ def test_a_runtime_whose_family_is_applied_nowhere_predicts_pooled(two_runtimes,
     other = rows["op_kind"].to_numpy() != "gemm"
     np.testing.assert_array_equal(trt[other], pooled[other])
     assert (trt[~other] != pooled[~other]).any()
+
+
+def test_predict_takes_a_kernel_family_and_rejects_an_unknown_one(capsys):
+    import json
+
+    from inference_sim.cli import main
+
+    args = ["predict", "--model", "qwen3-30b-a3b", "--gpu", "h100-sxm", "--dtype", "fp8", "--decode", "2048,2048",
+            "--json"]
+    out = {}
+    for kernels in (None, "trtllm", "TensorRT-LLM"):
+        assert main(args + (["--kernels", kernels] if kernels else [])) == 0
+        out[kernels] = json.loads(capsys.readouterr().out)
+    assert out[None]["kernels"] == "pooled" and out["trtllm"]["kernels"] == "trtllm"
+    assert out["TensorRT-LLM"] == out["trtllm"]  # an alias of the same framework
+    moe = {k: sum(op["total_ms"] for op in v["ops"] if op["op_kind"] == "moe") for k, v in out.items()}
+    applied = load_artifact().metadata["kernel_families"]["applied"]["trtllm"]
+    assert (moe["trtllm"] != moe[None]) == ("moe" in applied)  # changed exactly where the family applies
+    assert main(args + ["--kernels", "tgi"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --kernels: unknown value 'tgi'; allowed:")

@@ -97,11 +97,17 @@ def predict(
     decode: Annotated[str, typer.Option(help="Cached context of each decoding sequence, comma-separated.")] = "",
     gpu_file: Annotated[Path | None, typer.Option(help="YAML file with your own GPU specs.")] = None,
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
+    kernels: Annotated[str | None, typer.Option(
+        "--kernels", help="Kernel family: vllm, sglang or trtllm, that framework's own kernels where the model applies "
+        "its family (docs/model.md, 'Kernel families'; simulate --framework uses it too). Default: the pooled model.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predicted time of one iteration, with the per-op breakdown (roofline vs predicted)."""
     from predictor.batch import from_lists
     from predictor.errors import InputError
+    from scheduler.engine_profiles import framework_name
+
+    family = framework_name(kernels, "--kernels") if kernels is not None else None
 
     tp = common.parallel_layout(tp, pp, ep, dp_attention, moe_tp)
     chunks, contexts = common._parse_prefill(prefill), common._parse_decode(decode)
@@ -111,14 +117,14 @@ def predict(
     longest = max([new + ctx for new, ctx in chunks] + [ctx + 1 for ctx in contexts])
     spec, gpu_spec = common._fitting_config(spec, gpu, gpu_file, tp, dtype, len(chunks) + len(contexts), longest,
                                             "--prefill/--decode sequences")
-    predictor = common._load_predictor(artifacts)
+    predictor = common._load_predictor(artifacts).for_framework(family)
     result = predictor.predict_iteration(spec, gpu_spec, tp, dtype, chunks, contexts)
     ops = result.ops
     efficiency = predictor.bind(spec, gpu_spec, tp, dtype).efficiency(
         len(chunks), sum(c[0] for c in chunks), sum(c[0] + c[1] for c in chunks), len(chunks), len(contexts),
         sum(contexts))
     payload = {"total_ms": result.total_ms, "kernel_ms": result.kernel_ms, "overhead_ms": result.overhead_ms,
-               "roofline_ms": result.roofline_ms, "efficiency": efficiency,
+               "roofline_ms": result.roofline_ms, "kernels": predictor.framework or "pooled", "efficiency": efficiency,
                "ops": [{"op": r.op, "op_kind": r.op_kind, "count": int(r.count) if r.count == int(r.count) else float(r.count), "bound": r.bound,
                         "roofline_ms": float(r.roofline_ms), "predicted_ms": float(r.predicted_ms),
                         "total_ms": float(r.total_ms)} for r in ops.itertuples()]}
@@ -128,7 +134,8 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"kernels {result.kernel_ms:.3f} ms + overhead {result.overhead_ms:.3f} ms = "
+    family = f" ({predictor.framework}'s)" if predictor.framework else ""
+    table = Table(title=f"kernels{family} {result.kernel_ms:.3f} ms + overhead {result.overhead_ms:.3f} ms = "
                         f"{result.total_ms:.3f} ms (roofline {result.roofline_ms:.3f} ms)", title_justify="left")
     for col in ("op", "×", "bound", "roofline µs", "predicted µs", "ratio", "total ms"):
         table.add_column(col, justify="left" if col in ("op", "bound") else "right")
