@@ -156,9 +156,10 @@ def held_out_by_gpu(predictions: pd.DataFrame, applied: dict[str, list[str]] | N
 
 
 def fit_for_artifact(data: TrainingData, base: Callable[[pd.DataFrame], np.ndarray], params: dict, rounds: int,
-                     seed: int = 0, evaluate: bool = True) -> tuple[str | None, dict | None]:
+                     seed: int = 0, evaluate: bool = True, max_rows: int = FAMILY_ROWS) -> tuple[str | None, dict | None]:
     """(booster text, metadata entry) of the families of the pooled model ``base`` (fitted with ``params`` and
-    ``rounds``); (None, None) when ``data`` holds no runtime's rows (then an artifact has no families).
+    ``rounds``), each model on at most ``max_rows`` balanced rows; (None, None) when ``data`` holds no runtime's rows
+    (then an artifact has no families).
 
     With ``evaluate``, the entry's ``applied`` names the op kinds each family is applied to
     (:func:`applied_families`, decided on held-out GPUs' kernel rows) and ``held_out_gpu`` the scores
@@ -166,9 +167,9 @@ def fit_for_artifact(data: TrainingData, base: Callable[[pd.DataFrame], np.ndarr
     """
     if not len(family_positions(data)):
         return None, None
-    model, info = fit_families(data, base, seed=seed)
+    model, info = fit_families(data, base, seed=seed, max_rows=max_rows)
     if evaluate:
-        predictions = held_out_predictions(data, params, rounds, seed)
+        predictions = held_out_predictions(data, params, rounds, seed, max_rows)
         info["applied"] = applied_families(predictions)
         info["held_out_gpu"] = held_out_by_gpu(predictions, info["applied"]).to_dict(orient="records")
     return model.booster_.model_to_string(), info

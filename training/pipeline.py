@@ -370,7 +370,8 @@ def train(config: TrainConfig | None = None, *, out_dir: str | Path | None = Non
     from training.kernel_families import fit_for_artifact
 
     families, families_info = fit_for_artifact(data, final.predict_log_ratio, params, rounds, config.seed,
-                                               evaluate=not config.quick_mode)
+                                               evaluate=not config.quick_mode,
+                                               max_rows=config.final_max_rows or len(final_rows))
     timing["kernel_families"] = time.perf_counter() - t0
 
     from features.reference_data import read_cpu_overheads
