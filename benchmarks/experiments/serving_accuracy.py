@@ -13,7 +13,8 @@ the roofline-only predictor. Three predictions per run are compared with the mea
   (``scheduler.serving_model``) fitted on the runs *outside* the held-out group (GPU or model); an aggregated
   run's TTFT blended with its engine-profile simulation (profiles also fitted outside the group) where no
   sibling anchors it, as ``evaluate --serving`` does;
-* **kernels only** — the hybrid predictor's kernels with the framework's scheduler defaults, no overhead;
+* **kernels only** — the hybrid predictor's kernels (the framework's kernel family where the model applies one)
+  with the framework's scheduler defaults, no overhead;
 * **roofline** — ``Predictor.roofline_only()`` (ideal kernels, no overhead): the baseline.
 
 ``--max-per-group`` (default 40) caps the runs per framework, GPU, model and mode that are fitted and scored, so
@@ -271,7 +272,8 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
              "closed-loop (`--workload concurrency`) at its concurrency (an aggregated run's `batch_size` × "
              "`attention_dp_size`: aiconfigurator's batch is per attention-DP rank; `features/silicon.py`), ISL and "
              "OSL, with the hybrid predictor's "
-             "kernels only and with the roofline-only predictor, under the framework's scheduler (SGLang "
+             "kernels only (the framework's kernel family where the model applies one: `docs/model.md`, \"Kernel "
+             "families\") and with the roofline-only predictor, under the framework's scheduler (SGLang "
              "prefill-first, its clients in step; vLLM and TRT-LLM mixing prefill chunks with decodes, their "
              "clients spread out) and its KV-cache memory rule (`docs/model.md`); the measurement window drops the "
              "first and last C requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
