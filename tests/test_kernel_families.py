@@ -198,3 +198,28 @@ def test_predict_takes_a_kernel_family_and_rejects_an_unknown_one(capsys):
     assert main(args + ["--kernels", "tgi"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --kernels: unknown value 'tgi'; allowed:")
+
+
+def test_adding_families_to_an_artifact_keeps_its_model_and_refuses_a_replaced_one(two_runtimes, tmp_path, monkeypatch):
+    import training.kernel_families as kf
+
+    folder, data = two_runtimes
+    art = load_artifact(folder)
+    target = tmp_path / "art"
+    save_artifact(target, art.model_text, art.metadata)  # the same model, no families
+    info = kf.add_to_artifact(target, data, evaluate=False)
+    again = load_artifact(target)
+    assert again.model_text == art.model_text and again.metadata["kernel_families"] == info
+    assert again.families_text is not None and "applied" not in info  # no held-out check: every learned kind
+    # a training run that replaces the model while the families fit: nothing is written over it
+    real_fit = kf.fit_for_artifact
+
+    def fit_then_replace(*args, **kwargs):
+        out = real_fit(*args, **kwargs)
+        save_artifact(target, art.model_text.replace("tree\n", "tree\n\n", 1), art.metadata)
+        return out
+
+    monkeypatch.setattr(kf, "fit_for_artifact", fit_then_replace)
+    with pytest.raises(InputError, match="was replaced while its kernel families were fitted"):
+        kf.add_to_artifact(target, data, evaluate=False)
+    assert "kernel_families" not in load_artifact(target).metadata

@@ -29,7 +29,7 @@ import pandas as pd
 from features.builder import MODEL_FEATURES
 from features.runtimes import NO_RUNTIME, RUNTIME_CODES, RUNTIME_FEATURE, runtime_codes
 from training.dataset import TrainingData, balanced_sample
-from training.models import ResidualModel
+from training.models import DEFAULT_ROUNDS, ResidualModel
 
 FAMILY_FEATURES = (*MODEL_FEATURES, RUNTIME_FEATURE)
 FAMILY_PARAMS = {"num_leaves": 63}
@@ -177,7 +177,8 @@ def fit_for_artifact(data: TrainingData, base: Callable[[pd.DataFrame], np.ndarr
 
 def add_to_artifact(directory: str | Path | None = None, data: TrainingData | None = None,
                     evaluate: bool = True) -> dict | None:
-    """Fit the kernel families of the artifact in ``directory`` (default: shipped) and rewrite it atomically.
+    """Fit the kernel families of the artifact in ``directory`` (default: shipped) and rewrite it atomically, under
+    the folder's training lock, unless a training run replaced its model meanwhile (then :class:`InputError`).
 
     The residual model is unchanged; the metadata gains ``kernel_families`` (:func:`fit_for_artifact`). Returns
     that entry (None, and nothing rewritten, when the data holds no runtime's rows).
@@ -191,11 +192,19 @@ def add_to_artifact(directory: str | Path | None = None, data: TrainingData | No
     data = data if data is not None else load_training_data()
     booster = lgb.Booster(model_str=artifact.model_text)
     features = list(artifact.metadata["feature_names"])
-    params = dict(artifact.metadata["params"])
-    text, info = fit_for_artifact(data, lambda X: booster.predict(X.loc[:, features]), params,
-                                  int(artifact.metadata["num_boost_round"]), int(params.get("seed", 0)), evaluate)
+    params = dict(artifact.metadata.get("params", {}))  # the pooled model's, refitted per held-out GPU to evaluate
+    rounds = int(artifact.metadata.get("num_boost_round", DEFAULT_ROUNDS))
+    text, info = fit_for_artifact(data, lambda X: booster.predict(X.loc[:, features]), params, rounds,
+                                  int(params.get("seed", 0)), evaluate)
     if text is not None:
-        save_artifact(artifact.path, artifact.model_text, {**artifact.metadata, "kernel_families": info}, text)
+        from predictor.errors import InputError
+        from training.pipeline import artifact_lock
+
+        with artifact_lock(artifact.path):  # a training run may have replaced the folder while the families fitted
+            if load_artifact(artifact.path, MODEL_FEATURES).model_text != artifact.model_text:
+                raise InputError(f"artifact: {str(artifact.path)!r} was replaced while its kernel families were "
+                                 f"fitted; nothing written (run again)")
+            save_artifact(artifact.path, artifact.model_text, {**artifact.metadata, "kernel_families": info}, text)
     return info
 
 
