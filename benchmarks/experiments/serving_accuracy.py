@@ -2,8 +2,10 @@
 models; writes ``data/serving_calibration.json``, ``data/engine_profiles.json`` and
 ``docs/serving-accuracy.md``.
 
-Run: ``python -m benchmarks.experiments.serving_accuracy [--serving PATH]`` (tens of minutes on 2 cores;
-re-run it whenever more model families or GPUs load: the skipped counts shrink and every table is redone).
+Run: ``python -m benchmarks.experiments.serving_accuracy [--serving PATH] [--basis-cache P] [--pooled-basis-cache Q]``
+(tens of minutes on 2 cores: every run is simulated twice, with the kernel families and with the pooled kernels,
+unless the caches hold the simulations; re-run it whenever more model families or GPUs load: the skipped counts
+shrink and every table is redone).
 
 Every run of the silicon CSV that the simulator can load is simulated closed-loop at its concurrency,
 ISL and OSL (``scheduler.serving_eval``), once with the hybrid predictor's kernels only and once with
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -259,10 +262,72 @@ def _unseen_gpu_lines(lines: list[str] | None) -> list[str]:
             *lines, ""]
 
 
+def _basis(cache: str | None, every: pd.DataFrame, predictor) -> pd.DataFrame:
+    """Every run simulated with kernels only (and roofline only) by ``predictor``: read from the parquet ``cache``
+    when it exists (it must hold the same runs), else simulated and, with a ``cache``, written there."""
+    path = Path(cache) if cache else None
+    if path is not None and path.exists():
+        simulated = pd.read_parquet(path)
+        if sorted(simulated["id"]) != sorted(every["id"]):
+            raise SystemExit(f"{path} holds other runs than --serving has; delete it")
+        if "kernel_launches" not in simulated:
+            raise SystemExit(f"{path} was written by an older version (no kernel_launches); delete it")
+        return simulated
+    simulated = kernel_basis(every, predictor)
+    if path is not None:
+        atomic_write(path, simulated.to_parquet())
+    return simulated
+
+
+def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFrame, predictor,
+                  legacy: bool = False) -> dict:
+    """The sample's runs (``table``) of a basis predicted held out by GPU (``logo``) and by model (``lomo``):
+    calibrations fitted without the group, anchored to every run outside it, TTFT blended with engine profiles
+    also fitted without it. Returns those and what they were made from (``basis``, ``anchors``, ``done``,
+    ``by_group``, ``profile_logo``, ``profile_lomo``). ``legacy`` adds the Vidur-era engine's simulation."""
+    # whether a disaggregated run gives its pools' worker counts comes from the CSV (a cache may predate the column)
+    simulated = simulated.drop(columns=["pool_workers_given"], errors="ignore").merge(
+        every[["id", "pool_workers_given"]], on="id", how="left")
+    basis = simulated[simulated["id"].isin(set(table["id"]))]
+    anchors = simulated[simulated["skip"] == ""]
+    done = basis[basis["skip"] == ""]
+    if legacy:
+        columns = [c for c in done.columns if not c.startswith(("pred_", "kernel_", "roofline_")) and c not in
+                   ("skip", "model", "gpus")]
+        legacy_runs = predict_serving(done[columns], predictor=predictor, framework="legacy", with_roofline=False)
+        legacy_runs = legacy_runs.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
+            columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
+        done = done.join(legacy_runs, on="id")
+    # each split's runs carry the engine-profile simulation with profiles fitted without their group: the held-out
+    # calibration's TTFT blends with it as the shipped one does with the shipped profiles (scheduler.serving_model)
+    profile_logo, profile_lomo = (held_out_profiles(basis, predictor, g) for g in ("system", "model"))
+    by_group = {"system": _with_profile(done, profile_logo), "model": _with_profile(done, profile_lomo)}
+    logo, lomo = (held_out(by_group[g], g, anchors) for g in ("system", "model"))
+    return {"basis": basis, "anchors": anchors, "done": done, "by_group": by_group, "profile_logo": profile_logo,
+            "profile_lomo": profile_lomo, "logo": logo, "lomo": lomo}
+
+
+def family_lines(families: dict, pooled: dict) -> list[str]:
+    """Held-out scores with the kernel families and with the pooled kernels (:func:`held_out_runs` of each basis)."""
+    lines = ["### Kernel families on and off", "",
+             "The same runs simulated with the pooled residual model's kernels for every framework (kernel families "
+             "off: `docs/model.md`, \"Kernel families\"), calibrated and scored held out the same way. MdAPE / p90 "
+             "APE; the calibration's seed spread above applies to each row:", "",
+             "| held out | kernels | runs | TTFT calibrated | TPOT calibrated | TTFT kernels only | TPOT kernels only |",
+             "|---|---|---|---|---|---|---|"]
+    for group, key in (("GPU", "logo"), ("model", "lomo")):
+        for name, runs in (("families", families), ("pooled", pooled)):
+            frame = runs[key]
+            lines.append(f"| {group} | {name} | {len(frame)} | {_cell(frame, 'pred', 'ttft')} | "
+                         f"{_cell(frame, 'pred', 'tpot')} | {_cell(frame, 'kernel', 'ttft')} | "
+                         f"{_cell(frame, 'kernel', 'tpot')} |")
+    return lines + [""]
+
+
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
            profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int,
            unseen: list[str] | None = None, spread: list[str] | None = None,
-           profile_scores: list[str] | None = None) -> str:
+           profile_scores: list[str] | None = None, families: list[str] | None = None) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -288,6 +353,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
     for (f, s, m), rows in done.groupby(["framework", "system", "model"], sort=True):
         lines.append(f"| {f} | {s} | {m} | {len(rows)} |")
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "", *(spread or []), *_ceiling_lines(done),
+              *(families or []),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
               "### Held-out GPU, by mode", "", *_mode_note(logo), *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
               *_ttft_anatomy_lines(done),
@@ -329,6 +395,8 @@ def main() -> None:
     parser.add_argument("--legacy", action="store_true", help="also simulate the Vidur-era engine (slower)")
     parser.add_argument("--basis-cache", default=None,
                         help="parquet of the simulations: read when it exists (same runs), else written")
+    parser.add_argument("--pooled-basis-cache", default=None,
+                        help="as --basis-cache, for the simulations with the pooled kernels (kernel families off)")
     parser.add_argument("--max-per-group", type=int, default=40,
                         help="runs kept per (framework, GPU, model, mode), the first by id (0: all)")
     args = parser.parse_args()
@@ -336,35 +404,12 @@ def main() -> None:
     every = read_serving_results(args.serving)
     table = balanced_sample(every, args.max_per_group)
     # every run is simulated: the sample is the calibration's fit and the scored runs; all runs are its anchors
-    cache = Path(args.basis_cache) if args.basis_cache else None
-    if cache is not None and cache.exists():
-        simulated = pd.read_parquet(cache)
-        if sorted(simulated["id"]) != sorted(every["id"]):
-            raise SystemExit(f"{cache} holds other runs than --serving has; delete it")
-        if "kernel_launches" not in simulated:
-            raise SystemExit(f"{cache} was written by an older version (no kernel_launches); delete it")
-    else:
-        simulated = kernel_basis(every, predictor)
-        if cache is not None:
-            atomic_write(cache, simulated.to_parquet())
-    # whether a disaggregated run gives its pools' worker counts comes from the CSV (a cache may predate the column)
-    simulated = simulated.drop(columns=["pool_workers_given"], errors="ignore").merge(
-        every[["id", "pool_workers_given"]], on="id", how="left")
-    basis = simulated[simulated["id"].isin(set(table["id"]))]
-    anchors = simulated[simulated["skip"] == ""]
-    done = basis[basis["skip"] == ""]
-    if args.legacy:
-        columns = [c for c in done.columns if not c.startswith(("pred_", "kernel_", "roofline_")) and c not in
-                   ("skip", "model", "gpus")]
-        legacy = predict_serving(done[columns], predictor=predictor, framework="legacy", with_roofline=False)
-        legacy = legacy.set_index("id")[["pred_ttft_ms", "pred_tpot_ms"]].rename(
-            columns={"pred_ttft_ms": "legacy_ttft_ms", "pred_tpot_ms": "legacy_tpot_ms"})
-        done = done.join(legacy, on="id")
-    # each split's runs carry the engine-profile simulation with profiles fitted without their group: the held-out
-    # calibration's TTFT blends with it as the shipped one does with the shipped profiles (scheduler.serving_model)
-    profile_logo, profile_lomo = (held_out_profiles(basis, predictor, g) for g in ("system", "model"))
-    by_group = {"system": _with_profile(done, profile_logo), "model": _with_profile(done, profile_lomo)}
-    logo, lomo = (held_out(by_group[g], g, anchors) for g in ("system", "model"))
+    simulated = _basis(args.basis_cache, every, predictor)
+    runs = held_out_runs(simulated, every, table, predictor, legacy=args.legacy)
+    basis, anchors, done, by_group, logo, lomo = (runs[k] for k in ("basis", "anchors", "done", "by_group", "logo",
+                                                                      "lomo"))
+    pooled = Predictor(replace(predictor.artifact, families_text=None))  # the same model without kernel families
+    families = family_lines(runs, held_out_runs(_basis(args.pooled_basis_cache, every, pooled), every, table, pooled))
     calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
@@ -372,9 +417,9 @@ def main() -> None:
     calibration.save(args.calibration_out)
     unseen = sanity_lines(every, calibration, profiles=profiles)
     spread = seed_spread_lines(by_group, anchors)
-    profile_scores = [*profile_lines(profile_logo, "system"), *profile_lines(profile_lomo, "model")]
+    profile_scores = [*profile_lines(runs["profile_logo"], "system"), *profile_lines(runs["profile_lomo"], "model")]
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
-                                  predictor, len(anchors), unseen, spread, profile_scores))
+                                  predictor, len(anchors), unseen, spread, profile_scores, families))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))
