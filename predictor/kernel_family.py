@@ -8,6 +8,7 @@ model on held-out GPUs' kernels; every learned op kind for an artifact without i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -33,8 +34,12 @@ class KernelFamilies:
         self.runtimes = {str(k): int(v) for k, v in info["runtimes"].items()}
         applied = info.get("applied", {name: info["op_kinds"] for name in self.runtimes})
         self.applied = {name: np.asarray(sorted(applied.get(name, [])), dtype=object) for name in self.runtimes}
-        self.digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._booster = None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short SHA-256 of the booster text (part of a framework view's table-cache key)."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
     def code(self, framework: str) -> int | None:
         """The runtime code of ``framework`` (a canonical name), None for one without a family applied to any op
