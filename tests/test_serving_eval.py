@@ -420,3 +420,21 @@ def test_held_out_profiles_are_fitted_without_the_held_out_group():
     assert folds["gpu_b"]["vllm"].to_dict() == fit_profiles(a)["vllm"].to_dict()
     assert folds["gpu_a"]["vllm"].to_dict() == fit_profiles(b)["vllm"].to_dict()
     assert folds["gpu_b"]["vllm"].kernel_scale == pytest.approx(0.6, rel=1e-4)
+
+
+def test_the_kernel_families_table_scores_both_bases_held_out_by_gpu_and_by_model():
+    from benchmarks.experiments.serving_accuracy import family_lines
+
+    def runs(pred_ttft, pred_tpot):
+        frame = pd.DataFrame({"measured_ttft_ms": [100.0, 200.0], "measured_tpot_ms": [10.0, 20.0],
+                              "pred_ttft_ms": pred_ttft, "pred_tpot_ms": pred_tpot,
+                              "kernel_ttft_ms": [50.0, 100.0], "kernel_tpot_ms": [5.0, 10.0]})
+        return {"logo": frame, "lomo": frame.iloc[:1]}
+
+    lines = family_lines(runs([110.0, 220.0], [10.0, 20.0]), runs([150.0, 300.0], [12.0, 24.0]))
+    rows = [line for line in lines if line.startswith(("| GPU", "| model"))]
+    assert [r.split(" | ")[:3] for r in rows] == [["| GPU", "families", "2"], ["| GPU", "pooled", "2"],
+                                                  ["| model", "families", "1"], ["| model", "pooled", "1"]]
+    # MdAPE / p90 of TTFT, TPOT, then the kernel-only pair (50% under the measurements in both bases)
+    assert rows[0].split(" | ")[3:] == ["10.0% / 10%", "0.0% / 0%", "50.0% / 50%", "50.0% / 50% |"]
+    assert rows[1].split(" | ")[3:5] == ["50.0% / 50%", "20.0% / 20%"]
