@@ -198,7 +198,30 @@ def load_artifact(directory: str | Path | None = None, expected_features: list[s
                          f"({len(theirs)} vs {len(ours)}; differing: {', '.join(diff[:5])}); retrain with "
                          f"`inference-sim train`")
     text = _read_text(directory / MODEL_FILE, MODEL_FILE)
-    return Artifact(model_text=text, metadata=metadata, path=directory, families_text=_families(directory, metadata, sums))
+    return Artifact(model_text=text, metadata=metadata, path=directory,
+                    families_text=_families(directory, metadata, sums))
+
+
+def _check_families_entry(info: object) -> None:
+    """The metadata's ``kernel_families`` entry has what :class:`predictor.kernel_family.KernelFamilies` reads."""
+    def bad(field: str, expected: str) -> InputError:
+        return InputError(f"artifact: {METADATA_FILE} kernel_families.{field} must be {expected}")
+
+    if not isinstance(info, dict):
+        raise InputError(f"artifact: {METADATA_FILE} kernel_families must be an object")
+    features = info.get("features")
+    if not (isinstance(features, list) and features and all(isinstance(f, str) for f in features)):
+        raise bad("features", "a non-empty list of feature names")
+    runtimes = info.get("runtimes")
+    if not (isinstance(runtimes, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in runtimes.values())):
+        raise bad("runtimes", "an object of runtime name to integer code")
+    if not (isinstance(info.get("op_kinds"), list) and all(isinstance(k, str) for k in info["op_kinds"])):
+        raise bad("op_kinds", "a list of op kinds")
+    applied = info.get("applied", {})
+    if not (isinstance(applied, dict) and all(isinstance(v, list) and all(isinstance(k, str) for k in v)
+                                              for v in applied.values())):
+        raise bad("applied", "an object of runtime name to a list of op kinds")
 
 
 def _families(directory: Path, metadata: dict, sums: dict[str, str]) -> str | None:
@@ -206,6 +229,7 @@ def _families(directory: Path, metadata: dict, sums: dict[str, str]) -> str | No
     there and match), else None."""
     if "kernel_families" not in metadata:
         return None
+    _check_families_entry(metadata["kernel_families"])
     path = directory / FAMILIES_FILE
     if not path.is_file():
         raise InputError(f"artifact: {FAMILIES_FILE} is missing in {str(directory)!r} (its metadata lists kernel "

@@ -223,3 +223,14 @@ def test_adding_families_to_an_artifact_keeps_its_model_and_refuses_a_replaced_o
     with pytest.raises(InputError, match="was replaced while its kernel families were fitted"):
         kf.add_to_artifact(target, data, evaluate=False)
     assert "kernel_families" not in load_artifact(target).metadata
+
+
+@pytest.mark.parametrize("field, value", [("runtimes", ["vllm"]), ("features", []), ("op_kinds", "gemm"),
+                                          ("applied", {"trtllm": "moe"})])
+def test_a_malformed_families_entry_is_a_clear_error(two_runtimes, tmp_path, field, value):
+    folder, _ = two_runtimes
+    art = load_artifact(folder)
+    info = {**art.metadata["kernel_families"], field: value}
+    save_artifact(tmp_path / "odd", art.model_text, {**art.metadata, "kernel_families": info}, art.families_text)
+    with pytest.raises(InputError, match=f"kernel_families.{field} must be"):
+        Predictor.load(tmp_path / "odd")
