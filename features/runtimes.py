@@ -19,7 +19,7 @@ NO_RUNTIME = -1
 def runtime_codes(frameworks) -> np.ndarray:
     """Code of each ``framework`` value's runtime (:data:`RUNTIME_CODES`), :data:`NO_RUNTIME` for any other."""
     names = np.asarray(frameworks, dtype=object).astype(str)
-    runtime = np.char.partition(names.astype(str), "-")[:, 0] if len(names) else names
+    runtime = np.char.partition(names, "-")[:, 0] if len(names) else names
     codes = np.full(len(names), NO_RUNTIME, dtype=np.int64)
     for name, code in RUNTIME_CODES.items():
         codes[runtime == name] = code

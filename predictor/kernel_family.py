@@ -41,10 +41,10 @@ class KernelFamilies:
         """A short SHA-256 of the booster text (part of a framework view's table-cache key)."""
         return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
-    def code(self, framework: str) -> int | None:
-        """The runtime code of ``framework`` (a canonical name), None for one without a family applied to any op
-        kind (``legacy``; a runtime whose family beat the pooled model nowhere)."""
-        return self.runtimes[framework] if len(self.applied.get(framework, ())) else None
+    def applies(self, framework: str | None) -> bool:
+        """Whether ``framework`` (a canonical name) has a family applied to some op kind (not ``legacy``, nor a
+        runtime whose family beat the pooled model nowhere)."""
+        return len(self.applied.get(framework, ())) > 0
 
     def _parsed(self):
         if self._booster is None:

@@ -110,7 +110,6 @@ class Predictor:
         self._identity: str | None = None
         self._trained: tuple[GPUSpec, ...] | None = None
         self.framework: str | None = None  # the kernel family applied (None: the pooled model)
-        self._family_code: int | None = None
         self._views: dict[str, Predictor] = {}
         self._families = None
         if artifact is not None and artifact.families_text is not None:
@@ -161,14 +160,13 @@ class Predictor:
         that runtime's own kernels (:mod:`predictor.kernel_family`). The pooled predictor (the one ``load`` gave) when
         ``framework`` is None or has no family (``legacy``), or itself when the artifact carries none (roofline
         only, an artifact trained before families). Views are kept, so a framework's tables are built once."""
-        code = self._families.code(framework) if (self._families is not None and framework) else None
-        if code is None:
+        if self._families is None or not self._families.applies(framework):
             return self._views.get(None, self)
         view = self._views.get(framework)
         if view is None:
             view = Predictor(self.artifact, self.overhead)
             view._booster, view._families, view._views = self._booster, self._families, self._views
-            view.framework, view._family_code = framework, code
+            view.framework = framework
             self._views.setdefault(None, self)
             self._views[framework] = view
         return view
@@ -213,7 +211,7 @@ class Predictor:
             threads = available_cpus() if len(X) >= PARALLEL_PREDICT_ROWS else 1
             ratio = np.exp(self._residual_booster().predict(X.loc[:, self._features], num_threads=threads))
             predicted = ideal * np.maximum(ratio, MIN_RATIO_TO_ROOFLINE)
-            if self._family_code is not None:  # the runtime's own kernels, then bounded like any prediction
+            if self.framework is not None:  # the runtime's own kernels, then bounded like any prediction
                 fix = self._families.log_correction(X, ops["op_kind"].to_numpy(), self.framework, threads)
                 predicted = np.maximum(predicted * np.exp(fix), ideal * MIN_RATIO_TO_ROOFLINE)
             if self._trained_gpus():
@@ -246,7 +244,7 @@ class Predictor:
             # the sibling bounds change what an unseen GPU's tables hold, so the trained GPUs are part of it
             bounds = f"sibling-bounds-v1:{','.join(sorted(self.artifact.training_gpus))}" if self.artifact else ""
             family = (f"family-v1:{self.framework}:{self._families.digest}:{','.join(self._families.applied[self.framework])}"
-                      if self._family_code is not None else "")
+                      if self.framework is not None else "")
             self._identity = ("roofline" if self.artifact is None
                               else hashlib.sha256((self.artifact.model_text + bounds + family).encode()).hexdigest()[:32])
         return self._identity

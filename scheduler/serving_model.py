@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.runtimes import NO_RUNTIME, RUNTIME_CODES
 from predictor.errors import InputError
 from scheduler.serving_anchors import ANCHOR_COLUMNS, ANCHOR_VALUES, corrections, residual_table
 
 CALIBRATION_PATH = Path(__file__).resolve().parents[1] / "data" / "serving_calibration.json"
-FRAMEWORK_CODES = {"vllm": 0, "sglang": 1, "trtllm": 2}
 FEATURES = ("framework", "disagg", "log_isl", "log_osl", "log_clients", "log_clients_per_replica", "log_gpus",
             "log2_tp", "log2_ep", "log2_dp", "log_sim_ttft", "log_sim_tpot", "log_sim_first_ttft", "log_sim_queue",
             "log_roof_ttft", "log_roof_tpot", "kernel_over_roof_tpot", "kernel_over_roof_ttft", "kv_demand",
@@ -82,7 +82,7 @@ def serving_features(frame: pd.DataFrame) -> pd.DataFrame:
     cycle = ttft + np.maximum(osl - 1, 0) * tpot
     gpus = f["gpus"].to_numpy(float) if "gpus" in f else tp * dp * workers
     out = pd.DataFrame({
-        "framework": f["framework"].map(FRAMEWORK_CODES).fillna(-1).to_numpy(float),
+        "framework": f["framework"].map(RUNTIME_CODES).fillna(NO_RUNTIME).to_numpy(float),
         "disagg": disagg.astype(float),
         "log_isl": _log(isl), "log_osl": _log(osl), "log_clients": _log(clients),
         "log_clients_per_replica": _log(clients / (dp * workers)), "log_gpus": _log(gpus),

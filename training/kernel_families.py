@@ -28,6 +28,7 @@ import pandas as pd
 
 from features.builder import MODEL_FEATURES
 from features.runtimes import NO_RUNTIME, RUNTIME_CODES, RUNTIME_FEATURE, runtime_codes
+from predictor.predictor import MIN_RATIO_TO_ROOFLINE  # the pooled prediction the families correct is clamped
 from training.dataset import TrainingData, balanced_sample
 from training.models import DEFAULT_ROUNDS, ResidualModel
 
@@ -37,7 +38,6 @@ FAMILY_ROUNDS = 300
 FAMILY_ROWS = 150_000
 FAMILY_BALANCE = ("framework", "gpu", "op_kind")  # every runtime version, GPU and op kind capped alike
 MIN_APPLIED_ROWS = 1_000  # held-out rows a runtime's op kind needs before its family may be applied
-MIN_RATIO_TO_ROOFLINE = 0.5  # as predictor.predictor: the pooled prediction the families correct is clamped
 
 
 def family_positions(data: TrainingData) -> np.ndarray:

@@ -134,8 +134,8 @@ def predict(
     from rich.console import Console
     from rich.table import Table
 
-    family = f" ({predictor.framework}'s)" if predictor.framework else ""
-    table = Table(title=f"kernels{family} {result.kernel_ms:.3f} ms + overhead {result.overhead_ms:.3f} ms = "
+    whose = f" ({predictor.framework}'s)" if predictor.framework else ""
+    table = Table(title=f"kernels{whose} {result.kernel_ms:.3f} ms + overhead {result.overhead_ms:.3f} ms = "
                         f"{result.total_ms:.3f} ms (roofline {result.roofline_ms:.3f} ms)", title_justify="left")
     for col in ("op", "×", "bound", "roofline µs", "predicted µs", "ratio", "total ms"):
         table.add_column(col, justify="left" if col in ("op", "bound") else "right")
