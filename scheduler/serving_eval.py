@@ -407,11 +407,27 @@ def _calibrated(table, calibration, framework: str | None, profiles: dict, **sim
                               framework=framework, with_roofline=False, **simulate).set_index("id")
         for target in ("ttft", "tpot"):
             out[f"profile_{target}_ms"] = out["id"].map(sim[f"pred_{target}_ms"])
-    pred = calibration.predict(as_framework(out))
+    bounds = _dominance_bounds(table, out, features, calibration, as_framework, **simulate)
+    pred = calibration.predict(as_framework(out), bounds=bounds)
     out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
     out["anchor_runs"] = pred["anchor_runs"]
+    out["bound_gpus"], out["bounded"] = bounds["bound_gpus"].to_numpy(), pred["bounded"].to_numpy()
     out["in_calibration"] = out["id"].astype(str).isin(calibration.fitted_ids)
     return out
+
+
+def _dominance_bounds(table, out, features, calibration, as_framework, **simulate):
+    """Upper bounds of the unanchored runs on GPUs outside ``calibration``'s fit: the same runs simulated on the
+    fitted GPUs theirs dominates and predicted there (:mod:`scheduler.serving_bounds`)."""
+    from scheduler.serving_bounds import bound_requests, relabelled, upper_bounds
+
+    open_runs = out[(out["skip"] == "") & (calibration.anchor_runs(features) == 0)]
+    requests = bound_requests(open_runs, calibration.systems)
+    basis = None
+    if len(requests):
+        basis = kernel_basis(relabelled(table, requests), **simulate)
+        basis = as_framework(basis[basis["skip"] == ""])
+    return upper_bounds(calibration, basis, out)
 
 
 def _ape_stats(pred, measured) -> dict:
@@ -442,7 +458,9 @@ def score_serving(predictions) -> dict:
         same scores per group (predicted rows only). With a serving calibration, also ``in_calibration``
         (predicted runs the calibration was fitted on: their scores are in-sample) and
         ``not_in_calibration`` (the scores of the other runs), and ``anchored`` (runs predicted from the
-        calibration's measurements of the same configuration on a sibling GPU; :mod:`scheduler.serving_anchors`).
+        calibration's measurements of the same configuration on a sibling GPU; :mod:`scheduler.serving_anchors`),
+        and ``bounded`` (runs on a GPU outside the calibration's fit kept no slower than its prediction on a fitted
+        GPU theirs dominates; :mod:`scheduler.serving_bounds`).
     """
     done = predictions[predictions["skip"].fillna("") == ""] if "skip" in predictions else predictions.iloc[:0]
     skipped = predictions.loc[predictions["skip"].fillna("") != "", "skip"].value_counts() if "skip" in predictions else {}
@@ -461,4 +479,7 @@ def score_serving(predictions) -> dict:
     if "anchor_runs" in done:
         # runs whose configuration the calibration's anchors hold on a sibling GPU (scheduler.serving_anchors)
         report["anchored"] = int((done["anchor_runs"].fillna(0) > 0).sum())
+    if "bounded" in done:
+        # runs on a GPU outside the calibration's fit capped by its prediction on a GPU theirs dominates
+        report["bounded"] = int(done["bounded"].fillna(False).astype(bool).sum())
     return report

@@ -126,6 +126,9 @@ class ServingCalibration:
         Measured runs kept with the calibration, each with its residual against it
         (:func:`scheduler.serving_anchors.residual_table`): a run whose configuration they hold on a sibling GPU is
         anchored to them (see :mod:`scheduler.serving_anchors`).
+    systems : tuple of str
+        The GPUs of the fit (a run on another GPU may be bounded by its prediction on one of them:
+        :mod:`scheduler.serving_bounds`); empty for a calibration saved before they were recorded.
     """
 
     models: dict
@@ -134,6 +137,7 @@ class ServingCalibration:
     frameworks: dict = field(default_factory=dict)
     fitted_ids: frozenset = frozenset()
     anchors: pd.DataFrame | None = None
+    systems: tuple = ()
 
     @classmethod
     def fit(cls, basis: pd.DataFrame, source: str = "", anchor_runs: pd.DataFrame | None = None,
@@ -147,7 +151,8 @@ class ServingCalibration:
         models = fit_boosters(rows, params=params)
         counts = rows["framework"].value_counts().sort_index()
         ids = frozenset(rows["id"].astype(str)) if "id" in rows else frozenset()
-        fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids)
+        systems = tuple(sorted(rows["system"].astype(str).str.lower().unique())) if "system" in rows else ()
+        fitted = cls(models, int(len(rows)), source, {str(k): int(v) for k, v in counts.items()}, ids, systems=systems)
         pool = rows if anchor_runs is None else _measured(anchor_runs)
         if "system" in pool and len(pool):
             # the calibration's own residuals (no profile blend): an anchored prediction is the calibration's
@@ -155,20 +160,30 @@ class ServingCalibration:
             fitted.anchors = residual_table(own, fitted.predict(own, anchored=False))
         return fitted
 
-    def predict(self, basis: pd.DataFrame, anchored: bool = True) -> pd.DataFrame:
+    def predict(self, basis: pd.DataFrame, anchored: bool = True, bounds: pd.DataFrame | None = None) -> pd.DataFrame:
         """``ttft_ms`` / ``tpot_ms`` for every row of ``basis`` (NaN where the basis is incomplete), and
         ``anchor_runs``: the anchors' runs of the same configuration on sibling GPUs that anchor the row (when
         ``anchored``; see :mod:`scheduler.serving_anchors`). Where ``basis`` has ``profile_ttft_ms`` (finite) and
-        no anchor covers the row, TTFT is blended with it (:data:`BLENDED`, the module docstring)."""
-        out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan, "anchor_runs": 0}, index=basis.index)
+        no anchor covers the row, TTFT is blended with it (:data:`BLENDED`, the module docstring). ``bounds``
+        (index of ``basis``; ``ttft_ms`` / ``tpot_ms``, inf where none: :func:`scheduler.serving_bounds.upper_bounds`)
+        caps the calibration's part of the rows no anchor covers (before the blend); ``bounded`` says where it
+        lowered either target."""
+        out = pd.DataFrame({"ttft_ms": np.nan, "tpot_ms": np.nan, "anchor_runs": 0, "bounded": False},
+                           index=basis.index)
         ok = usable(basis)
         if ok.any():
             x = serving_features(basis[ok])
             shift = corrections(self.anchors if anchored else None, basis[ok])
             unanchored = shift["runs"].to_numpy() == 0
+            bounded = np.zeros(int(ok.sum()), bool)
             for target in TARGETS:
                 log_ms = (np.log(basis.loc[ok, f"kernel_{target}_ms"].to_numpy(float)) + shift[target].to_numpy(float)
                           + self.models[target].predict(x[list(TARGET_FEATURES[target])].to_numpy(float)))
+                if bounds is not None:  # the calibration's own part, before any blend (scheduler.serving_bounds)
+                    cap = np.log(bounds.loc[ok, f"{target}_ms"].to_numpy(float))
+                    capped = unanchored & (cap < log_ms)
+                    log_ms[capped] = cap[capped]
+                    bounded |= capped
                 if target in BLENDED and f"profile_{target}_ms" in basis:
                     profile = basis.loc[ok, f"profile_{target}_ms"].to_numpy(float)
                     blend = unanchored & np.isfinite(profile) & (profile > 0)
@@ -176,6 +191,7 @@ class ServingCalibration:
                 log_ms = np.clip(log_ms, shift[f"{target}_lower"].to_numpy(float), shift[f"{target}_upper"].to_numpy(float))
                 out.loc[ok, f"{target}_ms"] = np.exp(log_ms)
             out.loc[ok, "anchor_runs"] = shift["runs"].to_numpy()
+            out.loc[ok, "bounded"] = bounded
         return out
 
     def anchor_runs(self, frame: pd.DataFrame) -> np.ndarray:
@@ -186,7 +202,7 @@ class ServingCalibration:
     def to_json(self) -> str:
         return json.dumps({"format": "inference-sim serving calibration v2", "features": _feature_lists(),
                            "fitted_rows": self.fitted_rows, "source": self.source, "frameworks": self.frameworks,
-                           "fitted_ids": sorted(self.fitted_ids),
+                           "fitted_ids": sorted(self.fitted_ids), "systems": list(self.systems),
                            # one CSV text (floats to 9 significant digits): thousands of runs stay compact
                            "anchors_csv": (None if self.anchors is None else
                                            self.anchors[list(ANCHOR_COLUMNS)].to_csv(index=False, float_format="%.9g")),
@@ -223,7 +239,8 @@ class ServingCalibration:
             model.params["num_threads"] = available_cpus()
         anchors = _anchors_from_csv(raw["anchors_csv"]) if raw.get("anchors_csv") else None
         return cls(models, int(raw.get("fitted_rows", 0)), str(raw.get("source", "")), dict(raw.get("frameworks", {})),
-                   frozenset(str(i) for i in raw.get("fitted_ids", [])), anchors)
+                   frozenset(str(i) for i in raw.get("fitted_ids", [])), anchors,
+                   tuple(str(s) for s in raw.get("systems", ())))
 
 
 def balanced_sample(runs: pd.DataFrame, max_per_group: int) -> pd.DataFrame:
@@ -277,12 +294,17 @@ def fit_boosters(rows: pd.DataFrame, features: dict | None = None, params: dict 
 
 
 def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None = None,
-             params: dict | None = None) -> pd.DataFrame:
+             params: dict | None = None, relabelled: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each usable run of ``basis`` predicted by a calibration fitted without its ``group`` value
     (``system``: leave one GPU out; ``model``: leave one model out), anchored to ``anchor_runs`` (default: the
     fit's runs) less that value too. Returns the runs with ``pred_ttft_ms`` / ``pred_tpot_ms``, the same without
-    anchoring (``unanchored_*_ms``), ``anchor_runs`` and ``fit_rows``; groups whose complement has too few runs
-    are left out. ``params``: LightGBM's (default :data:`PARAMS`)."""
+    anchoring (``unanchored_*_ms``) and without the dominance bound (``unbounded_*_ms``), ``anchor_runs``,
+    ``fit_rows``, ``bound_gpus`` and ``bounded`` (:meth:`ServingCalibration.predict`'s); groups whose complement has
+    too few runs are left out. ``params``: LightGBM's (default :data:`PARAMS`). ``relabelled``: the kernel-only
+    basis of the runs relabelled to the fitted GPUs their GPU dominates (:func:`held_out_requests`), which bounds
+    the unanchored runs of a GPU outside the fit (:mod:`scheduler.serving_bounds`); without it, no bound."""
+    from scheduler.serving_bounds import BOUND_OF, SEPARATOR, bound_requests, upper_bounds
+
     rows = basis[usable(basis)]
     parts = []
     for value in sorted(rows[group].astype(str).unique()):
@@ -293,14 +315,39 @@ def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None =
                 params=params)
         except InputError:
             continue
-        pred, alone = calibration.predict(rows[mask]), calibration.predict(rows[mask], anchored=False)
+        bounds = None
+        if relabelled is not None:
+            wanted = bound_requests(rows[mask], calibration.systems)
+            names = set(wanted["id"].astype(str) + SEPARATOR + wanted["system"].astype(str))
+            missing = names - set(relabelled["id"].astype(str))
+            if missing:
+                raise ValueError(f"relabelled: {len(missing)} bounding runs missing (e.g. {sorted(missing)[0]!r})")
+            bounds = upper_bounds(calibration, relabelled[relabelled["id"].astype(str).isin(names)], rows[mask])
+        pred = calibration.predict(rows[mask], bounds=bounds)
+        alone = calibration.predict(rows[mask], anchored=False)
         part = rows[mask].copy()
         part["pred_ttft_ms"], part["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
         part["unanchored_ttft_ms"], part["unanchored_tpot_ms"] = alone["ttft_ms"], alone["tpot_ms"]
         part["anchor_runs"] = pred["anchor_runs"]
+        part["bound_gpus"] = 0 if bounds is None else bounds["bound_gpus"].to_numpy()
+        part["bounded"] = pred["bounded"]
+        unbounded = pred if bounds is None else calibration.predict(rows[mask])
+        part["unbounded_ttft_ms"], part["unbounded_tpot_ms"] = unbounded["ttft_ms"], unbounded["tpot_ms"]
         part["fit_rows"] = calibration.fitted_rows
         parts.append(part)
     return pd.concat(parts) if parts else rows.iloc[:0]
+
+
+def held_out_requests(basis: pd.DataFrame, group: str = "system") -> pd.DataFrame:
+    """Every (``id``, ``system``) bounding simulation :func:`held_out` needs for ``basis`` held out by ``group``:
+    each group's runs against the GPUs of the other groups' usable measured runs (the folds' fits)."""
+    from scheduler.serving_bounds import bound_requests
+
+    rows, fitted = basis[usable(basis)], _measured(basis)
+    parts = [bound_requests(rows[rows[group].astype(str) == value],
+                            sorted(fitted.loc[fitted[group].astype(str) != value, "system"].astype(str).str.lower().unique()))
+             for value in sorted(rows[group].astype(str).unique())]
+    return pd.concat(parts, ignore_index=True).drop_duplicates() if parts else bound_requests(rows.iloc[:0], ())
 
 
 def ape(pred, measured) -> np.ndarray:

@@ -438,3 +438,21 @@ def test_the_kernel_families_table_scores_both_bases_held_out_by_gpu_and_by_mode
     # MdAPE / p90 of TTFT, TPOT, then the kernel-only pair (50% under the measurements in both bases)
     assert rows[0].split(" | ")[3:] == ["10.0% / 10%", "0.0% / 0%", "50.0% / 50%", "50.0% / 50% |"]
     assert rows[1].split(" | ")[3:5] == ["50.0% / 50%", "20.0% / 20%"]
+
+
+def test_cli_evaluate_serving_bounds_a_run_on_a_gpu_outside_the_calibration(tmp_path, capsys, monkeypatch, hybrid):
+    """The shipped calibration never saw an H200: a run there is kept no slower than its prediction on the H100
+    (which the H200 dominates); the same run on the H100 is the calibration's own (scheduler/serving_bounds.py)."""
+    rows = {k: v[:1] * 2 for k, v in SILICON.items()} | {"id": ["on_h200", "on_h100"], "system": ["h200_sxm", "h100_sxm"]}
+    pd.DataFrame(rows).to_csv(tmp_path / "h200.csv", index=False)
+    monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
+    out_csv = tmp_path / "pred.csv"
+    code = cli.main(["evaluate", "--serving", str(tmp_path / "h200.csv"), "--json", "--out", str(out_csv),
+                     "--n-jobs", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    predicted = pd.read_csv(out_csv).set_index("id")
+    assert predicted.loc["on_h200", "bound_gpus"] == 1 and predicted.loc["on_h100", "bound_gpus"] == 0
+    assert predicted["anchor_runs"].eq(0).all()
+    assert predicted.loc["on_h200", "pred_tpot_ms"] <= predicted.loc["on_h100", "pred_tpot_ms"] * (1 + 1e-9)
+    assert json.loads(out)["bounded"] == int(predicted["bounded"].sum())

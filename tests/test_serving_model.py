@@ -90,7 +90,8 @@ def test_saved_calibration_predicts_the_same(tmp_path):
     loaded = ServingCalibration.load(path)
     assert loaded.fitted_rows == len(basis) and loaded.source == "synthetic"
     assert loaded.fitted_ids == fitted.fitted_ids == frozenset(basis["id"])
-    np.testing.assert_allclose(loaded.predict(basis).to_numpy(), fitted.predict(basis).to_numpy(), rtol=1e-12)
+    pd.testing.assert_frame_equal(loaded.predict(basis), fitted.predict(basis), rtol=1e-12)
+    assert loaded.systems == fitted.systems == ("gpu_a", "gpu_b", "gpu_c")
     assert fitted.to_json() == ServingCalibration.fit(basis, source="synthetic").to_json()  # deterministic
 
 

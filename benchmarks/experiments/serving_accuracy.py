@@ -41,8 +41,9 @@ from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
+from scheduler.serving_bounds import BOUND_OF, relabelled
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
-                                     balanced_sample, held_out)
+                                     balanced_sample, held_out, held_out_requests)
 from benchmarks.experiments.serving_profiles import held_out_profiles, profile_lines
 from benchmarks.experiments.serving_static import static_batch_lines
 from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
@@ -173,15 +174,17 @@ def _with_profile(done: pd.DataFrame, profile_runs: pd.DataFrame) -> pd.DataFram
     return done.drop(columns=list(times.columns), errors="ignore").join(times, on="id")
 
 
-def seed_spread_lines(by_group: dict[str, pd.DataFrame], anchors: pd.DataFrame) -> list[str]:
+def seed_spread_lines(by_group: dict[str, pd.DataFrame], anchors: pd.DataFrame,
+                      relabelled: pd.DataFrame | None = None) -> list[str]:
     """Held-out scores of the same calibration refitted with other LightGBM seeds (it bags runs and features): how
     far a difference between two versions of this page must go before it is more than the seed's. ``by_group``:
-    the runs for each held-out split (``system``, ``model``), with that split's profile simulations."""
+    the runs for each held-out split (``system``, ``model``), with that split's profile simulations; ``relabelled``:
+    their bounding simulations (:func:`held_out_runs`)."""
     scores = {}
     for seed in SPREAD_SEEDS:
         params = {**PARAMS, "seed": seed}
         for group in ("system", "model"):
-            rows = held_out(by_group[group], group, anchors, params=params)
+            rows = held_out(by_group[group], group, anchors, params=params, relabelled=relabelled)
             for metric in ("ttft", "tpot"):
                 scores.setdefault((group, metric), []).append(float(np.median(_ape(rows, "pred", metric))))
     span = {k: f"{min(v):.1%}–{max(v):.1%}" for k, v in scores.items()}
@@ -205,6 +208,27 @@ def _ceiling_lines(done: pd.DataFrame) -> list[str]:
             f"{np.median(_ape(repeats, 'repeat', 'ttft')):.1%} (p90 {np.percentile(_ape(repeats, 'repeat', 'ttft'), 90):.0%}), "
             f"TPOT {np.median(_ape(repeats, 'repeat', 'tpot')):.1%} "
             f"(p90 {np.percentile(_ape(repeats, 'repeat', 'tpot'), 90):.0%}).", ""]
+
+
+def _bound_lines(logo: pd.DataFrame, lomo: pd.DataFrame) -> list[str]:
+    """Held-out scores of the runs on a GPU outside their fold's fit that a fitted GPU theirs dominates bounds
+    (:mod:`scheduler.serving_bounds`), with and without the bound."""
+    lines = ["### Held-out runs bounded by a GPU theirs dominates", "",
+             "A run on a GPU outside the calibration's fit that no sibling measurement anchors is simulated once more "
+             "on each nearest fitted GPU its own dominates on every speed spec for its compute dtype, and the "
+             "calibration's prediction is kept no slower than its prediction there (before the TTFT blend; "
+             "`scheduler/serving_bounds.py`). Held out, that is every run of the held-out GPU (and of a GPU whose "
+             "only model is the held-out one) with such a fitted GPU. MdAPE / p90 APE:", "",
+             "| held out | runs | capped | bounded runs by GPU | TTFT bounded | TTFT unbounded | TPOT bounded | "
+             "TPOT unbounded |", "|---|---|---|---|---|---|---|---|"]
+    for group, frame in (("GPU", logo), ("model", lomo)):
+        eligible = frame[(frame["bound_gpus"] > 0) & (frame["anchor_runs"] == 0)]
+        gpus = ", ".join(f"{g} {len(r)}" for g, r in eligible.groupby("system", sort=True)) or "none"
+        for name, rows in ((f"{group}: bounded runs", eligible), (f"{group}: all", frame)):
+            lines.append(f"| {name} | {len(rows):,} | {int(rows['bounded'].sum()):,} | {gpus} | "
+                         f"{_cell(rows, 'pred', 'ttft')} | {_cell(rows, 'unbounded', 'ttft')} | "
+                         f"{_cell(rows, 'pred', 'tpot')} | {_cell(rows, 'unbounded', 'tpot')} |")
+    return lines + [""]
 
 
 def _ttft_anatomy_lines(done: pd.DataFrame) -> list[str]:
@@ -258,7 +282,10 @@ def _unseen_gpu_lines(lines: list[str] | None) -> list[str]:
             "above. The relabelled run is anchored to the H100 measurements of its own configuration and kept no "
             "slower than their geometric mean (an H200 dominates an H100 on every speed spec), so the second ratio "
             "of each metric is at most 1 wherever the configuration was measured once; the first also carries the "
-            "calibration's error on the H100 prediction, which is not anchored to its own measurement.", "",
+            "calibration's error on the H100 prediction, which is not anchored to its own measurement. The third (\"unmeasured\") "
+            "predicts the relabelled runs as if no H100 had measured their configuration (the anchors' H100 runs left "
+            "out): the calibration's part is then kept no slower than its H100 prediction (\"Held-out runs bounded by "
+            "a GPU theirs dominates\" above), TTFT before its blend with the H200 engine-profile simulation.", "",
             *lines, ""]
 
 
@@ -279,12 +306,34 @@ def _basis(cache: str | None, every: pd.DataFrame, predictor) -> pd.DataFrame:
     return simulated
 
 
+def _bounds_basis(cache: str | None, every: pd.DataFrame, requests: pd.DataFrame, predictor) -> pd.DataFrame:
+    """The runs of ``requests`` (``id``, ``system``: :func:`scheduler.serving_model.held_out_requests`) relabelled
+    and simulated with kernels only by ``predictor`` (:mod:`scheduler.serving_bounds`): read from the parquet
+    ``cache`` where it holds them, the missing ones simulated and, with a ``cache``, added to it."""
+    wanted = relabelled(every, requests)
+    path = Path(cache) if cache else None
+    held = pd.read_parquet(path) if path is not None and path.exists() else wanted.iloc[:0]
+    missing = wanted[~wanted["id"].isin(set(held["id"]))]
+    if len(missing):
+        held = pd.concat([held, kernel_basis(missing, predictor)], ignore_index=True)
+        if path is not None:
+            atomic_write(path, held.to_parquet())
+    return held[held["id"].isin(set(wanted["id"]))].sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _bounds_cache(basis_cache: str | None) -> str | None:
+    """Where the bounding simulations of a basis cache are kept: beside it (``X.parquet`` → ``X.bounds.parquet``)."""
+    return str(Path(basis_cache).with_suffix(".bounds.parquet")) if basis_cache else None
+
+
 def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFrame, predictor,
-                  legacy: bool = False) -> dict:
+                  legacy: bool = False, bounds_cache: str | None = None) -> dict:
     """The sample's runs (``table``) of a basis predicted held out by GPU (``logo``) and by model (``lomo``):
     calibrations fitted without the group, anchored to every run outside it, TTFT blended with engine profiles
     also fitted without it. Returns those and what they were made from (``basis``, ``anchors``, ``done``,
-    ``by_group``, ``profile_logo``, ``profile_lomo``). ``legacy`` adds the Vidur-era engine's simulation."""
+    ``by_group``, ``profile_logo``, ``profile_lomo``, ``relabelled``: the bounding simulations of runs on a GPU
+    outside their fold's fit, :mod:`scheduler.serving_bounds`, cached in ``bounds_cache``). ``legacy`` adds the
+    Vidur-era engine's simulation."""
     # whether a disaggregated run gives its pools' worker counts comes from the CSV (a cache may predate the column)
     simulated = simulated.drop(columns=["pool_workers_given"], errors="ignore").merge(
         every[["id", "pool_workers_given"]], on="id", how="left")
@@ -302,9 +351,13 @@ def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFr
     # calibration's TTFT blends with it as the shipped one does with the shipped profiles (scheduler.serving_model)
     profile_logo, profile_lomo = (held_out_profiles(basis, predictor, g) for g in ("system", "model"))
     by_group = {"system": _with_profile(done, profile_logo), "model": _with_profile(done, profile_lomo)}
-    logo, lomo = (held_out(by_group[g], g, anchors) for g in ("system", "model"))
+    requests = pd.concat([held_out_requests(by_group[g], g) for g in ("system", "model")]).drop_duplicates()
+    bounds = _bounds_basis(bounds_cache, every, requests, predictor)
+    bounds = bounds.drop(columns=["pool_workers_given"], errors="ignore").merge(
+        every[["id", "pool_workers_given"]].rename(columns={"id": BOUND_OF}), on=BOUND_OF, how="left")
+    logo, lomo = (held_out(by_group[g], g, anchors, relabelled=bounds) for g in ("system", "model"))
     return {"basis": basis, "anchors": anchors, "done": done, "by_group": by_group, "profile_logo": profile_logo,
-            "profile_lomo": profile_lomo, "logo": logo, "lomo": lomo}
+            "profile_lomo": profile_lomo, "logo": logo, "lomo": lomo, "relabelled": bounds}
 
 
 def family_lines(families: dict, pooled: dict) -> list[str]:
@@ -344,7 +397,9 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
              "first and last C requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
              "framework's measured TTFT and TPOT; the TTFT of an aggregated run that no sibling GPU's measurement "
              "anchors is the geometric mean of the calibration's and the engine-profile simulation's (held out: the "
-             "profiles fitted without the run's GPU or model, as in \"Engine profiles on held-out GPUs\" below). "
+             "profiles fitted without the run's GPU or model, as in \"Engine profiles on held-out GPUs\" below); "
+             "on a GPU outside the fit it is kept no slower than on a fitted GPU its own dominates (\"Held-out runs "
+             "bounded by a GPU theirs dominates\"). "
              "Predicted: "
              f"**{len(done):,}** of {len(basis):,} runs ({len(done) / max(len(basis), 1):.1%}; skipped: "
              f"{', '.join(f'{k}: {v:,}' for k, v in skipped.items()) or 'none'}).", "",
@@ -356,6 +411,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               *(families or []),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
               "### Held-out GPU, by mode", "", *_mode_note(logo), *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
+              *_bound_lines(logo, lomo),
               *_ttft_anatomy_lines(done),
               *_unseen_gpu_lines(unseen),
               "## Leave one model out", "", *_table(lomo, "model", "Held-out model, by framework"),
@@ -405,18 +461,20 @@ def main() -> None:
     table = balanced_sample(every, args.max_per_group)
     # every run is simulated: the sample is the calibration's fit and the scored runs; all runs are its anchors
     simulated = _basis(args.basis_cache, every, predictor)
-    runs = held_out_runs(simulated, every, table, predictor, legacy=args.legacy)
+    runs = held_out_runs(simulated, every, table, predictor, legacy=args.legacy,
+                         bounds_cache=_bounds_cache(args.basis_cache))
     basis, anchors, done, by_group, logo, lomo = (runs[k] for k in ("basis", "anchors", "done", "by_group", "logo",
                                                                       "lomo"))
     pooled = Predictor(replace(predictor.artifact, families_text=None))  # the same model without kernel families
-    families = family_lines(runs, held_out_runs(_basis(args.pooled_basis_cache, every, pooled), every, table, pooled))
+    families = family_lines(runs, held_out_runs(_basis(args.pooled_basis_cache, every, pooled), every, table, pooled,
+                                                bounds_cache=_bounds_cache(args.pooled_basis_cache)))
     calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}
     atomic_write(args.profiles_out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     calibration.save(args.calibration_out)
     unseen = sanity_lines(every, calibration, profiles=profiles)
-    spread = seed_spread_lines(by_group, anchors)
+    spread = seed_spread_lines(by_group, anchors, runs["relabelled"])
     profile_scores = [*profile_lines(runs["profile_logo"], "system"), *profile_lines(runs["profile_lomo"], "model")]
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
                                   predictor, len(anchors), unseen, spread, profile_scores, families))

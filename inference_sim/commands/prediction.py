@@ -258,5 +258,8 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
     if payload.get("anchored"):
         typer.echo(f"  {payload['anchored']:,} runs were anchored to the calibration's measurements of the same "
                    "configuration on a sibling GPU (scheduler/serving_anchors.py)")
+    if payload.get("bounded"):
+        typer.echo(f"  {payload['bounded']:,} runs on a GPU outside the calibration's fit were kept no slower than "
+                   "its prediction on a fitted GPU theirs dominates (scheduler/serving_bounds.py)")
     if out is not None:
         typer.echo(f"  wrote {out}")
