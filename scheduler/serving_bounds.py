@@ -59,7 +59,6 @@ def bound_requests(frame: pd.DataFrame, systems) -> pd.DataFrame:
 def _dominated(system: str, dtype: str, fitted, names: set) -> tuple[str, ...]:
     from predictor.errors import InputError
     from predictor.gpus import get_gpu
-    from predictor.sibling_bounds import sibling_bounds
 
     if not dtype:
         return ()
@@ -67,9 +66,20 @@ def _dominated(system: str, dtype: str, fitted, names: set) -> tuple[str, ...]:
         gpu = get_gpu(system)
     except InputError:
         return ()
-    if gpu.name in names:
+    return tuple(g.name for g in dominated_gpus(gpu, dtype, fitted))
+
+
+def dominated_gpus(gpu, dtype: str, systems) -> tuple:
+    """The nearest GPUs of ``systems`` (names or :class:`predictor.gpus.GPUSpec`) that ``gpu`` (a GPUSpec, a
+    user's own included) dominates for compute dtype ``dtype``; none when ``gpu`` is one of them."""
+    from predictor.gpus import GPUSpec
+    from predictor.sibling_bounds import catalogue_specs, sibling_bounds
+
+    fitted = tuple(s for s in systems if isinstance(s, GPUSpec)) + catalogue_specs(
+        s for s in systems if not isinstance(s, GPUSpec))
+    if not dtype or gpu.name in {g.name for g in fitted}:
         return ()
-    return tuple(g.name for g in sibling_bounds(gpu, fitted, dtype)[0])
+    return sibling_bounds(gpu, fitted, dtype)[0]
 
 
 def relabelled(table: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:

@@ -174,8 +174,9 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
                    framework: str, calibration=None) -> dict:
     """Mean TTFT / TPOT (ms) of a closed-loop benchmark on ``framework`` (``vllm bench serve
     --max-concurrency`` style: fixed ISL / OSL) as the serving calibration predicts it from kernel-only,
-    roofline-only and engine-profile simulations of the run (what ``evaluate --serving`` scores). Raises :class:`InputError`
-    when the run cannot be simulated or no calibration is shipped."""
+    roofline-only and engine-profile simulations of the run (what ``evaluate --serving`` scores; ``bounded``: kept
+    no slower than on a fitted GPU that ``gpu`` dominates, :mod:`scheduler.serving_bounds`). Raises
+    :class:`InputError` when the run cannot be simulated or no calibration is shipped."""
     import pandas as pd
 
     from predictor import Predictor
@@ -201,11 +202,38 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
     basis = pd.DataFrame([{**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()},
                            "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"],
                            "profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}])
-    pred = calibration.predict(basis).iloc[0]
+    bounds = _run_bounds(row, basis, predictor, profile, calibration, model=model, gpu=gpu, dtype=dtype,
+                         parallel=parallel)
+    pred = calibration.predict(basis, bounds=bounds).iloc[0]
     return {"framework": framework, "concurrency": int(concurrency), "isl": int(isl), "osl": int(osl),
             "mean_ttft_ms": float(pred["ttft_ms"]), "mean_tpot_ms": float(pred["tpot_ms"]),
             "kernel_only_ttft_ms": kernel["ttft_ms"], "kernel_only_tpot_ms": kernel["tpot_ms"],
-            "calibration_runs": calibration.fitted_rows}
+            "calibration_runs": calibration.fitted_rows, "bounded": bool(pred["bounded"])}
+
+
+def _run_bounds(row, basis, predictor, profile, calibration, *, model, gpu, dtype: str, parallel):
+    """:func:`calibrated_run`'s dominance bound (:mod:`scheduler.serving_bounds`): on a GPU outside the
+    calibration's fit, the run's kernel-only and roofline simulations on each nearest fitted GPU it dominates,
+    predicted there. None when there is no such GPU (or the run does not fit on any)."""
+    import pandas as pd
+
+    from predictor import Predictor
+    from predictor.gpus import get_gpu
+    from predictor.precision import parse_dtype
+    from scheduler.serving_bounds import BOUND_OF, dominated_gpus, upper_bounds
+
+    spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
+    rows = []
+    for other in dominated_gpus(spec, parse_dtype(dtype).compute, calibration.systems):
+        try:
+            kernel = simulate_row(row, predictor, profile, model=model, gpu=other, dtype=dtype, parallel=parallel)
+            roof = simulate_row(row, Predictor.roofline_only(), profile, model=model, gpu=other, dtype=dtype,
+                                parallel=parallel)
+        except Skip:
+            continue
+        rows.append({**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()}, BOUND_OF: "run",
+                     "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]})
+    return upper_bounds(calibration, pd.DataFrame(rows), basis.assign(id="run")) if rows else None
 
 
 def _token_share(model, parallel, dtype: str, block: int, length: int) -> float:

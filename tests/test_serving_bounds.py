@@ -118,3 +118,32 @@ def test_evaluate_bounds_a_run_on_an_unseen_gpu_by_its_simulation_on_the_fitted_
     for t in ("ttft", "tpot"):
         assert out.loc["on-h200", f"pred_{t}_ms"] <= as_h100.loc["on-h200", f"pred_{t}_ms"] * (1 + 1e-12)
     assert score_serving(out.reset_index())["bounded"] == int(out["bounded"].sum())
+
+
+class _Inverse:
+    """A stand-in booster whose correction falls as the simulated time rises (log ratio = -2 × log sim), so that a
+    faster GPU's run comes out slower: the non-monotone extrapolation the bound exists for."""
+
+    def __init__(self, target: str):
+        from scheduler.serving_model import TARGET_FEATURES
+        self.column = list(TARGET_FEATURES[target]).index(f"log_sim_{target}")
+
+    def predict(self, x):
+        return -2.0 * np.asarray(x, float)[:, self.column]
+
+
+def test_a_calibrated_benchmark_estimate_on_an_unseen_gpu_is_bounded_by_the_fitted_one(roofline):
+    from predictor.gpus import get_gpu
+    from predictor.models import get_model
+    from scheduler.serving_eval import calibrated_run
+
+    calibration = ServingCalibration({t: _Inverse(t) for t in ("ttft", "tpot")}, 1, systems=("h100_sxm",))
+    run = dict(isl=512, osl=32, concurrency=4, framework="vllm", calibration=calibration)
+    on_h100 = calibrated_run(roofline, get_model("llama-3.1-8b"), get_gpu("h100-sxm"), 1, "bf16", **run)
+    on_h200 = calibrated_run(roofline, get_model("llama-3.1-8b"), get_gpu("h200"), 1, "bf16", **run)
+    assert on_h200["kernel_only_tpot_ms"] < on_h100["kernel_only_tpot_ms"]  # the H200 simulates faster ...
+    assert not on_h100["bounded"] and on_h200["bounded"]                   # ... the calibration inverts it ...
+    assert on_h200["mean_tpot_ms"] == pytest.approx(on_h100["mean_tpot_ms"], rel=1e-9)  # ... the bound restores it
+    unbounded = calibrated_run(roofline, get_model("llama-3.1-8b"), get_gpu("h200"), 1, "bf16",
+                               **{**run, "calibration": ServingCalibration(calibration.models, 1)})
+    assert not unbounded["bounded"] and unbounded["mean_tpot_ms"] > on_h100["mean_tpot_ms"]

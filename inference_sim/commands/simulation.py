@@ -226,7 +226,8 @@ def simulate(
         cal = summary["calibrated"]
         typer.echo(f"  Calibrated for {cal['framework']} (learned from {cal['calibration_runs']:,} measured runs; see "
                    f"docs/serving-accuracy.md): mean TTFT {cal['mean_ttft_ms']:.1f} ms, mean TPOT "
-                   f"{cal['mean_tpot_ms']:.2f} ms at {cal['concurrency']} clients")
+                   f"{cal['mean_tpot_ms']:.2f} ms at {cal['concurrency']} clients"
+                   + (" (kept no slower than on a measured GPU this one dominates)" if cal.get("bounded") else ""))
     if summary.get("efficiency"):
         typer.echo("  Efficiency per GPU (simulated iterations):")
         for line in common._efficiency_lines(summary["efficiency"], indent="    "):
