@@ -36,60 +36,51 @@ def bound_requests(frame: pd.DataFrame, systems) -> pd.DataFrame:
     """The (``id``, ``system``) pairs to simulate for ``frame``'s runs: for each run on a GPU not in ``systems``
     (the calibration's fitted GPUs), the nearest of ``systems`` that its GPU dominates for the run's compute
     dtype. Runs on fitted or unknown GPUs, or of unknown dtype, get none."""
+    from predictor.errors import InputError
+    from predictor.gpus import get_gpu
     from predictor.sibling_bounds import catalogue_specs
     from scheduler.serving_anchors import compute_dtypes
 
     fitted = catalogue_specs(systems)
-    names = {g.name for g in fitted}
-    if not len(frame) or not fitted:
-        return pd.DataFrame({"id": pd.Series(dtype=object), "system": pd.Series(dtype=object)})
     memo: dict = {}
     ids, gpus = [], []
-    for run, system, dtype in zip(frame["id"].astype(str), frame["system"].astype(str).str.lower(),
-                                  compute_dtypes(frame)):
-        key = (system, dtype)
-        if key not in memo:
-            memo[key] = _dominated(system, dtype, fitted, names)
-        for gpu in memo[key]:
-            ids.append(run)
-            gpus.append(gpu)
+    if len(frame) and fitted:
+        for run, system, dtype in zip(frame["id"].astype(str), frame["system"].astype(str).str.lower(),
+                                      compute_dtypes(frame)):
+            if (system, dtype) not in memo:
+                try:
+                    memo[system, dtype] = tuple(g.name for g in dominated_gpus(get_gpu(system), dtype, fitted))
+                except InputError:
+                    memo[system, dtype] = ()
+            for gpu in memo[system, dtype]:
+                ids.append(run)
+                gpus.append(gpu)
     return pd.DataFrame({"id": pd.Series(ids, dtype=object), "system": pd.Series(gpus, dtype=object)})
 
 
-def _dominated(system: str, dtype: str, fitted, names: set) -> tuple[str, ...]:
-    from predictor.errors import InputError
-    from predictor.gpus import get_gpu
+def dominated_gpus(gpu, dtype: str, fitted) -> tuple:
+    """The nearest of the ``fitted`` GPU specs that ``gpu`` (a :class:`predictor.gpus.GPUSpec`, a user's own
+    included) dominates for compute dtype ``dtype``; none when ``gpu`` is one of them or ``dtype`` is unknown."""
+    from predictor.sibling_bounds import sibling_bounds
 
-    if not dtype:
-        return ()
-    try:
-        gpu = get_gpu(system)
-    except InputError:
-        return ()
-    return tuple(g.name for g in dominated_gpus(gpu, dtype, fitted))
-
-
-def dominated_gpus(gpu, dtype: str, systems) -> tuple:
-    """The nearest GPUs of ``systems`` (names or :class:`predictor.gpus.GPUSpec`) that ``gpu`` (a GPUSpec, a
-    user's own included) dominates for compute dtype ``dtype``; none when ``gpu`` is one of them."""
-    from predictor.gpus import GPUSpec
-    from predictor.sibling_bounds import catalogue_specs, sibling_bounds
-
-    fitted = tuple(s for s in systems if isinstance(s, GPUSpec)) + catalogue_specs(
-        s for s in systems if not isinstance(s, GPUSpec))
     if not dtype or gpu.name in {g.name for g in fitted}:
         return ()
     return sibling_bounds(gpu, fitted, dtype)[0]
 
 
+def relabelled_ids(requests: pd.DataFrame) -> pd.Series:
+    """The ``id`` of each requested relabelled run (:func:`bound_requests`' ``id``, ``system``)."""
+    return requests["id"].astype(str) + SEPARATOR + requests["system"].astype(str)
+
+
 def relabelled(table: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
     """The measured runs of ``table`` named in ``requests`` (:func:`bound_requests`), each once per requested GPU:
-    ``system`` replaced, ``id`` made unique and the original kept in :data:`BOUND_OF`."""
+    ``system`` replaced, ``id`` made unique (:func:`relabelled_ids`) and the original kept in :data:`BOUND_OF`."""
     if not len(requests):
         return table.iloc[:0].assign(**{BOUND_OF: pd.Series(dtype=object)})
     source = table.assign(**{BOUND_OF: table["id"].astype(str)}).drop(columns=["system"])
-    out = requests.rename(columns={"id": BOUND_OF}).merge(source, on=BOUND_OF, how="inner")
-    out["id"] = out[BOUND_OF] + SEPARATOR + out["system"].astype(str)
+    out = requests.rename(columns={"id": BOUND_OF}).astype({BOUND_OF: str}).merge(source, on=BOUND_OF, how="inner")
+    out["id"] = relabelled_ids(out)  # the source's id and the requested GPU
     return out[[*table.columns, BOUND_OF]]
 
 

@@ -179,7 +179,6 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
     :class:`InputError` when the run cannot be simulated or no calibration is shipped."""
     import pandas as pd
 
-    from predictor import Predictor
     from predictor.parallel import as_parallel
     from scheduler.engine_profiles import get_profile, kernel_only_profile
     from scheduler.serving_model import ServingCalibration
@@ -191,48 +190,50 @@ def calibrated_run(predictor, model, gpu, parallel, dtype: str, *, isl: int, osl
                      "dp_attention": layout.dp_attention, "moe_tp": layout.moe_tp or layout.tp, "gpus": layout.gpus,
                      **{f"decode_{k}": 1 for k in ("tp_size", "moe_ep_size", "attention_dp_size", "num_workers")}})
     profile = kernel_only_profile(framework)
+    on = dict(model=model, dtype=dtype, parallel=parallel)
     try:
-        kernel = simulate_row(row, predictor, profile, model=model, gpu=gpu, dtype=dtype, parallel=parallel)
-        roof = simulate_row(row, Predictor.roofline_only(), profile, model=model, gpu=gpu, dtype=dtype,
-                            parallel=parallel)
-        timed = simulate_row(row, predictor, get_profile(framework), model=model, gpu=gpu, dtype=dtype,
-                             parallel=parallel)
+        basis = _basis_row(row, predictor, profile, gpu=gpu, **on)
+        timed = simulate_row(row, predictor, get_profile(framework), gpu=gpu, **on)
     except Skip as skip:
         raise InputError(f"calibrated estimate: this run cannot be simulated ({skip.reason}: {skip})") from None
-    basis = pd.DataFrame([{**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()},
-                           "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"],
-                           "profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}])
-    bounds = _run_bounds(row, basis, predictor, profile, calibration, model=model, gpu=gpu, dtype=dtype,
-                         parallel=parallel)
-    pred = calibration.predict(basis, bounds=bounds).iloc[0]
+    basis = pd.DataFrame([{**basis, "profile_ttft_ms": timed["ttft_ms"], "profile_tpot_ms": timed["tpot_ms"]}])
+    pred = calibration.predict(basis, bounds=_run_bounds(row, basis, predictor, profile, calibration, gpu, on)).iloc[0]
     return {"framework": framework, "concurrency": int(concurrency), "isl": int(isl), "osl": int(osl),
             "mean_ttft_ms": float(pred["ttft_ms"]), "mean_tpot_ms": float(pred["tpot_ms"]),
-            "kernel_only_ttft_ms": kernel["ttft_ms"], "kernel_only_tpot_ms": kernel["tpot_ms"],
+            "kernel_only_ttft_ms": float(basis["kernel_ttft_ms"].iloc[0]),
+            "kernel_only_tpot_ms": float(basis["kernel_tpot_ms"].iloc[0]),
             "calibration_runs": calibration.fitted_rows, "bounded": bool(pred["bounded"])}
 
 
-def _run_bounds(row, basis, predictor, profile, calibration, *, model, gpu, dtype: str, parallel):
+def _basis_row(row, predictor, profile, **on) -> dict:
+    """``row`` with its kernel-only (``kernel_*``) and roofline-only simulations (:func:`simulate_row` with
+    ``on``: model, GPU, dtype, layout): one row of a calibration basis. Raises :class:`Skip` as they do."""
+    from predictor import Predictor
+
+    kernel = simulate_row(row, predictor, profile, **on)
+    roof = simulate_row(row, Predictor.roofline_only(), profile, **on)
+    return {**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()},
+            "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]}
+
+
+def _run_bounds(row, basis, predictor, profile, calibration, gpu, on: dict):
     """:func:`calibrated_run`'s dominance bound (:mod:`scheduler.serving_bounds`): on a GPU outside the
-    calibration's fit, the run's kernel-only and roofline simulations on each nearest fitted GPU it dominates,
-    predicted there. None when there is no such GPU (or the run does not fit on any)."""
+    calibration's fit, the run's basis on each nearest fitted GPU it dominates, predicted there. None when there
+    is no such GPU (or the run does not fit on any)."""
     import pandas as pd
 
-    from predictor import Predictor
     from predictor.gpus import get_gpu
     from predictor.precision import parse_dtype
+    from predictor.sibling_bounds import catalogue_specs
     from scheduler.serving_bounds import BOUND_OF, dominated_gpus, upper_bounds
 
     spec = get_gpu(gpu) if isinstance(gpu, str) else gpu
     rows = []
-    for other in dominated_gpus(spec, parse_dtype(dtype).compute, calibration.systems):
+    for other in dominated_gpus(spec, parse_dtype(on["dtype"]).compute, catalogue_specs(calibration.systems)):
         try:
-            kernel = simulate_row(row, predictor, profile, model=model, gpu=other, dtype=dtype, parallel=parallel)
-            roof = simulate_row(row, Predictor.roofline_only(), profile, model=model, gpu=other, dtype=dtype,
-                                parallel=parallel)
+            rows.append({**_basis_row(row, predictor, profile, gpu=other, **on), BOUND_OF: "run"})
         except Skip:
             continue
-        rows.append({**row.to_dict(), **{f"kernel_{k}": v for k, v in kernel.items()}, BOUND_OF: "run",
-                     "roofline_ttft_ms": roof["ttft_ms"], "roofline_tpot_ms": roof["tpot_ms"]})
     return upper_bounds(calibration, pd.DataFrame(rows), basis.assign(id="run")) if rows else None
 
 
@@ -427,15 +428,15 @@ def _calibrated(table, calibration, framework: str | None, profiles: dict, **sim
         return frame.assign(framework=framework) if framework else frame
 
     features = as_framework(out)
-    timed = (features["skip"] == "") & (features["mode"] == "agg") & features["framework"].isin(profiles)
-    timed &= calibration.anchor_runs(features) == 0
+    open_runs = (features["skip"] == "") & (calibration.anchor_runs(features) == 0)  # no sibling anchors them
+    timed = open_runs & (features["mode"] == "agg") & features["framework"].isin(profiles)
     out["profile_ttft_ms"] = out["profile_tpot_ms"] = np.nan
     if timed.any():
         sim = predict_serving(table[table["id"].isin(set(out.loc[timed, "id"]))], profiles=profiles,
                               framework=framework, with_roofline=False, **simulate).set_index("id")
         for target in ("ttft", "tpot"):
             out[f"profile_{target}_ms"] = out["id"].map(sim[f"pred_{target}_ms"])
-    bounds = _dominance_bounds(table, out, features, calibration, as_framework, **simulate)
+    bounds = _dominance_bounds(table, out, out[open_runs.to_numpy()], calibration, as_framework, **simulate)
     pred = calibration.predict(as_framework(out), bounds=bounds)
     out["pred_ttft_ms"], out["pred_tpot_ms"] = pred["ttft_ms"], pred["tpot_ms"]
     out["anchor_runs"] = pred["anchor_runs"]
@@ -444,12 +445,12 @@ def _calibrated(table, calibration, framework: str | None, profiles: dict, **sim
     return out
 
 
-def _dominance_bounds(table, out, features, calibration, as_framework, **simulate):
-    """Upper bounds of the unanchored runs on GPUs outside ``calibration``'s fit: the same runs simulated on the
-    fitted GPUs theirs dominates and predicted there (:mod:`scheduler.serving_bounds`)."""
+def _dominance_bounds(table, out, open_runs, calibration, as_framework, **simulate):
+    """Upper bounds of ``out``'s runs (those of ``open_runs``, the predicted runs no anchor covers, on GPUs outside
+    ``calibration``'s fit): the same runs simulated on the fitted GPUs theirs dominates and predicted there
+    (:mod:`scheduler.serving_bounds`)."""
     from scheduler.serving_bounds import bound_requests, relabelled, upper_bounds
 
-    open_runs = out[(out["skip"] == "") & (calibration.anchor_runs(features) == 0)]
     requests = bound_requests(open_runs, calibration.systems)
     basis = None
     if len(requests):

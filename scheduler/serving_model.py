@@ -303,7 +303,7 @@ def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None =
     too few runs are left out. ``params``: LightGBM's (default :data:`PARAMS`). ``relabelled``: the kernel-only
     basis of the runs relabelled to the fitted GPUs their GPU dominates (:func:`held_out_requests`), which bounds
     the unanchored runs of a GPU outside the fit (:mod:`scheduler.serving_bounds`); without it, no bound."""
-    from scheduler.serving_bounds import BOUND_OF, SEPARATOR, bound_requests, upper_bounds
+    from scheduler.serving_bounds import bound_requests, relabelled_ids, upper_bounds
 
     rows = basis[usable(basis)]
     parts = []
@@ -318,7 +318,7 @@ def held_out(basis: pd.DataFrame, group: str, anchor_runs: pd.DataFrame | None =
         bounds = None
         if relabelled is not None:
             wanted = bound_requests(rows[mask], calibration.systems)
-            names = set(wanted["id"].astype(str) + SEPARATOR + wanted["system"].astype(str))
+            names = set(relabelled_ids(wanted))
             missing = names - set(relabelled["id"].astype(str))
             if missing:
                 raise ValueError(f"relabelled: {len(missing)} bounding runs missing (e.g. {sorted(missing)[0]!r})")

@@ -41,7 +41,7 @@ from predictor.atomic import atomic_write
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
-from scheduler.serving_bounds import BOUND_OF, relabelled
+from scheduler.serving_bounds import relabelled
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
                                      balanced_sample, held_out, held_out_requests)
 from benchmarks.experiments.serving_profiles import held_out_profiles, profile_lines
@@ -353,8 +353,6 @@ def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFr
     by_group = {"system": _with_profile(done, profile_logo), "model": _with_profile(done, profile_lomo)}
     requests = pd.concat([held_out_requests(by_group[g], g) for g in ("system", "model")]).drop_duplicates()
     bounds = _bounds_basis(bounds_cache, every, requests, predictor)
-    bounds = bounds.drop(columns=["pool_workers_given"], errors="ignore").merge(
-        every[["id", "pool_workers_given"]].rename(columns={"id": BOUND_OF}), on=BOUND_OF, how="left")
     logo, lomo = (held_out(by_group[g], g, anchors, relabelled=bounds) for g in ("system", "model"))
     return {"basis": basis, "anchors": anchors, "done": done, "by_group": by_group, "profile_logo": profile_logo,
             "profile_lomo": profile_lomo, "logo": logo, "lomo": lomo, "relabelled": bounds}
