@@ -47,6 +47,9 @@ record neither (TRT-LLM's) → ``capture_mode_unknown``.
 Module-level tables (``mla_*_module``, ``msa_*``, ``dsa_*``, ``dsv4_*``, ``wideep_*``, ``mhc``) time whole
 attention or MoE blocks with projections and norms: no single op matches, so → ``module_table``.
 Other tables (encoder_attention, kda, mamba2, mla_bmm, quantize, oneccl, ...) → ``unsupported_table``.
+A table its ``collection_meta.yaml`` (beside the parquet files) marks ``status: partial`` is an interrupted
+collection (GB300's vLLM 0.14.0 context attention holds only 1-token prompts) → ``partial_table``: its rows
+are not a sample of the sweep, and the same GPU has complete tables of later runtimes.
 Converted rows are subsampled uniformly to at most :data:`features.aic_common.MAX_ROWS_PER_FILE` per file
 (``subsampled``). Empty files are skipped; unreadable files, missing or non-numeric columns raise a one-line
 InputError. Finally :func:`features.schema.validate` drops invalid rows and averages duplicate keys.
@@ -59,6 +62,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 
 from features import aic_dense as dense
 from features import aic_today as today
@@ -164,6 +168,22 @@ def _row_count(path: Path) -> int:
         raise InputError(f"{str(path)!r}: cannot be read as parquet ({type(err).__name__})") from None
 
 
+def partial_tables(folder: Path) -> frozenset[str]:
+    """Table names the ``collection_meta.yaml`` of a version folder marks ``status: partial`` (none without one)."""
+    meta_path = folder / "collection_meta.yaml"
+    if not meta_path.is_file():
+        return frozenset()
+    try:
+        meta = yaml.safe_load(meta_path.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(f"{str(meta_path)!r}: not valid YAML ({type(err).__name__})") from None
+    tables = meta.get("tables") if isinstance(meta, dict) else None
+    if not isinstance(tables, dict):
+        return frozenset()
+    return frozenset(name for name, entry in tables.items()
+                     if isinstance(entry, dict) and str(entry.get("status", "")).lower() == "partial")
+
+
 def _read(path: Path, table: AicTable) -> pd.DataFrame:
     """Read one table and check its required columns (one-line :class:`InputError` otherwise)."""
     try:
@@ -187,6 +207,9 @@ def _convert_file(f: AicFile, report: IngestReport) -> pd.DataFrame | None:
     if table is None:
         reason = "module_table" if f.path.stem.startswith(MODULE_TABLE_PREFIXES) else "unsupported_table"
         report.reject(reason, _row_count(f.path))
+        return None
+    if f.path.stem in partial_tables(f.path.parent):
+        report.reject("partial_table", _row_count(f.path))
         return None
     df = _read(f.path, table)
     if df.empty:

@@ -354,3 +354,20 @@ def test_real_aiconfigurator_data():
     assert report.rejected.get("faster_than_roofline", 0) < 0.001 * len(df)
     assert df.measured_ms.gt(0).all() and df.shape_family.ne("").all()
     print(f"\nloaded {len(df)} rows in {elapsed:.1f} s; {report.to_dict()}\n{counts.to_string()}")
+
+
+def test_tables_marked_partial_are_rejected(tmp_path):
+    """A table its collection_meta.yaml marks partial is an interrupted sweep: counted, not loaded."""
+    path = write_table(tmp_path, "h100_sxm", "gemm", "0.14.0", "gemm_perf", [gemm_row(m=64), gemm_row(m=128)])
+    write_table(tmp_path, "h100_sxm", "attention", "0.14.0", "context_attention_perf", [attn_row()])
+    (path.parent / "collection_meta.yaml").write_text(
+        "schema_version: 1\ntables:\n  gemm_perf:\n    status: partial\n  other_perf:\n    status: complete\n")
+    df, report = load_aiconfigurator(tmp_path)
+    assert set(df.op_kind) == {"attn_prefill"}
+    assert report.rejected == {"partial_table": 2}
+    (path.parent / "collection_meta.yaml").write_text("tables:\n  gemm_perf:\n    status: complete\n")
+    df, report = load_aiconfigurator(tmp_path)
+    assert set(df.op_kind) == {"attn_prefill", "gemm"} and "partial_table" not in report.rejected
+    (path.parent / "collection_meta.yaml").write_text("tables: [unclosed\n")
+    with pytest.raises(InputError, match="collection_meta.yaml.*YAML"):
+        load_aiconfigurator(tmp_path)
