@@ -161,8 +161,8 @@ DTypeOption = Annotated[str | None, typer.Option(
 
 # --- the serving framework's engine profile (simulate, advise) ----------------------------------------------
 FrameworkOption = Annotated[str, typer.Option(
-    "--framework", help="Engine profile: vllm, sglang, trtllm (per-step costs learned from measured serving runs, and "
-    "the framework's kernel family where the model applies one) or legacy (the Vidur-era overhead fit, pooled kernels).")]
+    "--framework", help="Engine profile: vllm, sglang, trtllm (per-step costs learned from measured serving runs, with "
+    "the kernels they were fitted on: the pooled model's) or legacy (the Vidur-era overhead fit, pooled kernels).")]
 MaxNumSeqsOption = Annotated[int | None, typer.Option(
     "--max-num-seqs", min=1, help="Most running requests (default: the framework's; legacy 256).")]
 MaxBatchedTokensOption = Annotated[int | None, typer.Option(

@@ -115,7 +115,7 @@ class Simulator(KVBlockManager, IterationRunner):
     profile : scheduler.engine_profiles.EngineProfile, optional
         Time steps with a serving framework's per-step costs (kernel scale, CUDA-graph padding, overheads)
         instead of the predictor's own overhead model, and with its kernels
-        (:meth:`predictor.Predictor.for_framework`).
+        (:meth:`predictor.Predictor.for_framework`) when its ``kernel_family`` says so.
 
     Attributes
     ----------
@@ -140,7 +140,7 @@ class Simulator(KVBlockManager, IterationRunner):
         if self.config.budget_per_dp_rank and dp > 1:  # every attention-DP rank schedules with these budgets
             self.config = replace(self.config, max_num_batched_tokens=self.config.max_num_batched_tokens * dp,
                                   max_num_seqs=self.config.max_num_seqs * dp, budget_per_dp_rank=False)
-        if profile is not None:
+        if profile is not None and profile.kernel_family:
             predictor = predictor.for_framework(profile.framework)
         self.bound = predictor.bind(model, gpu, tp, dtype)
         self.profile = profile

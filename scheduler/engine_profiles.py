@@ -69,6 +69,11 @@ SCHEDULING = {
     "sglang": {"policy": "prefill_first", "kv_memory": "static", "budget_per_dp_rank": False},
     "trtllm": {"policy": "continuous", "kv_memory": "free", "budget_per_dp_rank": True},
 }
+# Whether serving simulations time kernels with the framework's kernel family (predictor.kernel_family) or with the
+# pooled residual model. Pooled: on the measured serving runs, calibrated and held out by GPU and by model, the pooled
+# kernels scored better TPOT than the families and about the same TTFT (docs/serving-accuracy.md, "Kernel families on
+# and off"; that comparison chose this, so it flatters it a little). Read when a kernel-only profile is made.
+SERVING_KERNEL_FAMILY = False
 ROBUST_SCALE = 0.2  # relative error at which fit_profile's soft_l1 loss turns from squared to linear
 ZERO_BELOW = 1e-4  # a fitted coefficient (ms, or a scale) below this is the solver at its zero bound: read as 0
 BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sglang": "sglang",
@@ -104,6 +109,9 @@ class EngineProfile:
         Send-to-queue time of a request (ms): fixed, and per open client stream (see :meth:`admission_ms`).
     fitted_rows : int
         Measured runs the fit used (0 for a profile not fitted on serving runs).
+    kernel_family : bool
+        Time the kernels with the framework's kernel family (:meth:`predictor.Predictor.for_framework`); False:
+        the pooled model's (the kernels the profile was fitted on, :data:`SERVING_KERNEL_FAMILY`).
     """
 
     framework: str
@@ -117,6 +125,7 @@ class EngineProfile:
     admission_base_ms: float = 0.0
     admission_per_client_ms: float = 0.0
     fitted_rows: int = 0
+    kernel_family: bool = True
 
     def admission_ms(self, concurrency: int) -> float:
         """Time (ms) from a client's send until the request reaches the engine's queue, with ``concurrency``
@@ -228,9 +237,12 @@ def legacy_profile() -> EngineProfile:
                          max_num_batched_tokens=2048, max_num_seqs=256)
 
 
-def kernel_only_profile(framework: str = DEFAULT_FRAMEWORK) -> EngineProfile:
-    """Kernels as predicted, no overhead, with ``framework``'s scheduler defaults (the basis of the fit)."""
-    return EngineProfile(framework_name(framework), "kernels-only")
+def kernel_only_profile(framework: str = DEFAULT_FRAMEWORK, kernel_family: bool | None = None) -> EngineProfile:
+    """Kernels as predicted, no overhead, with ``framework``'s scheduler defaults (the basis of the fit); the
+    framework's kernel family or the pooled kernels as ``kernel_family`` says (default :data:`SERVING_KERNEL_FAMILY`,
+    read at the call). A profile fitted on it (:func:`fit_profile`) keeps the same kernels."""
+    family = SERVING_KERNEL_FAMILY if kernel_family is None else bool(kernel_family)
+    return EngineProfile(framework_name(framework), "kernels-only", kernel_family=family)
 
 
 def load_profiles(path: str | Path | None = None) -> dict[str, EngineProfile]:

@@ -125,22 +125,50 @@ def test_the_shipped_artifact_has_families_scored_on_held_out_gpus():
     assert len(overall) >= 3 and all(r["rows"] > 1000 for r in overall)
 
 
-def test_a_simulation_with_an_engine_profile_uses_its_frameworks_kernels(hybrid):
+def test_a_simulation_with_an_engine_profile_uses_the_kernels_its_profile_names(hybrid):
     from dataclasses import replace
 
     from predictor.overhead import NO_OVERHEAD
     from scheduler.engine import Simulator
-    from scheduler.engine_profiles import kernel_only_profile
+    from scheduler.engine_profiles import SERVING_KERNEL_FAMILY, kernel_only_profile
 
     step = (0, 0, 0, 0, 32, 32 * 2048)  # a decode step of 32 sequences at 2,048 tokens of context
-    steps = {}
+
+    def step_ms(profile):
+        return Simulator(hybrid, "qwen3-30b-a3b", "h100-sxm", 1, "fp8", profile=profile).bound.iteration_ms(*step)
+
+    def kernels_ms(predictor):
+        return replace(predictor.bind("qwen3-30b-a3b", "h100-sxm", 1, "fp8"), overhead=NO_OVERHEAD).iteration_ms(*step)
+
+    families, pooled = {}, {}
     for name in ("vllm", "trtllm"):
-        sim = Simulator(hybrid, "qwen3-30b-a3b", "h100-sxm", 1, "fp8", profile=kernel_only_profile(name))
-        steps[name] = sim.bound.iteration_ms(*step)
-        kernels = replace(hybrid.for_framework(name).bind("qwen3-30b-a3b", "h100-sxm", 1, "fp8"), overhead=NO_OVERHEAD)
-        assert steps[name] == kernels.iteration_ms(*step)
-    # kernel-only profiles add nothing to the kernels, so the two differ by their kernels alone
-    assert steps["vllm"] != steps["trtllm"]
+        families[name] = step_ms(kernel_only_profile(name, kernel_family=True))
+        assert families[name] == kernels_ms(hybrid.for_framework(name))
+        pooled[name] = step_ms(kernel_only_profile(name, kernel_family=False))
+        assert pooled[name] == kernels_ms(hybrid)
+        default = kernel_only_profile(name)
+        assert default.kernel_family is SERVING_KERNEL_FAMILY and fit_profile_keeps(default)
+    # kernel-only profiles add nothing to the kernels, so with the families the two differ by their kernels alone
+    assert families["vllm"] != families["trtllm"] and pooled["vllm"] == pooled["trtllm"]
+
+
+def test_a_profile_saved_without_the_choice_keeps_its_frameworks_kernels():
+    """Profiles written before ``kernel_family`` existed were fitted on the families' simulations."""
+    from scheduler.engine_profiles import EngineProfile
+
+    assert EngineProfile.from_dict({"framework": "vllm"}).kernel_family is True
+
+
+def fit_profile_keeps(base) -> bool:
+    """A profile fitted on a kernel-only basis times its kernels as that basis did."""
+    from scheduler.engine_profiles import EngineProfile, fit_profile
+
+    rows = pd.DataFrame({"measured_tpot_ms": [10.0, 12, 14, 16], "kernel_tpot_ms": [8.0, 9, 10, 11],
+                         "roofline_tpot_ms": [4.0, 5, 6, 7], "measured_ttft_ms": [100.0, 120, 140, 160],
+                         "kernel_ttft_ms": [80.0, 90, 100, 110], "roofline_ttft_ms": [40.0, 50, 60, 70],
+                         "concurrency": [8, 16, 32, 64], "dp_attention": [1, 1, 1, 1], "gpus": [1, 1, 2, 2]})
+    fitted = fit_profile(base.framework, rows, base=base)
+    return fitted.kernel_family == base.kernel_family and EngineProfile.from_dict(fitted.to_dict()) == fitted
 
 
 def _predictions(gpu_errors: dict[str, tuple[float, float]], runtime="trtllm", kind="moe", rows=400) -> pd.DataFrame:

@@ -433,8 +433,8 @@ def test_the_kernel_families_table_scores_both_bases_held_out_by_gpu_and_by_mode
 
     lines = family_lines(runs([110.0, 220.0], [10.0, 20.0]), runs([150.0, 300.0], [12.0, 24.0]))
     rows = [line for line in lines if line.startswith(("| GPU", "| model"))]
-    assert [r.split(" | ")[:3] for r in rows] == [["| GPU", "families", "2"], ["| GPU", "pooled", "2"],
-                                                  ["| model", "families", "1"], ["| model", "pooled", "1"]]
+    assert [r.split(" | ")[:3] for r in rows] == [["| GPU", "pooled (shipped)", "2"], ["| GPU", "families", "2"],
+                                                  ["| model", "pooled (shipped)", "1"], ["| model", "families", "1"]]
     # MdAPE / p90 of TTFT, TPOT, then the kernel-only pair (50% under the measurements in both bases)
     assert rows[0].split(" | ")[3:] == ["10.0% / 10%", "0.0% / 0%", "50.0% / 50%", "50.0% / 50% |"]
     assert rows[1].split(" | ")[3:5] == ["50.0% / 50%", "20.0% / 20%"]

@@ -2,8 +2,8 @@
 models; writes ``data/serving_calibration.json``, ``data/engine_profiles.json`` and
 ``docs/serving-accuracy.md``.
 
-Run: ``python -m benchmarks.experiments.serving_accuracy [--serving PATH] [--basis-cache P] [--pooled-basis-cache Q]``
-(tens of minutes on 2 cores: every run is simulated twice, with the kernel families and with the pooled kernels,
+Run: ``python -m benchmarks.experiments.serving_accuracy [--serving PATH] [--basis-cache P] [--families-basis-cache Q]``
+(tens of minutes on 2 cores: every run is simulated twice, with the pooled kernels and with the kernel families,
 unless the caches hold the simulations; re-run it whenever more model families or GPUs load: the skipped counts
 shrink and every table is redone).
 
@@ -15,8 +15,8 @@ the roofline-only predictor. Three predictions per run are compared with the mea
   (``scheduler.serving_model``) fitted on the runs *outside* the held-out group (GPU or model); an aggregated
   run's TTFT blended with its engine-profile simulation (profiles also fitted outside the group) where no
   sibling anchors it, as ``evaluate --serving`` does;
-* **kernels only** — the hybrid predictor's kernels (the framework's kernel family where the model applies one)
-  with the framework's scheduler defaults, no overhead;
+* **kernels only** — the hybrid predictor's kernels (the pooled model's, as every serving simulation times them:
+  ``scheduler.engine_profiles.SERVING_KERNEL_FAMILY``) with the framework's scheduler defaults, no overhead;
 * **roofline** — ``Predictor.roofline_only()`` (ideal kernels, no overhead): the baseline.
 
 ``--max-per-group`` (default 40) caps the runs per framework, GPU, model and mode that are fitted and scored, so
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ import pandas as pd
 from features.silicon import read_serving_results
 from predictor import Predictor
 from predictor.atomic import atomic_write
+from scheduler import engine_profiles
 from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
@@ -358,16 +358,29 @@ def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFr
             "profile_lomo": profile_lomo, "logo": logo, "lomo": lomo, "relabelled": bounds}
 
 
-def family_lines(families: dict, pooled: dict) -> list[str]:
-    """Held-out scores with the kernel families and with the pooled kernels (:func:`held_out_runs` of each basis)."""
+def _with_kernel_families(compute):
+    """``compute()`` with every kernel-only profile, and every profile fitted on one, on its framework's kernel family
+    (in this process: ``compute`` passes its predictor, so it simulates here)."""
+    saved = engine_profiles.SERVING_KERNEL_FAMILY
+    engine_profiles.SERVING_KERNEL_FAMILY = True
+    try:
+        return compute()
+    finally:
+        engine_profiles.SERVING_KERNEL_FAMILY = saved
+
+
+def family_lines(pooled: dict, families: dict) -> list[str]:
+    """Held-out scores with the pooled kernels (the shipped basis) and with the kernel families (:func:`held_out_runs`
+    of each basis)."""
     lines = ["### Kernel families on and off", "",
-             "The same runs simulated with the pooled residual model's kernels for every framework (kernel families "
-             "off: `docs/model.md`, \"Kernel families\"), calibrated and scored held out the same way. MdAPE / p90 "
-             "APE; the calibration's seed spread above applies to each row:", "",
+             "The same runs simulated with each framework's kernel family (`docs/model.md`, \"Kernel families\"; the "
+             "shipped serving basis uses the pooled residual model's kernels for every framework, "
+             "`scheduler.engine_profiles.SERVING_KERNEL_FAMILY`), calibrated and scored held out the same way. MdAPE / "
+             "p90 APE; the calibration's seed spread above applies to each row:", "",
              "| held out | kernels | runs | TTFT calibrated | TPOT calibrated | TTFT kernels only | TPOT kernels only |",
              "|---|---|---|---|---|---|---|"]
     for group, key in (("GPU", "logo"), ("model", "lomo")):
-        for name, runs in (("families", families), ("pooled", pooled)):
+        for name, runs in (("pooled (shipped)", pooled), ("families", families)):
             frame = runs[key]
             lines.append(f"| {group} | {name} | {len(frame)} | {_cell(frame, 'pred', 'ttft')} | "
                          f"{_cell(frame, 'pred', 'tpot')} | {_cell(frame, 'kernel', 'ttft')} | "
@@ -388,8 +401,8 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
              "closed-loop (`--workload concurrency`) at its concurrency (an aggregated run's `batch_size` × "
              "`attention_dp_size`: aiconfigurator's batch is per attention-DP rank; `features/silicon.py`), ISL and "
              "OSL, with the hybrid predictor's "
-             "kernels only (the framework's kernel family where the model applies one: `docs/model.md`, \"Kernel "
-             "families\") and with the roofline-only predictor, under the framework's scheduler (SGLang "
+             "kernels only (the pooled residual model's for every framework; each framework's kernel family instead: "
+             "\"Kernel families on and off\" below) and with the roofline-only predictor, under the framework's scheduler (SGLang "
              "prefill-first, its clients in step; vLLM and TRT-LLM mixing prefill chunks with decodes, their "
              "clients spread out) and its KV-cache memory rule (`docs/model.md`); the measurement window drops the "
              "first and last C requests. The calibration (`scheduler/serving_model.py`) maps the kernel-only simulation to the "
@@ -449,8 +462,8 @@ def main() -> None:
     parser.add_argument("--legacy", action="store_true", help="also simulate the Vidur-era engine (slower)")
     parser.add_argument("--basis-cache", default=None,
                         help="parquet of the simulations: read when it exists (same runs), else written")
-    parser.add_argument("--pooled-basis-cache", default=None,
-                        help="as --basis-cache, for the simulations with the pooled kernels (kernel families off)")
+    parser.add_argument("--families-basis-cache", default=None,
+                        help="as --basis-cache, for the simulations with each framework's kernel family")
     parser.add_argument("--max-per-group", type=int, default=40,
                         help="runs kept per (framework, GPU, model, mode), the first by id (0: all)")
     args = parser.parse_args()
@@ -463,9 +476,9 @@ def main() -> None:
                          bounds_cache=_bounds_cache(args.basis_cache))
     basis, anchors, done, by_group, logo, lomo = (runs[k] for k in ("basis", "anchors", "done", "by_group", "logo",
                                                                       "lomo"))
-    pooled = Predictor(replace(predictor.artifact, families_text=None))  # the same model without kernel families
-    families = family_lines(runs, held_out_runs(_basis(args.pooled_basis_cache, every, pooled), every, table, pooled,
-                                                bounds_cache=_bounds_cache(args.pooled_basis_cache)))
+    families = family_lines(runs, _with_kernel_families(lambda: held_out_runs(
+        _basis(args.families_basis_cache, every, predictor), every, table, predictor,
+        bounds_cache=_bounds_cache(args.families_basis_cache))))
     calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}

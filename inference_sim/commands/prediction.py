@@ -99,7 +99,7 @@ def predict(
     artifacts: Annotated[str | None, typer.Option(help="Artifact folder or MLflow URI (default: shipped).")] = None,
     kernels: Annotated[str | None, typer.Option(
         "--kernels", help="Kernel family: vllm, sglang or trtllm, that framework's own kernels where the model applies "
-        "its family (docs/model.md, 'Kernel families'; simulate --framework uses it too). Default: the pooled model.")] = None,
+        "its family (docs/model.md, 'Kernel families'). Default: the pooled model, which serving simulations use.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Predicted time of one iteration, with the per-op breakdown (roofline vs predicted)."""
