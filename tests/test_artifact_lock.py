@@ -14,7 +14,7 @@ from training.dataset import load_training_data
 from training.pipeline import TrainConfig, _publish, artifact_lock, train
 
 TINY = dict(max_train_rows=4_000, final_max_rows=4_000, search=False, lomo_models=["llama-2-7b"],
-            logo_gpus=["a40"], random_split=False, sample_rows_per_split=300,
+            logo_gpus=["a40"], random_split=False, sample_rows_per_split=300, quick_mode=True,
             candidates=[{"num_leaves": 15, "learning_rate": 0.3, "min_data_in_leaf": 20, "rounds": 20}])
 
 

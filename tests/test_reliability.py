@@ -343,7 +343,7 @@ def test_missing_checksum_file_is_refused(artifact):
 
 # --- faults during training ---------------------------------------------------------------------------
 TINY = {"max_train_rows": 6_000, "final_max_rows": 8_000, "search": False, "lomo_models": ["llama-2-7b"],
-        "logo_gpus": ["a40"], "random_split": False, "sample_rows_per_split": 500,
+        "logo_gpus": ["a40"], "random_split": False, "sample_rows_per_split": 500, "quick_mode": True,
         "candidates": [{"num_leaves": 15, "learning_rate": 0.3, "min_data_in_leaf": 20, "rounds": 15,
                         "num_threads": 1}]}  # one thread: no OpenMP spinning when the machine is busy
 

@@ -18,8 +18,10 @@ from training.models import ResidualModel
 from training.pipeline import TrainConfig, train
 from training.tracking import CHAMPION_ALIAS, EXPERIMENT, REGISTERED_MODEL
 
+# quick_mode: the kernel families are fitted but not scored per held-out GPU (one refit per GPU), which these
+# tests of tracking and artifact safety do not need
 TINY = dict(max_train_rows=6_000, final_max_rows=8_000, search=False, lomo_models=["llama-2-7b"],
-            logo_gpus=["a40"], random_split=False, sample_rows_per_split=500,
+            logo_gpus=["a40"], random_split=False, sample_rows_per_split=500, quick_mode=True,
             candidates=[{"num_leaves": 31, "learning_rate": 0.2, "min_data_in_leaf": 20, "rounds": 40}])
 
 
