@@ -359,8 +359,10 @@ def held_out_runs(simulated: pd.DataFrame, every: pd.DataFrame, table: pd.DataFr
 
 
 def _with_kernel_families(compute):
-    """``compute()`` with every kernel-only profile, and every profile fitted on one, on its framework's kernel family
-    (in this process: ``compute`` passes its predictor, so it simulates here)."""
+    """``compute()`` with every kernel-only profile made meanwhile, and so every profile fitted on one, on its
+    framework's kernel family. The switch is read where a kernel-only profile is made: in this process (``compute``
+    passes its predictor, so its kernel-only simulations run here); fitted profiles carry the choice into worker
+    processes (``EngineProfile.kernel_family``)."""
     saved = engine_profiles.SERVING_KERNEL_FAMILY
     engine_profiles.SERVING_KERNEL_FAMILY = True
     try:

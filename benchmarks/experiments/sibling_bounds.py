@@ -27,7 +27,7 @@ from training.models import ResidualModel
 from training.splits import leave_one_gpu_out
 
 
-def _fold_predictor(model: ResidualModel, training_gpus) -> Predictor:
+def fold_predictor(model: ResidualModel, training_gpus) -> Predictor:
     """The :class:`Predictor` of a fold's model, as an artifact naming ``training_gpus`` would load it (none: the
     raw model, no bracketing)."""
     metadata = {"feature_names": list(model.features), "training_gpus": sorted(training_gpus)}
@@ -51,8 +51,8 @@ def main() -> None:
         test = data.table.iloc[fold.test_idx]
         trained = catalogue_specs(data.table["gpu"].iloc[fold.train_idx].unique())
         (spec,) = catalogue_specs([fold.held_out])
-        raw = _fold_predictor(model, []).predict_ops(test)["predicted_ms"].to_numpy()
-        bracketed = _fold_predictor(model, [g.name for g in trained]).predict_ops(test)["predicted_ms"].to_numpy()
+        raw = fold_predictor(model, []).predict_ops(test)["predicted_ms"].to_numpy()
+        bracketed = fold_predictor(model, [g.name for g in trained]).predict_ops(test)["predicted_ms"].to_numpy()
         slower, faster = set(), set()
         for dtype in test["compute_dtype"].unique():
             s, f = sibling_bounds(spec, trained, dtype)

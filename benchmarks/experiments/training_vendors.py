@@ -17,18 +17,13 @@ import json
 
 import numpy as np
 
+from benchmarks.experiments.sibling_bounds import fold_predictor
 from features.canonical import load_kernels
-from predictor.artifact import SHIPPED_DIR, Artifact
-from predictor.predictor import Predictor
+from predictor.artifact import SHIPPED_DIR
 from training.dataset import balanced_sample, engine_allreduce_rows, from_table, training_vendor_rows
 from training.metrics import error_stats
 from training.models import ResidualModel
 from training.splits import leave_one_gpu_out, leave_one_model_out
-
-
-def _fold_predictor(model: ResidualModel, training_gpus) -> Predictor:
-    metadata = {"feature_names": list(model.features), "training_gpus": sorted(training_gpus)}
-    return Predictor(Artifact(model.booster_.model_to_string(), metadata, SHIPPED_DIR))
 
 
 def _scores(data, folds, nvidia: np.ndarray, rows: int, meta: dict) -> dict:
@@ -44,7 +39,7 @@ def _scores(data, folds, nvidia: np.ndarray, rows: int, meta: dict) -> dict:
             train = balanced_sample(data.table, train_idx, rows, 0)
             model = ResidualModel(meta["params"], meta["num_boost_round"]).fit(data.X.iloc[train], data.log_ratio[train])
             gpus = data.table["gpu"].iloc[train_idx].astype(str).unique()
-            out[name][fold.held_out] = (_fold_predictor(model, gpus).predict_ops(test)["predicted_ms"].to_numpy(), measured)
+            out[name][fold.held_out] = (fold_predictor(model, gpus).predict_ops(test)["predicted_ms"].to_numpy(), measured)
     return out
 
 
