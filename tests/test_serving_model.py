@@ -243,3 +243,31 @@ def test_scores_tell_the_calibrations_own_runs_apart(tmp_path, roofline):
                                            calibration=ServingCalibration.fit(basis)))
     assert report["in_calibration"] == 1 and report["not_in_calibration"]["rows"] == 1
     assert report["predicted"] == 2  # the overall scores still cover both
+
+
+def test_the_blend_table_scores_the_shipped_rule_and_each_of_its_parts():
+    """benchmarks/experiments/serving_blend.py: on held-out splits its blend of TTFT is the shipped prediction, its
+    calibration column is the split refitted without the profile simulation, and a run the rule does not touch
+    (here a disaggregated one) has every column equal."""
+    from benchmarks.experiments.serving_blend import blend_lines, blend_parts
+
+    basis = _basis(240)
+    basis["profile_ttft_ms"] = basis["measured_ttft_ms"] * np.exp(np.random.default_rng(1).normal(0, 0.3, len(basis)))
+    basis["profile_tpot_ms"] = basis["measured_tpot_ms"] * 1.2
+    basis.loc[basis.index[:5], "mode"] = "disagg"
+    basis.loc[basis.index[:5], "profile_ttft_ms"] = np.nan
+    shipped = held_out(basis, "system")
+    parts = blend_parts(basis, "system", None, None, shipped)
+    np.testing.assert_allclose(parts["blend_ttft"], shipped["pred_ttft_ms"], rtol=1e-9)
+    alone = held_out(basis.drop(columns=["profile_ttft_ms"]), "system")
+    np.testing.assert_allclose(parts["calibration_ttft"], alone["pred_ttft_ms"], rtol=1e-9)
+    untouched = parts[~parts["blends"]]
+    assert len(untouched) == 5 and (untouched["mode"] == "disagg").all()
+    for target in ("ttft", "tpot"):
+        for column in ("profile", "blend"):
+            np.testing.assert_allclose(untouched[f"{column}_{target}"], untouched[f"calibration_{target}"])
+    lines = blend_lines({"by_group": {"system": basis, "model": basis}, "anchors": None, "logo": shipped,
+                         "lomo": held_out(basis, "model")})
+    rows = [line for line in lines if line.startswith(("| GPU", "| model"))]
+    assert [r.split(" | ")[:2] for r in rows] == [["| GPU: blend applies", "235"], ["| GPU: all", "240"],
+                                                  ["| model: blend applies", "235"], ["| model: all", "240"]]

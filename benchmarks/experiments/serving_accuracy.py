@@ -44,6 +44,7 @@ from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
 from scheduler.serving_bounds import relabelled
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
                                      balanced_sample, held_out, held_out_requests)
+from benchmarks.experiments.serving_blend import blend_lines
 from benchmarks.experiments.serving_profiles import held_out_profiles, profile_lines
 from benchmarks.experiments.serving_static import static_batch_lines
 from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
@@ -393,7 +394,8 @@ def family_lines(pooled: dict, families: dict) -> list[str]:
 def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibration: ServingCalibration,
            profiles: dict, source: str, max_per_group: int, predictor, anchor_runs: int,
            unseen: list[str] | None = None, spread: list[str] | None = None,
-           profile_scores: list[str] | None = None, families: list[str] | None = None) -> str:
+           profile_scores: list[str] | None = None, families: list[str] | None = None,
+           blend: list[str] | None = None) -> str:
     skipped = basis.loc[basis["skip"] != "", "skip"].value_counts().sort_index()
     done = basis[basis["skip"] == ""]
     lines = ["# Serving accuracy on measured runs", "",
@@ -421,7 +423,7 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
     for (f, s, m), rows in done.groupby(["framework", "system", "model"], sort=True):
         lines.append(f"| {f} | {s} | {m} | {len(rows)} |")
     lines += ["", "## Goals (issue 17)", "", *_goal_lines(logo), "", *(spread or []), *_ceiling_lines(done),
-              *(families or []),
+              *(families or []), *(blend or []),
               "## Leave one GPU out", "", *_table(logo, "system", "Held-out GPU, by framework"),
               "### Held-out GPU, by mode", "", *_mode_note(logo), *_by_mode(logo), *_anchor_lines(logo, anchor_runs),
               *_bound_lines(logo, lomo),
@@ -490,7 +492,7 @@ def main() -> None:
     spread = seed_spread_lines(by_group, anchors, runs["relabelled"])
     profile_scores = [*profile_lines(runs["profile_logo"], "system"), *profile_lines(runs["profile_lomo"], "model")]
     atomic_write(args.doc, render(basis, logo, lomo, calibration, profiles, Path(args.serving).name, args.max_per_group,
-                                  predictor, len(anchors), unseen, spread, profile_scores, families))
+                                  predictor, len(anchors), unseen, spread, profile_scores, families, blend_lines(runs)))
     print(f"{len(done):,} of {len(basis):,} runs predicted; wrote {args.calibration_out}, {args.profiles_out} and "
           f"{args.doc}")
     print("\n".join(_goal_lines(logo)))
