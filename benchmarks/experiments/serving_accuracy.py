@@ -445,6 +445,8 @@ def render(basis: pd.DataFrame, logo: pd.DataFrame, lomo: pd.DataFrame, calibrat
               "concurrency and ISL), which bounds what any model of TTFT can reach here.",
               "- With five GPUs, leaving one out leaves four to learn from; a GPU unlike all four (e.g. the only "
               "PCIe or the only Grace-Blackwell pair) is an extrapolation.",
+              "- Held out by GPU here, the GPU's kernel tables still trained the kernel model that simulates its runs; "
+              "`docs/unseen-gpu.md` holds them out too, as an H200's are.",
               "- Disaggregated runs go through the DistServe cluster path: the client's first token counts from "
               "the landing of the prompt's KV at the decode instance (over NVLink within one scale-up domain, else "
               "over the network); there is no admission delay.",
