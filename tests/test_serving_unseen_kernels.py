@@ -34,11 +34,13 @@ def test_the_page_scores_both_predictions_of_the_same_runs():
     seen = pd.DataFrame({"id": ["a", "b", "c"], "framework": ["vllm", "vllm", "sglang"], "system": ["g1", "g1", "g2"],
                          "pred_ttft_ms": [110.0, 200.0, 50.0], "pred_tpot_ms": [10.0, 20.0, 5.0],
                          "kernel_ttft_ms": [50.0, 100.0, 25.0], "kernel_tpot_ms": [5.0, 10.0, 2.5],
+                         "roofline_ttft_ms": [20.0, 40.0, 10.0], "roofline_tpot_ms": [2.0, 4.0, 1.0],
                          "measured_ttft_ms": [100.0, 200.0, 50.0], "measured_tpot_ms": [10.0, 20.0, 5.0]})
     unseen = seen.assign(pred_tpot_ms=seen["pred_tpot_ms"] * 1.5).iloc[:2]  # run c was not predicted
     text = render(seen, unseen, "x.csv")
     rows = {line.split(" | ")[0] + "|" + line.split(" | ")[1]: line.split(" | ")[2:] for line in text.splitlines()
             if line.startswith("| ") and "---" not in line and "framework" not in line}
-    assert rows["| vllm|g1"][:5] == ["2", "5.0% / 9%", "5.0% / 9%", "0.0% / 0%", "50.0% / 50%"]
+    assert rows["| vllm|g1"][:7] == ["2", "5.0% / 9%", "5.0% / 9%", "80.0% / 80%", "0.0% / 0%", "50.0% / 50%",
+                                     "80.0% / 80%"]
     assert rows["| **all**|all"][0] == "2" and "| sglang" not in text
-    assert np.isclose(float(rows["| vllm|g1"][5].split("%")[0]), 50.0)
+    assert np.isclose(float(rows["| vllm|g1"][7].split("%")[0]), 50.0)
