@@ -290,7 +290,7 @@ def _unseen_gpu_lines(lines: list[str] | None) -> list[str]:
             *lines, ""]
 
 
-def _basis(cache: str | None, every: pd.DataFrame, predictor) -> pd.DataFrame:
+def cached_basis(cache: str | None, every: pd.DataFrame, predictor) -> pd.DataFrame:
     """Every run simulated with kernels only (and roofline only) by ``predictor``: read from the parquet ``cache``
     when it exists (it must hold the same runs), else simulated and, with a ``cache``, written there."""
     path = Path(cache) if cache else None
@@ -322,7 +322,7 @@ def _bounds_basis(cache: str | None, every: pd.DataFrame, requests: pd.DataFrame
     return held[held["id"].isin(set(wanted["id"]))].sort_values("id", kind="stable").reset_index(drop=True)
 
 
-def _bounds_cache(basis_cache: str | None) -> str | None:
+def bounds_cache_path(basis_cache: str | None) -> str | None:
     """Where the bounding simulations of a basis cache are kept: beside it (``X.parquet`` → ``X.bounds.parquet``)."""
     return str(Path(basis_cache).with_suffix(".bounds.parquet")) if basis_cache else None
 
@@ -477,14 +477,14 @@ def main() -> None:
     every = read_serving_results(args.serving)
     table = balanced_sample(every, args.max_per_group)
     # every run is simulated: the sample is the calibration's fit and the scored runs; all runs are its anchors
-    simulated = _basis(args.basis_cache, every, predictor)
+    simulated = cached_basis(args.basis_cache, every, predictor)
     runs = held_out_runs(simulated, every, table, predictor, legacy=args.legacy,
-                         bounds_cache=_bounds_cache(args.basis_cache))
+                         bounds_cache=bounds_cache_path(args.basis_cache))
     basis, anchors, done, by_group, logo, lomo = (runs[k] for k in ("basis", "anchors", "done", "by_group", "logo",
                                                                       "lomo"))
     families = family_lines(runs, _with_kernel_families(lambda: held_out_runs(
-        _basis(args.families_basis_cache, every, predictor), every, table, predictor,
-        bounds_cache=_bounds_cache(args.families_basis_cache))))
+        cached_basis(args.families_basis_cache, every, predictor), every, table, predictor,
+        bounds_cache=bounds_cache_path(args.families_basis_cache))))
     calibration = ServingCalibration.fit(done, source=Path(args.serving).name, anchor_runs=anchors)
     profiles = fit_profiles(basis)
     payload = {"source": Path(args.serving).name, "profiles": {k: v.to_dict() for k, v in sorted(profiles.items())}}

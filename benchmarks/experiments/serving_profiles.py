@@ -22,6 +22,11 @@ _SIMULATED = ("pred_", "kernel_", "roofline_", "legacy_", "unanchored_")
 _ADDED = ("skip", "model", "gpus", "fit_rows", "anchor_runs", "pool_workers_given")
 
 
+def raw_columns(frame: pd.DataFrame) -> list[str]:
+    """The measured run's own columns of ``frame`` (the CSV's), without what a simulation or the calibration added."""
+    return [c for c in frame.columns if not c.startswith(_SIMULATED) and c not in _ADDED]
+
+
 def fold_profiles(basis: pd.DataFrame, group: str = "system") -> dict[str, dict]:
     """For each ``group`` value with predicted aggregated runs: the profiles fitted without it."""
     done = basis[(basis["skip"] == "") & (basis["mode"] == "agg")]
@@ -39,7 +44,7 @@ def held_out_profiles(basis: pd.DataFrame, predictor, group: str = "system", n_j
 
     n_jobs = available_cpus() if n_jobs is None else n_jobs
     done = basis[(basis["skip"] == "") & (basis["mode"] == "agg")]
-    raw = [c for c in done.columns if not c.startswith(_SIMULATED) and c not in _ADDED]
+    raw = raw_columns(done)
     folds = fold_profiles(basis, group)
     parts = []
     for value, profiles in folds.items():

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.experiments.serving_accuracy import DEFAULT_CSV, _basis, _bounds_cache, held_out_runs
-from benchmarks.experiments.serving_profiles import _ADDED, _SIMULATED, fold_profiles
+from benchmarks.experiments.serving_accuracy import DEFAULT_CSV, bounds_cache_path, cached_basis, held_out_runs
+from benchmarks.experiments.serving_profiles import fold_profiles, raw_columns
 from predictor import Predictor
 from predictor.artifact import SHIPPED_DIR, save_artifact
 from predictor.atomic import atomic_write
@@ -65,7 +65,7 @@ def fold_artifact(data, held_kernel_gpu: str, directory: Path) -> Path:
 def unseen_runs(rows: pd.DataFrame, basis: pd.DataFrame, artifact: Path, n_jobs: int) -> pd.DataFrame:
     """``rows`` (one GPU's, with their shipped-model simulations) simulated again with the fold ``artifact``:
     kernel-only columns replaced, ``profile_*`` redone with profiles fitted without the GPU (aggregated runs)."""
-    raw = [c for c in rows.columns if not c.startswith(_SIMULATED + ("profile_",)) and c not in _ADDED]
+    raw = [c for c in raw_columns(rows) if not c.startswith("profile_")]
     sim = kernel_basis(rows[raw], artifacts=str(artifact), n_jobs=n_jobs, with_roofline=False).set_index("id")
     out = rows.copy()
     for column in KERNEL_COLUMNS:
@@ -140,8 +140,8 @@ def main() -> None:
     predictor = Predictor.load()
     every = read_serving_results(args.serving)
     table = balanced_sample(every, 40)
-    runs = held_out_runs(_basis(args.basis_cache, every, predictor), every, table, predictor,
-                         bounds_cache=_bounds_cache(args.basis_cache))
+    runs = held_out_runs(cached_basis(args.basis_cache, every, predictor), every, table, predictor,
+                         bounds_cache=bounds_cache_path(args.basis_cache))
     by_system = runs["by_group"]["system"]
     data = None
     parts = []
