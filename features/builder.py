@@ -24,9 +24,10 @@ that cannot generalise (no GPU or model names):
 
 :data:`MODEL_FEATURES` is what the hybrid residual model uses: every feature except the raw
 spec-sheet numbers of compute and memory (peak, bandwidth, SMs, L2, memory size). With a handful of
-GPUs in the published data (five when it was measured, nine NVIDIA ones now) those numbers act as GPU identities that trees split on and cannot extrapolate
-from (``benchmarks/experiments/gpu_generalisation.py`` measures it: leave-one-GPU-out MdAPE 23% with
-them, 20% without, no change leaving models out); the GPU still enters through normalised terms —
+GPUs in the published data (five when it was measured, nine NVIDIA ones now) those numbers act as GPU
+identities that trees split on and cannot extrapolate from
+(``benchmarks/experiments/gpu_generalisation.py`` measures it: leave-one-GPU-out MdAPE 23% with them, 20%
+without, no change leaving models out); the GPU still enters through normalised terms —
 compute and memory time, intensity over the ridge point, waves per SM, working set over L2 — and the
 link bandwidth and latency, which collectives need.
 """

@@ -45,7 +45,7 @@ from scheduler.serving_bounds import relabelled
 from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
                                      balanced_sample, held_out, held_out_requests)
 from benchmarks.experiments.serving_blend import blend_lines
-from benchmarks.experiments.serving_profiles import held_out_profiles, profile_lines
+from benchmarks.experiments.serving_profiles import ape_cell, held_out_profiles, profile_lines
 from benchmarks.experiments.serving_static import static_batch_lines
 from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
 
@@ -64,8 +64,7 @@ def _ape(frame: pd.DataFrame, prefix: str, metric: str) -> np.ndarray:
 
 
 def _cell(frame: pd.DataFrame, prefix: str, metric: str) -> str:
-    ape = _ape(frame, prefix, metric)
-    return f"{np.median(ape):.1%} / {np.percentile(ape, 90):.0%}" if len(ape) else "—"
+    return ape_cell(frame[f"{prefix}_{metric}_ms"], frame[f"measured_{metric}_ms"])
 
 
 def _variants(frame: pd.DataFrame) -> tuple:

@@ -13,16 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from benchmarks.experiments.serving_profiles import ape_cell
 from scheduler.serving_model import held_out
-
-
-def _score(pred, measured) -> str:
-    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
-    ok = np.isfinite(pred) & np.isfinite(measured) & (measured > 0)
-    if not ok.any():
-        return "—"
-    ape = np.abs(pred[ok] / measured[ok] - 1.0)
-    return f"{np.median(ape):.1%} / {np.percentile(ape, 90):.0%}"
 
 
 def blend_parts(by_group: pd.DataFrame, group: str, anchors: pd.DataFrame, relabelled: pd.DataFrame | None,
@@ -64,7 +56,7 @@ def blend_lines(runs: dict) -> list[str]:
         parts = blend_parts(runs["by_group"][group], group, runs["anchors"], runs.get("relabelled"),
                             runs["logo" if group == "system" else "lomo"])
         for name, rows in ((f"{label}: blend applies", parts[parts["blends"]]), (f"{label}: all", parts)):
-            cells = [_score(rows[f"{k}_ttft"], rows["measured_ttft"]) for k in ("shipped", "calibration", "profile")]
-            cells += [_score(rows[f"{k}_tpot"], rows["measured_tpot"]) for k in ("shipped", "blend", "profile")]
+            cells = [ape_cell(rows[f"{k}_ttft"], rows["measured_ttft"]) for k in ("shipped", "calibration", "profile")]
+            cells += [ape_cell(rows[f"{k}_tpot"], rows["measured_tpot"]) for k in ("shipped", "blend", "profile")]
             lines.append(f"| {name} | {len(rows):,} | " + " | ".join(cells) + " |")
     return lines + [""]

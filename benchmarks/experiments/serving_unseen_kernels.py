@@ -28,11 +28,12 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.experiments.serving_accuracy import DEFAULT_CSV, bounds_cache_path, cached_basis, held_out_runs
-from benchmarks.experiments.serving_profiles import fold_profiles, raw_columns
+from benchmarks.experiments.serving_profiles import ape_cell, raw_columns
 from predictor import Predictor
 from predictor.artifact import SHIPPED_DIR, save_artifact
 from predictor.atomic import atomic_write
 from predictor.gpus import get_gpu
+from scheduler.engine_profiles import fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_model import balanced_sample, held_out
 
@@ -71,7 +72,7 @@ def unseen_runs(rows: pd.DataFrame, basis: pd.DataFrame, artifact: Path, n_jobs:
     for column in KERNEL_COLUMNS:
         out[column] = out["id"].map(sim[column])
     system = str(rows["system"].iloc[0])
-    profiles = fold_profiles(basis, "system").get(system, {})
+    profiles = fit_profiles(basis[basis["system"].astype(str) != system])  # the fold of serving_profiles.fold_profiles
     agg = out[(out["mode"] == "agg") & out["framework"].isin(profiles)]
     out["profile_ttft_ms"], out["profile_tpot_ms"] = np.nan, np.nan
     if len(agg):
@@ -80,12 +81,6 @@ def unseen_runs(rows: pd.DataFrame, basis: pd.DataFrame, artifact: Path, n_jobs:
         for t in ("ttft", "tpot"):
             out[f"profile_{t}_ms"] = out["id"].map(prof[f"pred_{t}_ms"])
     return out
-
-
-def _cell(pred, measured) -> str:
-    ape = np.abs(np.asarray(pred, float) / np.asarray(measured, float) - 1.0)
-    ape = ape[np.isfinite(ape)]
-    return f"{np.median(ape):.1%} / {np.percentile(ape, 90):.0%}" if len(ape) else "—"
 
 
 def render(seen: pd.DataFrame, unseen: pd.DataFrame, source: str) -> str:
@@ -98,8 +93,8 @@ def render(seen: pd.DataFrame, unseen: pd.DataFrame, source: str) -> str:
             "TPOT kernels only, unseen |")
 
     def row(label, gpu, g):
-        cells = [_cell(g[c], g.measured_ttft_ms) for c in ("pred_ttft_ms", "pred_ttft_ms_unseen", "roofline_ttft_ms")]
-        cells += [_cell(g[c], g.measured_tpot_ms) for c in ("pred_tpot_ms", "pred_tpot_ms_unseen", "roofline_tpot_ms",
+        cells = [ape_cell(g[c], g.measured_ttft_ms) for c in ("pred_ttft_ms", "pred_ttft_ms_unseen", "roofline_ttft_ms")]
+        cells += [ape_cell(g[c], g.measured_tpot_ms) for c in ("pred_tpot_ms", "pred_tpot_ms_unseen", "roofline_tpot_ms",
                                                             "kernel_tpot_ms", "kernel_tpot_ms_unseen")]
         return f"| {label} | {gpu} | {len(g)} | " + " | ".join(cells) + " |"
 
