@@ -14,7 +14,10 @@ QUANT_DTYPES = {"bf16": "bf16", "fp16": "fp16", "float16": "fp16", "bfloat16": "
                 "fp8": "fp8", "fp8_block": "fp8", "fp8_e4m3": "fp8", "nvfp4": "nvfp4", "fp4": "nvfp4",
                 "int4_wo": "w4a16", "w4a16": "w4a16", "awq": "w4a16", "gptq": "w4a16",
                 "w4a16_mxfp4": "w4a16", "mxfp4": "w4a16", "int8": "int8",
-                "modelopt": "fp8", "modelopt_fp4": "nvfp4"}  # SGLang's names of NVIDIA ModelOpt checkpoints
+                "modelopt": "fp8", "modelopt_fp4": "nvfp4",  # SGLang's names of NVIDIA ModelOpt checkpoints
+                # aiconfigurator's other GEMM / MoE modes: weight-only int8, SmoothQuant int8, fp8 without tuned
+                # kernels, 4-bit weights with fp8 activations (Hopper), MXFP4 weights with MXFP8 activations (Blackwell)
+                "int8_wo": "w8a16", "sq": "int8", "fp8_ootb": "fp8", "w4afp8": "w4a8", "w4a8_mxfp4_mxfp8": "mxfp4-a8"}
 REASONS = ("unknown_model", "unknown_gpu", "unsupported_dtype", "unsupported_parallelism", "does_not_fit",
            "concurrency_over_limit", "no_measurement")
 

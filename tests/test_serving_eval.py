@@ -106,6 +106,17 @@ def test_sglang_bench_serving_json_lines_are_read_with_the_server_s_arguments(tm
         read_serving_results(path)
 
 
+@pytest.mark.parametrize(("gemm", "moe", "bits"), [("int8_wo", "int8_wo", (8, 16, "fp16")), ("sq", "sq", (8, 8, "int8")),
+                                                   ("fp8_ootb", "fp8_ootb", (8, 8, "fp8")),
+                                                   ("bf16", "w4afp8", (4, 8, "fp8")),
+                                                   ("bf16", "w4a8_mxfp4_mxfp8", (4.25, 8, "fp8"))])
+def test_aiconfigurator_quant_modes_map_to_their_weight_and_activation_bits(gemm, moe, bits):
+    from predictor.precision import parse_dtype
+
+    p = parse_dtype(row_dtype({"gemm_quant_mode": gemm, "moe_quant_mode": moe}))
+    assert (p.weight_bits, p.act_bits, p.compute) == bits
+
+
 def test_bench_json_without_lengths_averages_the_token_totals(tmp_path):
     item = {k: v for k, v in BENCH.items() if not k.startswith("random_") and k != "system"}
     path = tmp_path / "bench.json"
