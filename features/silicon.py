@@ -102,14 +102,30 @@ def _degree(values: pd.Series) -> np.ndarray:
     return np.where(out < 1, 1, out).astype(np.int64)
 
 
-def _concurrency(values, where: str) -> np.ndarray:
+def _concurrency(values, where: str, what: str = "") -> np.ndarray:
+    """Positive integers (clients, ISL or OSL tokens) of column ``where``, else :class:`InputError` naming the row
+    (``what``: the quantity, when the column's name does not say it)."""
     out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
     bad = ~np.isfinite(out) | (out < 1) | (out != np.round(out))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{where}: concurrency must be a positive integer, got {pd.Series(values).iloc[i]!r} "
-                         f"(row {i + 1})")
+        value = pd.Series(values).iloc[i]
+        shown = value.item() if isinstance(value, np.generic) else value  # 0, not np.int64(0)
+        raise InputError(f"{where}: {what + ' ' if what else ''}must be a positive integer, got {shown!r} (row {i + 1})")
     return out.astype(np.int64)
+
+
+MODES = ("agg", "disagg")
+
+
+def _modes(values) -> pd.Series:
+    """The ``mode`` column in lower case, else :class:`InputError` naming the row and the allowed values."""
+    out = values.astype(str).str.strip().str.lower()
+    bad = ~out.isin(MODES).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"mode: unknown value {values.iloc[i]!r}; allowed: {', '.join(MODES)} (row {i + 1})")
+    return out
 
 
 def _frameworks(values, where: str) -> list[str]:
@@ -137,11 +153,11 @@ def _from_silicon_csv(file: Path) -> pd.DataFrame:
         "framework": _frameworks(raw["backend"], "backend"),
         "backend_version": raw["backend_version"].fillna("unknown").astype(str),
         "model_path": raw["model_path"].astype(str), "system": raw["system"].astype(str),
-        "mode": raw["mode"].astype(str).str.lower(),
+        "mode": _modes(raw["mode"]),
         "isl": _concurrency(raw["isl"], "isl"), "osl": _concurrency(raw["osl"], "osl"),
         "gemm_quant_mode": raw["gemm_quant_mode"].fillna("bf16").astype(str),
         "moe_quant_mode": raw["moe_quant_mode"].fillna("bf16").astype(str),
-        "concurrency": _concurrency(conc, "batch_size"),
+        "concurrency": _concurrency(conc, "batch_size", "concurrency (clients)"),
         "tp": _degree(raw["tp_size"]), "pp": _degree(raw["pp_size"]), "dp_attention": _degree(raw["attention_dp_size"]),
         "moe_tp": _degree(raw["moe_tp_size"]), "ep": _degree(raw["moe_ep_size"]),
         "measured_ttft_ms": pd.to_numeric(raw["silicon_ttft_ms"], errors="coerce"),
@@ -181,7 +197,7 @@ def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
     every replica's clients). Without a batch size (disaggregated rows): the ``silicon_concurrency=N`` of
     ``silicon_data_source`` (what the harness ran), else the ``_c<N>_`` of the id, else ``decode_batch_size`` ×
     ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive integer."""
-    _concurrency(raw["batch_size"].fillna(1), "batch_size")  # one that is given must be valid
+    _concurrency(raw["batch_size"].fillna(1), "batch_size", "concurrency (clients)")  # one that is given must be valid
     conc = pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size")
     gap = conc.isna()
     if gap.any() and "silicon_data_source" in raw:

@@ -83,7 +83,7 @@ BACKEND_ALIASES = {"vllm": "vllm", "openai": "vllm", "openai-chat": "vllm", "sgl
 
 def framework_name(text: str, field: str = "--framework") -> str:
     """Canonical framework (``vllm``, ``sglang``, ``trtllm``) of a backend name, else :class:`InputError`."""
-    key = str(text).strip().lower()
+    key = str(text).strip().lower().replace("_", "-")  # tensorrt_llm as tensorrt-llm
     if key not in BACKEND_ALIASES:
         raise InputError(f"{field}: unknown value {text!r}; allowed: {', '.join(sorted(BACKEND_ALIASES))}")
     return BACKEND_ALIASES[key]

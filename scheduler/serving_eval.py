@@ -308,7 +308,7 @@ def _predict_rows(rows, predictor, roofline, profiles: dict, framework: str | No
     for _, row in rows.iterrows():
         record = {"id": row["id"]}
         try:
-            if not (np.isfinite(row["measured_ttft_ms"]) and np.isfinite(row["measured_tpot_ms"])):
+            if not (row["measured_ttft_ms"] > 0 and row["measured_tpot_ms"] > 0):  # NaN, missing or not a time
                 raise Skip("no_measurement")
             name = framework or row["framework"]
             profile = profiles.get(name) or kernel_only_profile(row["framework"])

@@ -334,6 +334,15 @@ def test_predict_and_score_count_skips_by_reason(silicon_csv, hybrid):
     assert (done["roofline_tpot_ms"] < done["pred_tpot_ms"]).all()  # ideal kernels, no overhead
 
 
+def test_a_non_positive_measurement_is_skipped_and_underscored_backend_names_are_read(tmp_path, hybrid):
+    path = _changed_silicon(tmp_path, {"backend": ["vllm", "tensorrt_llm", "vllm", "sglang"],
+                                       "silicon_tpot_ms": [-8.0, 6.0, 5.0, 5.0]})
+    table = read_serving_results(path)
+    assert table["framework"].tolist() == ["vllm", "trtllm", "vllm", "sglang"]
+    report = score_serving(predict_serving(table.iloc[:2], predictor=hybrid, with_roofline=False))
+    assert report["predicted"] == 1 and report["skipped"] == {"no_measurement": 1}
+
+
 def test_runs_over_the_client_limit_are_skipped_under_their_reason(silicon_csv, hybrid):
     from scheduler import serving_eval
 
@@ -396,6 +405,8 @@ def test_disagg_rows_without_worker_counts_are_flagged_and_warned_about(tmp_path
     ({"drop": "batch_size"}, "batch_size"),
     ({"batch_size": [-1, 8, 2, 2]}, "concurrency"),
     ({"backend": ["vllm", "lmdeploy", "vllm", "sglang"]}, "backend"),
+    ({"mode": ["agg", "hybrid", "agg", "agg"]}, "mode: unknown value 'hybrid'; allowed: agg, disagg (row 2)"),
+    ({"isl": [512, 0, 128, 128]}, "isl: must be a positive integer, got 0 (row 2)"),
 ])
 def test_cli_evaluate_serving_bad_input_exits_2(tmp_path, capsys, change, message):
     path = _changed_silicon(tmp_path, change)
