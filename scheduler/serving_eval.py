@@ -13,7 +13,9 @@ with decodes (vLLM, TensorRT-LLM) the simulated clients are de-synchronised (the
 is closer to the measured one, but the serving calibration built on them scored worse on held-out GPUs and models
 than the one built on de-synchronised clients plus the first wave. A prefill-first engine (SGLang) keeps clients
 that send together in step — it prefills the whole wave before any decode, so the wave finishes together and is
-sent again together — so its clients start together, as the benchmark's do, and stay so.
+sent again together — so its clients start together, as the benchmark's do, and stay so. De-synchronised
+SGLang clients were tried as well (steady state alone, and mixed with the first wave as a benchmark of a few requests
+per client would average them): their kernel-only TTFT and TPOT were both further from the measured runs'.
 """
 
 from __future__ import annotations
