@@ -12,7 +12,8 @@ as the log-ratio of measured over simulated time::
 (ISL, OSL, clients per replica, the inter-completion gap), KV pressure, the parallel layout and the
 framework; TPOT also sees the kernel launches of a decode step (:data:`LAUNCH_FEATURES`). No GPU or model identity is a feature, so a GPU or a model the fit never saw is predicted from its
 simulated physics; held-out accuracy is measured by refitting without the held-out group
-(``benchmarks/experiments/serving_accuracy.py``).
+(``benchmarks/experiments/serving_accuracy.py``). Architecture descriptors (parameter counts, layers, MLA, vocabulary)
+were tried as features: TTFT held out by GPU moved within the seed spread, TPOT held out by model got worse.
 
 **TTFT of an aggregated run that no anchor covers** is the geometric mean of this calibration's and the
 engine-profile simulation's (``profile_ttft_ms`` in the basis: the run simulated with its framework's
