@@ -342,16 +342,38 @@ def _profile_key(profile) -> str:
     return json.dumps(values, sort_keys=True)
 
 
+_LOADED: dict = {}  # per worker process: the shipped and the roofline-only predictor, shared by its tasks
+
+
 def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency):
     from predictor import Predictor
 
-    return _predict_rows(rows, Predictor.load(artifacts), Predictor.roofline_only(), profiles, framework,
-                         with_roofline, max_concurrency)
+    if not _LOADED:
+        _LOADED.update(shipped=Predictor.load(), roofline=Predictor.roofline_only())
+    # the shipped artifact cannot change under a running process (and keeps its tables); any other is loaded afresh
+    predictor = _LOADED["shipped"] if artifacts is None else Predictor.load(artifacts)
+    return _predict_rows(rows, predictor, _LOADED["roofline"], profiles, framework, with_roofline, max_concurrency)
+
+
+TASKS_PER_JOB = 4  # work items per process: a progress update each, few enough that dispatch costs stay small
+
+
+def _blocks(order, count: int) -> list:
+    """``order``'s rows in at most ``count`` blocks of whole (model, GPU) groups, largest groups first, each to the
+    block with the fewest rows so far: a configuration's tables are built in one block only."""
+    import pandas as pd
+
+    keys = order["model_path"].astype(str) + "|" + order["system"].astype(str)
+    groups = [order[keys == k] for k in keys.unique()]
+    shares: list[list] = [[] for _ in range(max(1, min(count, len(groups))))]
+    for g in sorted(groups, key=len, reverse=True):
+        min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
+    return [pd.concat(s) for s in shares if s]
 
 
 def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | None = None,
                     framework: str | None = None, with_roofline: bool = True,
-                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY):
+                    n_jobs: int = 1, calibration=None, max_concurrency: int = MAX_CONCURRENCY, progress=None):
     """Simulate every measured run of ``table`` (from :func:`features.silicon.read_serving_results`).
 
     Parameters
@@ -374,6 +396,9 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     max_concurrency : int
         Runs with more clients are skipped (``concurrency_over_limit``): a run simulates about twice its clients
         plus a measurement window of requests, so its cost grows with the clients.
+    progress : callable, optional
+        ``progress(step, done, total)``: called as blocks of runs finish (``done`` of ``total`` runs of ``step``, a
+        short description; with a calibration, each of its simulation passes is a step).
 
     Returns
     -------
@@ -390,23 +415,28 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
     profiles = profiles if profiles is not None else load_profiles()
     if calibration is not None:
         return _calibrated(table, calibration, framework, profiles, artifacts=artifacts, predictor=predictor,
-                           n_jobs=n_jobs, max_concurrency=max_concurrency)
+                           n_jobs=n_jobs, max_concurrency=max_concurrency, progress=progress)
     order = table.sort_values(["model_path", "system", "tp", "gemm_quant_mode"], kind="stable")
+    step = ("kernel-only" if not profiles else "engine-profile") + " simulations" + (
+        " and roofline" if with_roofline else "")
+    report = (lambda done: progress(step, done, len(order))) if progress is not None else (lambda done: None)
+    records: list = []
+    report(0)
     if predictor is not None or n_jobs <= 1 or len(order) < 2:
-        records = _predict_rows(order, predictor or Predictor.load(artifacts), Predictor.roofline_only(), profiles,
-                                framework, with_roofline, max_concurrency)
+        predictor = predictor or Predictor.load(artifacts)
+        roofline = Predictor.roofline_only()
+        for block in _blocks(order, TASKS_PER_JOB):
+            records += _predict_rows(block, predictor, roofline, profiles, framework, with_roofline, max_concurrency)
+            report(len(records))
     else:
         from joblib import Parallel, delayed
 
-        keys = order["model_path"] + "|" + order["system"]
-        groups = [order[keys == k] for k in keys.unique()]
-        shares = [[] for _ in range(n_jobs)]
-        for g in sorted(groups, key=len, reverse=True):
-            min(shares, key=lambda s: sum(len(x) for x in s)).append(g)
-        blocks = [pd.concat(s) for s in shares if s]
-        parts = Parallel(n_jobs=n_jobs)(delayed(_worker)(b, artifacts, profiles, framework, with_roofline,
-                                                         max_concurrency) for b in blocks)
-        records = [r for part in parts for r in part]
+        blocks = _blocks(order, TASKS_PER_JOB * n_jobs)
+        parts = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_worker)(b, artifacts, profiles, framework, with_roofline, max_concurrency) for b in blocks)
+        for part in parts:
+            records += part
+            report(len(records))
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
 
@@ -456,6 +486,10 @@ def _dominance_bounds(table, out, open_runs, calibration, as_framework, **simula
     requests = bound_requests(open_runs, calibration.systems)
     basis = None
     if len(requests):
+        shown = simulate.get("progress")
+        if shown is not None:  # a step of its own: the same runs again, on the fitted GPUs
+            simulate = {**simulate, "progress": lambda _, done, total: shown("bounding simulations on fitted GPUs",
+                                                                             done, total)}
         basis = kernel_basis(relabelled(table, requests), **simulate)
         basis = as_framework(basis[basis["skip"] == ""])
     return upper_bounds(calibration, basis, out)

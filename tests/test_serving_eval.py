@@ -395,10 +395,38 @@ def test_disagg_rows_without_worker_counts_are_flagged_and_warned_about(tmp_path
     assert list(table["pool_workers_given"]) == [True, False] and list(table["prefill_num_workers"]) == [2, 1]
     monkeypatch.setattr(common, "_load_predictor", lambda artifacts: hybrid)
     code = cli.main(["evaluate", "--serving", str(tmp_path / "disagg.csv"), "--json", "--n-jobs", "1"])
-    err = capsys.readouterr().err
-    assert code == 0 and err.strip() == ("warning: 1 disaggregated runs give no prefill_num_workers or "
-                                         "decode_num_workers: each of their pools is simulated as one worker "
-                                         "(docs/serving-accuracy.md scores these runs apart)")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 0 and lines[0] == ("warning: 1 disaggregated runs give no prefill_num_workers or "
+                                      "decode_num_workers: each of their pools is simulated as one worker "
+                                      "(docs/serving-accuracy.md scores these runs apart)")
+    # then only progress (stderr is not a terminal here: plain lines, not a bar)
+    assert lines[1:] and all(line.startswith("evaluate --serving: ") for line in lines[1:])
+
+
+def test_worker_processes_predict_what_one_process_does(silicon_csv, hybrid):
+    table = read_serving_results(silicon_csv)
+    serial = predict_serving(table, predictor=hybrid, with_roofline=False)
+    pooled = predict_serving(table, n_jobs=2, with_roofline=False)  # blocks of (model, GPU) groups in 2 processes
+    pd.testing.assert_frame_equal(pooled, serial)
+
+
+def test_progress_reports_each_simulation_pass_up_to_its_total(silicon_csv, hybrid):
+    from scheduler.serving_model import ServingCalibration
+
+    table = read_serving_results(silicon_csv)
+    calls: list = []
+    calibration = ServingCalibration.load()
+    out = predict_serving(table, predictor=hybrid, calibration=calibration,
+                          progress=lambda step, done, total: calls.append((step, done, total)))
+    steps = list(dict.fromkeys(step for step, _, _ in calls))
+    assert steps[0] == "kernel-only simulations and roofline"
+    for step in steps:
+        done = [d for s, d, _ in calls if s == step]
+        totals = {t for s, _, t in calls if s == step}
+        assert done[0] == 0 and done == sorted(done) and len(totals) == 1 and done[-1] == totals.pop()
+    assert calls[0][2] == len(table)
+    silent = predict_serving(table, predictor=hybrid, calibration=calibration)
+    pd.testing.assert_frame_equal(out, silent)  # reporting changes nothing
 
 
 @pytest.mark.parametrize("change, message", [

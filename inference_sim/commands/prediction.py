@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -204,6 +205,31 @@ def _pct(value) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
+@contextlib.contextmanager
+def _serving_progress():
+    """``progress(step, done, total)`` for :func:`scheduler.serving_eval.predict_serving`: a transient bar per step
+    on a terminal's stderr, else plain ``evaluate --serving: <step>: done/total`` lines (a log, CI, a pipe)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from inference_sim.progress import ProgressLines
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        steps: dict = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            if step not in steps:
+                steps[step] = (bar.add_task(step, total=total),
+                               ProgressLines(f"evaluate --serving: {step}", enabled=not console.is_terminal))
+            task, lines = steps[step]
+            bar.update(task, completed=done, total=total)
+            lines.update(done, total)
+
+        yield progress
+
+
 def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as_json, max_concurrency) -> None:
     """``evaluate --serving``: simulate each measured run closed-loop and score TTFT / TPOT."""
     from features.silicon import read_serving_results
@@ -230,9 +256,11 @@ def _evaluate_serving(path: Path, framework, gpu, tp, out, n_jobs, artifacts, as
 
     n_jobs = n_jobs or min(available_cpus(), max(1, len(table)))
     predictor = common._load_predictor(artifacts) if n_jobs == 1 else None
-    predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles, n_jobs=n_jobs,
-                                  calibration=calibration, framework=None if calibration is None else framework,
-                                  max_concurrency=max_concurrency)
+    with _serving_progress() as progress:
+        predictions = predict_serving(table, artifacts=artifacts, predictor=predictor, profiles=profiles,
+                                      n_jobs=n_jobs, calibration=calibration,
+                                      framework=None if calibration is None else framework,
+                                      max_concurrency=max_concurrency, progress=progress)
     payload = score_serving(predictions)
     if out is not None:
         atomic_write(out, predictions.to_csv(index=False))
