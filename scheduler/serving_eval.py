@@ -437,6 +437,8 @@ def predict_serving(table, *, artifacts=None, predictor=None, profiles: dict | N
         for part in parts:
             records += part
             report(len(records))
+    rank = {run: i for i, run in enumerate(order["id"])}
+    records.sort(key=lambda record: rank[record["id"]])  # columns in one order, however the rows were split
     predicted = pd.DataFrame(records).set_index("id")
     return table.join(predicted, on="id")
 
