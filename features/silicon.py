@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from predictor.errors import InputError
+from predictor.errors import InputError, unknown_name
 from scheduler.engine_profiles import framework_name
 
 CSV_REQUIRED = ("backend", "backend_version", "model_path", "system", "mode", "isl", "osl", "gemm_quant_mode",
@@ -102,7 +102,7 @@ def _degree(values: pd.Series) -> np.ndarray:
     return np.where(out < 1, 1, out).astype(np.int64)
 
 
-def _concurrency(values, where: str, what: str = "") -> np.ndarray:
+def _positive_ints(values, where: str, what: str = "") -> np.ndarray:
     """Positive integers (clients, ISL or OSL tokens) of column ``where``, else :class:`InputError` naming the row
     (``what``: the quantity, when the column's name does not say it)."""
     out = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
@@ -124,7 +124,7 @@ def _modes(values) -> pd.Series:
     bad = ~out.isin(MODES).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"mode: unknown value {values.iloc[i]!r}; allowed: {', '.join(MODES)} (row {i + 1})")
+        raise InputError(f"{unknown_name('mode', values.iloc[i], MODES)} (row {i + 1})")
     return out
 
 
@@ -154,10 +154,10 @@ def _from_silicon_csv(file: Path) -> pd.DataFrame:
         "backend_version": raw["backend_version"].fillna("unknown").astype(str),
         "model_path": raw["model_path"].astype(str), "system": raw["system"].astype(str),
         "mode": _modes(raw["mode"]),
-        "isl": _concurrency(raw["isl"], "isl"), "osl": _concurrency(raw["osl"], "osl"),
+        "isl": _positive_ints(raw["isl"], "isl"), "osl": _positive_ints(raw["osl"], "osl"),
         "gemm_quant_mode": raw["gemm_quant_mode"].fillna("bf16").astype(str),
         "moe_quant_mode": raw["moe_quant_mode"].fillna("bf16").astype(str),
-        "concurrency": _concurrency(conc, "batch_size", "concurrency (clients)"),
+        "concurrency": _positive_ints(conc, "batch_size", "concurrency (clients)"),
         "tp": _degree(raw["tp_size"]), "pp": _degree(raw["pp_size"]), "dp_attention": _degree(raw["attention_dp_size"]),
         "moe_tp": _degree(raw["moe_tp_size"]), "ep": _degree(raw["moe_ep_size"]),
         "measured_ttft_ms": pd.to_numeric(raw["silicon_ttft_ms"], errors="coerce"),
@@ -197,7 +197,7 @@ def _silicon_concurrency(raw: pd.DataFrame) -> pd.Series:
     every replica's clients). Without a batch size (disaggregated rows): the ``silicon_concurrency=N`` of
     ``silicon_data_source`` (what the harness ran), else the ``_c<N>_`` of the id, else ``decode_batch_size`` ×
     ``decode_num_workers`` × ``decode_attention_dp_size``. A ``batch_size`` that is given must be a positive integer."""
-    _concurrency(raw["batch_size"].fillna(1), "batch_size", "concurrency (clients)")  # one that is given must be valid
+    _positive_ints(raw["batch_size"].fillna(1), "batch_size", "concurrency (clients)")  # one that is given must be valid
     conc = pd.to_numeric(raw["batch_size"], errors="coerce") * _ranks(raw, "attention_dp_size")
     gap = conc.isna()
     if gap.any() and "silicon_data_source" in raw:
@@ -311,9 +311,9 @@ def _from_bench_json(file: Path, gpu: str | None, tp: int | None) -> pd.DataFram
         })
     out = pd.DataFrame(rows, columns=list(COLUMNS))
     out["framework"] = _frameworks(out["framework"], "backend")
-    out["concurrency"] = _concurrency(out["concurrency"], "max_concurrency")
-    out["isl"] = _concurrency(out["isl"], "random_input_len")
-    out["osl"] = _concurrency(out["osl"], "random_output_len")
+    out["concurrency"] = _positive_ints(out["concurrency"], "max_concurrency")
+    out["isl"] = _positive_ints(out["isl"], "random_input_len")
+    out["osl"] = _positive_ints(out["osl"], "random_output_len")
     for column in ("tp", "pp", "dp_attention", "moe_tp", "ep"):
         out[column] = _degree(out[column])
     for pool in ("prefill", "decode"):

@@ -345,14 +345,20 @@ def _profile_key(profile) -> str:
 _LOADED: dict = {}  # per worker process: the shipped and the roofline-only predictor, shared by its tasks
 
 
+def _loaded(name: str, load):
+    """The worker process's ``name`` predictor, loaded by ``load()`` on first use."""
+    if name not in _LOADED:
+        _LOADED[name] = load()
+    return _LOADED[name]
+
+
 def _worker(rows, artifacts, profiles, framework, with_roofline, max_concurrency):
     from predictor import Predictor
 
-    if not _LOADED:
-        _LOADED.update(shipped=Predictor.load(), roofline=Predictor.roofline_only())
     # the shipped artifact cannot change under a running process (and keeps its tables); any other is loaded afresh
-    predictor = _LOADED["shipped"] if artifacts is None else Predictor.load(artifacts)
-    return _predict_rows(rows, predictor, _LOADED["roofline"], profiles, framework, with_roofline, max_concurrency)
+    predictor = _loaded("shipped", Predictor.load) if artifacts is None else Predictor.load(artifacts)
+    return _predict_rows(rows, predictor, _loaded("roofline", Predictor.roofline_only), profiles, framework,
+                         with_roofline, max_concurrency)
 
 
 TASKS_PER_JOB = 4  # work items per process: a progress update each, few enough that dispatch costs stay small

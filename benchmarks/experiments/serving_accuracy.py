@@ -42,10 +42,10 @@ from scheduler.engine_profiles import PROFILES_PATH, fit_profiles
 from scheduler.serving_eval import kernel_basis, predict_serving
 from scheduler.serving_anchors import HBM_RATIO_MAX, PEAK_RATIO_MAX
 from scheduler.serving_bounds import relabelled
-from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration,
+from scheduler.serving_model import (CALIBRATION_PATH, FEATURES, LAUNCH_FEATURES, PARAMS, ServingCalibration, ape,
                                      balanced_sample, held_out, held_out_requests)
 from benchmarks.experiments.serving_blend import blend_lines
-from benchmarks.experiments.serving_profiles import ape_cell, held_out_profiles, profile_lines
+from benchmarks.experiments.serving_profiles import frame_cell, held_out_profiles, profile_lines
 from benchmarks.experiments.serving_static import static_batch_lines
 from benchmarks.experiments.unseen_gpu_sanity import sanity_lines
 
@@ -57,14 +57,7 @@ BASE_VARIANTS = (("calibrated (held out)", "pred"), ("kernels only", "kernel"), 
 
 
 def _ape(frame: pd.DataFrame, prefix: str, metric: str) -> np.ndarray:
-    pred = frame[f"{prefix}_{metric}_ms"].to_numpy(float)
-    measured = frame[f"measured_{metric}_ms"].to_numpy(float)
-    ape = np.abs(pred - measured) / measured
-    return ape[np.isfinite(ape)]
-
-
-def _cell(frame: pd.DataFrame, prefix: str, metric: str) -> str:
-    return ape_cell(frame[f"{prefix}_{metric}_ms"], frame[f"measured_{metric}_ms"])
+    return ape(frame[f"{prefix}_{metric}_ms"], frame[f"measured_{metric}_ms"])
 
 
 def _variants(frame: pd.DataFrame) -> tuple:
@@ -73,7 +66,7 @@ def _variants(frame: pd.DataFrame) -> tuple:
 
 
 def _row(frame: pd.DataFrame, variants) -> list[str]:
-    return [_cell(frame, p, "ttft") for _, p in variants] + [_cell(frame, p, "tpot") for _, p in variants]
+    return [frame_cell(frame, p, "ttft") for _, p in variants] + [frame_cell(frame, p, "tpot") for _, p in variants]
 
 
 def _table(frame: pd.DataFrame, group: str, title: str) -> list[str]:
@@ -144,8 +137,8 @@ def _anchor_lines(logo: pd.DataFrame, anchor_runs: int) -> list[str]:
              "| runs | TTFT anchored | TTFT calibration alone | TPOT anchored | TPOT calibration alone |",
              "|---|---|---|---|---|"]
     for name, rows in ((f"anchored ({len(anchored):,})", anchored), (f"all ({len(logo):,})", logo)):
-        lines.append(f"| {name} | {_cell(rows, 'pred', 'ttft')} | {_cell(rows, 'unanchored', 'ttft')} | "
-                     f"{_cell(rows, 'pred', 'tpot')} | {_cell(rows, 'unanchored', 'tpot')} |")
+        lines.append(f"| {name} | {frame_cell(rows, 'pred', 'ttft')} | {frame_cell(rows, 'unanchored', 'ttft')} | "
+                     f"{frame_cell(rows, 'pred', 'tpot')} | {frame_cell(rows, 'unanchored', 'tpot')} |")
     return lines + [""]
 
 
@@ -226,8 +219,8 @@ def _bound_lines(logo: pd.DataFrame, lomo: pd.DataFrame) -> list[str]:
         gpus = ", ".join(f"{g} {len(r)}" for g, r in eligible.groupby("system", sort=True)) or "none"
         for name, rows in ((f"{group}: bounded runs", eligible), (f"{group}: all", frame)):
             lines.append(f"| {name} | {len(rows):,} | {int(rows['bounded'].sum()):,} | {gpus} | "
-                         f"{_cell(rows, 'pred', 'ttft')} | {_cell(rows, 'unbounded', 'ttft')} | "
-                         f"{_cell(rows, 'pred', 'tpot')} | {_cell(rows, 'unbounded', 'tpot')} |")
+                         f"{frame_cell(rows, 'pred', 'ttft')} | {frame_cell(rows, 'unbounded', 'ttft')} | "
+                         f"{frame_cell(rows, 'pred', 'tpot')} | {frame_cell(rows, 'unbounded', 'tpot')} |")
     return lines + [""]
 
 
@@ -384,9 +377,9 @@ def family_lines(pooled: dict, families: dict) -> list[str]:
     for group, key in (("GPU", "logo"), ("model", "lomo")):
         for name, runs in (("pooled (shipped)", pooled), ("families", families)):
             frame = runs[key]
-            lines.append(f"| {group} | {name} | {len(frame)} | {_cell(frame, 'pred', 'ttft')} | "
-                         f"{_cell(frame, 'pred', 'tpot')} | {_cell(frame, 'kernel', 'ttft')} | "
-                         f"{_cell(frame, 'kernel', 'tpot')} |")
+            lines.append(f"| {group} | {name} | {len(frame)} | {frame_cell(frame, 'pred', 'ttft')} | "
+                         f"{frame_cell(frame, 'pred', 'tpot')} | {frame_cell(frame, 'kernel', 'ttft')} | "
+                         f"{frame_cell(frame, 'kernel', 'tpot')} |")
     return lines + [""]
 
 

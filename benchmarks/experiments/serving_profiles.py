@@ -16,6 +16,7 @@ import pandas as pd
 
 from scheduler.engine_profiles import fit_profiles
 from scheduler.serving_eval import predict_serving
+from scheduler.serving_model import ape
 
 # columns the simulations add to the CSV's (dropped before a run is simulated again)
 _SIMULATED = ("pred_", "kernel_", "roofline_", "legacy_", "unanchored_")
@@ -65,13 +66,12 @@ def held_out_profiles(basis: pd.DataFrame, predictor, group: str = "system", n_j
 def ape_cell(pred, measured) -> str:
     """A table cell of the serving pages: "MdAPE / p90 APE" of ``pred`` against ``measured`` (ms), over the runs
     with a finite error; "—" when there is none."""
-    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
-    ape = np.abs(pred - measured) / measured
-    ape = ape[np.isfinite(ape)]
-    return f"{np.median(ape):.1%} / {np.percentile(ape, 90):.0%}" if len(ape) else "—"
+    errors = ape(pred, measured)
+    return f"{np.median(errors):.1%} / {np.percentile(errors, 90):.0%}" if len(errors) else "—"
 
 
-def _cell(frame: pd.DataFrame, prefix: str, metric: str) -> str:
+def frame_cell(frame: pd.DataFrame, prefix: str, metric: str) -> str:
+    """:func:`ape_cell` of ``frame``'s ``{prefix}_{metric}_ms`` against its ``measured_{metric}_ms``."""
     return ape_cell(frame[f"{prefix}_{metric}_ms"], frame[f"measured_{metric}_ms"])
 
 
@@ -88,7 +88,7 @@ def profile_lines(frame: pd.DataFrame, group: str = "system") -> list[str]:
              "|" + "---|" * (4 + 2 * len(methods))]
 
     def row(label: str, value: str, rows: pd.DataFrame, scale: str) -> str:
-        cells = [_cell(rows, p, "ttft") for _, p in methods] + [_cell(rows, p, "tpot") for _, p in methods]
+        cells = [frame_cell(rows, p, "ttft") for _, p in methods] + [frame_cell(rows, p, "tpot") for _, p in methods]
         return f"| {label} | {value} | {len(rows)} | {scale} | " + " | ".join(cells) + " |"
 
     for (framework, value), rows in frame.groupby(["framework", group], sort=True):
